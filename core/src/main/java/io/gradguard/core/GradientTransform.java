@@ -1,0 +1,39 @@
+package io.gradguard.core;
+
+import io.gradguard.core.spi.TensorOps;
+
+/**
+ * A gradient transform: immutable, validated configuration plus an explicit state object that the
+ * pipeline owns ({@link #init}), applied in place to a step's gradients by {@link #update}.
+ *
+ * <p>This is Optax's {@code GradientTransformation} ({@code init} + {@code update}, state explicit)
+ * with the step context in {@code update} from day one. Implementations must not branch on tensor
+ * values on the host where a multiply by a clamped coefficient does the job; they use the
+ * primitives of {@link TensorOps} and the tree math of {@link Norms}.
+ *
+ * <pre>{@code
+ * GradientTransform clip = Transforms.clipByGlobalNorm(1.0);
+ * }</pre>
+ */
+public interface GradientTransform {
+
+    /** The stage's default name in a pipeline (unique names are derived from it). */
+    String name();
+
+    /**
+     * Creates this transform's state for the given gradients (their shapes, dtypes, device).
+     * Called once, on the pipeline's first step. Stateless transforms return {@link TransformState#NONE}.
+     */
+    default <T> TransformState init(GradientSet<T> gradients, TensorOps<T> ops) {
+        return TransformState.NONE;
+    }
+
+    /**
+     * Transforms {@code step.gradients()} in place.
+     *
+     * @param step  the gradients, the backend, the context, the metrics recorder
+     * @param state the object {@link #init} returned
+     * @return whether the pipeline proceeds, holds (accumulating) or skips the step
+     */
+    <T> Action update(Step<T> step, TransformState state);
+}

@@ -1,0 +1,62 @@
+package io.gradguard.core;
+
+import io.gradguard.core.internal.Checks;
+
+/**
+ * What a transform may know about the current call besides the gradients: which real optimizer
+ * step it belongs to, which micro-batch of an accumulation window, the batch size, the loss when
+ * known, and the micro-batch's weight (examples or tokens in it).
+ *
+ * <p>Adapters create it with the batch facts; the pipeline fills in the counters.
+ *
+ * <pre>{@code
+ * pipeline.step(grads, ops, StepContext.ofBatch(64).withLoss(loss));
+ * }</pre>
+ *
+ * @param step       the index of the real optimizer step this call contributes to (0-based)
+ * @param microStep  the index of this call inside the current step (0 without accumulation)
+ * @param batchSize  examples in this micro-batch, or 0 when unknown
+ * @param loss       the loss of this micro-batch, or NaN when unknown
+ * @param weight     the micro-batch's weight for weighted accumulation (default: 1)
+ */
+public record StepContext(long step, int microStep, long batchSize, double loss, double weight) {
+
+    /**
+     * @throws IllegalArgumentException for a negative counter or batch size, or a weight that is
+     *     not finite and &gt;= 0
+     */
+    public StepContext {
+        Checks.require(step >= 0, "step", "be >= 0", step);
+        Checks.require(microStep >= 0, "microStep", "be >= 0", microStep);
+        Checks.require(batchSize >= 0, "batchSize", "be >= 0", batchSize);
+        Checks.require(Double.isFinite(weight) && weight >= 0, "weight", "be a finite number >= 0", weight);
+    }
+
+    /** Nothing known. */
+    public static StepContext empty() {
+        return new StepContext(0, 0, 0, Double.NaN, 1.0);
+    }
+
+    /** A micro-batch of {@code batchSize} examples. */
+    public static StepContext ofBatch(long batchSize) {
+        return new StepContext(0, 0, batchSize, Double.NaN, 1.0);
+    }
+
+    public StepContext withLoss(double newLoss) {
+        return new StepContext(step, microStep, batchSize, newLoss, weight);
+    }
+
+    public StepContext withWeight(double newWeight) {
+        return new StepContext(step, microStep, batchSize, loss, newWeight);
+    }
+
+    /** The same facts at the given counters (the pipeline calls this). */
+    public StepContext at(long newStep, int newMicroStep) {
+        return new StepContext(newStep, newMicroStep, batchSize, loss, weight);
+    }
+
+    /** Whether the loss is known. */
+    public boolean hasLoss() {
+        return !Double.isNaN(loss);
+    }
+}

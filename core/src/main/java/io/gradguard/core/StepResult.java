@@ -1,0 +1,101 @@
+package io.gradguard.core;
+
+import io.gradguard.core.spi.TensorOps;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.OptionalDouble;
+
+/**
+ * The outcome of one {@link GradientPipeline#step pipeline step}: what the adapter must do with the
+ * optimizer, why, and what the transforms measured.
+ *
+ * <p>Metrics recorded as backend scalars are copied to the host on first read. Read them before
+ * the adapter frees the step's temporaries (inside the adapter's step, or in a
+ * {@link StepListener}); {@link #hostMetrics()} copies them all.
+ *
+ * @param <T> the backend's tensor type
+ */
+public final class StepResult<T> {
+    private final Action action;
+    private final String stage;
+    private final StepContext context;
+    private final Map<String, Object> metrics;
+    private final TensorOps<T> ops;
+
+    StepResult(Action action, String stage, StepContext context, Map<String, Object> metrics, TensorOps<T> ops) {
+        this.action = action;
+        this.stage = stage;
+        this.context = context;
+        this.metrics = metrics;
+        this.ops = ops;
+    }
+
+    /** What the adapter does: step the optimizer ({@code PROCEED}), or not ({@code HOLD}, {@code SKIP}). */
+    public Action action() {
+        return action;
+    }
+
+    /** Whether the optimizer must step now. */
+    public boolean applies() {
+        return action.kind() == Action.Kind.PROCEED;
+    }
+
+    public boolean skipped() {
+        return action.kind() == Action.Kind.SKIP;
+    }
+
+    public boolean held() {
+        return action.kind() == Action.Kind.HOLD;
+    }
+
+    /** The stage that held or skipped; empty when the step proceeds. */
+    public String decidedBy() {
+        return stage;
+    }
+
+    /** The context the transforms saw (step and micro-step counters filled in). */
+    public StepContext context() {
+        return context;
+    }
+
+    /** A recorded metric ({@code "clipByGlobalNorm.norm"}), copied to the host on first read. */
+    @SuppressWarnings("unchecked")
+    public OptionalDouble metric(String key) {
+        Object v = metrics.get(key);
+        if (v == null) {
+            return OptionalDouble.empty();
+        }
+        if (v instanceof Double d) {
+            return OptionalDouble.of(d);
+        }
+        double host = ops.toHost((T) v);
+        metrics.put(key, host);
+        return OptionalDouble.of(host);
+    }
+
+    /** The names of the recorded metrics, in recording order. */
+    public java.util.Set<String> metricNames() {
+        return Collections.unmodifiableSet(metrics.keySet());
+    }
+
+    /** Every metric copied to the host. */
+    public Map<String, Double> hostMetrics() {
+        Map<String, Double> out = new LinkedHashMap<>();
+        for (String k : metrics.keySet().toArray(new String[0])) {
+            out.put(k, metric(k).orElse(Double.NaN));
+        }
+        return out;
+    }
+
+    /** The backend the metrics live on. */
+    public TensorOps<T> ops() {
+        return ops;
+    }
+
+    @Override
+    public String toString() {
+        return "StepResult{" + action + (stage.isEmpty() ? "" : " by " + stage) + ", step " + context.step()
+                + ", micro " + context.microStep() + "}";
+    }
+}

@@ -1,0 +1,129 @@
+package io.gradguard.core;
+
+import io.gradguard.core.internal.Checks;
+import io.gradguard.core.transform.AdaptiveClip;
+import io.gradguard.core.transform.Centralize;
+import io.gradguard.core.transform.ClipByNorm;
+import io.gradguard.core.transform.ClipByValue;
+import io.gradguard.core.transform.Masked;
+import io.gradguard.core.transform.Normalize;
+import io.gradguard.core.transform.ZeroNonFinite;
+import java.util.function.Predicate;
+import java.util.regex.Pattern;
+import java.util.regex.PatternSyntaxException;
+
+/**
+ * Factories for every GradGuard transform. Each transform lives in one file of
+ * {@code io.gradguard.core.transform} with its formula and reference; this class is the short way
+ * to build them. Every factory validates its arguments and throws {@link IllegalArgumentException}
+ * naming the parameter and the value it got.
+ *
+ * <pre>{@code
+ * GradientPipeline guard = GradientPipeline.of(
+ *     Transforms.zeroNonFinite(),
+ *     Transforms.clipByGlobalNorm(1.0));
+ * }</pre>
+ */
+public final class Transforms {
+    private Transforms() {
+    }
+
+    /** Clip every element into [-c, c]. @throws IllegalArgumentException unless c is finite and &gt; 0 */
+    public static GradientTransform clipByValue(double c) {
+        Checks.positive("c", c);
+        return new ClipByValue(-c, c);
+    }
+
+    /** Clip every element into [lo, hi]. @throws IllegalArgumentException if a bound is NaN or lo &gt; hi */
+    public static GradientTransform clipByValue(double lo, double hi) {
+        return new ClipByValue(lo, hi);
+    }
+
+    /** Scale all gradients together so their global L2 norm is at most maxNorm. */
+    public static GradientTransform clipByGlobalNorm(double maxNorm) {
+        return new ClipByNorm(maxNorm, NormType.L2, Scope.GLOBAL);
+    }
+
+    /** Scale all gradients together so their global norm of the given type is at most maxNorm. */
+    public static GradientTransform clipByGlobalNorm(double maxNorm, NormType normType) {
+        return new ClipByNorm(maxNorm, normType, Scope.GLOBAL);
+    }
+
+    /** Scale each gradient tensor so its L2 norm is at most maxNorm (Keras {@code clipnorm}). */
+    public static GradientTransform clipByNorm(double maxNorm) {
+        return new ClipByNorm(maxNorm, NormType.L2, Scope.TENSOR);
+    }
+
+    /** Scale each layer's gradients together so their L2 norm is at most maxNorm (DL4J {@code ClipL2PerLayer}). */
+    public static GradientTransform clipByLayerNorm(double maxNorm) {
+        return new ClipByNorm(maxNorm, NormType.L2, Scope.LAYER);
+    }
+
+    /** Norm clipping with every option spelled out. */
+    public static GradientTransform clipByNorm(double maxNorm, NormType normType, Scope scope) {
+        return new ClipByNorm(maxNorm, normType, scope);
+    }
+
+    /** Scale each tensor so its root mean square is at most c (Optax {@code clip_by_block_rms}). */
+    public static GradientTransform clipByBlockRms(double c) {
+        return new ClipByNorm(c, NormType.RMS, Scope.TENSOR);
+    }
+
+    /** Unit-wise adaptive gradient clipping with ε = 1e-3 (Brock et al. 2021). */
+    public static GradientTransform adaptiveClip(double clipping) {
+        return new AdaptiveClip(clipping, 1e-3);
+    }
+
+    /** Unit-wise adaptive gradient clipping with an explicit weight-norm floor ε. */
+    public static GradientTransform adaptiveClip(double clipping, double eps) {
+        return new AdaptiveClip(clipping, eps);
+    }
+
+    /** Renormalize to unit L2 norm per tensor, per layer or globally. */
+    public static GradientTransform normalize(Scope scope) {
+        return new Normalize(scope);
+    }
+
+    /** Gradient centralization (Yong et al. 2020). */
+    public static GradientTransform centralize() {
+        return new Centralize();
+    }
+
+    /** Replace NaN, +Inf and -Inf by 0, counting them. */
+    public static GradientTransform zeroNonFinite() {
+        return new ZeroNonFinite(false);
+    }
+
+    /** Replace NaN (only) by 0, counting NaN and Inf. */
+    public static GradientTransform zeroNaN() {
+        return new ZeroNonFinite(true);
+    }
+
+    /** Apply {@code inner} only to the gradients the predicate accepts. */
+    public static GradientTransform masked(Predicate<GradientTensor<?>> mask, GradientTransform inner) {
+        return new Masked(Checks.notNull("mask", mask), "predicate", inner);
+    }
+
+    /**
+     * Apply {@code inner} only to gradients whose name matches the regular expression (anywhere in
+     * the name; anchor it with ^ and $ for whole names).
+     *
+     * @throws IllegalArgumentException if the pattern is empty or not a valid regular expression
+     */
+    public static GradientTransform matching(String namePattern, GradientTransform inner) {
+        Checks.require(namePattern != null && !namePattern.isEmpty(), "namePattern", "be a non-empty regular expression", namePattern);
+        Pattern p;
+        try {
+            p = Pattern.compile(namePattern);
+        } catch (PatternSyntaxException e) {
+            throw new IllegalArgumentException("namePattern must be a valid regular expression, got \"" + namePattern
+                    + "\": " + e.getDescription(), e);
+        }
+        return new Masked(t -> p.matcher(t.name()).find(), "name ~ /" + namePattern + "/", inner);
+    }
+
+    /** A mask that keeps weights (role {@link Role#WEIGHT}) only. */
+    public static Predicate<GradientTensor<?>> weightsOnly() {
+        return t -> t.role() == Role.WEIGHT;
+    }
+}
