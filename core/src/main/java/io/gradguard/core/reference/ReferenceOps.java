@@ -172,6 +172,14 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
             }
             outShape[a] = 1;
         }
+        int kept = keptAxis(shape, outShape);
+        float[] f = x.floats();
+        if (!mean && f != null && kept >= 0) {
+            double[] out = new double[(int) shape[kept]];
+            Units u = new Units(shape, kept);
+            forUnitBlocks(u, (lo, hi) -> Kernels.sumSquaresPerUnit(f, u.outer, u.units, u.inner, lo, hi, out));
+            return ReferenceTensor.ofDoubles(out, outShape);
+        }
         double[] out = new double[(int) count(outShape)];
         long reduced = out.length == 0 ? 0 : count(shape) / out.length;
         Broadcast map = Broadcast.of(shape, outShape);
@@ -252,6 +260,18 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
                 double[] d = x.doubles();
                 forChunks(d.length, (lo, hi) -> Kernels.scale(d, lo, hi, c));
             }
+            return;
+        }
+        float[] xf = x.floats();
+        long[] shape = x.shapeRef();
+        int kept = factor.shapeRef().length == shape.length ? keptAxis(shape, factor.shapeRef()) : -1;
+        if (xf != null && kept >= 0) {
+            float[] f = new float[(int) shape[kept]];
+            for (int i = 0; i < f.length; i++) {
+                f[i] = (float) factor.get(i);
+            }
+            Units u = new Units(shape, kept);
+            forUnitBlocks(u, (lo, hi) -> Kernels.scalePerUnit(xf, u.outer, u.units, u.inner, lo, hi, f));
             return;
         }
         Broadcast map = Broadcast.of(x.shapeRef(), factor.shapeRef());
@@ -367,6 +387,65 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
         }
         int chunks = (n + CHUNK - 1) / CHUNK;
         IntStream.range(0, chunks).parallel().forEach(c -> fn.run(c * CHUNK, Math.min(n, (c + 1) * CHUNK)));
+    }
+
+    /**
+     * The one axis where {@code small} keeps {@code full}'s size while every other axis of
+     * {@code small} is 1 (a per-unit tensor), or -1. Equal ranks are assumed.
+     */
+    private static int keptAxis(long[] full, long[] small) {
+        int kept = -1;
+        for (int i = 0; i < full.length; i++) {
+            if (small[i] == full[i] && full[i] != 1) {
+                if (kept >= 0) {
+                    return -1;
+                }
+                kept = i;
+            } else if (small[i] != 1) {
+                return -1;
+            }
+        }
+        return kept;
+    }
+
+    /** A tensor viewed as [outer, units, inner] around its output-unit axis. */
+    private static final class Units {
+        final long outer;
+        final int units;
+        final int inner;
+        final long size;
+
+        Units(long[] shape, int axis) {
+            long o = 1;
+            long in = 1;
+            for (int i = 0; i < axis; i++) {
+                o *= shape[i];
+            }
+            for (int i = axis + 1; i < shape.length; i++) {
+                in *= shape[i];
+            }
+            outer = o;
+            units = (int) shape[axis];
+            inner = (int) in;
+            size = o * units * in;
+        }
+    }
+
+    /**
+     * Runs {@code fn} over blocks of units. Large tensors are split into about one block per
+     * {@link #CHUNK} elements, run on all cores; each unit is handled whole by one block, so
+     * per-unit sums do not depend on the split. When a unit is a single column (inner = 1) a block
+     * keeps at least 256 units, so rows are read in runs of at least 1 KiB.
+     */
+    private static void forUnitBlocks(Units u, RangeTask fn) {
+        long wanted = (u.size + CHUNK - 1) / CHUNK;
+        int blocks = (int) Math.min(wanted, u.inner == 1 ? u.units / 256 : u.units);
+        if (u.size < PARALLEL_THRESHOLD || blocks < 2) {
+            fn.run(0, u.units);
+            return;
+        }
+        IntStream.range(0, blocks).parallel().forEach(b -> fn.run(
+                (int) ((long) u.units * b / blocks), (int) ((long) u.units * (b + 1) / blocks)));
     }
 
     static long count(long[] shape) {
