@@ -1,0 +1,74 @@
+package io.gradguard.benchmarks;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Interleaved timing: every round runs every case once, starting at a different case each round, so
+ * a slow spell of a shared machine hits all cases alike and the ratios stay fair. The first rounds
+ * warm up the JIT and caches and are discarded; each case's result is the median of the rest.
+ *
+ * <pre>{@code
+ * Rounds r = new Rounds(3, 15);
+ * r.add("floor", () -> floor.run());
+ * r.add("clip", () -> pipeline.step(g, ops, ctx));
+ * Map<String, Double> medians = r.run();
+ * }</pre>
+ */
+public final class Rounds {
+    private final int warmup;
+    private final int rounds;
+    private final Map<String, Runnable> cases = new LinkedHashMap<>();
+
+    /**
+     * @throws IllegalArgumentException if warmup &lt; 0 or rounds &lt; 1
+     */
+    public Rounds(int warmup, int rounds) {
+        if (warmup < 0) {
+            throw new IllegalArgumentException("warmup must be >= 0, got " + warmup);
+        }
+        if (rounds < 1) {
+            throw new IllegalArgumentException("rounds must be >= 1, got " + rounds);
+        }
+        this.warmup = warmup;
+        this.rounds = rounds;
+    }
+
+    /**
+     * Adds a case; one call of {@code body} is one timed sample.
+     *
+     * @throws IllegalArgumentException if the name is already used
+     */
+    public Rounds add(String name, Runnable body) {
+        if (cases.putIfAbsent(name, body) != null) {
+            throw new IllegalArgumentException("case name must be unique, got " + name + " twice");
+        }
+        return this;
+    }
+
+    /** Runs all rounds and returns each case's median time in milliseconds, in insertion order. */
+    public Map<String, Double> run() {
+        List<String> names = new ArrayList<>(cases.keySet());
+        int k = names.size();
+        double[][] samples = new double[k][rounds];
+        for (int r = 0; r < warmup + rounds; r++) {
+            for (int j = 0; j < k; j++) {
+                int c = (r + j) % k;
+                Runnable body = cases.get(names.get(c));
+                long t0 = System.nanoTime();
+                body.run();
+                long t1 = System.nanoTime();
+                if (r >= warmup) {
+                    samples[c][r - warmup] = (t1 - t0) / 1e6;
+                }
+            }
+        }
+        Map<String, Double> out = new LinkedHashMap<>();
+        for (int c = 0; c < k; c++) {
+            out.put(names.get(c), Stats.median(samples[c]));
+        }
+        return out;
+    }
+}
