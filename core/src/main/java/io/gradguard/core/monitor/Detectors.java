@@ -15,7 +15,8 @@ import java.util.Set;
  * <ul>
  *   <li>Exploding: the pre-clip global norm above {@code factor} × the median of the last
  *       {@code window} applied steps (after {@code warmup} of them), or a layer's norm above
- *       {@code factor} × its own running median (from ≥ 3 measurements). Fires when a spike starts,
+ *       {@code factor} × its own running median (from ≥ 3 measurements) while reaching at least a tenth of
+ *       the global running median (a layer too small to matter does not "explode"). Fires when a spike starts,
  *       not again until that norm is back under the bound. Names the first layer, in model order,
  *       that is above its own bound.</li>
  *   <li>Vanishing: a layer whose norm is below {@code absolute}, or below {@code relative} × the
@@ -27,6 +28,8 @@ import java.util.Set;
  */
 final class Detectors {
     static final int LAYER_MIN_SAMPLES = 3;
+    /** A layer spike counts only if the layer then reaches this share of the global running median. */
+    static final double MIN_LAYER_SHARE = 0.1;
 
     private final boolean enabled;
     private final double factor;
@@ -126,7 +129,7 @@ final class Detectors {
                 continue;
             }
             double lm = m.median();
-            if (lm > 0 && l.norm() > factor * lm) {
+            if (lm > 0 && l.norm() > factor * lm && l.norm() >= MIN_LAYER_SHARE * med) {
                 spikingNow.add(l.layer());
                 newLayerSpike |= !spikingLayers.contains(l.layer());
                 if (offender == null) {
