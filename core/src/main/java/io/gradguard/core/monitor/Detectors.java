@@ -94,6 +94,13 @@ final class Detectors {
             return;
         }
         inNonFinite = true;
+        if (Double.isNaN(r.clipCoefficient())) {
+            events.add(new MonitorEvent(MonitorEvent.Kind.NON_FINITE, r.step(), "", "", r.nonFinite(), Double.NaN,
+                    "non-finite gradient at step " + r.step() + ": clipping spread it to " + r.nonFinite()
+                            + " values, so the parameter it started in cannot be named; put Transforms.zeroNonFinite()"
+                            + " or a skip policy ahead of clipping"));
+            return;
+        }
         for (TensorStats t : r.tensors()) {
             if (t.nonFinite() > 0) {
                 events.add(new MonitorEvent(MonitorEvent.Kind.NON_FINITE, r.step(), t.layer(), t.name(), t.nonFinite(),

@@ -292,7 +292,6 @@ public final class HtmlReport {
         int height = top + rowH * layers.size() + 34;
         boolean titles = nCols * layers.size() <= MAX_CELLS_WITH_TITLES;
         Chart axis = new Chart(WIDTH, height, left, false, "");
-        axis.right = 90;
         axis.include(firstStep, 0);
         axis.include(lastStep, 1);
         StringBuilder s = new StringBuilder();
@@ -371,9 +370,10 @@ public final class HtmlReport {
                 .append(Detectors.sci(Math.pow(10, lo))).append("</text>\n");
         s.append("</svg>\n");
         h.append(s);
-        h.append("<p class=\"legend\">").append(cols.size()).append(" measured steps").append(per > 1 ? ", " + per + " per column (maximum shown)" : "")
-                .append("; <span class=\"swatch\" style=\"background:#000\"></span>zero <span class=\"swatch\" style=\"background:#ff0040\"></span>")
-                .append("non-finite <span class=\"swatch\" style=\"background:#eeeeee\"></span>not measured</p>\n");
+        h.append("<p class=\"legend\"><span>").append(cols.size()).append(" measured steps").append(per > 1 ? ", " + per + " per column (maximum shown)" : "")
+                .append("</span> <span><span class=\"swatch\" style=\"background:#000\"></span>zero</span> ")
+                .append("<span><span class=\"swatch\" style=\"background:#ff0040\"></span>non-finite</span> ")
+                .append("<span><span class=\"swatch\" style=\"background:#eeeeee;border:1px solid #ccc\"></span>not measured</span></p>\n");
     }
 
     private static void ratios(StringBuilder h, RunRecording run, List<String> layers, int left) {
@@ -583,7 +583,7 @@ public final class HtmlReport {
         final int width;
         final int height;
         final int left;
-        int right = 20;
+        int right = 90; // room for the heat map's colour scale, so every chart of a run shares its x axis
         final int top = 22;
         final int bottom = 30;
         final boolean log;

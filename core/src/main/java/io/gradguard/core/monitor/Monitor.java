@@ -222,9 +222,9 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         if (m == null) {
             m = Measured.detailed(g, r.ops(), rec);
         }
-        double coefficient = rec.hasGroups
-                ? (m.normBefore > 0 && Double.isFinite(m.normBefore) ? m.normAfter / m.normBefore : 1.0)
-                : rec.globalCoefficient;
+        double coefficient = !rec.hasGroups ? rec.globalCoefficient
+                : Double.isNaN(m.normBefore) ? Double.NaN
+                : m.normBefore > 0 && Double.isFinite(m.normBefore) ? m.normAfter / m.normBefore : 1.0;
         StepRecord record = new StepRecord(run, index++, ctx.step(), skipped, r.action().reason(), r.decidedBy(), calls, loss,
                 m.normBefore, m.normAfter, coefficient, rec.clipped, rec.threshold, m.nonFinite, m.detailed, m.layers,
                 m.tensors, List.of());

@@ -170,6 +170,17 @@ class DetectorsTest {
     }
 
     @Test
+    void nanSpreadByClippingIsNotBlamedOnTheFirstParameter() {
+        Events ev = new Events();
+        Monitor m = Monitor.builder().sink(ev).build();
+        GradientPipeline p = GradientPipeline.of(Transforms.clipByGlobalNorm(1.0), m);
+        p.step(layers(1, Float.NaN, 1), OPS, StepContext.empty());
+        m.close();
+        assertEquals(List.of("non-finite gradient at step 0: clipping spread it to 3 values, so the parameter it started in"
+                + " cannot be named; put Transforms.zeroNonFinite() or a skip policy ahead of clipping"), ev.messages());
+    }
+
+    @Test
     void detectorsCanBeTurnedOffButSkipsAreStillReported() {
         Events ev = new Events();
         Monitor m = Monitor.builder().detectors(false).sink(ev).build();
