@@ -57,6 +57,7 @@ import org.tensorflow.types.family.TType;
  */
 public final class TfGuard implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(TfGuard.class);
+    private static final java.util.concurrent.atomic.AtomicLong APPLY_IDS = new java.util.concurrent.atomic.AtomicLong();
 
     private final Session session;
     private final TfOps ops;
@@ -237,7 +238,7 @@ public final class TfGuard implements AutoCloseable {
             if (!applies.isEmpty()) {
                 LOG.debug("GradGuard builds apply op #{} (the pipeline took a new branch)", applies.size() + 1);
             }
-            return optimizer.applyGradients(gv, "gradguard_apply_" + applies.size());
+            return optimizer.applyGradients(gv, "gradguard_apply_" + APPLY_IDS.incrementAndGet());
         });
     }
 
