@@ -18,21 +18,21 @@ import org.tensorflow.op.core.Variable;
 import org.tensorflow.types.TFloat32;
 
 /** A small deterministic MLP (in → hidden → out, ReLU, mean squared error) in a TensorFlow graph, for tests and benchmarks. */
-final class Mlp implements AutoCloseable {
-    final Graph graph = new Graph();
-    final Session session = new Session(graph);
-    final Ops tf = Ops.create(graph);
+public final class Mlp implements AutoCloseable {
+    public final Graph graph = new Graph();
+    public final Session session = new Session(graph);
+    public final Ops tf = Ops.create(graph);
     final int in;
     final int out;
     final Placeholder<TFloat32> x;
     final Placeholder<TFloat32> y;
-    final List<Variable<TFloat32>> variables = new ArrayList<>();
-    final Operand<TFloat32> loss;
+    public final List<Variable<TFloat32>> variables = new ArrayList<>();
+    public final Operand<TFloat32> loss;
     private final Random random;
 
     private final boolean scoped;
 
-    Mlp(int in, int hidden, int out, long seed) {
+    public Mlp(int in, int hidden, int out, long seed) {
         this(in, hidden, out, seed, true);
     }
 
@@ -72,7 +72,7 @@ final class Mlp implements AutoCloseable {
     }
 
     /** A batch of random inputs and targets; the caller closes the tensors (see {@link #close(Map)}). */
-    Map<Operand<?>, Tensor> batch(int size, Random r) {
+    public Map<Operand<?>, Tensor> batch(int size, Random r) {
         float[] xs = new float[size * in];
         float[] ys = new float[size * out];
         for (int i = 0; i < xs.length; i++) {
@@ -91,7 +91,7 @@ final class Mlp implements AutoCloseable {
         return f;
     }
 
-    static void close(Map<Operand<?>, Tensor> feeds) {
+    public static void close(Map<Operand<?>, Tensor> feeds) {
         feeds.values().forEach(Tensor::close);
     }
 
