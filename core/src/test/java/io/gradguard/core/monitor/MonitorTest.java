@@ -244,6 +244,39 @@ class MonitorTest {
     }
 
     @Test
+    void theDesignOrderSkipAccumulateClipGivesOneRecordPerRealStepAndNamesTheSkip() {
+        Monitor m = Monitor.builder().every(100).build();
+        GradientPipeline p = GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.accumulate(2),
+                Transforms.clipByGlobalNorm(1.0), m);
+        RunRecorder rec = Sinks.memory();
+        m.addListener(rec);
+        p.step(model(), OPS, StepContext.empty().withLoss(1));
+        p.step(model(), OPS, StepContext.empty().withLoss(3));
+        p.step(set(grad("0/W", "0", Float.NaN, 4), grad("0/b", "0", 0), grad("1/W", "1", 12)), OPS,
+                StepContext.empty().withLoss(5));
+        p.step(model(), OPS, StepContext.empty().withLoss(1));
+        p.step(model(), OPS, StepContext.empty().withLoss(1));
+        m.close();
+        List<StepRecord> rs = rec.recording().records();
+        assertEquals(3, rs.size());
+        assertEquals(2, rs.get(0).microBatches());
+        assertEquals(2.0, rs.get(0).loss(), EPS);
+        assertEquals(13, rs.get(0).normBefore(), EPS, "the mean of two equal micro-batches");
+        assertEquals(1, rs.get(0).normAfter(), EPS);
+        StepRecord skipped = rs.get(1);
+        assertTrue(skipped.skipped());
+        assertEquals(1, skipped.microBatches());
+        assertEquals(1, skipped.nonFinite());
+        assertEquals(List.of(MonitorEvent.Kind.SKIPPED, MonitorEvent.Kind.NON_FINITE),
+                skipped.events().stream().map(MonitorEvent::kind).toList());
+        assertTrue(skipped.events().get(1).message().contains("first in parameter 0/W (layer 0)"),
+                skipped.events().get(1).message());
+        assertEquals(1, rs.get(2).step());
+        assertEquals(2, rs.get(2).microBatches());
+        assertEquals(13, rs.get(2).normBefore(), EPS);
+    }
+
+    @Test
     void builderRejectsBadSettingsNamingThem() {
         assertEquals("every must be >= 1, got 0",
                 assertThrows(IllegalArgumentException.class, () -> Monitor.builder().every(0)).getMessage());
