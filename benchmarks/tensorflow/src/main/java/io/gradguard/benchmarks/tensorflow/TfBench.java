@@ -1,9 +1,12 @@
 package io.gradguard.benchmarks.tensorflow;
 
+import io.gradguard.benchmarks.Pipelines;
 import io.gradguard.benchmarks.Row;
 import io.gradguard.benchmarks.Rounds;
 import io.gradguard.benchmarks.Section;
 import io.gradguard.benchmarks.Table;
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.tensorflow.TfGuard;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -11,6 +14,7 @@ import java.util.SplittableRandom;
 import java.util.function.BiFunction;
 import org.tensorflow.Graph;
 import org.tensorflow.Operand;
+import org.tensorflow.Result;
 import org.tensorflow.Session;
 import org.tensorflow.framework.optimizers.Adam;
 import org.tensorflow.framework.optimizers.Optimizer.GradAndVar;
@@ -19,6 +23,7 @@ import org.tensorflow.op.Ops;
 import org.tensorflow.op.core.Gradients;
 import org.tensorflow.op.core.Variable;
 import org.tensorflow.types.TFloat32;
+import org.tensorflow.types.TFloat64;
 import org.tensorflow.types.family.TType;
 
 /**
@@ -27,10 +32,11 @@ import org.tensorflow.types.family.TType;
  * {@code session.run} of the optimizer's apply op. Every variant is its own graph and session
  * with the same initial weights; variants are interleaved step by step ({@link Rounds}).
  *
- * <p>Variants: unguarded (twice: the A/A control shows the measurement noise); hand-written
- * TensorFlow clip ops between {@code tf.gradients} and {@code applyGradients} (global-norm clip as
- * {@code g · c / max(‖g‖, c)}, and {@code tf.clipByValue}); GradGuard through the TensorFlow
- * adapter once it is on the classpath.
+ * <p>Variants, each fetching the loss with its step: unguarded (twice: the A/A control shows the
+ * measurement noise); hand-written TensorFlow clip ops between {@code tf.gradients} and
+ * {@code applyGradients} (global-norm clip as {@code g · c / max(‖g‖, c)}, and
+ * {@code tf.clipByValue}); GradGuard's {@link TfGuard} with the same clips ({@link Pipelines}), and
+ * with a monitor reading per-tensor statistics on every step.
  */
 public final class TfBench {
     static final int[] FULL = {1000, 2000, 1500, 10};
@@ -40,6 +46,7 @@ public final class TfBench {
     private final Section section;
     private final int[] widths;
     private final List<AutoCloseable> open = new ArrayList<>();
+    private static volatile int sink;
 
     private TfBench(Section section) {
         this.section = section;
@@ -59,44 +66,170 @@ public final class TfBench {
         }
     }
 
-    /** A built training graph: its session and the op one step runs. */
-    private record Model(Session session, Op train, long params) {
-        void step() {
-            session.run(train);
-        }
+    /** One way of training: a step. */
+    private interface Variant {
+        void step();
+    }
+
+    /** The MLP in a fresh graph: its loss, its variables, its parameter count. */
+    private record Net(Graph graph, Ops tf, Operand<TFloat32> loss, List<Variable<TFloat32>> vars, long params) {
     }
 
     private void run() {
         section.part(2, "tensorflow training steps", () -> {
-            Model plain = model((tf, grads) -> grads);
-            Model plain2 = model((tf, grads) -> grads);
-            Model global = model(TfBench::clipByGlobalNorm);
-            Model value = model((tf, grads) -> {
+            long params = net().params();
+            Variant plain = hand((tf, grads) -> grads);
+            Variant plain2 = hand((tf, grads) -> grads);
+            Variant handGlobal = hand(TfBench::clipByGlobalNorm);
+            Variant handGlobal64 = hand(TfBench::clipByGlobalNorm64);
+            Variant handValue = hand((tf, grads) -> {
                 List<Operand<TFloat32>> out = new ArrayList<>();
                 for (Operand<TFloat32> g : grads) {
-                    out.add(tf.clipByValue(g, tf.constant(-1e-3f), tf.constant(1e-3f)));
+                    out.add(tf.clipByValue(g, tf.constant((float) -Pipelines.MAX_VALUE), tf.constant((float) Pipelines.MAX_VALUE)));
                 }
                 return out;
             });
+            Variant guardGlobal = guard(Pipelines.globalClip());
+            Variant guardValue = guard(Pipelines.valueClip());
+            Variant guardMonitored = guard(Pipelines.globalClipMonitored());
             Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 30);
             r.add("unguarded", plain::step);
             r.add("unguarded again", plain2::step);
-            r.add("clip global norm (tf ops)", global::step);
-            r.add("clipByValue (tf ops)", value::step);
+            r.add("hand global", handGlobal::step);
+            r.add("hand global f64", handGlobal64::step);
+            r.add("hand value", handValue::step);
+            r.add("guard global", guardGlobal::step);
+            r.add("guard value", guardValue::step);
+            r.add("guard monitored", guardMonitored::step);
             Map<String, Double> m = r.run();
-            String size = Table.count(plain.params()) + " params, batch " + BATCH;
+            String size = Table.count(params) + " params, batch " + BATCH;
             double base = m.get("unguarded");
             section.emit(Row.ratio(2, "tensorflow unguarded step, A/A control (noise)", size, m.get("unguarded again"),
                     "unguarded step", base, Double.NaN, "two identical graphs: the spread of this machine"));
-            section.emit(Row.ratio(3, "tensorflow hand-written global-norm clip step (context)", size,
-                    m.get("clip global norm (tf ops)"), "unguarded step", base, Double.NaN, "the cost of the clip in TF ops"));
-            section.emit(Row.ratio(3, "tensorflow hand-written clipByValue step (context)", size,
-                    m.get("clipByValue (tf ops)"), "unguarded step", base, Double.NaN, "the cost of the clip in TF ops"));
-            section.emit(Row.note(2, "tensorflow guarded vs unguarded step",
-                    "skipped: the TensorFlow adapter (adapter-tensorflow) is not merged yet"));
-            section.emit(Row.note(3, "tensorflow GradGuard vs hand-written clip ops",
-                    "skipped: the TensorFlow adapter (adapter-tensorflow) is not merged yet"));
+            section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm (TfGuard)", size, m.get("guard global"),
+                    "unguarded step", base, 1.03, ""));
+            section.emit(Row.ratio(2, "tensorflow guarded step + monitor every step", size, m.get("guard monitored"),
+                    "unguarded step", base, Double.NaN, "per-tensor statistics each step (gradient buffers, 3 runs)"));
+            section.emit(Row.ratio(3, "tensorflow GradGuard clipByGlobalNorm vs hand-written TF ops", size, m.get("guard global"),
+                    "hand-written clip step", m.get("hand global"), 1.05, ""));
+            section.emit(Row.ratio(3, "tensorflow GradGuard clipByGlobalNorm vs hand-written TF ops summing in float64", size,
+                    m.get("guard global"), "hand-written f64 clip step", m.get("hand global f64"), 1.05,
+                    "the same math as GradGuard (which accumulates in float64)"));
+            section.emit(Row.ratio(3, "tensorflow GradGuard clipByValue vs tf.clipByValue", size, m.get("guard value"),
+                    "tf.clipByValue step", m.get("hand value"), 1.05, ""));
         });
+        section.part(4, "tensorflow guard cost vs model size", this::scaling);
+    }
+
+    private static final long[] SCALE_SIZES = {1_000_000, 3_000_000, 10_000_000, 30_000_000, 100_000_000};
+    private static final long[] TINY_SCALE_SIZES = {100_000, 1_000_000};
+
+    /**
+     * Part 4: the guard's cost against the number of parameters. A graph whose loss is Σw over
+     * [n/1000, 1000] variables (its gradient is a constant fill, so backward costs little) trains
+     * with plain SGD, with and without {@code clipByGlobalNorm}; the cost is the difference of the
+     * median steps.
+     */
+    private void scaling() {
+        long[] sizes = section.tiny() ? TINY_SCALE_SIZES : SCALE_SIZES;
+        double[] x = new double[sizes.length];
+        double[] cost = new double[sizes.length];
+        StringBuilder perValue = new StringBuilder();
+        for (int k = 0; k < sizes.length; k++) {
+            long n = sizes[k];
+            List<AutoCloseable> scope = new ArrayList<>();
+            try {
+                Variant plain = sumModel(n, null, scope);
+                Variant guarded = sumModel(n, Pipelines.globalClip(), scope);
+                Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(2, n >= 30_000_000 ? 5 : 9);
+                r.add("plain", plain::step);
+                r.add("guarded", guarded::step);
+                Map<String, Double> m = r.run();
+                x[k] = n;
+                cost[k] = m.get("guarded") - m.get("plain");
+                perValue.append(k == 0 ? "" : ", ").append(Table.count(n)).append(' ')
+                        .append(String.format(java.util.Locale.ROOT, "%.2f", cost[k] * 1e6 / n));
+                section.progress("%s params: plain %s, guarded %s", Table.count(n), Table.time(m.get("plain")),
+                        Table.time(m.get("guarded")));
+            } finally {
+                for (int i = scope.size() - 1; i >= 0; i--) {
+                    try {
+                        scope.get(i).close();
+                    } catch (Exception e) {
+                        section.progress("closing: %s", e);
+                    }
+                }
+            }
+        }
+        boolean positive = java.util.Arrays.stream(cost).allMatch(c -> c > 0);
+        String fit = positive ? fitText(x, cost) : "no linear fit: some differences are within the noise (<= 0)";
+        section.emit(Row.note(4, "tensorflow guard cost (clipByGlobalNorm), " + Table.count(sizes[0]) + ".."
+                + Table.count(sizes[sizes.length - 1]) + " params", fit + "; ns/param: " + perValue));
+    }
+
+    static String fitText(double[] x, double[] y) {
+        io.gradguard.benchmarks.Stats.Line line = io.gradguard.benchmarks.Stats.fit(x, y);
+        return String.format(java.util.Locale.ROOT, "t ≈ %.3f ns/param · n %s %.3f ms (largest deviation %.0f%%)",
+                line.slope() * 1e6, line.intercept() < 0 ? "−" : "+", Math.abs(line.intercept()), line.maxDeviation() * 100);
+    }
+
+    /** loss = Σ w over [n/1000, 1000] float variables, SGD; guarded by {@code pipeline} unless null. */
+    private Variant sumModel(long n, GradientPipeline pipeline, List<AutoCloseable> scope) {
+        Graph graph = new Graph();
+        scope.add(graph);
+        Ops tf = Ops.create(graph);
+        Variable<TFloat32> w = tf.variable(tf.fill(tf.constant(new long[] {n / 1000, 1000}), tf.constant(0.5f)));
+        Operand<TFloat32> loss = tf.sum(w, tf.constant(new int[] {0, 1}));
+        Session session = new Session(graph);
+        scope.add(session);
+        if (pipeline != null) {
+            TfGuard guard = TfGuard.create(session, loss, List.of(w), new org.tensorflow.framework.optimizers.GradientDescent(graph, 1e-6f), pipeline);
+            scope.add(guard);
+            return () -> guard.step(Map.of(), 1);
+        }
+        Gradients g = tf.gradients(loss, List.of(w));
+        List<GradAndVar<? extends TType>> pairs = List.of(new GradAndVar<>(g.<TFloat32>dy(0), w.asOutput()));
+        Op train = new org.tensorflow.framework.optimizers.GradientDescent(graph, 1e-6f).applyGradients(pairs, "train");
+        session.initialize();
+        return () -> {
+            try (Result r = session.runner().addTarget(train).fetch(loss).run()) {
+                sink = r.size();
+            }
+        };
+    }
+
+    /** A step with the gradients transformed by hand-written TF ops (identity: unguarded), fetching the loss as the guard does. */
+    private Variant hand(BiFunction<Ops, List<Operand<TFloat32>>, List<Operand<TFloat32>>> transform) {
+        Net n = net();
+        Gradients gradients = n.tf().gradients(n.loss(), n.vars());
+        List<Operand<TFloat32>> grads = new ArrayList<>();
+        for (int i = 0; i < n.vars().size(); i++) {
+            grads.add(gradients.<TFloat32>dy(i));
+        }
+        List<Operand<TFloat32>> transformed = transform.apply(n.tf(), grads);
+        List<GradAndVar<? extends TType>> pairs = new ArrayList<>();
+        for (int i = 0; i < n.vars().size(); i++) {
+            pairs.add(new GradAndVar<>(transformed.get(i).asOutput(), n.vars().get(i).asOutput()));
+        }
+        Op train = new Adam(n.graph(), 1e-3f).applyGradients(pairs, "train");
+        Session session = new Session(n.graph());
+        open.add(session);
+        session.initialize();
+        return () -> {
+            try (Result r = session.runner().addTarget(train).fetch(n.loss()).run()) {
+                sink = r.size();
+            }
+        };
+    }
+
+    /** A step through the TensorFlow adapter with the given pipeline. */
+    private Variant guard(GradientPipeline pipeline) {
+        Net n = net();
+        Session session = new Session(n.graph());
+        open.add(session);
+        TfGuard guard = TfGuard.create(session, n.loss(), n.vars(), new Adam(n.graph(), 1e-3f), pipeline);
+        open.add(guard);
+        return () -> guard.step(Map.of(), BATCH);
     }
 
     /** Σ over tensors of Σ g², then g · c / max(√Σ, c), c = 1, all as graph ops. */
@@ -115,6 +248,23 @@ public final class TfBench {
         return out;
     }
 
+    /** The same clip with Σg² accumulated in float64, as GradGuard's backends do. */
+    static List<Operand<TFloat32>> clipByGlobalNorm64(Ops tf, List<Operand<TFloat32>> grads) {
+        Operand<TFloat64> sum = null;
+        for (Operand<TFloat32> g : grads) {
+            Operand<TFloat64> s = tf.sum(tf.math.square(tf.dtypes.cast(g, TFloat64.class)),
+                    tf.constant(allAxes(g.shape().numDimensions())));
+            sum = sum == null ? s : tf.math.add(sum, s);
+        }
+        Operand<TFloat64> c = tf.constant(1.0);
+        Operand<TFloat32> coef = tf.dtypes.cast(tf.math.div(c, tf.math.maximum(tf.math.sqrt(sum), c)), TFloat32.class);
+        List<Operand<TFloat32>> out = new ArrayList<>();
+        for (Operand<TFloat32> g : grads) {
+            out.add(tf.math.mul(g, coef));
+        }
+        return out;
+    }
+
     private static int[] allAxes(int rank) {
         int[] a = new int[rank];
         for (int i = 0; i < rank; i++) {
@@ -123,7 +273,7 @@ public final class TfBench {
         return a;
     }
 
-    private Model model(BiFunction<Ops, List<Operand<TFloat32>>, List<Operand<TFloat32>>> transform) {
+    private Net net() {
         Graph graph = new Graph();
         open.add(graph);
         Ops tf = Ops.create(graph);
@@ -158,20 +308,6 @@ public final class TfBench {
             h = l < widths.length - 1 ? tf.nn.relu(z) : z;
         }
         Operand<TFloat32> loss = tf.math.mean(tf.nn.softmaxCrossEntropyWithLogits(h, tf.constant(ys)).loss(), tf.constant(0));
-        Gradients gradients = tf.gradients(loss, vars);
-        List<Operand<TFloat32>> grads = new ArrayList<>();
-        for (int i = 0; i < vars.size(); i++) {
-            grads.add(gradients.<TFloat32>dy(i));
-        }
-        List<Operand<TFloat32>> transformed = transform.apply(tf, grads);
-        List<GradAndVar<? extends TType>> pairs = new ArrayList<>();
-        for (int i = 0; i < vars.size(); i++) {
-            pairs.add(new GradAndVar<>(transformed.get(i).asOutput(), vars.get(i).asOutput()));
-        }
-        Op train = new Adam(graph, 1e-3f).applyGradients(pairs, "train");
-        Session session = new Session(graph);
-        open.add(session);
-        session.initialize();
-        return new Model(session, train, params);
+        return new Net(graph, tf, loss, vars, params);
     }
 }
