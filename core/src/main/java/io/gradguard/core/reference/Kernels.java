@@ -51,18 +51,44 @@ final class Kernels {
      * order, {@link #sumSquares(float[], int, int)} within a row), whatever the partition of units.
      */
     static void sumSquaresPerUnit(float[] x, long outer, int units, int inner, int uLo, int uHi, double[] out) {
+        if (inner == 1) {
+            sumSquaresPerColumn(x, outer, units, uLo, uHi, out);
+            return;
+        }
         for (long o = 0; o < outer; o++) {
             int row = (int) (o * units);
-            if (inner == 1) {
-                for (int u = uLo; u < uHi; u++) {
-                    double v = x[row + u];
-                    out[u] += v * v;
-                }
-            } else {
-                for (int u = uLo; u < uHi; u++) {
-                    int start = (row + u) * inner;
-                    out[u] += sumSquares(x, start, start + inner);
-                }
+            for (int u = uLo; u < uHi; u++) {
+                int start = (row + u) * inner;
+                out[u] += sumSquares(x, start, start + inner);
+            }
+        }
+    }
+
+    /**
+     * The columns [uLo, uHi) of a [rows, units] float matrix: out[u] += Σ_r x[r·units + u]², four
+     * rows at a time (one read-modify-write of out[u] per four values, four independent squares),
+     * rows in order.
+     */
+    private static void sumSquaresPerColumn(float[] x, long rows, int units, int uLo, int uHi, double[] out) {
+        long r = 0;
+        for (; r + 3 < rows; r += 4) {
+            int r0 = (int) (r * units);
+            int r1 = r0 + units;
+            int r2 = r1 + units;
+            int r3 = r2 + units;
+            for (int u = uLo; u < uHi; u++) {
+                double a = x[r0 + u];
+                double b = x[r1 + u];
+                double c = x[r2 + u];
+                double d = x[r3 + u];
+                out[u] += (a * a + b * b) + (c * c + d * d);
+            }
+        }
+        for (; r < rows; r++) {
+            int r0 = (int) (r * units);
+            for (int u = uLo; u < uHi; u++) {
+                double a = x[r0 + u];
+                out[u] += a * a;
             }
         }
     }
