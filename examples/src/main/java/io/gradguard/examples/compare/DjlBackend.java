@@ -37,6 +37,9 @@ public final class DjlBackend implements Backend {
     static {
         // no downloads, ever: a missing native fails fast (exec:java runs in Maven's JVM, no -D there)
         System.setProperty("ai.djl.offline", "true");
+        // networks this small run fastest on one thread (and do not fight over a shared machine's cores)
+        System.setProperty("ai.djl.pytorch.num_threads", "1");
+        System.setProperty("ai.djl.pytorch.num_interop_threads", "1");
     }
 
     @Override
@@ -75,8 +78,11 @@ public final class DjlBackend implements Backend {
         protected NDList forwardInternal(ParameterStore store, NDList inputs, boolean training, PairList<String, Object> params) {
             NDArray x = inputs.singletonOrThrow();
             Device device = x.getDevice();
+            // transposes of the parameters would live in the parameters' manager: keep them in the step's
             NDArray wxT = store.getValue(wx, device, training).transpose();
+            wxT.attach(x.getManager());
             NDArray whT = store.getValue(wh, device, training).transpose();
+            whT.attach(x.getManager());
             NDArray bias = store.getValue(b, device, training);
             NDArray h = null;
             long steps = x.getShape().get(1);
@@ -97,6 +103,7 @@ public final class DjlBackend implements Backend {
     }
 
     private static final class DjlModel implements Model {
+        private static final NDIndex ALL = new NDIndex("...");
         private final Task task;
         private final List<Weights.Param> params;
         private final List<long[]> shapes = new ArrayList<>();
@@ -129,11 +136,13 @@ public final class DjlBackend implements Backend {
                 throw new IllegalArgumentException("weights must hold the " + parameters.size() + " parameters of task " + task.id()
                         + ", got " + params.size());
             }
-            for (int i = 0; i < params.size(); i++) {
-                Weights.Param p = params.get(i);
-                NDArray array = parameters.get(i).getArray();
-                array.set(p.shape().length == 2 ? p.transposed() : p.data());
-                shapes.add(array.getShape().getShape());
+            try (NDManager m = trainer.getManager().newSubManager()) {
+                for (int i = 0; i < params.size(); i++) {
+                    Weights.Param p = params.get(i);
+                    NDArray array = parameters.get(i).getArray();
+                    copyInto(array, m.create(p.shape().length == 2 ? p.transposed() : p.data(), array.getShape()));
+                    shapes.add(array.getShape().getShape());
+                }
             }
         }
 
@@ -158,20 +167,29 @@ public final class DjlBackend implements Backend {
             return out;
         }
 
-        private void writeGradients(List<float[]> values) {
+        private void writeGradients(NDManager m, List<float[]> values) {
             for (int i = 0; i < parameters.size(); i++) {
                 try (NDArray g = parameters.get(i).getArray().getGradient()) {
-                    g.set(values.get(i));
+                    copyInto(g, m.create(values.get(i), g.getShape()));
                 }
             }
         }
 
+        /** Fills the gradients with 0 (clears NaN too, unlike multiplying by 0). */
         private void zeroGradients() {
             for (Parameter p : parameters) {
                 try (NDArray g = p.getArray().getGradient()) {
-                    g.set(new float[(int) g.size()]);
+                    g.set(ALL, 0f);
                 }
             }
+        }
+
+        /**
+         * dst ← src, copying into dst's own storage. (NDArray.set(float[]) would make a CPU tensor
+         * alias a Java buffer, which is freed under it once the handle is gone.)
+         */
+        private static void copyInto(NDArray dst, NDArray src) {
+            dst.set(ALL, src);
         }
 
         @Override
@@ -197,7 +215,7 @@ public final class DjlBackend implements Backend {
                 StepResult<?> r = HostBridge.step(pipeline, params, shapes, Layout.outputFirst(), g, batch.size(), loss);
                 java.util.Map<String, Double> metrics = r.hostMetrics();
                 if (r.applies()) {
-                    writeGradients(g);
+                    writeGradients(m, g);
                     trainer.step();
                 } else {
                     zeroGradients();

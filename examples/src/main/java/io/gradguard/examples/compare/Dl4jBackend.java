@@ -20,6 +20,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.learning.config.Sgd;
 import org.nd4j.linalg.lossfunctions.LossFunctions;
+import org.nd4j.nativeblas.NativeOpsHolder;
 
 /**
  * Deeplearning4j: a {@link MultiLayerNetwork} of {@code DenseLayer}s (MLP) or a {@code SimpleRnn}
@@ -42,6 +43,10 @@ public final class Dl4jBackend implements Backend {
 
     @Override
     public Model build(Task task, Weights weights) {
+        // networks this small run fastest on one thread (and do not fight over a shared machine's cores)
+        Nd4j.getEnvironment().setMaxThreads(1);
+        Nd4j.getEnvironment().setMaxMasterThreads(1);
+        NativeOpsHolder.getInstance().getDeviceNativeOps().setOmpNumThreads(1);
         NeuralNetConfiguration.ListBuilder layers = new NeuralNetConfiguration.Builder()
                 .dataType(DataType.FLOAT)
                 .updater(new Sgd(task.learningRate()))

@@ -16,6 +16,7 @@ import org.tensorflow.op.Ops;
 import org.tensorflow.op.core.Gradients;
 import org.tensorflow.op.core.Placeholder;
 import org.tensorflow.op.core.Variable;
+import org.tensorflow.proto.ConfigProto;
 import org.tensorflow.types.TFloat32;
 
 /**
@@ -99,7 +100,8 @@ public final class TfBackend implements Backend {
                 updates.add(tf.train.applyGradientDescent(vars.get(i), lr, g));
             }
             apply = tf.withControlDependencies(updates).noOp();
-            session = new Session(graph);
+            // networks this small run fastest on one thread (and do not fight over a shared machine's cores)
+            session = new Session(graph, ConfigProto.newBuilder().setIntraOpParallelismThreads(1).setInterOpParallelismThreads(1).build());
             session.initialize();
         }
 
