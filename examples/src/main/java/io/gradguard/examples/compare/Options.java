@@ -138,7 +138,7 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
             String arg = eq < 0 ? null : stage.substring(eq + 1);
             try {
                 out.add(switch (name) {
-                    case "skip" -> new SkipNonFinite(arg == null ? 3 : Integer.parseInt(arg));
+                    case "skip" -> Transforms.skipNonFinite(arg == null ? 3 : Integer.parseInt(arg));
                     case "zero" -> noArg(stage, arg, Transforms.zeroNonFinite());
                     case "clip" -> Transforms.clipByGlobalNorm(arg == null ? task.clipNorm() : Double.parseDouble(arg));
                     case "clipLayer" -> Transforms.clipByLayerNorm(Double.parseDouble(required(stage, arg)));

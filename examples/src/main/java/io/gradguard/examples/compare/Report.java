@@ -3,6 +3,7 @@ package io.gradguard.examples.compare;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.file.Path;
+import io.gradguard.core.monitor.HtmlReport;
 
 /** The comparison's output: the tables and parity on the console, the charts in {@code report.html}. */
 public final class Report {
@@ -17,7 +18,9 @@ public final class Report {
      */
     public static Path print(Comparison c, PrintStream out) throws IOException {
         Table.print(c, out);
-        return HtmlReport.write(c);
+        Path file = c.options().out().resolve("report.html");
+        HtmlReport.write(file, c.runs().stream().map(RunResult::recording).toList());
+        return file;
     }
 
     /**

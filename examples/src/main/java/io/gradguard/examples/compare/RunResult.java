@@ -1,31 +1,24 @@
 package io.gradguard.examples.compare;
 
-import java.util.LinkedHashMap;
+import io.gradguard.core.monitor.MonitorEvent;
+import io.gradguard.core.monitor.RunRecording;
+import io.gradguard.core.monitor.StepRecord;
 import java.util.List;
-import java.util.Map;
 
 /**
- * What one training run did, step by step, and its summary.
+ * What one training run did: the batch loss of every step, the monitor's recording (one record per
+ * step: norms before and after the guard, clipped, skipped, events), and its summary.
  *
- * @param backend     the backend's id
- * @param task        the task
- * @param guarded     whether the guard pipeline ran (else: monitoring only)
- * @param loss        the batch loss of every step run
- * @param globalNorm  the raw gradient's global L2 norm of every step
- * @param layerNorms  the raw gradient's L2 norm per layer, every step
- * @param events      per step: "" or what happened ("clipped", "skipped", "NaN loss")
- * @param clipped     steps whose gradient was scaled down by the clip
- * @param skipped     steps the guard skipped
- * @param stoppedBy   why the run ended early, or "" when it ran all steps
- * @param seconds     wall time of the training loop
+ * @param backend   the backend's id
+ * @param task      the task
+ * @param guarded   whether the guard ran (else the pipeline only monitored)
+ * @param loss      the batch loss of every step run
+ * @param recording the monitor's records of the run
+ * @param stoppedBy why the run ended early ("loss became NaN", "guard gave up: ..."), or ""
+ * @param seconds   wall time of the training loop
  */
-public record RunResult(String backend, Task task, boolean guarded, List<Double> loss, List<Double> globalNorm,
-        Map<String, List<Double>> layerNorms, List<String> events, int clipped, int skipped, String stoppedBy, double seconds) {
-
-    /** Explosion threshold of the layer detector: a layer norm this many times its recent median. */
-    static final double SPIKE = 10;
-    private static final int WARMUP = 3;
-    private static final int WINDOW = 20;
+public record RunResult(String backend, Task task, boolean guarded, List<Double> loss, RunRecording recording, String stoppedBy,
+        double seconds) {
 
     /** The first step (0-based) whose loss is NaN or infinite, or -1. */
     public int nonFiniteStep() {
@@ -37,7 +30,7 @@ public record RunResult(String backend, Task task, boolean guarded, List<Double>
         return -1;
     }
 
-    /** Mean loss of the last 10% of steps (at least 1): NaN if training diverged. */
+    /** Mean loss of the last 10% of steps (at least 1): NaN or Inf if training diverged. */
     public double finalLoss() {
         int n = Math.max(1, loss.size() / 10);
         double s = 0;
@@ -47,44 +40,28 @@ public record RunResult(String backend, Task task, boolean guarded, List<Double>
         return loss.isEmpty() ? Double.NaN : s / n;
     }
 
-    /** The first-step raw global gradient norm. */
+    /** The global gradient norm of the first step, before any clipping, as GradGuard's monitor measured it. */
     public double firstNorm() {
-        return globalNorm.isEmpty() ? Double.NaN : globalNorm.get(0);
+        return recording.records().isEmpty() ? Double.NaN : recording.records().get(0).normBefore();
+    }
+
+    /** Steps whose gradient the guard scaled down. */
+    public long clipped() {
+        return recording.records().stream().filter(StepRecord::clipped).count();
+    }
+
+    /** Steps the guard skipped. */
+    public long skipped() {
+        return recording.records().stream().filter(StepRecord::skipped).count();
     }
 
     /**
-     * The first layer whose raw gradient norm explodes: at the earliest step where some layer's
-     * norm is non-finite or more than {@value #SPIKE}× the median of its previous (up to 20)
-     * norms, the layer with the largest ratio; empty if none did.
+     * The monitor's first exploding-gradient event (it names the layer), or else its first
+     * non-finite event; {@code null} if the gradients stayed calm.
      */
-    public Map.Entry<String, Integer> firstExplodingLayer() {
-        int steps = globalNorm.size();
-        for (int s = WARMUP; s < steps; s++) {
-            String worst = null;
-            double worstRatio = SPIKE;
-            for (Map.Entry<String, List<Double>> e : layerNorms.entrySet()) {
-                List<Double> h = e.getValue();
-                double now = h.get(s);
-                double ratio = Double.isFinite(now) ? now / median(h.subList(Math.max(0, s - WINDOW), s)) : Double.POSITIVE_INFINITY;
-                if (ratio > worstRatio || (worst == null && ratio == Double.POSITIVE_INFINITY)) {
-                    worst = e.getKey();
-                    worstRatio = ratio;
-                }
-            }
-            if (worst != null) {
-                return Map.entry(worst, s);
-            }
-        }
-        return null;
-    }
-
-    private static double median(List<Double> xs) {
-        double[] a = xs.stream().mapToDouble(Double::doubleValue).filter(Double::isFinite).sorted().toArray();
-        return a.length == 0 ? Double.NaN : a[a.length / 2];
-    }
-
-    /** A fresh accumulator for the run's per-step records. */
-    static Map<String, List<Double>> newLayerMap() {
-        return new LinkedHashMap<>();
+    public MonitorEvent firstExplosion() {
+        List<MonitorEvent> events = recording.events();
+        return events.stream().filter(e -> e.kind() == MonitorEvent.Kind.EXPLODING).findFirst()
+                .orElse(events.stream().filter(e -> e.kind() == MonitorEvent.Kind.NON_FINITE).findFirst().orElse(null));
     }
 }

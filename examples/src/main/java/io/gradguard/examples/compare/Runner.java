@@ -2,32 +2,38 @@ package io.gradguard.examples.compare;
 
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientTransform;
+import io.gradguard.core.monitor.Monitor;
+import io.gradguard.core.monitor.RunRecorder;
+import io.gradguard.core.monitor.Sinks;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 
 /**
- * Trains one backend on one task for a number of steps, unguarded (the pipeline only measures)
- * or guarded, from the shared initial weights and batches, and records what happened.
+ * Trains one backend on one task for a number of steps from the shared initial weights and
+ * batches, unguarded (the pipeline is only a {@link Monitor}) or guarded (the guard's stages, then
+ * the monitor), and records what happened.
  */
 public final class Runner {
     private Runner() {
     }
 
     /**
-     * @param guard the guard's transforms; empty for an unguarded run (the pipeline then only measures)
+     * @param guard the guard's transforms; empty for an unguarded run
      */
     public static RunResult run(Backend backend, Task task, long seed, int steps, List<GradientTransform> guard) {
         boolean guarded = !guard.isEmpty();
-        List<GradientTransform> stages = new ArrayList<>();
-        stages.add(new LayerNorms());
-        stages.addAll(guard);
+        RunRecorder recorder = Sinks.memory();
+        Monitor monitor = Monitor.builder()
+                .name(backend.id() + " " + task.id() + (guarded ? " guarded" : " unguarded"))
+                .warmup(3)                      // the deep MLP blows up within ten steps
+                .exploding(10, 20)
+                .updateRatios(false)
+                .sink(recorder)
+                .build();
+        List<GradientTransform> stages = new ArrayList<>(guard);
+        stages.add(monitor);
         GradientPipeline pipeline = GradientPipeline.of(stages);
         List<Double> loss = new ArrayList<>();
-        List<Double> global = new ArrayList<>();
-        Map<String, List<Double>> layers = RunResult.newLayerMap();
-        List<String> events = new ArrayList<>();
-        int clipped = 0;
         String stoppedBy = "";
         long t0 = System.nanoTime();
         try (Backend.Model model = backend.build(task, task.initialWeights(seed))) {
@@ -40,43 +46,14 @@ public final class Runner {
                     break;
                 }
                 loss.add(o.loss());
-                String event = "";
-                for (Map.Entry<String, Double> m : o.metrics().entrySet()) {
-                    String k = m.getKey();
-                    if (k.equals(LayerNorms.NAME + ".global")) {
-                        global.add(m.getValue());
-                    } else if (k.startsWith(LayerNorms.NAME + ".")) {
-                        layers.computeIfAbsent(k.substring(LayerNorms.NAME.length() + 1), x -> new ArrayList<>()).add(m.getValue());
-                    }
+                if (!guarded && !Double.isFinite(o.loss())) {
+                    stoppedBy = "loss became " + o.loss();
+                    break;
                 }
-                if (o.result().skipped()) {
-                    event = "skipped";
-                } else if (clipped(o.metrics())) {
-                    event = "clipped";
-                    clipped++;
-                }
-                if (!Double.isFinite(o.loss())) {
-                    event = event.isEmpty() ? "non-finite loss" : event;
-                    if (!guarded) {
-                        events.add(event);
-                        stoppedBy = "loss became " + o.loss();
-                        break;
-                    }
-                }
-                events.add(event);
             }
-            return new RunResult(backend.id(), task, guarded, loss, global, layers, events, clipped,
-                    (int) pipeline.skippedCount(), stoppedBy, (System.nanoTime() - t0) / 1e9);
+        } finally {
+            monitor.close();
         }
-    }
-
-    /** Whether a clip stage scaled some gradient down (a recorded coefficient below 1). */
-    private static boolean clipped(Map<String, Double> metrics) {
-        for (Map.Entry<String, Double> m : metrics.entrySet()) {
-            if (m.getKey().contains(".coefficient") && m.getValue() < 1) {
-                return true;
-            }
-        }
-        return false;
+        return new RunResult(backend.id(), task, guarded, loss, recorder.recording(), stoppedBy, (System.nanoTime() - t0) / 1e9);
     }
 }

@@ -2,7 +2,7 @@ package io.gradguard.examples.compare;
 
 import java.io.PrintStream;
 import java.util.Locale;
-import java.util.Map;
+import io.gradguard.core.monitor.MonitorEvent;
 
 /** The console side of the report: one table per task and the parity line. */
 final class Table {
@@ -30,7 +30,7 @@ final class Table {
                     "clipped", "skipped", "first exploding layer", "time");
             for (RunResult r : c.runsOf(task)) {
                 int nan = r.nonFiniteStep();
-                Map.Entry<String, Integer> ex = r.firstExplodingLayer();
+                MonitorEvent ex = r.firstExplosion();
                 out.printf(Locale.ROOT, "%-14s %-9s %11s %12s %9s %9s  %-26s %7.1fs%n",
                         Options.allBackends().get(r.backend()).displayName(),
                         r.guarded() ? "guarded" : "unguarded",
@@ -38,7 +38,7 @@ final class Table {
                         nan < 0 ? "never" : "step " + (nan + 1),
                         r.guarded() ? r.clipped() + "/" + r.loss().size() : "-",
                         r.guarded() ? String.valueOf(r.skipped()) : "-",
-                        ex == null ? "none" : ex.getKey() + " at step " + (ex.getValue() + 1),
+                        ex == null ? "none" : (ex.layer().isEmpty() ? "(global)" : ex.layer()) + " at step " + (ex.step() + 1),
                         r.seconds());
             }
             if (c.options().backends().size() > 1) {
