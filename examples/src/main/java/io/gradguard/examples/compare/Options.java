@@ -210,7 +210,7 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
             Path probe = Files.createTempFile(p, ".gradguard", ".tmp");
             Files.delete(probe);
         } catch (IOException | SecurityException e) {
-            throw new IllegalArgumentException("output folder " + p + " is not writable (" + e.getClass().getSimpleName() + ")");
+            throw new IllegalArgumentException("output folder " + p + " cannot be created or written to");
         }
         return p;
     }
