@@ -56,9 +56,8 @@ public interface Backend {
 
     /**
      * @param loss   the batch loss before the update
-     * @param result the pipeline's decision and metrics, read while the step's tensors were alive
-     * @param metrics the pipeline's metrics, copied to the host
+     * @param result the pipeline's decision
      */
-    record Outcome(double loss, StepResult<?> result, java.util.Map<String, Double> metrics) {
+    record Outcome(double loss, StepResult<?> result) {
     }
 }

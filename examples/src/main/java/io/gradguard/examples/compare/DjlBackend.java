@@ -213,14 +213,13 @@ public final class DjlBackend implements Backend {
                 double loss = forwardBackward(m, batch);
                 List<float[]> g = gradients();
                 StepResult<?> r = HostBridge.step(pipeline, params, shapes, Layout.outputFirst(), g, batch.size(), loss);
-                java.util.Map<String, Double> metrics = r.hostMetrics();
                 if (r.applies()) {
                     writeGradients(m, g);
                     trainer.step();
                 } else {
                     zeroGradients();
                 }
-                return new Outcome(loss, r, metrics);
+                return new Outcome(loss, r);
             }
         }
 

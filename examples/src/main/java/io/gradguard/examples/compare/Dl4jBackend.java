@@ -132,7 +132,6 @@ public final class Dl4jBackend implements Backend {
             Gradient g = net.gradient();
             List<float[]> grads = meanGradients(g, batch.size());
             StepResult<?> r = HostBridge.step(pipeline, params, shapes, Layout.outputLast(), grads, batch.size(), loss);
-            java.util.Map<String, Double> metrics = r.hostMetrics();
             if (r.applies()) {
                 for (int i = 0; i < keys.size(); i++) {
                     g.getGradientFor(keys.get(i)).assign(Nd4j.create(grads.get(i), shapes.get(i), 'c').muli(batch.size()));
@@ -142,7 +141,7 @@ public final class Dl4jBackend implements Backend {
                 iteration++;
                 net.setIterationCount(iteration);
             }
-            return new Outcome(loss, r, metrics);
+            return new Outcome(loss, r);
         }
 
         @Override

@@ -157,8 +157,4 @@ public record Task(String id, Kind kind, int inputs, int hidden, int depth, int 
         return out;
     }
 
-    /** The same task with another learning rate, for experiments. */
-    public Task withLearningRate(double lr) {
-        return new Task(id, kind, inputs, hidden, depth, seqLen, batch, lr, recurrentGain, clipNorm);
-    }
 }

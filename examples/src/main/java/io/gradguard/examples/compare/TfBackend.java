@@ -136,7 +136,6 @@ public final class TfBackend implements Backend {
             List<float[]> g = new ArrayList<>();
             double l = lossAndGradients(batch, g);
             StepResult<?> r = HostBridge.step(pipeline, params, shapes, Layout.outputLast(), g, batch.size(), l);
-            java.util.Map<String, Double> metrics = r.hostMetrics();
             if (r.applies()) {
                 List<TFloat32> feeds = new ArrayList<>();
                 try {
@@ -151,7 +150,7 @@ public final class TfBackend implements Backend {
                     feeds.forEach(TFloat32::close);
                 }
             }
-            return new Outcome(l, r, metrics);
+            return new Outcome(l, r);
         }
 
         @Override
