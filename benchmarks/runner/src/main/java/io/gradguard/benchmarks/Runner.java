@@ -49,7 +49,7 @@ public final class Runner {
                     List.of("-Xmx1g", "-Dai.djl.offline=true", "-Dorg.slf4j.simpleLogger.defaultLogLevel=error"),
                     Duration.ofMinutes(3)),
             new Spec("tensorflow", "tensorflow", "io.gradguard.benchmarks.tensorflow.TfBench",
-                    List.of("-Xmx1g"), List.of("-Xmx1g"), Duration.ofMinutes(3)));
+                    List.of("-Xmx1g", "-Dorg.bytedeco.javacpp.maxPhysicalBytes=8g"), List.of("-Xmx1g"), Duration.ofMinutes(3)));
 
     private final Path dir;
     private final boolean tiny;
