@@ -318,8 +318,18 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     // ---- in-place updates ---------------------------------------------------------------------
 
+    /**
+     * {@inheritDoc}
+     *
+     * <p>On the CPU a rank-0 factor of exactly 1 (a clip that does not bite) is read and the
+     * multiplication skipped: the result is bit-identical (x·1 = x, NaN included) and a full pass
+     * over the gradient is saved. On a GPU the factor is always multiplied in, with no sync.
+     */
     @Override
     public void scaleInPlace(NDArray x, NDArray factor) {
+        if (factor.getShape().dimension() == 0 && !factor.getDevice().isGpu() && toHost(factor) == 1.0) {
+            return;
+        }
         x.muli(factor);
     }
 
@@ -339,8 +349,22 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         if (empty(x)) {
             return;
         }
-        // torch.clamp keeps NaN; maximum/minimum with scalars of x's dtype, then copy back in place
-        try (NDArray lower = x.maximum(scalarLike(x, lo)); NDArray clamped = lower.minimum(scalarLike(x, hi))) {
+        NDManager step = stepManager();
+        if (x.getManager() == step) {
+            clampInto(x, lo, hi);
+            return;
+        }
+        // NDArray.clip leaves its two bound scalars in x's manager: lend x to a scope for the call
+        try (NDManager scope = step.newSubManager()) {
+            x.tempAttach(scope);
+            clampInto(x, lo, hi);
+        }
+    }
+
+    /** torch.clamp (NaN stays NaN) into a new array, copied back into x's storage. */
+    private static void clampInto(NDArray x, double lo, double hi) {
+        boolean f64 = x.getDataType() == DataType.FLOAT64;
+        try (NDArray clamped = f64 ? x.clip(lo, hi) : x.clip((float) lo, (float) hi)) {
             x.set(ALL, clamped);
         }
     }
