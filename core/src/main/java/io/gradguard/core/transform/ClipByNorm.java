@@ -25,7 +25,9 @@ import java.util.List;
  * non-finite policy ahead of it. A norm of exactly c is not clipped.
  *
  * <p>Records (lazily, no sync): {@code norm} and {@code coefficient} for the global scope, and
- * {@code norm.<group>} / {@code coefficient.<group>} per tensor or layer.
+ * {@code norm.<group>} / {@code coefficient.<group>} per tensor or layer; global L2 clipping also
+ * records its bound as {@code threshold} (a host value), so monitors can draw it against the
+ * global L2 norm.
  *
  * <p>References: Pascanu et al. 2013 (global L2 clipping); PyTorch {@code clip_grad_norm_};
  * Optax {@code clip_by_global_norm}, {@code clip_by_block_rms}; DL4J {@code ClipL2PerLayer},
@@ -84,6 +86,9 @@ public final class ClipByNorm implements GradientTransform {
             String suffix = scope == Scope.GLOBAL ? "" : "." + Norms.groupName(group, scope);
             step.record("norm" + suffix, norm);
             step.record("coefficient" + suffix, coef);
+        }
+        if (scope == Scope.GLOBAL && normType == NormType.L2) {
+            step.recordValue("threshold", maxNorm);
         }
         return Action.proceed();
     }

@@ -1,0 +1,373 @@
+package io.gradguard.tensorflow;
+
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.GradientSet;
+import io.gradguard.core.GradientTensor;
+import io.gradguard.core.Layout;
+import io.gradguard.core.Role;
+import io.gradguard.core.StepContext;
+import io.gradguard.core.StepResult;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import org.tensorflow.Graph;
+import org.tensorflow.GraphOperation;
+import org.tensorflow.Operand;
+import org.tensorflow.Output;
+import org.tensorflow.Result;
+import org.tensorflow.Session;
+import org.tensorflow.Tensor;
+import org.tensorflow.framework.optimizers.Optimizer;
+import org.tensorflow.op.Op;
+import org.tensorflow.op.Ops;
+import org.tensorflow.types.TFloat32;
+import org.tensorflow.types.TFloat64;
+import org.tensorflow.types.family.TType;
+
+/**
+ * A GradGuard-protected training step for a TensorFlow Java graph: gradients of the loss with
+ * respect to explicitly named variables, the pipeline's transforms as graph operations, and the
+ * framework optimizer's {@code applyGradients} only when the pipeline says the step applies.
+ *
+ * <pre>{@code
+ * GradientPipeline pipeline = GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0));
+ * try (TfGuard guard = TfGuard.create(session, loss, List.of(w1, b1, w2, b2),
+ *         new GradientDescent(graph, 0.05f), pipeline)) {
+ *     for (Batch b : batches) {
+ *         StepResult<TfTensor> r = guard.step(Map.of(x, b.features(), y, b.labels()), StepContext.ofBatch(64));
+ *         if (r.skipped()) log.warn("skipped: {}", r.action().reason());
+ *     }
+ * }
+ * }</pre>
+ *
+ * <p>How a step runs (see the package documentation for the design): the pipeline is replayed on
+ * the host over graph nodes (memoized, so the graph stops growing after the first steps). If no
+ * transform or listener reads a host value, the whole step is one session run (forward, backward,
+ * transforms, apply). On the first host read, the guard switches to gradient buffers: one run
+ * computes the gradients into resource variables and fetches the loss, host reads evaluate only
+ * the small graphs they need, and a last run transforms and applies. On HOLD and SKIP the apply
+ * op is not run: the variables and the optimizer's slots do not move.
+ *
+ * <p>Not thread-safe. Close it to free the fed scalars; the graph and session stay the caller's.
+ */
+public final class TfGuard implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(TfGuard.class);
+    private static final java.util.concurrent.atomic.AtomicLong APPLY_IDS = new java.util.concurrent.atomic.AtomicLong();
+
+    private final Session session;
+    private final TfOps ops;
+    private final GradientPipeline pipeline;
+    private final Optimizer optimizer;
+    private final Output<?> loss;
+    private final List<Output<?>> variables;
+    private final Output<?>[] rawGradients;
+    private final GradientSet<TfTensor> gradients;
+    private final Map<List<Output<?>>, Op> applies = new HashMap<>();
+
+    private TfTensor[] gradientBuffers;
+    private List<Op> fillBuffers;
+    private boolean buffered;
+    private boolean inPipeline;
+    private boolean warnedRecompute;
+    private double lastLoss = Double.NaN;
+    private long recomputedRuns;
+
+    private TfGuard(Session session, Output<?> loss, List<Output<?>> variables, Output<?>[] rawGradients,
+            List<Output<?>> values, Optimizer optimizer, GradientPipeline pipeline) {
+        this.session = session;
+        this.ops = new TfOps(session);
+        this.pipeline = pipeline;
+        this.optimizer = optimizer;
+        this.loss = loss;
+        this.variables = variables;
+        this.rawGradients = rawGradients;
+        List<GradientTensor<TfTensor>> ts = new ArrayList<>();
+        for (int i = 0; i < variables.size(); i++) {
+            Output<?> v = variables.get(i);
+            String name = v.op().name();
+            long[] shape = values.get(i).shape().asArray();
+            int slash = name.lastIndexOf('/');
+            String layer = slash > 0 ? name.substring(0, slash) : name;
+            Role role = shape.length >= 2 ? Role.WEIGHT : shape.length == 1 ? Role.BIAS : Role.OTHER;
+            ts.add(new GradientTensor<>(name, shape, role, layer, Layout.outputLast(),
+                    new TfTensor(shape, rawGradients[i], null, null), new TfTensor(shape, values.get(i), null, null)));
+        }
+        this.gradients = GradientSet.of(ts);
+    }
+
+    /**
+     * Builds the gradients of {@code loss} with respect to {@code variables} (only those: not every
+     * variable of the graph) and returns a guarded training step.
+     *
+     * @param session   the session that trains (its graph holds the model)
+     * @param loss      a scalar float loss
+     * @param variables the trainable variables ({@code tf.variable(...)}), float32 or float64
+     * @param optimizer a tensorflow-framework optimizer built on the same graph
+     * @param pipeline  the GradGuard pipeline (one per model)
+     * @throws IllegalArgumentException if an argument is null, there is no variable, a variable is
+     *     not a variable or not float, appears twice, or does not influence the loss, or the loss is
+     *     not a float scalar; the message names the variable
+     */
+    public static TfGuard create(Session session, Operand<?> loss, List<? extends Operand<?>> variables,
+            Optimizer optimizer, GradientPipeline pipeline) {
+        require(session != null, "session must not be null");
+        require(loss != null, "loss must not be null");
+        require(variables != null, "variables must not be null");
+        require(optimizer != null, "optimizer must not be null");
+        require(pipeline != null, "pipeline must not be null");
+        require(!variables.isEmpty(), "variables must name at least one trainable variable, got []");
+        Graph graph = session.graph();
+        Output<?> lossOut = loss.asOutput();
+        require(lossOut.env() == graph, "loss must belong to the session's graph, got " + lossOut.name());
+        require(isFloat(lossOut.type()), "loss must be a float32 or float64 scalar, got " + lossOut.dataType() + " (" + lossOut.name() + ")");
+        require(lossOut.shape().numDimensions() <= 0, "loss must be a scalar, got shape " + lossOut.shape() + " (" + lossOut.name() + "): reduce it (tf.math.mean)");
+
+        Set<GraphOperation> reaching = graph.subgraphTo(Set.of(lossOut));
+        Ops tf = Ops.create(graph).withSubScope("gradguard");
+        List<Output<?>> vars = new ArrayList<>();
+        List<Output<?>> values = new ArrayList<>();
+        Set<String> seen = new HashSet<>();
+        for (int i = 0; i < variables.size(); i++) {
+            Operand<?> v = variables.get(i);
+            require(v != null, "variables[" + i + "] must not be null");
+            Output<?> out = v.asOutput();
+            String name = out.op().name();
+            String type = out.op().type();
+            require(type.equals("VariableV2") || type.equals("Variable"),
+                    "variables[" + i + "] must be a trainable variable (tf.variable), got " + name + " of op type " + type);
+            require(seen.add(name), "variables must be distinct, got " + name + " twice");
+            require(reaching.contains((GraphOperation) out.op()),
+                    "variable " + name + " does not influence the loss " + lossOut.op().name()
+                            + ": pass only the variables the loss depends on");
+            @SuppressWarnings({"unchecked", "rawtypes"})
+            Output<?> value = tf.withName(name.replace('/', '_') + "_value").identity((Operand) out).asOutput();
+            require(isFloat(value.type()), "variable " + name + " has dtype " + value.dataType()
+                    + ": only float32 and float64 variables have gradients to guard");
+            vars.add(out);
+            values.add(value);
+        }
+        Output<?>[] grads;
+        try {
+            grads = graph.addGradients(lossOut, vars.toArray(new Output<?>[0]));
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException("TensorFlow could not build the gradients of " + lossOut.op().name()
+                    + " with respect to " + names(vars) + ": " + e.getMessage(), e);
+        }
+        for (int i = 0; i < grads.length; i++) {
+            require(grads[i] != null, "variable " + vars.get(i).op().name() + " has no gradient from the loss " + lossOut.op().name());
+            require(isFloat(grads[i].type()), "the gradient of variable " + vars.get(i).op().name() + " has dtype "
+                    + grads[i].dataType() + ": GradGuard needs float32 or float64 gradients");
+        }
+        return new TfGuard(session, lossOut, List.copyOf(vars), grads, List.copyOf(values), optimizer, pipeline);
+    }
+
+    /**
+     * One training step: forward and backward on {@code feeds}, the pipeline, and the optimizer's
+     * update when the pipeline {@link StepResult#applies() applies}.
+     *
+     * @param feeds   the step's inputs (placeholder → tensor); the caller owns and closes the tensors
+     * @param context the batch facts; its loss is filled in when the guard knows it before the
+     *     pipeline runs (gradient-buffer mode)
+     * @return the pipeline's result; read its metrics inside a listener or right after this call
+     * @throws IllegalArgumentException if feeds or context is null
+     */
+    public StepResult<TfTensor> step(Map<? extends Operand<?>, ? extends Tensor> feeds, StepContext context) {
+        require(feeds != null, "feeds must not be null");
+        require(context != null, "context must not be null");
+        ops.beginStep(feeds, this::beforeHostRead);
+        try {
+            StepContext ctx = context;
+            if (buffered) {
+                lastLoss = fillGradientBuffers();
+                if (!ctx.hasLoss()) {
+                    ctx = ctx.withLoss(lastLoss);
+                }
+            }
+            for (int i = 0; i < gradients.size(); i++) {
+                gradients.get(i).gradient().rebind(buffered ? gradientBuffers[i].read : rawGradients[i]);
+            }
+            StepResult<TfTensor> result;
+            inPipeline = true;
+            try {
+                result = pipeline.step(gradients, ops, ctx);
+            } finally {
+                inPipeline = false;
+            }
+            List<Op> targets = new ArrayList<>(ops.commit());
+            if (result.applies()) {
+                targets.add(applyOp());
+            }
+            if (!buffered) {
+                try (Result r = ops.run(runner -> {
+                    targets.forEach(runner::addTarget);
+                    runner.fetch(loss);
+                })) {
+                    lastLoss = scalarOf(r.get(0));
+                }
+            } else if (!targets.isEmpty()) {
+                try (Result ignored = ops.run(runner -> targets.forEach(runner::addTarget))) {
+                    // targets only
+                }
+            }
+            return result;
+        } finally {
+            ops.endStep();
+        }
+    }
+
+    /** {@link #step(Map, StepContext)} with a batch of {@code batchSize} examples. */
+    public StepResult<TfTensor> step(Map<? extends Operand<?>, ? extends Tensor> feeds, long batchSize) {
+        return step(feeds, StepContext.ofBatch(batchSize));
+    }
+
+    private Op applyOp() {
+        List<Output<?>> finals = new ArrayList<>();
+        for (GradientTensor<TfTensor> g : gradients) {
+            finals.add(g.gradient().value());
+        }
+        return applies.computeIfAbsent(finals, k -> {
+            List<Optimizer.GradAndVar<? extends TType>> gv = new ArrayList<>();
+            for (int i = 0; i < k.size(); i++) {
+                gv.add(gradAndVar(k.get(i), variables.get(i)));
+            }
+            if (!applies.isEmpty()) {
+                LOG.debug("GradGuard builds apply op #{} (the pipeline took a new branch)", applies.size() + 1);
+            }
+            return optimizer.applyGradients(gv, "gradguard_apply_" + APPLY_IDS.incrementAndGet());
+        });
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static Optimizer.GradAndVar<? extends TType> gradAndVar(Output<?> grad, Output<?> var) {
+        return new Optimizer.GradAndVar(grad, var);
+    }
+
+    /** The run hook: the first host read of a step decides how gradients persist between runs. */
+    private void beforeHostRead() {
+        if (!inPipeline || buffered) {
+            return;
+        }
+        if (applies.isEmpty()) {
+            switchToBuffers();
+        } else {
+            recomputedRuns++;
+            if (!warnedRecompute) {
+                warnedRecompute = true;
+                LOG.warn("GradGuard: the pipeline read a host value for the first time after the apply op was built "
+                        + "(step {}); each such read recomputes the forward and backward pass. Read metrics from the "
+                        + "first step on (then the guard keeps gradients in buffers), or less often.", pipeline.stepCount());
+            }
+        }
+    }
+
+    /** Moves this step onto gradient buffers: one run fills them, and every node built so far is rebased onto them. */
+    private void switchToBuffers() {
+        LOG.debug("GradGuard: the pipeline reads host values; gradients now persist in buffer variables between runs");
+        buffered = true;
+        boolean was = inPipeline;
+        inPipeline = false;
+        try {
+            lastLoss = fillGradientBuffers();
+        } finally {
+            inPipeline = was;
+        }
+        Map<Output<?>, Output<?>> leaves = new HashMap<>();
+        for (int i = 0; i < rawGradients.length; i++) {
+            leaves.put(rawGradients[i], gradientBuffers[i].read);
+        }
+        Map<Output<?>, Output<?>> done = new HashMap<>();
+        List<TfTensor> handles = ops.liveHandles();
+        for (GradientTensor<TfTensor> g : gradients) {
+            handles.add(g.gradient());
+        }
+        for (TfTensor h : handles) {
+            h.rebind(ops.rebase(h.value(), leaves, done));
+        }
+    }
+
+    /** Runs forward and backward into the gradient buffers (created on first use); returns the loss. */
+    private double fillGradientBuffers() {
+        if (gradientBuffers == null) {
+            gradientBuffers = new TfTensor[rawGradients.length];
+            fillBuffers = new ArrayList<>();
+            Ops tf = Ops.create(session.graph()).withSubScope("gradguard");
+            for (int i = 0; i < rawGradients.length; i++) {
+                GradientTensor<TfTensor> g = gradients.get(i);
+                gradientBuffers[i] = ops.newBuffer(rawGradients[i].type(), g.shape(), null, false);
+                fillBuffers.add(tf.assignVariableOp(gradientBuffers[i].variable, rawGradients[i]));
+            }
+        }
+        try (Result r = ops.run(runner -> {
+            fillBuffers.forEach(runner::addTarget);
+            runner.fetch(loss);
+        })) {
+            return scalarOf(r.get(0));
+        }
+    }
+
+    private static double scalarOf(Tensor t) {
+        if (t instanceof TFloat32 f) {
+            return f.getFloat();
+        }
+        return ((TFloat64) t).getDouble();
+    }
+
+    /** The GradGuard backend this guard builds with (for listeners that read tensors). */
+    public TfOps ops() {
+        return ops;
+    }
+
+    /** The gradient set the pipeline sees (one entry per variable, in the given order). */
+    public GradientSet<TfTensor> gradients() {
+        return gradients;
+    }
+
+    /** The pipeline. */
+    public GradientPipeline pipeline() {
+        return pipeline;
+    }
+
+    /** The loss of the last step (NaN before the first). */
+    public double lastLoss() {
+        return lastLoss;
+    }
+
+    /** Whether gradients persist in buffer variables between session runs (see the class comment). */
+    public boolean usesGradientBuffers() {
+        return buffered;
+    }
+
+    /** Host reads that had to recompute the forward and backward pass (see the class comment). */
+    public long recomputedRuns() {
+        return recomputedRuns;
+    }
+
+    /** Closes the fed scalar tensors. */
+    @Override
+    public void close() {
+        ops.close();
+    }
+
+    private static boolean isFloat(Class<?> type) {
+        return type == TFloat32.class || type == TFloat64.class;
+    }
+
+    private static String names(List<Output<?>> vars) {
+        List<String> n = new ArrayList<>();
+        for (Output<?> v : vars) {
+            n.add(v.op().name());
+        }
+        return n.toString();
+    }
+
+    private static void require(boolean ok, String message) {
+        if (!ok) {
+            throw new IllegalArgumentException(message);
+        }
+    }
+}

@@ -1,0 +1,736 @@
+package io.gradguard.tensorflow;
+
+import io.gradguard.core.spi.TensorOps;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.function.Consumer;
+import org.tensorflow.Graph;
+import org.tensorflow.Operand;
+import org.tensorflow.Output;
+import org.tensorflow.Result;
+import org.tensorflow.Session;
+import org.tensorflow.Tensor;
+import org.tensorflow.ndarray.Shape;
+import org.tensorflow.ndarray.buffer.DataBuffers;
+import org.tensorflow.op.Op;
+import org.tensorflow.op.Ops;
+import org.tensorflow.op.core.Placeholder;
+import org.tensorflow.op.core.ReduceMax;
+import org.tensorflow.op.core.ReduceSum;
+import org.tensorflow.op.core.VarHandleOp;
+import org.tensorflow.op.math.Mean;
+import org.tensorflow.types.TBool;
+import org.tensorflow.types.TFloat32;
+import org.tensorflow.types.TFloat64;
+import org.tensorflow.types.family.TNumber;
+
+/**
+ * The GradGuard {@link TensorOps} for TensorFlow Java in graph mode: every primitive adds
+ * TensorFlow operations to a {@link Graph}, and nothing leaves the graph except the scalars a
+ * transform or a monitor explicitly reads ({@link #toHost}).
+ *
+ * <h2>Memoized graph construction</h2>
+ * A GradGuard pipeline runs on the host once per step and calls these primitives. Each primitive
+ * is a pure function of its input nodes and its parameters, and is memoized on them: the same
+ * primitive on the same input nodes returns the node built the first time. Because the adapter
+ * presents the same input nodes every step (the gradient nodes or gradient buffers, the state
+ * variables' read nodes, the scalar slots below), replaying a pipeline adds no node after its first
+ * step (or first steps, when a transform takes another branch later).
+ *
+ * <h2>Scalars are fed, not baked in</h2>
+ * {@link #scalar(double)} does not create a constant: the k-th scalar of a step is the k-th
+ * float64 placeholder ("scalar slot"), and its value is fed on every session run. A threshold that
+ * changes every step (an adaptive clip, an accumulation weight) therefore reuses the same graph.
+ * Fed tensors are cached per slot and only re-created when the value changes.
+ *
+ * <h2>Precision</h2>
+ * Reductions and scalar math are float64 ({@link #accumulatesInDouble()} is true): a float32
+ * gradient is cast to float64 before it is squared and summed, so Σx² of 1e30 neither overflows
+ * nor underflows. Gradients keep their dtype; in-place updates cast their scalar or per-unit
+ * operand to it.
+ *
+ * <h2>State</h2>
+ * {@link #zerosLike} and {@link #fromHost} create resource variables. Writes into them during a
+ * step rebind the handle; {@link #commit()} returns the assign operations that store them, which
+ * the adapter runs at the end of the step. Every assignment runs after the variable's read node,
+ * so the values the step computed from the old state are not affected.
+ *
+ * <pre>{@code
+ * try (Graph g = new Graph(); Session s = new Session(g)) {
+ *     TfOps ops = new TfOps(s);
+ *     TfTensor x = ops.fromHost(new float[] {3, 4}, new long[] {2});
+ *     GradientPipeline.of(Transforms.clipByGlobalNorm(1.0))
+ *         .step(GradientSet.of(new GradientTensor<>("x", new long[] {2}, Role.OTHER, "x", Layout.outputLast(), x)),
+ *               ops, StepContext.ofBatch(1));
+ *     float[] clipped = ops.toHostArray(x);    // [0.6, 0.8]
+ *     ops.close();
+ * }
+ * }</pre>
+ *
+ * <p>Not thread-safe: one training loop drives it. Closing it closes the fed scalar tensors; the
+ * graph and the session belong to the caller.
+ *
+ * @throws IllegalArgumentException from the primitives, for a non-float tensor or data that does
+ *     not match its shape
+ */
+public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
+
+    /** Called before any session run the ops make during a step (the adapter's hook). */
+    interface RunHook {
+        void beforeRun();
+    }
+
+    private record Node(String kind, List<Output<?>> inputs, Object param) {
+    }
+
+    private final Session session;
+    private final Graph graph;
+    private final Ops tf;
+
+    private final Map<Node, Output<?>> built = new HashMap<>();
+    private final Map<Output<?>, Node> recipes = new HashMap<>();
+    private final Map<List<Output<?>>, Op> assigns = new HashMap<>();
+
+    private final List<Output<TFloat64>> slots = new ArrayList<>();
+    private double[] slotValues = new double[16];
+    private TFloat64[] slotTensors = new TFloat64[16];
+    private int slotCursor;
+
+    private final Set<TfTensor> buffers = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+    private final List<TfTensor> temporaries = new ArrayList<>();
+    private Map<? extends Operand<?>, ? extends Tensor> feeds = Map.of();
+    private RunHook hook;
+    private static final java.util.concurrent.atomic.AtomicLong BUFFER_IDS = new java.util.concurrent.atomic.AtomicLong();
+    private int bufferCount;
+    private boolean closed;
+
+    /**
+     * Ops that build into the session's graph and run on the session.
+     *
+     * @throws IllegalArgumentException if the session is null
+     */
+    public TfOps(Session session) {
+        if (session == null) {
+            throw new IllegalArgumentException("session must not be null");
+        }
+        this.session = session;
+        this.graph = session.graph();
+        this.tf = Ops.create(graph).withSubScope("gradguard");
+    }
+
+    /** The graph the primitives build into. */
+    public Graph graph() {
+        return graph;
+    }
+
+    /** The session the host reads run on. */
+    public Session session() {
+        return session;
+    }
+
+    @Override
+    public String toString() {
+        return "TfOps@" + Integer.toHexString(System.identityHashCode(this));
+    }
+
+    // ---- adapter protocol -------------------------------------------------------------------------
+
+    /** Starts a step: host reads feed these tensors (the step's inputs), scalar slots restart at 0. */
+    void beginStep(Map<? extends Operand<?>, ? extends Tensor> stepFeeds, RunHook runHook) {
+        this.feeds = stepFeeds;
+        this.hook = runHook;
+        this.slotCursor = 0;
+        this.temporaries.clear();
+    }
+
+    /** Ends a step: forgets the feeds and the step's temporaries. Call after {@link #commit()} ran. */
+    void endStep() {
+        this.feeds = Map.of();
+        this.hook = null;
+        this.temporaries.clear();
+    }
+
+    /**
+     * The assignments that store what this step wrote into state buffers, and rebinds every buffer
+     * to its variable's read node for the next step. Run the returned ops (with the step's apply op,
+     * if any) before the next step reads the buffers.
+     */
+    List<Op> commit() {
+        List<Op> ops = new ArrayList<>();
+        for (TfTensor b : buffers) {
+            if (b.dirty()) {
+                ops.add(assignOp(b.variable, b.value(), b.read));
+                b.rebind(b.read);
+            }
+        }
+        return ops;
+    }
+
+    /** The step's temporaries and buffers (everything a rebase must move). */
+    List<TfTensor> liveHandles() {
+        List<TfTensor> all = new ArrayList<>(temporaries);
+        all.addAll(buffers);
+        return all;
+    }
+
+    /** Runs the session with the step's feeds and scalar slots; the caller closes the result. */
+    Result run(Consumer<Session.Runner> setup) {
+        if (hook != null) {
+            hook.beforeRun();
+        }
+        Session.Runner r = session.runner();
+        for (Map.Entry<? extends Operand<?>, ? extends Tensor> e : feeds.entrySet()) {
+            r.feed(e.getKey(), e.getValue());
+        }
+        for (int i = 0; i < slots.size(); i++) {
+            r.feed(slots.get(i), slotTensor(i));
+        }
+        setup.accept(r);
+        return r.run();
+    }
+
+    /** Number of operations in the graph (for tests and diagnostics). */
+    static int operationCount(Graph g) {
+        int n = 0;
+        for (var it = g.operations(); it.hasNext(); it.next()) {
+            n++;
+        }
+        return n;
+    }
+
+    // ---- memoized node construction -------------------------------------------------------------
+
+    private Output<?> node(String kind, Object param, Output<?>... inputs) {
+        Node key = new Node(kind, List.of(inputs), param);
+        Output<?> out = built.get(key);
+        if (out == null) {
+            out = build(key);
+            built.put(key, out);
+            recipes.put(out, key);
+        }
+        return out;
+    }
+
+    /**
+     * Rebuilds {@code out} with some leaf nodes replaced (memoized, so a rebased chain is the same
+     * chain a replay on the new leaves builds). Nodes that depend on no replaced leaf are returned
+     * as they are.
+     */
+    Output<?> rebase(Output<?> out, Map<Output<?>, Output<?>> leaves, Map<Output<?>, Output<?>> done) {
+        Output<?> mapped = leaves.get(out);
+        if (mapped != null) {
+            return mapped;
+        }
+        Node n = recipes.get(out);
+        if (n == null) {
+            return out;
+        }
+        Output<?> cached = done.get(out);
+        if (cached != null) {
+            return cached;
+        }
+        Output<?>[] inputs = new Output<?>[n.inputs().size()];
+        boolean changed = false;
+        for (int i = 0; i < inputs.length; i++) {
+            inputs[i] = rebase(n.inputs().get(i), leaves, done);
+            changed |= inputs[i] != n.inputs().get(i);
+        }
+        Output<?> result = changed ? node(n.kind(), n.param(), inputs) : out;
+        done.put(out, result);
+        return result;
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private Output<?> build(Node n) {
+        List<Output<?>> in = n.inputs();
+        Operand a = in.isEmpty() ? null : in.get(0);
+        Operand b = in.size() < 2 ? null : in.get(1);
+        return switch (n.kind()) {
+            case "cast" -> tf.dtypes.cast(a, (Class) n.param()).asOutput();
+            case "square" -> tf.math.square(a).asOutput();
+            case "abs" -> tf.math.abs(a).asOutput();
+            case "sum" -> tf.reduceSum(a, axes(n.param(), a), ReduceSum.keepDims(keep(n.param()))).asOutput();
+            case "rmax" -> tf.reduceMax(a, axes(n.param(), a), ReduceMax.keepDims(false)).asOutput();
+            case "mean" -> tf.math.mean(a, axes(n.param(), a), Mean.keepDims(true)).asOutput();
+            case "notFinite" -> tf.math.logicalNot(tf.math.isFinite(a)).asOutput();
+            case "isNan" -> tf.math.isNan(a).asOutput();
+            case "equal" -> tf.math.equal(a, b).asOutput();
+            case "select" -> tf.select((Operand<TBool>) a, b, (Operand) in.get(2)).asOutput();
+            case "fill" -> tf.fill(tf.constant((long[]) ((List<Long>) n.param()).stream().mapToLong(Long::longValue).toArray()), a).asOutput();
+            case "add" -> tf.math.add(a, b).asOutput();
+            case "sub" -> tf.math.sub(a, b).asOutput();
+            case "mul" -> tf.math.mul(a, b).asOutput();
+            case "div" -> tf.math.div(a, b).asOutput();
+            case "min" -> tf.math.minimum(a, b).asOutput();
+            case "max" -> tf.math.maximum(a, b).asOutput();
+            case "sqrt" -> tf.math.sqrt(a).asOutput();
+            case "identity" -> tf.identity(a).asOutput();
+            case "const" -> constant((Double) n.param()).asOutput();
+            default -> throw new IllegalStateException("unknown node kind " + n.kind());
+        };
+    }
+
+    private static boolean keep(Object param) {
+        return param instanceof List<?>;
+    }
+
+    /** Axes: a List of ints (reduce these, keep dims) or an Integer rank (reduce all axes). */
+    private Operand<? extends TNumber> axes(Object param, Operand<?> x) {
+        if (param instanceof List<?> l) {
+            int[] ax = new int[l.size()];
+            for (int i = 0; i < ax.length; i++) {
+                ax[i] = (Integer) l.get(i);
+            }
+            return tf.constant(ax);
+        }
+        int rank = (Integer) param;
+        int[] all = new int[rank];
+        for (int i = 0; i < rank; i++) {
+            all[i] = i;
+        }
+        return tf.constant(all);
+    }
+
+    private Operand<TFloat64> constant(double v) {
+        return tf.constant(v);
+    }
+
+    private Op assignOp(Output<?> variable, Output<?> value, Output<?> read) {
+        return assigns.computeIfAbsent(List.of(variable, value, read),
+                k -> {
+                    Op readOp = read::op;
+                    return tf.withControlDependencies(List.of(readOp)).assignVariableOp(variable, value);
+                });
+    }
+
+    // ---- dtype helpers ----------------------------------------------------------------------------
+
+    private static Class<?> dtype(Output<?> o) {
+        return o.type();
+    }
+
+    private Output<?> f64(Output<?> o) {
+        return dtype(o) == TFloat64.class ? o : node("cast", TFloat64.class, o);
+    }
+
+    private Output<?> as(Output<?> o, Class<?> type) {
+        return dtype(o) == type ? o : node("cast", type, o);
+    }
+
+    private static void requireFloat(TfTensor x, String what) {
+        Class<?> t = dtype(x.value());
+        if (t != TFloat32.class && t != TFloat64.class) {
+            throw new IllegalArgumentException(what + " must be a float32 or float64 tensor, got " + x.value().dataType()
+                    + " (" + x.value().name() + ")");
+        }
+    }
+
+    private static final long[] SCALAR = new long[0];
+
+    private TfTensor temp(Output<?> o, long[] shape) {
+        TfTensor t = new TfTensor(shape.clone(), o, null, null);
+        temporaries.add(t);
+        return t;
+    }
+
+    /** Promotes two operands to a common dtype (float64 if either is). */
+    private Output<?>[] promote(TfTensor a, TfTensor b) {
+        Output<?> x = a.value();
+        Output<?> y = b.value();
+        if (dtype(x) != dtype(y)) {
+            x = f64(x);
+            y = f64(y);
+        }
+        return new Output<?>[] {x, y};
+    }
+
+    // ---- shape and host transfer ------------------------------------------------------------------
+
+    @Override
+    public long[] shape(TfTensor x) {
+        return x.shape();
+    }
+
+    /** A float64 scalar fed through the step's next scalar slot (see the class comment). */
+    @Override
+    public TfTensor scalar(double value) {
+        int k = slotCursor++;
+        if (k == slots.size()) {
+            slots.add(tf.withName("scalar_" + k).placeholder(TFloat64.class, Placeholder.shape(Shape.scalar())).output());
+            if (k == slotValues.length) {
+                slotValues = Arrays.copyOf(slotValues, k * 2);
+                slotTensors = Arrays.copyOf(slotTensors, k * 2);
+            }
+        }
+        if (slotTensors[k] == null || Double.doubleToRawLongBits(slotValues[k]) != Double.doubleToRawLongBits(value)) {
+            if (slotTensors[k] != null) {
+                slotTensors[k].close();
+                slotTensors[k] = null;
+            }
+            slotValues[k] = value;
+        }
+        return temp(slots.get(k), SCALAR);
+    }
+
+    private TFloat64 slotTensor(int k) {
+        if (slotTensors[k] == null) {
+            slotTensors[k] = TFloat64.scalarOf(slotValues[k]);
+        }
+        return slotTensors[k];
+    }
+
+    @Override
+    public double toHost(TfTensor scalar) {
+        long n = size(scalar.shapeRef());
+        if (n != 1) {
+            throw new IllegalArgumentException("toHost needs a single-element tensor, got shape " + Arrays.toString(scalar.shapeRef()));
+        }
+        Output<?> o = fetchable(f64(scalar.value()));
+        try (Result r = run(runner -> runner.fetch(o))) {
+            return ((TFloat64) r.get(0)).getDouble(new long[((TFloat64) r.get(0)).shape().numDimensions()]);
+        }
+    }
+
+    /** A fed scalar slot cannot be fetched in the same run: fetch an identity of it. */
+    private Output<?> fetchable(Output<?> o) {
+        return o.op().type().equals("Placeholder") ? node("identity", null, o) : o;
+    }
+
+    @Override
+    public float[] toHostArray(TfTensor x) {
+        Output<?> o = fetchable(as(x.value(), TFloat32.class));
+        float[] out = new float[Math.toIntExact(size(x.shapeRef()))];
+        try (Result r = run(runner -> runner.fetch(o))) {
+            ((TFloat32) r.get(0)).copyTo(DataBuffers.of(out, false, false));
+        }
+        return out;
+    }
+
+    @Override
+    public double[] toHostDoubles(TfTensor x) {
+        Output<?> o = fetchable(f64(x.value()));
+        double[] out = new double[Math.toIntExact(size(x.shapeRef()))];
+        try (Result r = run(runner -> runner.fetch(o))) {
+            ((TFloat64) r.get(0)).copyTo(DataBuffers.of(out, false, false));
+        }
+        return out;
+    }
+
+    @Override
+    public TfTensor fromHost(float[] data, long[] shape) {
+        checkData(data == null ? -1 : data.length, shape);
+        try (TFloat32 t = TFloat32.tensorOf(Shape.of(shape), DataBuffers.of(data, true, false))) {
+            return newBuffer(TFloat32.class, shape, t, true);
+        }
+    }
+
+    @Override
+    public TfTensor fromHost(double[] data, long[] shape) {
+        checkData(data == null ? -1 : data.length, shape);
+        try (TFloat64 t = TFloat64.tensorOf(Shape.of(shape), DataBuffers.of(data, true, false))) {
+            return newBuffer(TFloat64.class, shape, t, true);
+        }
+    }
+
+    private static void checkData(int length, long[] shape) {
+        if (length < 0) {
+            throw new IllegalArgumentException("data must not be null");
+        }
+        if (shape == null) {
+            throw new IllegalArgumentException("shape must not be null");
+        }
+        for (long d : shape) {
+            if (d < 0) {
+                throw new IllegalArgumentException("shape must have no negative dimension, got " + Arrays.toString(shape));
+            }
+        }
+        if (size(shape) != length) {
+            throw new IllegalArgumentException("data must have " + size(shape) + " elements for shape "
+                    + Arrays.toString(shape) + ", got " + length);
+        }
+    }
+
+    @Override
+    public boolean supportsFloat64() {
+        return true;
+    }
+
+    @Override
+    public boolean accumulatesInDouble() {
+        return true;
+    }
+
+    @Override
+    public TfTensor zerosLike(TfTensor like) {
+        requireFloat(like, "like");
+        return newBuffer(dtype(like.value()), like.shapeRef(), null, true);
+    }
+
+    /** Creates a resource variable of that shape and fills it (with {@code init}, or zeros) right away; state buffers are committed each step. */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    TfTensor newBuffer(Class<?> type, long[] shape, Tensor init, boolean state) {
+        // a unique shared name: an empty one makes every VarHandleOp of the session share one resource
+        String name = "gradguard_buffer_" + BUFFER_IDS.incrementAndGet();
+        Ops scope = tf.withSubScope("state").withName("buffer_" + bufferCount++);
+        Output<?> handle = scope.varHandleOp((Class) type, Shape.of(shape), VarHandleOp.sharedName(name)).asOutput();
+        Output<?> read = tf.readVariableOp(handle, (Class) type).asOutput();
+        Op fillOp;
+        Placeholder<?> fed = null;
+        if (init == null) {
+            fillOp = tf.assignVariableOp(handle, tf.zeros(tf.constant(shape), (Class) type));
+        } else {
+            fed = tf.placeholder((Class) type, Placeholder.shape(Shape.of(shape)));
+            fillOp = tf.assignVariableOp(handle, fed);
+        }
+        Session.Runner r = session.runner().addTarget(fillOp);
+        if (fed != null) {
+            r.feed(fed, init);
+        }
+        try (Result ignored = r.run()) {
+            // the assignment has no outputs
+        }
+        TfTensor b = new TfTensor(shape.clone(), read, handle, read);
+        if (state) {
+            buffers.add(b);
+        }
+        return b;
+    }
+
+    /** Forgets a buffer: it is no longer committed. Its variable stays in the graph until the session closes. */
+    @Override
+    public void release(TfTensor x) {
+        buffers.remove(x);
+    }
+
+    // ---- reductions ---------------------------------------------------------------------------------
+
+    @Override
+    public TfTensor sumOfSquares(TfTensor x) {
+        requireFloat(x, "x");
+        return temp(node("sum", x.shapeRef().length, node("square", null, f64(x.value()))), SCALAR);
+    }
+
+    @Override
+    public TfTensor sumOfAbs(TfTensor x) {
+        requireFloat(x, "x");
+        return temp(node("sum", x.shapeRef().length, node("abs", null, f64(x.value()))), SCALAR);
+    }
+
+    @Override
+    public TfTensor maxAbs(TfTensor x) {
+        requireFloat(x, "x");
+        // reduce in the tensor's dtype (exact), then max with 0: an empty tensor's max is -inf, NaN propagates
+        Output<?> m = f64(node("rmax", x.shapeRef().length, node("abs", null, x.value())));
+        return temp(node("max", null, m, node("const", 0.0)), SCALAR);
+    }
+
+    @Override
+    public TfTensor countNonFinite(TfTensor x) {
+        requireFloat(x, "x");
+        return temp(node("sum", x.shapeRef().length, node("cast", TFloat64.class, node("notFinite", null, x.value()))), SCALAR);
+    }
+
+    @Override
+    public TfTensor sumOfSquares(TfTensor x, int[] axes) {
+        requireFloat(x, "x");
+        return temp(node("sum", axesParam(axes, x), node("square", null, f64(x.value()))), keptShape(x, axes));
+    }
+
+    @Override
+    public TfTensor mean(TfTensor x, int[] axes) {
+        requireFloat(x, "x");
+        return temp(node("mean", axesParam(axes, x), f64(x.value())), keptShape(x, axes));
+    }
+
+    private static long[] keptShape(TfTensor x, int[] axes) {
+        long[] s = x.shape();
+        for (int a : axes) {
+            s[a] = 1;
+        }
+        return s;
+    }
+
+    /** Numpy broadcasting of a rank-0 operand or of equal ranks with size-1 axes. */
+    private static long[] broadcast(TfTensor a, TfTensor b) {
+        long[] x = a.shapeRef();
+        long[] y = b.shapeRef();
+        if (x.length == 0) {
+            return y;
+        }
+        if (y.length == 0) {
+            return x;
+        }
+        if (x.length != y.length) {
+            throw new IllegalArgumentException("operands must have equal ranks or one must be a scalar, got "
+                    + Arrays.toString(x) + " and " + Arrays.toString(y));
+        }
+        long[] out = new long[x.length];
+        for (int i = 0; i < x.length; i++) {
+            if (x[i] != y[i] && x[i] != 1 && y[i] != 1) {
+                throw new IllegalArgumentException("operands must broadcast, got " + Arrays.toString(x) + " and " + Arrays.toString(y));
+            }
+            out[i] = x[i] == 1 ? y[i] : x[i];
+        }
+        return out;
+    }
+
+    private static List<Integer> axesParam(int[] axes, TfTensor x) {
+        if (axes == null) {
+            throw new IllegalArgumentException("axes must not be null");
+        }
+        List<Integer> l = new ArrayList<>();
+        for (int a : axes) {
+            if (a < 0 || a >= x.shapeRef().length) {
+                throw new IllegalArgumentException("axes must lie in [0, " + x.shapeRef().length + "), got " + Arrays.toString(axes));
+            }
+            l.add(a);
+        }
+        return l;
+    }
+
+    // ---- functional math ----------------------------------------------------------------------------
+
+    @Override
+    public TfTensor add(TfTensor a, TfTensor b) {
+        Output<?>[] p = promote(a, b);
+        return temp(node("add", null, p[0], p[1]), broadcast(a, b));
+    }
+
+    @Override
+    public TfTensor mul(TfTensor a, TfTensor b) {
+        Output<?>[] p = promote(a, b);
+        return temp(node("mul", null, p[0], p[1]), broadcast(a, b));
+    }
+
+    @Override
+    public TfTensor div(TfTensor a, TfTensor b) {
+        Output<?>[] p = promote(a, b);
+        return temp(node("div", null, p[0], p[1]), broadcast(a, b));
+    }
+
+    @Override
+    public TfTensor min(TfTensor a, TfTensor b) {
+        Output<?>[] p = promote(a, b);
+        return temp(node("min", null, p[0], p[1]), broadcast(a, b));
+    }
+
+    @Override
+    public TfTensor max(TfTensor a, TfTensor b) {
+        Output<?>[] p = promote(a, b);
+        return temp(node("max", null, p[0], p[1]), broadcast(a, b));
+    }
+
+    @Override
+    public TfTensor sqrt(TfTensor a) {
+        return temp(node("sqrt", null, a.value()), a.shapeRef());
+    }
+
+    // ---- in-place updates -----------------------------------------------------------------------------
+
+    @Override
+    public void scaleInPlace(TfTensor x, TfTensor factor) {
+        requireFloat(x, "x");
+        x.rebind(node("mul", null, x.value(), as(factor.value(), dtype(x.value()))));
+    }
+
+    @Override
+    public void addInPlace(TfTensor x, TfTensor y, double alpha) {
+        requireFloat(x, "x");
+        Class<?> t = dtype(x.value());
+        Output<?> yy = as(y.value(), t);
+        if (alpha == 1.0) {
+            x.rebind(node("add", null, x.value(), yy));
+        } else if (alpha == -1.0) {
+            x.rebind(node("sub", null, x.value(), yy));
+        } else {
+            x.rebind(node("add", null, x.value(), node("mul", null, yy, as(scalar(alpha).value(), t))));
+        }
+    }
+
+    @Override
+    public void clampInPlace(TfTensor x, double lo, double hi) {
+        requireFloat(x, "x");
+        Class<?> t = dtype(x.value());
+        Output<?> l = as(scalar(lo).value(), t);
+        Output<?> h = as(scalar(hi).value(), t);
+        x.rebind(node("min", null, node("max", null, x.value(), l), h));
+    }
+
+    @Override
+    public void replaceNonFinite(TfTensor x, double nan, double posInf, double negInf) {
+        requireFloat(x, "x");
+        Output<?> v = x.value();
+        if (nan == 0.0 && posInf == 0.0 && negInf == 0.0 && Double.doubleToRawLongBits(nan) == 0L) {
+            x.rebind(node("select", null, node("notFinite", null, v), filled(x, 0.0), v));
+            return;
+        }
+        Output<?> r = node("select", null, node("isNan", null, v), filled(x, nan), v);
+        if (posInf != Double.POSITIVE_INFINITY) {
+            r = node("select", null, node("equal", null, v, as(node("const", Double.POSITIVE_INFINITY), dtype(v))), filled(x, posInf), r);
+        }
+        if (negInf != Double.NEGATIVE_INFINITY) {
+            r = node("select", null, node("equal", null, v, as(node("const", Double.NEGATIVE_INFINITY), dtype(v))), filled(x, negInf), r);
+        }
+        x.rebind(r);
+    }
+
+    /** A tensor of x's shape and dtype filled with a fed scalar. */
+    private Output<?> filled(TfTensor x, double value) {
+        List<Long> shape = new ArrayList<>();
+        for (long d : x.shapeRef()) {
+            shape.add(d);
+        }
+        return node("fill", shape, as(scalar(value).value(), dtype(x.value())));
+    }
+
+    @Override
+    public void assign(TfTensor dst, TfTensor src) {
+        if (!Arrays.equals(dst.shapeRef(), src.shapeRef())) {
+            throw new IllegalArgumentException("src must have dst's shape " + Arrays.toString(dst.shapeRef()) + ", got "
+                    + Arrays.toString(src.shapeRef()));
+        }
+        dst.rebind(as(src.value(), dtype(dst.value())));
+    }
+
+    @Override
+    public void fill(TfTensor x, double value) {
+        requireFloat(x, "x");
+        x.rebind(filled(x, value));
+    }
+
+    // ---- lifecycle ----------------------------------------------------------------------------------
+
+    /** Closes the fed scalar tensors. The graph, the session and their variables belong to the caller. */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        for (int i = 0; i < slotTensors.length; i++) {
+            if (slotTensors[i] != null) {
+                slotTensors[i].close();
+                slotTensors[i] = null;
+            }
+        }
+    }
+
+    static long size(long[] shape) {
+        long n = 1;
+        for (long d : shape) {
+            n *= d;
+        }
+        return n;
+    }
+
+    /** Nodes built so far by the memo (for tests). */
+    int memoSize() {
+        return built.size();
+    }
+
+}

@@ -1,0 +1,279 @@
+package io.gradguard.tensorflow;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.GradientTensor;
+import io.gradguard.core.StepResult;
+import io.gradguard.core.Transforms;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.tensorflow.Operand;
+import org.tensorflow.Tensor;
+import org.tensorflow.framework.optimizers.GradientDescent;
+import org.tensorflow.framework.optimizers.Momentum;
+import org.tensorflow.op.core.Variable;
+import org.tensorflow.types.TFloat32;
+import org.tensorflow.types.TInt32;
+
+/** TfGuard on a real TensorFlow graph: updates, HOLD and SKIP, graph growth, bad setups. */
+class TfGuardTest {
+    private static final float LR = 0.05f;
+    private Mlp mlp = new Mlp(6, 16, 3, 42);
+    private final Random data = new Random(7);
+
+    @AfterEach
+    void close() {
+        mlp.close();
+    }
+
+    private TfGuard guard(GradientPipeline p) {
+        return TfGuard.create(mlp.session, mlp.loss, mlp.variables, new GradientDescent(mlp.graph, LR), p);
+    }
+
+    private List<float[]> weights() {
+        List<float[]> w = new ArrayList<>();
+        for (Variable<TFloat32> v : mlp.variables) {
+            w.add(mlp.value(v));
+        }
+        return w;
+    }
+
+    private StepResult<TfTensor> step(TfGuard g, int batch) {
+        Map<Operand<?>, Tensor> f = mlp.batch(batch, data);
+        try {
+            return g.step(f, batch);
+        } finally {
+            Mlp.close(f);
+        }
+    }
+
+    /** Captures the transformed gradients on the host from inside the step (a listener may read tensors). */
+    private static List<float[]> capture(TfGuard g) {
+        List<float[]> seen = new ArrayList<>();
+        g.pipeline().addListener((grads, r) -> {
+            seen.clear();
+            for (GradientTensor<TfTensor> t : g.gradients()) {
+                seen.add(g.ops().toHostArray(t.gradient()));
+            }
+        });
+        return seen;
+    }
+
+    @Test
+    void sgd_applies_exactly_lr_times_the_clipped_gradient() {
+        try (TfGuard g = guard(GradientPipeline.of(Transforms.clipByGlobalNorm(0.1)))) {
+            List<float[]> seen = capture(g);
+            for (int s = 0; s < 3; s++) {
+                List<float[]> before = weights();
+                StepResult<TfTensor> r = step(g, 8);
+                assertTrue(r.applies());
+                assertTrue(r.metric("clipByGlobalNorm.norm").getAsDouble() > 0.1, "the test must really clip");
+                List<float[]> after = weights();
+                double norm = 0;
+                for (int i = 0; i < before.size(); i++) {
+                    float[] gr = seen.get(i);
+                    float[] expected = new float[gr.length];
+                    for (int j = 0; j < gr.length; j++) {
+                        expected[j] = before.get(i)[j] - gr[j] * LR;
+                        norm += (double) gr[j] * gr[j];
+                    }
+                    assertArrayEquals(expected, after.get(i), 0f, "bit-level update of " + mlp.variables.get(i).op().name());
+                }
+                assertEquals(0.1, Math.sqrt(norm), 1e-6, "the applied gradient has the clipped norm");
+            }
+            assertTrue(g.usesGradientBuffers(), "a listener reading tensors moves gradients into buffers");
+        }
+    }
+
+    @Test
+    void a_stateless_pipeline_is_one_session_run_and_matches_the_buffered_path() {
+        List<float[]> fusedWeights;
+        try (TfGuard g = guard(GradientPipeline.of(Transforms.clipByGlobalNorm(0.1)))) {
+            for (int s = 0; s < 3; s++) {
+                step(g, 8);
+            }
+            assertFalse(g.usesGradientBuffers(), "nothing read a host value: no gradient buffers");
+            assertTrue(Double.isFinite(g.lastLoss()));
+            fusedWeights = weights();
+        }
+        try (Mlp other = new Mlp(6, 16, 3, 42)) {
+            Random d = new Random(7);
+            try (TfGuard g = TfGuard.create(other.session, other.loss, other.variables, new GradientDescent(other.graph, LR),
+                    GradientPipeline.of(Transforms.clipByGlobalNorm(0.1)))) {
+                capture(g);
+                for (int s = 0; s < 3; s++) {
+                    Map<Operand<?>, Tensor> f = other.batch(8, d);
+                    g.step(f, 8);
+                    Mlp.close(f);
+                }
+                assertTrue(g.usesGradientBuffers());
+                for (int i = 0; i < fusedWeights.size(); i++) {
+                    assertArrayEquals(fusedWeights.get(i), other.value(other.variables.get(i)), 1e-6f);
+                }
+            }
+        }
+    }
+
+    @Test
+    void the_graph_stops_growing_after_the_first_steps() {
+        for (GradientPipeline p : List.of(
+                GradientPipeline.of(Transforms.zeroNonFinite(), Transforms.clipByGlobalNorm(1.0), Transforms.adaptiveClip(0.1)),
+                GradientPipeline.of(TestTransforms.skipNonFinite(), TestTransforms.meanOf(2), Transforms.clipByGlobalNorm(1.0)))) {
+            try (TfGuard g = guard(p)) {
+                capture(g);
+                for (int s = 0; s < 4; s++) {
+                    step(g, 4);
+                }
+                int ops = mlp.operationCount();
+                for (int s = 0; s < 20; s++) {
+                    step(g, 4);
+                }
+                assertEquals(ops, mlp.operationCount(), "graph operations after 4 and after 24 steps of " + p);
+            }
+        }
+    }
+
+    @Test
+    void a_skipped_step_leaves_variables_and_momentum_slots_unchanged() {
+        // tensorflow-framework 1.0.0 names slots after the variable and rejects a '/' in it: flat names here
+        mlp.close();
+        mlp = new Mlp(6, 16, 3, 42, false);
+        Momentum momentum = new Momentum(mlp.graph, LR, 0.9f);
+        try (TfGuard g = TfGuard.create(mlp.session, mlp.loss, mlp.variables, momentum,
+                GradientPipeline.of(TestTransforms.skipNonFinite(), Transforms.clipByGlobalNorm(1.0)))) {
+            step(g, 8);
+            step(g, 8);
+            List<float[]> before = weights();
+            List<float[]> slots = slots(momentum);
+            float[] xs = new float[8 * 6];
+            xs[5] = Float.NaN;
+            Map<Operand<?>, Tensor> f = mlp.feeds(xs, new float[8 * 3], 8);
+            StepResult<TfTensor> r = g.step(f, 8);
+            Mlp.close(f);
+            assertTrue(r.skipped(), r.toString());
+            assertEquals("testSkipNonFinite", r.decidedBy());
+            for (int i = 0; i < before.size(); i++) {
+                assertArrayEquals(before.get(i), mlp.value(mlp.variables.get(i)), 0f);
+                assertArrayEquals(slots.get(i), slots(momentum).get(i), 0f);
+            }
+            StepResult<TfTensor> next = step(g, 8);
+            assertTrue(next.applies(), "training goes on after the skip");
+            assertFalse(java.util.Arrays.equals(before.get(0), mlp.value(mlp.variables.get(0))));
+        }
+    }
+
+    private List<float[]> slots(Momentum m) {
+        List<float[]> out = new ArrayList<>();
+        for (Variable<TFloat32> v : mlp.variables) {
+            out.add(mlp.value(m.getSlot(v.asOutput(), "momentum").orElseThrow()));
+        }
+        return out;
+    }
+
+    @Test
+    void held_micro_batches_do_not_touch_the_variables() {
+        try (TfGuard g = guard(GradientPipeline.of(TestTransforms.holdUntil(3)))) {
+            List<float[]> before = weights();
+            assertTrue(step(g, 4).held());
+            assertTrue(step(g, 4).held());
+            for (int i = 0; i < before.size(); i++) {
+                assertArrayEquals(before.get(i), mlp.value(mlp.variables.get(i)), 0f);
+            }
+            assertTrue(step(g, 4).applies());
+            assertFalse(java.util.Arrays.equals(before.get(0), mlp.value(mlp.variables.get(0))));
+        }
+    }
+
+    @Test
+    void accumulating_two_micro_batches_equals_one_full_batch_step() {
+        float[] xs = new float[16 * 6];
+        float[] ys = new float[16 * 3];
+        Random r = new Random(3);
+        for (int i = 0; i < xs.length; i++) {
+            xs[i] = (float) r.nextGaussian();
+        }
+        for (int i = 0; i < ys.length; i++) {
+            ys[i] = (float) r.nextGaussian();
+        }
+        List<float[]> full;
+        try (Mlp other = new Mlp(6, 16, 3, 42);
+                TfGuard g = TfGuard.create(other.session, other.loss, other.variables, new GradientDescent(other.graph, LR),
+                        GradientPipeline.of(Transforms.clipByGlobalNorm(0.5)))) {
+            Map<Operand<?>, Tensor> f = other.feeds(xs, ys, 16);
+            g.step(f, 16);
+            Mlp.close(f);
+            full = new ArrayList<>();
+            for (Variable<TFloat32> v : other.variables) {
+                full.add(other.value(v));
+            }
+        }
+        try (TfGuard g = guard(GradientPipeline.of(TestTransforms.meanOf(2), Transforms.clipByGlobalNorm(0.5)))) {
+            for (int half = 0; half < 2; half++) {
+                Map<Operand<?>, Tensor> f = mlp.feeds(java.util.Arrays.copyOfRange(xs, half * 48, half * 48 + 48),
+                        java.util.Arrays.copyOfRange(ys, half * 24, half * 24 + 24), 8);
+                StepResult<TfTensor> res = g.step(f, 8);
+                Mlp.close(f);
+                assertEquals(half == 0, res.held());
+            }
+            for (int i = 0; i < full.size(); i++) {
+                assertArrayEquals(full.get(i), mlp.value(mlp.variables.get(i)), 1e-5f);
+            }
+        }
+    }
+
+    @Test
+    void no_variables_is_a_clear_error() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> guard(List.of()));
+        assertEquals("variables must name at least one trainable variable, got []", e.getMessage());
+    }
+
+    private TfGuard guard(List<? extends Operand<?>> vars) {
+        return TfGuard.create(mlp.session, mlp.loss, vars, new GradientDescent(mlp.graph, LR),
+                GradientPipeline.of(Transforms.clipByGlobalNorm(1.0)));
+    }
+
+    @Test
+    void a_variable_the_loss_does_not_reach_is_named() {
+        Variable<TFloat32> unused = mlp.tf.withName("unused").variable(mlp.tf.constant(new float[] {1, 2}));
+        List<Operand<?>> vars = new ArrayList<>(mlp.variables);
+        vars.add(unused);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> guard(vars));
+        assertTrue(e.getMessage().contains("variable unused does not influence the loss"), e.getMessage());
+    }
+
+    @Test
+    void an_integer_variable_is_named() {
+        Variable<TInt32> counter = mlp.tf.withName("counter").variable(mlp.tf.constant(0));
+        // make the loss depend on it so only the dtype is wrong
+        Operand<TFloat32> loss = mlp.tf.math.add(mlp.loss, mlp.tf.dtypes.cast(counter, TFloat32.class));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> TfGuard.create(mlp.session, loss, List.of(counter), new GradientDescent(mlp.graph, LR),
+                        GradientPipeline.of(Transforms.clipByGlobalNorm(1.0))));
+        assertTrue(e.getMessage().contains("variable counter has dtype DT_INT32"), e.getMessage());
+    }
+
+    @Test
+    void an_operand_that_is_not_a_variable_is_named() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> guard(List.of(mlp.x)));
+        assertTrue(e.getMessage().contains("variables[0] must be a trainable variable (tf.variable), got x of op type Placeholder"),
+                e.getMessage());
+    }
+
+    @Test
+    void a_non_scalar_loss_is_rejected() {
+        Operand<TFloat32> perExample = mlp.tf.math.square(mlp.x);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> TfGuard.create(mlp.session, perExample, mlp.variables, new GradientDescent(mlp.graph, LR),
+                        GradientPipeline.of(Transforms.clipByGlobalNorm(1.0))));
+        assertTrue(e.getMessage().startsWith("loss must be a scalar"), e.getMessage());
+    }
+}

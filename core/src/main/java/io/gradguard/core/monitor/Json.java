@@ -1,0 +1,311 @@
+package io.gradguard.core.monitor;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The JSON form of a {@link StepRecord} (JSON Lines sink, HTML report data, reading files back), and
+ * a small strict parser for it. Non-finite numbers are written as the strings {@code "NaN"},
+ * {@code "Infinity"} and {@code "-Infinity"}, as protobuf's JSON mapping does, so every line is
+ * standard JSON.
+ */
+final class Json {
+    private Json() {
+    }
+
+    // ---- writing ---------------------------------------------------------------------------------
+
+    static String record(StepRecord r) {
+        StringBuilder b = new StringBuilder(256);
+        b.append('{');
+        field(b, "run").append(str(r.run())).append(',');
+        field(b, "index").append(r.index()).append(',');
+        field(b, "step").append(r.step()).append(',');
+        field(b, "skipped").append(r.skipped()).append(',');
+        field(b, "skipReason").append(str(r.skipReason())).append(',');
+        field(b, "skippedBy").append(str(r.skippedBy())).append(',');
+        field(b, "microBatches").append(r.microBatches()).append(',');
+        field(b, "loss").append(num(r.loss())).append(',');
+        field(b, "normBefore").append(num(r.normBefore())).append(',');
+        field(b, "normAfter").append(num(r.normAfter())).append(',');
+        field(b, "clipCoefficient").append(num(r.clipCoefficient())).append(',');
+        field(b, "clipped").append(r.clipped()).append(',');
+        field(b, "clipThreshold").append(num(r.clipThreshold())).append(',');
+        field(b, "nonFinite").append(r.nonFinite()).append(',');
+        field(b, "detailed").append(r.detailed()).append(',');
+        field(b, "layers").append('[');
+        for (int i = 0; i < r.layers().size(); i++) {
+            LayerStats l = r.layers().get(i);
+            b.append(i == 0 ? "" : ",").append("{\"layer\":").append(str(l.layer())).append(",\"norm\":").append(num(l.norm()))
+                    .append(",\"updateRatio\":").append(num(l.updateRatio())).append('}');
+        }
+        b.append("],");
+        field(b, "tensors").append('[');
+        for (int i = 0; i < r.tensors().size(); i++) {
+            TensorStats t = r.tensors().get(i);
+            b.append(i == 0 ? "" : ",").append("{\"name\":").append(str(t.name())).append(",\"layer\":").append(str(t.layer()))
+                    .append(",\"norm\":").append(num(t.norm())).append(",\"maxAbs\":").append(num(t.maxAbs()))
+                    .append(",\"nonFinite\":").append(t.nonFinite()).append('}');
+        }
+        b.append("],");
+        field(b, "events").append('[');
+        for (int i = 0; i < r.events().size(); i++) {
+            b.append(i == 0 ? "" : ",").append(event(r.events().get(i)));
+        }
+        return b.append("]}").toString();
+    }
+
+    static String event(MonitorEvent e) {
+        return "{\"kind\":" + str(e.kind().name()) + ",\"step\":" + e.step() + ",\"layer\":" + str(e.layer())
+                + ",\"parameter\":" + str(e.parameter()) + ",\"value\":" + num(e.value()) + ",\"reference\":"
+                + num(e.reference()) + ",\"message\":" + str(e.message()) + "}";
+    }
+
+    private static StringBuilder field(StringBuilder b, String name) {
+        return b.append('"').append(name).append("\":");
+    }
+
+    /** A number, or a string for NaN and ±Infinity (shortest round-tripping decimal otherwise). */
+    static String num(double v) {
+        if (Double.isNaN(v)) {
+            return "\"NaN\"";
+        }
+        if (Double.isInfinite(v)) {
+            return v > 0 ? "\"Infinity\"" : "\"-Infinity\"";
+        }
+        if (v == Math.rint(v) && Math.abs(v) < 1e15) {
+            return Long.toString((long) v);
+        }
+        return Double.toString(v);
+    }
+
+    /** A JSON string literal (also safe inside an HTML script element: '<' is escaped). */
+    static String str(String s) {
+        StringBuilder b = new StringBuilder(s.length() + 2).append('"');
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            switch (c) {
+                case '"' -> b.append("\\\"");
+                case '\\' -> b.append("\\\\");
+                case '\n' -> b.append("\\n");
+                case '\r' -> b.append("\\r");
+                case '\t' -> b.append("\\t");
+                case '<' -> b.append("\\u003c");
+                default -> {
+                    if (c < 0x20 || c == 0x2028 || c == 0x2029) {
+                        b.append(String.format("\\u%04x", (int) c));
+                    } else {
+                        b.append(c);
+                    }
+                }
+            }
+        }
+        return b.append('"').toString();
+    }
+
+    // ---- reading ---------------------------------------------------------------------------------
+
+    /** Parses one JSON value: objects become LinkedHashMaps, arrays Lists, numbers Doubles. */
+    static Object parse(String text) {
+        Parser p = new Parser(text);
+        Object v = p.value();
+        p.ws();
+        if (p.i != text.length()) {
+            throw p.error("end of input");
+        }
+        return v;
+    }
+
+    @SuppressWarnings("unchecked")
+    static StepRecord toRecord(Object json) {
+        Map<String, Object> m = (Map<String, Object>) json;
+        List<LayerStats> layers = new ArrayList<>();
+        for (Object o : (List<Object>) m.get("layers")) {
+            Map<String, Object> l = (Map<String, Object>) o;
+            layers.add(new LayerStats((String) l.get("layer"), dbl(l.get("norm")), dbl(l.get("updateRatio"))));
+        }
+        List<TensorStats> tensors = new ArrayList<>();
+        for (Object o : (List<Object>) m.get("tensors")) {
+            Map<String, Object> t = (Map<String, Object>) o;
+            tensors.add(new TensorStats((String) t.get("name"), (String) t.get("layer"), dbl(t.get("norm")),
+                    dbl(t.get("maxAbs")), (long) dbl(t.get("nonFinite"))));
+        }
+        List<MonitorEvent> events = new ArrayList<>();
+        for (Object o : (List<Object>) m.get("events")) {
+            Map<String, Object> e = (Map<String, Object>) o;
+            events.add(new MonitorEvent(MonitorEvent.Kind.valueOf((String) e.get("kind")), (long) dbl(e.get("step")),
+                    (String) e.get("layer"), (String) e.get("parameter"), dbl(e.get("value")), dbl(e.get("reference")),
+                    (String) e.get("message")));
+        }
+        return new StepRecord((String) m.get("run"), (long) dbl(m.get("index")), (long) dbl(m.get("step")),
+                (Boolean) m.get("skipped"), (String) m.get("skipReason"), (String) m.get("skippedBy"),
+                (int) dbl(m.get("microBatches")), dbl(m.get("loss")), dbl(m.get("normBefore")), dbl(m.get("normAfter")),
+                dbl(m.get("clipCoefficient")), (Boolean) m.get("clipped"), dbl(m.get("clipThreshold")),
+                (long) dbl(m.get("nonFinite")), (Boolean) m.get("detailed"), layers, tensors, events);
+    }
+
+    /** A number written by {@link #num}. */
+    static double dbl(Object o) {
+        if (o instanceof Double d) {
+            return d;
+        }
+        if (o instanceof String s) {
+            return switch (s) {
+                case "NaN" -> Double.NaN;
+                case "Infinity" -> Double.POSITIVE_INFINITY;
+                case "-Infinity" -> Double.NEGATIVE_INFINITY;
+                default -> throw new IllegalArgumentException("not a number: \"" + s + "\"");
+            };
+        }
+        throw new IllegalArgumentException("not a number: " + o);
+    }
+
+    private static final class Parser {
+        final String s;
+        int i;
+
+        Parser(String s) {
+            this.s = s;
+        }
+
+        IllegalArgumentException error(String expected) {
+            return new IllegalArgumentException("invalid JSON at offset " + i + ": expected " + expected);
+        }
+
+        void ws() {
+            while (i < s.length() && Character.isWhitespace(s.charAt(i))) {
+                i++;
+            }
+        }
+
+        Object value() {
+            ws();
+            if (i >= s.length()) {
+                throw error("a value");
+            }
+            char c = s.charAt(i);
+            switch (c) {
+                case '{' -> {
+                    i++;
+                    Map<String, Object> m = new LinkedHashMap<>();
+                    ws();
+                    if (peek('}')) {
+                        return m;
+                    }
+                    do {
+                        ws();
+                        String k = string();
+                        ws();
+                        expect(':');
+                        m.put(k, value());
+                        ws();
+                    } while (peek(','));
+                    expect('}');
+                    return m;
+                }
+                case '[' -> {
+                    i++;
+                    List<Object> l = new ArrayList<>();
+                    ws();
+                    if (peek(']')) {
+                        return l;
+                    }
+                    do {
+                        l.add(value());
+                        ws();
+                    } while (peek(','));
+                    expect(']');
+                    return l;
+                }
+                case '"' -> {
+                    return string();
+                }
+                default -> {
+                    if (s.startsWith("true", i)) {
+                        i += 4;
+                        return Boolean.TRUE;
+                    }
+                    if (s.startsWith("false", i)) {
+                        i += 5;
+                        return Boolean.FALSE;
+                    }
+                    if (s.startsWith("null", i)) {
+                        i += 4;
+                        return null;
+                    }
+                    int start = i;
+                    while (i < s.length() && "+-0123456789.eE".indexOf(s.charAt(i)) >= 0) {
+                        i++;
+                    }
+                    if (start == i) {
+                        throw error("a value");
+                    }
+                    try {
+                        return Double.parseDouble(s.substring(start, i));
+                    } catch (NumberFormatException e) {
+                        i = start;
+                        throw error("a number");
+                    }
+                }
+            }
+        }
+
+        boolean peek(char c) {
+            if (i < s.length() && s.charAt(i) == c) {
+                i++;
+                return true;
+            }
+            return false;
+        }
+
+        void expect(char c) {
+            if (!peek(c)) {
+                throw error("'" + c + "'");
+            }
+        }
+
+        String string() {
+            expect('"');
+            StringBuilder b = new StringBuilder();
+            while (true) {
+                if (i >= s.length()) {
+                    throw error("'\"'");
+                }
+                char c = s.charAt(i++);
+                if (c == '"') {
+                    return b.toString();
+                }
+                if (c != '\\') {
+                    if (c < 0x20) {
+                        i--;
+                        throw error("no raw control character in a string");
+                    }
+                    b.append(c);
+                    continue;
+                }
+                if (i >= s.length()) {
+                    throw error("an escape");
+                }
+                char e = s.charAt(i++);
+                switch (e) {
+                    case '"', '\\', '/' -> b.append(e);
+                    case 'n' -> b.append('\n');
+                    case 'r' -> b.append('\r');
+                    case 't' -> b.append('\t');
+                    case 'b' -> b.append('\b');
+                    case 'f' -> b.append('\f');
+                    case 'u' -> {
+                        if (i + 4 > s.length()) {
+                            throw error("4 hex digits");
+                        }
+                        b.append((char) Integer.parseInt(s.substring(i, i + 4), 16));
+                        i += 4;
+                    }
+                    default -> throw error("a valid escape");
+                }
+            }
+        }
+    }
+}

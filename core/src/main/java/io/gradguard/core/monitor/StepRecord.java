@@ -1,0 +1,57 @@
+package io.gradguard.core.monitor;
+
+import java.util.List;
+
+/**
+ * What a {@link Monitor} measured at one optimizer step: one record per applied step and one per
+ * skipped step (micro-batches held by accumulation are folded into the step they belong to).
+ *
+ * <p>Global norms are L2 norms over every gradient of the model. "Before" is the gradient as
+ * backpropagation and accumulation produced it, "after" is what the optimizer receives. Per-tensor
+ * and per-layer statistics are measured on {@linkplain Monitor.Builder#every(int) detailed} steps
+ * only (every n-th step, plus every step where something went wrong); elsewhere the lists are empty.
+ *
+ * @param run             the monitor's run name
+ * @param index           0-based position of this record in the run
+ * @param step            the optimizer step (a skipped step carries the number the next applied
+ *                        step will get: skipping does not advance the optimizer)
+ * @param skipped         whether the pipeline skipped this step on purpose
+ * @param skipReason      why ("" unless skipped)
+ * @param skippedBy       the stage that skipped it ("" unless skipped)
+ * @param microBatches    pipeline calls that made up this step (1 without accumulation)
+ * @param loss            the step's loss, weighted mean over its micro-batches; NaN when unknown
+ * @param normBefore      global L2 norm before the pipeline's norm clipping
+ * @param normAfter       global L2 norm of what the optimizer receives (after every stage)
+ * @param clipCoefficient the global clip coefficient; with per-layer or per-tensor clipping the
+ *                        effective ratio normAfter / normBefore; 1 without clipping
+ * @param clipped         whether any clipping stage scaled a gradient down (a coefficient &lt; 1)
+ * @param clipThreshold   the global L2 clipping bound where a stage reported one, NaN otherwise
+ * @param nonFinite       NaN/Inf elements seen in this step's gradients
+ * @param detailed        whether per-tensor statistics were measured
+ * @param layers          per-layer statistics in model order (empty unless detailed)
+ * @param tensors         per-tensor statistics in model order (empty unless detailed)
+ * @param events          what the detectors reported at this step
+ */
+public record StepRecord(String run, long index, long step, boolean skipped, String skipReason, String skippedBy,
+        int microBatches, double loss, double normBefore, double normAfter, double clipCoefficient, boolean clipped,
+        double clipThreshold, long nonFinite, boolean detailed, List<LayerStats> layers, List<TensorStats> tensors,
+        List<MonitorEvent> events) {
+
+    /** Copies the lists (records are immutable). */
+    public StepRecord {
+        layers = List.copyOf(layers);
+        tensors = List.copyOf(tensors);
+        events = List.copyOf(events);
+    }
+
+    /** Whether the loss is known. */
+    public boolean hasLoss() {
+        return !Double.isNaN(loss);
+    }
+
+    /** The same record with other layer statistics (the monitor adds update ratios this way). */
+    public StepRecord withLayers(List<LayerStats> newLayers) {
+        return new StepRecord(run, index, step, skipped, skipReason, skippedBy, microBatches, loss, normBefore,
+                normAfter, clipCoefficient, clipped, clipThreshold, nonFinite, detailed, newLayers, tensors, events);
+    }
+}
