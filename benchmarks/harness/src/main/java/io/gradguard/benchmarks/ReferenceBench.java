@@ -69,22 +69,8 @@ public final class ReferenceBench {
             }
         });
         section.part(4, "reference cost vs size", () -> {
-            double[] x = new double[sizes.length];
-            for (int s = 0; s < sizes.length; s++) {
-                x[s] = sizes[s];
-            }
             for (int o = 0; o < OPS.length; o++) {
-                Stats.Line line = Stats.fit(x, times[o]);
-                StringBuilder perValue = new StringBuilder();
-                for (int k = 0; k < sizes.length; k++) {
-                    perValue.append(k == 0 ? "" : ", ").append(Table.count(sizes[k])).append(' ')
-                            .append(String.format(java.util.Locale.ROOT, "%.2f", times[o][k] * 1e6 / sizes[k]));
-                }
-                section.emit(Row.note(4, "reference " + OPS[o] + ", " + Table.count(sizes[0]) + ".."
-                        + Table.count(sizes[sizes.length - 1]) + " values",
-                        String.format(java.util.Locale.ROOT, "t ≈ %.3f ns/value · n %s %.3f ms (largest deviation %.0f%%); ns/value: %s",
-                                line.slope() * 1e6, line.intercept() < 0 ? "−" : "+", Math.abs(line.intercept()),
-                                line.maxDeviation() * 100, perValue)));
+                section.emit(Scaling.row("reference " + OPS[o], sizes, times[o]));
             }
         });
     }

@@ -3,6 +3,7 @@ package io.gradguard.benchmarks.tensorflow;
 import io.gradguard.benchmarks.Pipelines;
 import io.gradguard.benchmarks.Row;
 import io.gradguard.benchmarks.Rounds;
+import io.gradguard.benchmarks.Scaling;
 import io.gradguard.benchmarks.Section;
 import io.gradguard.benchmarks.Table;
 import io.gradguard.core.GradientPipeline;
@@ -132,9 +133,7 @@ public final class TfBench {
      */
     private void scaling() {
         long[] sizes = section.tiny() ? TINY_SCALE_SIZES : SCALE_SIZES;
-        double[] x = new double[sizes.length];
         double[] cost = new double[sizes.length];
-        StringBuilder perValue = new StringBuilder();
         for (int k = 0; k < sizes.length; k++) {
             long n = sizes[k];
             List<AutoCloseable> scope = new ArrayList<>();
@@ -145,10 +144,7 @@ public final class TfBench {
                 r.add("plain", plain::step);
                 r.add("guarded", guarded::step);
                 Map<String, Double> m = r.run();
-                x[k] = n;
                 cost[k] = m.get("guarded") - m.get("plain");
-                perValue.append(k == 0 ? "" : ", ").append(Table.count(n)).append(' ')
-                        .append(String.format(java.util.Locale.ROOT, "%.2f", cost[k] * 1e6 / n));
                 section.progress("%s params: plain %s, guarded %s", Table.count(n), Table.time(m.get("plain")),
                         Table.time(m.get("guarded")));
             } finally {
@@ -161,16 +157,7 @@ public final class TfBench {
                 }
             }
         }
-        boolean positive = java.util.Arrays.stream(cost).allMatch(c -> c > 0);
-        String fit = positive ? fitText(x, cost) : "no linear fit: some differences are within the noise (<= 0)";
-        section.emit(Row.note(4, "tensorflow guard cost (clipByGlobalNorm), " + Table.count(sizes[0]) + ".."
-                + Table.count(sizes[sizes.length - 1]) + " params", fit + "; ns/param: " + perValue));
-    }
-
-    static String fitText(double[] x, double[] y) {
-        io.gradguard.benchmarks.Stats.Line line = io.gradguard.benchmarks.Stats.fit(x, y);
-        return String.format(java.util.Locale.ROOT, "t ≈ %.3f ns/param · n %s %.3f ms (largest deviation %.0f%%)",
-                line.slope() * 1e6, line.intercept() < 0 ? "−" : "+", Math.abs(line.intercept()), line.maxDeviation() * 100);
+        section.emit(Scaling.row("tensorflow guard cost (clipByGlobalNorm, guarded − plain SGD step)", sizes, cost));
     }
 
     /** loss = Σ w²/2 over a [n/1000, 1000] float variable, SGD; guarded by {@code pipeline} unless null. */
