@@ -334,9 +334,13 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
                     + " and src " + Arrays.toString(src.shapeRef()));
         }
         if (dst.floats() != null && src.floats() != null) {
-            System.arraycopy(src.floats(), 0, dst.floats(), 0, src.size());
+            float[] from = src.floats();
+            float[] to = dst.floats();
+            forChunks(from.length, (lo, hi) -> System.arraycopy(from, lo, to, lo, hi - lo));
         } else if (dst.doubles() != null && src.doubles() != null) {
-            System.arraycopy(src.doubles(), 0, dst.doubles(), 0, src.size());
+            double[] from = src.doubles();
+            double[] to = dst.doubles();
+            forChunks(from.length, (lo, hi) -> System.arraycopy(from, lo, to, lo, hi - lo));
         } else {
             for (int i = 0, n = src.size(); i < n; i++) {
                 dst.set(i, src.get(i));
@@ -347,9 +351,12 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
     @Override
     public void fill(ReferenceTensor x, double value) {
         if (x.floats() != null) {
-            Arrays.fill(x.floats(), (float) value);
+            float[] f = x.floats();
+            float v = (float) value;
+            forChunks(f.length, (lo, hi) -> Arrays.fill(f, lo, hi, v));
         } else {
-            Arrays.fill(x.doubles(), value);
+            double[] d = x.doubles();
+            forChunks(d.length, (lo, hi) -> Arrays.fill(d, lo, hi, value));
         }
     }
 
