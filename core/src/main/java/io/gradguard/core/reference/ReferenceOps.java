@@ -442,11 +442,11 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
      * Runs {@code fn} over blocks of units. Large tensors are split into about one block per
      * {@link #CHUNK} elements, run on all cores; each unit is handled whole by one block, so
      * per-unit sums do not depend on the split. When a unit is a single column (inner = 1) a block
-     * keeps at least 256 units, so rows are read in runs of at least 1 KiB.
+     * keeps at least 64 units, so rows are read in runs of at least 256 bytes.
      */
     private static void forUnitBlocks(Units u, RangeTask fn) {
         long wanted = (u.size + CHUNK - 1) / CHUNK;
-        int blocks = (int) Math.min(wanted, u.inner == 1 ? u.units / 256 : u.units);
+        int blocks = (int) Math.min(wanted, u.inner == 1 ? u.units / 64 : u.units);
         if (u.size < PARALLEL_THRESHOLD || blocks < 2) {
             fn.run(0, u.units);
             return;
