@@ -18,7 +18,7 @@ import java.util.stream.IntStream;
  * the two medians, so the floor is never slower than the backend's own threading would allow.
  *
  * <pre>{@code
- * double floor = BandwidthFloor.read(x, true);   // one multi-threaded read pass, returns a checksum
+ * BandwidthFloor.read(x, true);        // one read pass over x on all cores
  * }</pre>
  */
 public final class BandwidthFloor {
