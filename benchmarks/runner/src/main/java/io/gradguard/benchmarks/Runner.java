@@ -59,6 +59,9 @@ public final class Runner {
      */
     static final String OMP_WAIT_POLICY = "PASSIVE";
 
+    /** The one command that runs everything, from the repository root. */
+    static final String COMMAND = "mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=full package";
+
     private final Path dir;
     private final boolean tiny;
     private final PrintWriter console;
@@ -198,6 +201,7 @@ public final class Runner {
         StringBuilder sb = new StringBuilder();
         sb.append("Machine: ").append(machine).append("; ").append(Machine.load()).append(" at the end\n");
         sb.append("Mode: ").append(tiny ? "tiny (smoke test sizes: not a measurement)" : "full").append('\n');
+        sb.append("Command: ").append(COMMAND).append('\n');
         sb.append('\n').append(Table.format(rows)).append('\n');
         sb.append("""
                 Ratios are medians of interleaved rounds (every case once per round, rotating order),

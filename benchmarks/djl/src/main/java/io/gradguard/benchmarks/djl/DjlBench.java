@@ -93,7 +93,7 @@ public final class DjlBench {
             for (var p : plain.getModel().getBlock().getParameters().values()) {
                 params += p.getArray().size();
             }
-            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 30);
+            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
             r.add("unguarded", () -> step(plain, x, y, null));
             r.add("unguarded again", () -> step(plain2, x, y, null));
             r.add("optClipGrad", () -> step(clipped, x, y, null));

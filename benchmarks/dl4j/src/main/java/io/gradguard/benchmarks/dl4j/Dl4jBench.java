@@ -62,7 +62,7 @@ public final class Dl4jBench {
                 y.putScalar(i, i % widths[widths.length - 1], 1.0);
             }
             DataSet batch = new DataSet(x, y);
-            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 30);
+            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
             r.add("unguarded", () -> plain.fit(batch));
             r.add("unguarded again", () -> plain2.fit(batch));
             r.add("ClipL2PerLayer", () -> perLayer.fit(batch));

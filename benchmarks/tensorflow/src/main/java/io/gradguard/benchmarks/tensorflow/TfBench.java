@@ -93,7 +93,7 @@ public final class TfBench {
             Variant guardGlobal = guard(Pipelines.globalClip());
             Variant guardValue = guard(Pipelines.valueClip());
             Variant guardMonitored = guard(Pipelines.globalClipMonitored());
-            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 30);
+            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
             r.add("unguarded", plain::step);
             r.add("unguarded again", plain2::step);
             r.add("hand global", handGlobal::step);
