@@ -52,7 +52,7 @@ final class Kernels {
      */
     static void sumSquaresPerUnit(float[] x, long outer, int units, int inner, int uLo, int uHi, double[] out) {
         if (inner == 1) {
-            sumSquaresPerColumn(x, outer, units, uLo, uHi, out);
+            sumSquaresPerColumn(x, 0, outer, units, uLo, uHi, out);
             return;
         }
         for (long o = 0; o < outer; o++) {
@@ -65,13 +65,13 @@ final class Kernels {
     }
 
     /**
-     * The columns [uLo, uHi) of a [rows, units] float matrix: out[u] += Σ_r x[r·units + u]², four
-     * rows at a time (one read-modify-write of out[u] per four values, four independent squares),
-     * rows in order.
+     * The columns [uLo, uHi) of the rows [rLo, rHi) of a [rows, units] float matrix:
+     * out[u] += Σ_r x[r·units + u]², four rows at a time (one read-modify-write of out[u] per four
+     * values, four independent squares), rows in order.
      */
-    private static void sumSquaresPerColumn(float[] x, long rows, int units, int uLo, int uHi, double[] out) {
-        long r = 0;
-        for (; r + 3 < rows; r += 4) {
+    static void sumSquaresPerColumn(float[] x, long rLo, long rHi, int units, int uLo, int uHi, double[] out) {
+        long r = rLo;
+        for (; r + 3 < rHi; r += 4) {
             int r0 = (int) (r * units);
             int r1 = r0 + units;
             int r2 = r1 + units;
@@ -84,11 +84,21 @@ final class Kernels {
                 out[u] += (a * a + b * b) + (c * c + d * d);
             }
         }
-        for (; r < rows; r++) {
+        for (; r < rHi; r++) {
             int r0 = (int) (r * units);
             for (int u = uLo; u < uHi; u++) {
                 double a = x[r0 + u];
                 out[u] += a * a;
+            }
+        }
+    }
+
+    /** The rows [rLo, rHi) of a [rows, units] matrix: x[r·units + u] *= f[u]. */
+    static void scaleRows(float[] x, int rLo, int rHi, int units, float[] f) {
+        for (int r = rLo; r < rHi; r++) {
+            int row = r * units;
+            for (int u = 0; u < units; u++) {
+                x[row + u] *= f[u];
             }
         }
     }

@@ -177,7 +177,11 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
         if (!mean && f != null && kept >= 0) {
             double[] out = new double[(int) shape[kept]];
             Units u = new Units(shape, kept);
-            forUnitBlocks(u, (lo, hi) -> Kernels.sumSquaresPerUnit(f, u.outer, u.units, u.inner, lo, hi, out));
+            if (u.inner == 1 && u.units <= COLUMN_PARTIALS_MAX_UNITS && u.size >= PARALLEL_THRESHOLD) {
+                sumSquaresPerColumnInRowChunks(f, u, out);
+            } else {
+                forUnitBlocks(u, (lo, hi) -> Kernels.sumSquaresPerUnit(f, u.outer, u.units, u.inner, lo, hi, out));
+            }
             return ReferenceTensor.ofDoubles(out, outShape);
         }
         double[] out = new double[(int) count(outShape)];
@@ -271,7 +275,19 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
                 f[i] = (float) factor.get(i);
             }
             Units u = new Units(shape, kept);
-            forUnitBlocks(u, (lo, hi) -> Kernels.scalePerUnit(xf, u.outer, u.units, u.inner, lo, hi, f));
+            if (u.inner == 1) {
+                // one factor per column: whole rows per task, read front to back
+                int rows = (int) u.outer;
+                int rowsPerChunk = Math.max(1, CHUNK / Math.max(1, u.units));
+                if (u.size < PARALLEL_THRESHOLD) {
+                    Kernels.scaleRows(xf, 0, rows, u.units, f);
+                } else {
+                    IntStream.range(0, (rows + rowsPerChunk - 1) / rowsPerChunk).parallel().forEach(c ->
+                            Kernels.scaleRows(xf, c * rowsPerChunk, Math.min(rows, (c + 1) * rowsPerChunk), u.units, f));
+                }
+            } else {
+                forUnitBlocks(u, (lo, hi) -> Kernels.scalePerUnit(xf, u.outer, u.units, u.inner, lo, hi, f));
+            }
             return;
         }
         Broadcast map = Broadcast.of(x.shapeRef(), factor.shapeRef());
@@ -438,15 +454,40 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
         }
     }
 
+    /** Up to this many columns, per-column sums run over chunks of rows with partial sums (see below). */
+    static final int COLUMN_PARTIALS_MAX_UNITS = 4096;
+
+    /**
+     * Per-column Σx² of a large [rows, units] matrix: chunks of about {@link #CHUNK} elements
+     * (whole rows) on all cores, each reading its rows front to back into its own partial sums;
+     * the partials are added in chunk order, so the result does not depend on the thread count.
+     */
+    private static void sumSquaresPerColumnInRowChunks(float[] f, Units u, double[] out) {
+        int rowsPerChunk = Math.max(4, CHUNK / u.units);
+        int chunks = (int) ((u.outer + rowsPerChunk - 1) / rowsPerChunk);
+        double[][] parts = new double[chunks][];
+        IntStream.range(0, chunks).parallel().forEach(c -> {
+            double[] p = new double[u.units];
+            Kernels.sumSquaresPerColumn(f, (long) c * rowsPerChunk, Math.min(u.outer, (long) (c + 1) * rowsPerChunk),
+                    u.units, 0, u.units, p);
+            parts[c] = p;
+        });
+        for (double[] p : parts) {
+            for (int i = 0; i < out.length; i++) {
+                out[i] += p[i];
+            }
+        }
+    }
+
     /**
      * Runs {@code fn} over blocks of units. Large tensors are split into about one block per
      * {@link #CHUNK} elements, run on all cores; each unit is handled whole by one block, so
      * per-unit sums do not depend on the split. When a unit is a single column (inner = 1) a block
-     * keeps at least 64 units, so rows are read in runs of at least 256 bytes.
+     * keeps at least 1024 units, so rows are read in runs of at least 4 KiB.
      */
     private static void forUnitBlocks(Units u, RangeTask fn) {
         long wanted = (u.size + CHUNK - 1) / CHUNK;
-        int blocks = (int) Math.min(wanted, u.inner == 1 ? u.units / 64 : u.units);
+        int blocks = (int) Math.min(wanted, u.inner == 1 ? u.units / 1024 : u.units);
         if (u.size < PARALLEL_THRESHOLD || blocks < 2) {
             fn.run(0, u.units);
             return;

@@ -68,6 +68,23 @@ class ReferenceKernelsTest {
         }
         assertEquals(expected, whole, 1e-9 * expected);
         assertEquals(whole, ops.sumOfSquares(ReferenceTensor.of(x, shape)).get(0), 0.0, "the same sum every time");
+
+        for (int kept = 0; kept < 2; kept++) {
+            long[] fs = {1, 1};
+            fs[kept] = shape[kept];
+            double[] f = new double[(int) shape[kept]];
+            for (int i = 0; i < f.length; i++) {
+                f[i] = 0.25 + i % 7;
+            }
+            float[] y = x.clone();
+            ops.scaleInPlace(ReferenceTensor.of(y, shape), ReferenceTensor.ofDoubles(f, fs));
+            for (int i = 0; i < y.length; i++) {
+                int unit = kept == 0 ? i / cols : i % cols;
+                if (y[i] != x[i] * (float) f[unit]) {
+                    assertEquals(x[i] * (float) f[unit], y[i], 0f, "kept axis " + kept + ", element " + i);
+                }
+            }
+        }
     }
 
     @Test
