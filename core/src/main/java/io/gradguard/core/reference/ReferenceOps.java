@@ -10,7 +10,7 @@ import java.util.stream.IntStream;
  * The pure-Java reference backend: every {@link TensorOps} primitive over {@link ReferenceTensor}s,
  * with reductions accumulated in float64. It is the oracle the framework adapters are compared to
  * and runs the same conformance kit; it is also fast enough to use for real on the CPU: large
- * tensors (&ge; 512K elements) are processed in fixed 256K-element chunks on all cores, and partial
+ * tensors (&ge; 4M elements) are processed in fixed 1M-element chunks on all cores, and partial
  * sums are combined in chunk order, so results are bit-identical whatever the thread count.
  *
  * <pre>{@code
@@ -22,8 +22,8 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
     /** The shared instance (the backend holds no state). */
     public static final ReferenceOps INSTANCE = new ReferenceOps();
 
-    static final int CHUNK = 1 << 18;
-    static final int PARALLEL_THRESHOLD = 1 << 19;
+    static final int CHUNK = 1 << 20;
+    static final int PARALLEL_THRESHOLD = 1 << 22;
 
     private ReferenceOps() {
     }
