@@ -13,7 +13,7 @@ import java.util.stream.IntStream;
  *   <li>{@link #axpy}: x[i] += a·y[i], read two arrays and write one (vectorized).</li>
  * </ul>
  *
- * <p>Each loop runs two ways: on one thread, and in the reference backend's fixed 256K-element chunks
+ * <p>Each loop runs two ways: on one thread, and in the reference backend's fixed 1M-element chunks
  * on all cores of the common fork-join pool (as {@code ReferenceOps} does). A floor is the faster of
  * the two medians, so the floor is never slower than the backend's own threading would allow.
  *
@@ -23,7 +23,7 @@ import java.util.stream.IntStream;
  */
 public final class BandwidthFloor {
     /** The reference backend's chunk ({@code ReferenceOps.CHUNK}), so the parallel floor splits work exactly as the backend does. */
-    public static final int CHUNK = 1 << 18;
+    public static final int CHUNK = 1 << 20;
 
     /** Read through a volatile field so the JIT cannot fold the multiply by one away. */
     private static volatile float one = 1.0f;
