@@ -2,6 +2,14 @@ package io.gradguard.core;
 
 import io.gradguard.core.internal.Checks;
 import io.gradguard.core.spi.TensorOps;
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
@@ -10,6 +18,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.zip.CRC32;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -214,6 +223,205 @@ public final class GradientPipeline {
         int i = names.indexOf(stage);
         Checks.require(i >= 0, "stage", "be one of " + names, stage);
         return states == null ? null : states[i];
+    }
+
+    // ---- checkpoints ----------------------------------------------------------------------------
+
+    /** The first four bytes of a GradGuard state file: "GGST". */
+    public static final int STATE_MAGIC = 0x47475354;
+    /** The version of the state format this class writes and reads. */
+    public static final int STATE_VERSION = 1;
+
+    /**
+     * Writes the whole pipeline state — counters, the model signature, every stage's state
+     * (accumulators, histories, EMAs) — so that {@link #restoreState} continues bit-identically,
+     * also in the middle of an accumulation window.
+     *
+     * <p>Format (version 1, big-endian, {@link DataOutputStream}):
+     * <pre>
+     * int    magic "GGST", int version
+     * int    stage count; per stage: UTF name, UTF transform class
+     * bool   initialised
+     * long   step, int microStep, long skipped, long held
+     * if initialised: int tensor count; per tensor: UTF name, int rank, long[rank] dims
+     *                 per stage: int byte length, the stage's bytes ({@link TransformState#write})
+     * long   CRC-32 of every byte before it
+     * </pre>
+     *
+     * @throws IOException if the stream fails
+     */
+    public void saveState(OutputStream out) throws IOException {
+        Checks.notNull("out", out);
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        DataOutputStream d = new DataOutputStream(bytes);
+        d.writeInt(STATE_MAGIC);
+        d.writeInt(STATE_VERSION);
+        d.writeInt(names.size());
+        for (int i = 0; i < names.size(); i++) {
+            d.writeUTF(names.get(i));
+            d.writeUTF(transforms.get(i).getClass().getName());
+        }
+        d.writeBoolean(states != null);
+        d.writeLong(step);
+        d.writeInt(microStep);
+        d.writeLong(skippedSteps);
+        d.writeLong(heldCalls);
+        if (states != null) {
+            d.writeInt(signatureNames.length);
+            for (int i = 0; i < signatureNames.length; i++) {
+                d.writeUTF(signatureNames[i]);
+                d.writeInt(signatureShapes[i].length);
+                for (long x : signatureShapes[i]) {
+                    d.writeLong(x);
+                }
+            }
+            for (TransformState s : states) {
+                ByteArrayOutputStream stage = new ByteArrayOutputStream();
+                s.write(new StateOutput<>(new DataOutputStream(stage), boundOps));
+                d.writeInt(stage.size());
+                stage.writeTo(d);
+            }
+        }
+        d.flush();
+        CRC32 crc = new CRC32();
+        crc.update(bytes.toByteArray());
+        d.writeLong(crc.getValue());
+        d.flush();
+        bytes.writeTo(out);
+        out.flush();
+    }
+
+    /**
+     * Replaces this pipeline's state with one written by {@link #saveState}, creating its tensors on
+     * {@code ops}. Everything is read and checked before anything changes: on any error the pipeline
+     * is left exactly as it was.
+     *
+     * @throws StateFormatException if the data is truncated, corrupt (checksum), of another version,
+     *     or was saved from a pipeline with other stages
+     * @throws IOException if the stream fails
+     */
+    public <T> void restoreState(InputStream in, TensorOps<T> ops) throws IOException {
+        Checks.notNull("in", in);
+        Checks.notNull("ops", ops);
+        byte[] all = in.readAllBytes();
+        if (all.length < 16) {
+            throw new StateFormatException("not a GradGuard state: " + all.length + " bytes is too short");
+        }
+        DataInputStream d = new DataInputStream(new ByteArrayInputStream(all));
+        if (d.readInt() != STATE_MAGIC) {
+            throw new StateFormatException("not a GradGuard state: the magic number \"GGST\" is missing");
+        }
+        int version = d.readInt();
+        if (version != STATE_VERSION) {
+            throw new StateFormatException("state format version " + version + " is not supported; this GradGuard reads version " + STATE_VERSION);
+        }
+        CRC32 crc = new CRC32();
+        crc.update(all, 0, all.length - 8);
+        long stored = new DataInputStream(new ByteArrayInputStream(all, all.length - 8, 8)).readLong();
+        if (crc.getValue() != stored) {
+            throw new StateFormatException("the state is corrupt or truncated (checksum mismatch)");
+        }
+        try {
+            int n = d.readInt();
+            List<String> savedStages = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                savedStages.add(d.readUTF() + " (" + d.readUTF() + ")");
+            }
+            List<String> ourStages = new ArrayList<>();
+            for (int i = 0; i < names.size(); i++) {
+                ourStages.add(names.get(i) + " (" + transforms.get(i).getClass().getName() + ")");
+            }
+            if (!savedStages.equals(ourStages)) {
+                throw new StateFormatException("the state was saved from a pipeline with stages " + savedStages
+                        + ", this pipeline has " + ourStages);
+            }
+            boolean initialised = d.readBoolean();
+            long newStep = d.readLong();
+            int newMicro = d.readInt();
+            long newSkipped = d.readLong();
+            long newHeld = d.readLong();
+            if (newStep < 0 || newMicro < 0 || newSkipped < 0 || newHeld < 0) {
+                throw new StateFormatException("the state holds negative counters");
+            }
+            String[] sigNames = null;
+            long[][] sigShapes = null;
+            TransformState[] newStates = null;
+            if (initialised) {
+                int count = d.readInt();
+                if (count < 0 || count > 10_000_000) {
+                    throw new StateFormatException("the state holds an invalid tensor count " + count);
+                }
+                sigNames = new String[count];
+                sigShapes = new long[count][];
+                for (int i = 0; i < count; i++) {
+                    sigNames[i] = d.readUTF();
+                    int rank = d.readInt();
+                    if (rank < 0 || rank > 64) {
+                        throw new StateFormatException("tensor " + sigNames[i] + " has an invalid rank " + rank);
+                    }
+                    sigShapes[i] = new long[rank];
+                    for (int r = 0; r < rank; r++) {
+                        sigShapes[i][r] = d.readLong();
+                    }
+                }
+                newStates = new TransformState[transforms.size()];
+                for (int i = 0; i < newStates.length; i++) {
+                    int len = d.readInt();
+                    if (len < 0 || len > d.available()) {
+                        throw new StateFormatException("stage " + names.get(i) + " claims " + len + " bytes of state");
+                    }
+                    byte[] stage = d.readNBytes(len);
+                    ByteArrayInputStream stageIn = new ByteArrayInputStream(stage);
+                    StateInput<T> si = new StateInput<>(new DataInputStream(stageIn), ops);
+                    try {
+                        newStates[i] = transforms.get(i).readState(si);
+                    } catch (EOFException e) {
+                        si.releaseCreated();
+                        throw new StateFormatException("the state of stage " + names.get(i) + " is truncated");
+                    } catch (IOException | RuntimeException e) {
+                        si.releaseCreated();
+                        throw e;
+                    }
+                    if (stageIn.available() != 0) {
+                        si.releaseCreated();
+                        throw new StateFormatException("the state of stage " + names.get(i) + " has " + stageIn.available()
+                                + " unread bytes: it was written by another version of this transform");
+                    }
+                    created.add(newStates[i]);
+                }
+            }
+            if (d.available() != 8) {
+                throw new StateFormatException("the state has " + (d.available() - 8) + " unexpected trailing bytes");
+            }
+            // commit
+            if (states != null) {
+                release(boundOps);
+            }
+            states = newStates;
+            boundOps = initialised ? ops : null;
+            signatureNames = sigNames;
+            signatureShapes = sigShapes;
+            step = newStep;
+            microStep = newMicro;
+            skippedSteps = newSkipped;
+            heldCalls = newHeld;
+            created.clear();
+        } catch (EOFException e) {
+            releaseCreated(ops);
+            throw new StateFormatException("the state is truncated");
+        } catch (IOException | RuntimeException e) {
+            releaseCreated(ops);
+            throw e;
+        }
+    }
+
+    private final List<TransformState> created = new ArrayList<>();
+
+    private <T> void releaseCreated(TensorOps<T> ops) {
+        for (TransformState s : created) {
+            s.release(ops);
+        }
+        created.clear();
     }
 
     /** Frees all state buffers and forgets all counters; the next step starts fresh. */

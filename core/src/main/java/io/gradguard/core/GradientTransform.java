@@ -36,4 +36,14 @@ public interface GradientTransform {
      * @return whether the pipeline proceeds, holds (accumulating) or skips the step
      */
     <T> Action update(Step<T> step, TransformState state);
+
+    /**
+     * Reads the state {@link TransformState#write} wrote. Stateless transforms keep the default,
+     * which reads nothing.
+     *
+     * @throws StateFormatException if the stored state does not fit this transform
+     */
+    default <T> TransformState readState(StateInput<T> in) throws java.io.IOException {
+        return TransformState.NONE;
+    }
 }

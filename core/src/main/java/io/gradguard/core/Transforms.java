@@ -1,12 +1,17 @@
 package io.gradguard.core;
 
 import io.gradguard.core.internal.Checks;
+import io.gradguard.core.transform.Accumulate;
 import io.gradguard.core.transform.AdaptiveClip;
+import io.gradguard.core.transform.AutoClip;
 import io.gradguard.core.transform.Centralize;
 import io.gradguard.core.transform.ClipByNorm;
 import io.gradguard.core.transform.ClipByValue;
 import io.gradguard.core.transform.Masked;
+import io.gradguard.core.transform.NonFiniteGuard;
 import io.gradguard.core.transform.Normalize;
+import io.gradguard.core.transform.SkipSpikes;
+import io.gradguard.core.transform.ZClip;
 import io.gradguard.core.transform.ZeroNonFinite;
 import java.util.function.Predicate;
 import java.util.regex.Pattern;
@@ -97,6 +102,46 @@ public final class Transforms {
     /** Replace NaN (only) by 0, counting NaN and Inf. */
     public static GradientTransform zeroNaN() {
         return new ZeroNonFinite(true);
+    }
+
+    // ---- stateful ---------------------------------------------------------------------------------
+
+    /** The mean of every k micro-batches as one optimizer step (see {@link Accumulate} for weights, sums, schedules). */
+    public static Accumulate accumulate(int k) {
+        return Accumulate.every(k);
+    }
+
+    /**
+     * Skip steps with NaN/Inf gradients (optimizer and its state untouched); throw after more than
+     * {@code maxConsecutive} in a row. @throws IllegalArgumentException if maxConsecutive &lt; 0
+     */
+    public static NonFiniteGuard skipNonFinite(int maxConsecutive) {
+        return NonFiniteGuard.skip(maxConsecutive);
+    }
+
+    /** The non-finite policy of your choice: SKIP, ZERO, THROW or PROPAGATE. */
+    public static NonFiniteGuard nonFinite(NonFiniteGuard.Policy policy) {
+        return NonFiniteGuard.of(policy);
+    }
+
+    /** AutoClip at the p-th percentile of the last 10,000 norms (Seetharaman et al. 2020). */
+    public static GradientTransform autoClip(double percentile) {
+        return new AutoClip(percentile, 10_000);
+    }
+
+    /** AutoClip at the p-th percentile of the last {@code historySize} norms. */
+    public static GradientTransform autoClip(double percentile, int historySize) {
+        return new AutoClip(percentile, historySize);
+    }
+
+    /** ZClip with the paper's defaults (Kumar et al. 2025); configure with {@link ZClip}'s withers. */
+    public static ZClip zClip() {
+        return ZClip.defaults();
+    }
+
+    /** Skip steps whose global norm is more than z standard deviations above the recent mean. */
+    public static SkipSpikes skipSpikes(double z) {
+        return SkipSpikes.zAbove(z);
     }
 
     /** Apply {@code inner} only to the gradients the predicate accepts. */

@@ -57,6 +57,11 @@ public final class Masked implements GradientTransform {
         return inner.update(step.withGradients(select(step.gradients())), state);
     }
 
+    @Override
+    public <T> TransformState readState(io.gradguard.core.StateInput<T> in) throws java.io.IOException {
+        return inner.readState(in);
+    }
+
     private <T> GradientSet<T> select(GradientSet<T> gradients) {
         return gradients.filter(mask::test);
     }

@@ -1,0 +1,196 @@
+package io.gradguard.core.transform;
+
+import io.gradguard.core.Action;
+import io.gradguard.core.GradientTensor;
+import io.gradguard.core.GradientTransform;
+import io.gradguard.core.StateFormatException;
+import io.gradguard.core.StateInput;
+import io.gradguard.core.StateOutput;
+import io.gradguard.core.Step;
+import io.gradguard.core.TransformState;
+import io.gradguard.core.internal.Checks;
+import io.gradguard.core.spi.TensorOps;
+import java.io.IOException;
+
+/**
+ * The non-finite policy: what happens to a step whose gradients hold NaN or ±Inf.
+ *
+ * <ul>
+ *   <li>{@link Policy#SKIP} (recommended: {@code Transforms.skipNonFinite(3)}): the step is skipped —
+ *       the optimizer update and its state (moments, iteration count) do not move, the gradient is
+ *       reset, the skip is counted. After {@code maxConsecutive} skips in a row the next bad step
+ *       throws an {@link IllegalStateException} instead of training on silently, or, with
+ *       {@link #letThroughWhenExhausted()}, is let through as Optax's {@code apply_if_finite} does.</li>
+ *   <li>{@link Policy#ZERO}: the bad elements become 0 and the step proceeds (see {@link ZeroNonFinite}).</li>
+ *   <li>{@link Policy#THROW}: an {@link IllegalStateException} naming the first offending parameter,
+ *       the step and what was found.</li>
+ *   <li>{@link Policy#PROPAGATE}: nothing is changed (the frameworks' default); bad steps are still
+ *       counted.</li>
+ * </ul>
+ *
+ * <p>A pipeline without a non-finite stage propagates, as PyTorch and DL4J do.
+ *
+ * <pre>found = Σ_tensors countNonFinite(g)
+ * SKIP: found &gt; 0 → consecutive += 1, total += 1, skip (or throw once consecutive &gt; max)
+ *       found = 0 → consecutive = 0</pre>
+ *
+ * <p>Counters (checkpointed): consecutive bad steps, total bad steps. Recorded metrics:
+ * {@code nonFinite} (the count), {@code consecutive}, {@code total}. Every policy but
+ * {@code ZERO}/{@code PROPAGATE} copies one scalar to the host per step to decide.
+ *
+ * <p>References: Optax {@code apply_if_finite} and {@code skip_not_finite}; PyTorch AMP's
+ * {@code GradScaler} (skips the optimizer step on Inf/NaN).
+ *
+ * <pre>{@code
+ * Transforms.skipNonFinite(3);
+ * Transforms.nonFinite(NonFiniteGuard.Policy.THROW);
+ * }</pre>
+ *
+ * @throws IllegalArgumentException (at construction) if maxConsecutive &lt; 0 or the policy is null
+ */
+public final class NonFiniteGuard implements GradientTransform {
+    /** What to do with a non-finite step. */
+    public enum Policy { SKIP, ZERO, THROW, PROPAGATE }
+
+    private final Policy policy;
+    private final int maxConsecutive;
+    private final boolean letThrough;
+
+    private NonFiniteGuard(Policy policy, int maxConsecutive, boolean letThrough) {
+        this.policy = Checks.notNull("policy", policy);
+        this.maxConsecutive = Checks.atLeast("maxConsecutive", maxConsecutive, 0);
+        this.letThrough = letThrough;
+    }
+
+    /** Skip bad steps, at most {@code maxConsecutive} in a row. */
+    public static NonFiniteGuard skip(int maxConsecutive) {
+        return new NonFiniteGuard(Policy.SKIP, maxConsecutive, false);
+    }
+
+    /** Any policy; SKIP allows 3 consecutive skips. */
+    public static NonFiniteGuard of(Policy policy) {
+        return new NonFiniteGuard(policy, 3, false);
+    }
+
+    /** Once the consecutive limit is exceeded, let bad steps through (Optax apply_if_finite) instead of throwing. */
+    public NonFiniteGuard letThroughWhenExhausted() {
+        return new NonFiniteGuard(policy, maxConsecutive, true);
+    }
+
+    public Policy policy() {
+        return policy;
+    }
+
+    public int maxConsecutive() {
+        return maxConsecutive;
+    }
+
+    @Override
+    public String name() {
+        return "nonFinite";
+    }
+
+    @Override
+    public <T> TransformState init(io.gradguard.core.GradientSet<T> gradients, TensorOps<T> ops) {
+        return new Counters();
+    }
+
+    @Override
+    public <T> Action update(Step<T> step, TransformState state) {
+        Counters c = (Counters) state;
+        TensorOps<T> ops = step.ops();
+        T found = null;
+        for (GradientTensor<T> g : step.gradients()) {
+            T n = ops.countNonFinite(g.gradient());
+            found = found == null ? n : ops.add(found, n);
+        }
+        if (found == null) {
+            found = ops.scalar(0.0);
+        }
+        step.record("nonFinite", found);
+        if (policy == Policy.ZERO) {
+            for (GradientTensor<T> g : step.gradients()) {
+                ops.replaceNonFinite(g.gradient(), 0.0, 0.0, 0.0);
+            }
+            return Action.proceed();
+        }
+        if (policy == Policy.PROPAGATE) {
+            return Action.proceed();
+        }
+        double count = ops.toHost(found);
+        if (count == 0) {
+            c.consecutive = 0;
+            record(step, c);
+            return Action.proceed();
+        }
+        c.consecutive++;
+        c.total++;
+        record(step, c);
+        if (policy == Policy.THROW) {
+            throw new IllegalStateException(describe(step, count) + " (non-finite policy THROW)");
+        }
+        if (c.consecutive > maxConsecutive) {
+            if (letThrough) {
+                return Action.proceed();
+            }
+            throw new IllegalStateException(describe(step, count) + ": " + c.consecutive
+                    + " non-finite steps in a row, more than maxConsecutive=" + maxConsecutive
+                    + ". Training is diverging: lower the learning rate, add clipping, or raise maxConsecutive.");
+        }
+        return Action.skip("non-finite gradient (" + (long) count + " values), skip " + c.consecutive + " of at most "
+                + maxConsecutive + " in a row");
+    }
+
+    private static <T> void record(Step<T> step, Counters c) {
+        step.recordValue("consecutive", c.consecutive);
+        step.recordValue("total", c.total);
+    }
+
+    /** Names the first offending parameter (only on the failure path: one more scalar per tensor). */
+    private static <T> String describe(Step<T> step, double count) {
+        TensorOps<T> ops = step.ops();
+        for (GradientTensor<T> g : step.gradients()) {
+            double n = ops.toHost(ops.countNonFinite(g.gradient()));
+            if (n > 0) {
+                boolean nan = Double.isNaN(ops.toHost(ops.maxAbs(g.gradient())));
+                return "non-finite gradient at step " + step.context().step() + ": parameter " + g.name() + " holds "
+                        + (long) n + " non-finite values (" + (nan ? "NaN among them" : "±Inf, no NaN") + "), "
+                        + (long) count + " in all";
+            }
+        }
+        return "non-finite gradient at step " + step.context().step();
+    }
+
+    @Override
+    public <T> TransformState readState(StateInput<T> in) throws IOException {
+        Counters c = new Counters();
+        c.consecutive = in.readLong();
+        c.total = in.readLong();
+        if (c.consecutive < 0 || c.total < c.consecutive) {
+            throw new StateFormatException("nonFinite: counters consecutive=" + c.consecutive + ", total=" + c.total + " are not valid");
+        }
+        return c;
+    }
+
+    @Override
+    public String toString() {
+        return "nonFinite(" + policy + (policy == Policy.SKIP ? ", max " + maxConsecutive + (letThrough ? ", then let through" : ", then throw") : "") + ")";
+    }
+
+    /** Consecutive and total non-finite steps. */
+    static final class Counters implements TransformState {
+        long consecutive;
+        long total;
+
+        @Override
+        public <T> void write(StateOutput<T> out) throws IOException {
+            out.writeLong(consecutive);
+            out.writeLong(total);
+        }
+
+        @Override
+        public String toString() {
+            return "nonFinite consecutive=" + consecutive + " total=" + total;
+        }
+    }
+}
