@@ -52,9 +52,9 @@ class OracleTest {
     void matches_dl4j_gradient_normalization(String network, String driver, GradientNormalization mode, double threshold,
             Supplier<GradientTransform> transform) {
         boolean graph = network.equals("ComputationGraph");
-        Model oracle = graph ? Nets.graph(new Sgd(0.5), mode, threshold) : Nets.mlp(new Sgd(0.5), mode, threshold);
-        Model plain = graph ? Nets.graph(new Sgd(0.5)) : Nets.mlp(new Sgd(0.5));
-        Model guarded = graph ? Nets.graph(new Sgd(0.5)) : Nets.mlp(new Sgd(0.5));
+        Model oracle = graph ? Nets.graph(new Sgd(0.1), mode, threshold) : Nets.mlp(new Sgd(0.1), mode, threshold);
+        Model plain = graph ? Nets.graph(new Sgd(0.1)) : Nets.mlp(new Sgd(0.1));
+        Model guarded = graph ? Nets.graph(new Sgd(0.1)) : Nets.mlp(new Sgd(0.1));
         GradientPipeline pipeline = GradientPipeline.of(transform.get());
         GuardedTrainer trainer = driver.equals("trainer") ? trainer(guarded, pipeline) : null;
         if (trainer == null) {
