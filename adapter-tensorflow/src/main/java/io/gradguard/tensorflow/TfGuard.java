@@ -220,6 +220,28 @@ public final class TfGuard implements AutoCloseable {
         }
     }
 
+    /**
+     * Makes the pipeline's reductions accumulate in float64 ({@link TfOps#accumulateInDouble()}):
+     * norms of float32 gradients near 1e30 or 1e-30 stay finite and non-zero, at the cost of a
+     * float64 copy of every gradient per reduction. The default reduces in the gradients' dtype, as
+     * {@code tf.clip_by_global_norm} does.
+     *
+     * <pre>{@code
+     * TfGuard guard = TfGuard.create(session, loss, variables, optimizer, pipeline).accumulateInDouble();
+     * }</pre>
+     *
+     * @return this
+     * @throws IllegalStateException after the first step (the precision is part of the built graph)
+     */
+    public TfGuard accumulateInDouble() {
+        if (pipeline.stepCount() > 0 || !applies.isEmpty() || buffered) {
+            throw new IllegalStateException("accumulateInDouble() must be called before the first step; this guard already ran "
+                    + pipeline.stepCount() + " step(s): create a new TfGuard on a fresh graph to change the precision");
+        }
+        ops.accumulateInDouble();
+        return this;
+    }
+
     /** {@link #step(Map, StepContext)} with a batch of {@code batchSize} examples. */
     public StepResult<TfTensor> step(Map<? extends Operand<?>, ? extends Tensor> feeds, long batchSize) {
         return step(feeds, StepContext.ofBatch(batchSize));
