@@ -174,7 +174,9 @@ public final class TfGuard implements AutoCloseable {
      * @param context the batch facts; its loss is filled in when the guard knows it before the
      *     pipeline runs (gradient-buffer mode)
      * @return the pipeline's result; read its metrics inside a listener or right after this call
-     * @throws IllegalArgumentException if feeds or context is null
+     * @throws IllegalArgumentException if feeds or context is null; on the first step, if a slot
+     *     optimizer (Momentum, Adam...) cannot name its slots after a variable whose name has a '/'
+     *     (the message lists them)
      */
     public StepResult<TfTensor> step(Map<? extends Operand<?>, ? extends Tensor> feeds, StepContext context) {
         require(feeds != null, "feeds must not be null");
@@ -260,8 +262,31 @@ public final class TfGuard implements AutoCloseable {
             if (!applies.isEmpty()) {
                 LOG.debug("GradGuard builds apply op #{} (the pipeline took a new branch)", applies.size() + 1);
             }
-            return optimizer.applyGradients(gv, "gradguard_apply_" + APPLY_IDS.incrementAndGet());
+            try {
+                return optimizer.applyGradients(gv, "gradguard_apply_" + APPLY_IDS.incrementAndGet());
+            } catch (IllegalArgumentException e) {
+                throw slotNameError(e);
+            }
         });
+    }
+
+    /**
+     * tensorflow-framework's slot optimizers (Momentum, Adam...) name a slot variable
+     * {@code <variable name>-<slot>}, which TensorFlow rejects when the variable name has a '/'.
+     */
+    private IllegalArgumentException slotNameError(IllegalArgumentException e) {
+        List<String> scoped = new ArrayList<>();
+        for (Output<?> v : variables) {
+            if (v.op().name().contains("/")) {
+                scoped.add(v.op().name());
+            }
+        }
+        if (scoped.isEmpty()) {
+            return e;
+        }
+        return new IllegalArgumentException("optimizer " + optimizer.getClass().getSimpleName() + " could not build its update: "
+                + "it names its slot variables after the trainable variables, and TensorFlow rejects the '/' in " + scoped
+                + "; give the trainable variables flat names (tf.withName(\"dense_kernel\").variable(...)). Cause: " + e.getMessage(), e);
     }
 
     @SuppressWarnings({"unchecked", "rawtypes"})

@@ -139,8 +139,9 @@ class ParityAndSoakTest {
             assertEquals(injected, guard.pipeline().skippedCount());
             assertEquals((10_000 - injected) / 2, guard.pipeline().stepCount(), "the other steps make windows of 2 micro-batches");
             assertEquals(opsAt1000, mlp.operationCount(), "graph operations");
-            // every TF tensor is a JavaCPP pointer: one unclosed tensor per step would add thousands
-            assertEquals(pointers[0], pointers[4], "live native pointers at steps 2000 and 10000");
+            // every TF tensor is a JavaCPP pointer: one unclosed tensor per step would add 6,000 from step 4000 to 10000
+            // (the sample at step 2000 may still count other tests' garbage: the deallocator thread runs after gc)
+            assertTrue(pointers[4] - pointers[1] < 100, "live native pointers grew from " + pointers[1] + " to " + pointers[4]);
             assertTrue(late - early < 32 * 1024, "RSS grew by " + (late - early) + " KiB from steps 2000-4000 to 8000-10000");
             for (var v : mlp.variables) {
                 for (float x : mlp.value(v)) {

@@ -180,6 +180,17 @@ class TfGuardTest {
     }
 
     @Test
+    void scoped_variable_names_under_a_slot_optimizer_are_explained() {
+        try (TfGuard g = TfGuard.create(mlp.session, mlp.loss, mlp.variables, new org.tensorflow.framework.optimizers.Momentum(mlp.graph, LR, 0.9f),
+                GradientPipeline.of(Transforms.clipByGlobalNorm(1.0)))) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> step(g, 4));
+            assertTrue(e.getMessage().startsWith("optimizer Momentum could not build its update: it names its slot variables after "
+                    + "the trainable variables, and TensorFlow rejects the '/' in [dense/kernel, dense/bias, dense_1/kernel, dense_1/bias]; "
+                    + "give the trainable variables flat names"), e.getMessage());
+        }
+    }
+
+    @Test
     void a_non_scalar_loss_is_rejected() {
         Operand<TFloat32> perExample = mlp.tf.math.square(mlp.x);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
