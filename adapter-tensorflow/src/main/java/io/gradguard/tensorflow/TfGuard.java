@@ -173,7 +173,11 @@ public final class TfGuard implements AutoCloseable {
      * @param feeds   the step's inputs (placeholder → tensor); the caller owns and closes the tensors
      * @param context the batch facts; its loss is filled in when the guard knows it before the
      *     pipeline runs (gradient-buffer mode)
-     * @return the pipeline's result; read its metrics inside a listener or right after this call
+     * @return the pipeline's result. Read its metrics inside a {@link io.gradguard.core.StepListener}
+     *     (any metric; the guard then keeps gradients in buffers, see the class comment) or right
+     *     after this call, before the next step: the scalars the update computed (the clip norm and
+     *     coefficient...) came back with the step's last run at no extra cost, and other metrics
+     *     throw an {@code IllegalStateException}
      * @throws IllegalArgumentException if feeds or context is null; on the first step, if a slot
      *     optimizer (Momentum, Adam...) cannot name its slots after a variable whose name has a '/'
      *     (the message lists them)
@@ -200,20 +204,28 @@ public final class TfGuard implements AutoCloseable {
             } finally {
                 inPipeline = false;
             }
-            List<Op> targets = new ArrayList<>(ops.commit());
+            List<Output<?>> roots = new ArrayList<>();
+            List<Op> targets = new ArrayList<>(ops.commit(roots));
             if (result.applies()) {
                 targets.add(applyOp());
+                for (GradientTensor<TfTensor> g : gradients) {
+                    roots.add(g.gradient().value());
+                }
             }
-            if (!buffered) {
+            // the scalars this run computes anyway (clip norm, coefficient) come back with it: metrics stay readable after the step
+            List<Output<?>> scalars = ops.scalarsComputedBy(roots);
+            if (!buffered || !targets.isEmpty()) {
                 try (Result r = ops.run(runner -> {
                     targets.forEach(runner::addTarget);
-                    runner.fetch(loss);
+                    if (!buffered) {
+                        runner.fetch(loss);
+                    }
+                    scalars.forEach(runner::fetch);
                 })) {
-                    lastLoss = scalarOf(r.get(0));
-                }
-            } else if (!targets.isEmpty()) {
-                try (Result ignored = ops.run(runner -> targets.forEach(runner::addTarget))) {
-                    // targets only
+                    if (!buffered) {
+                        lastLoss = TfOps.hostScalar(r.get(0));
+                    }
+                    ops.keepScalars(scalars, r, buffered ? 0 : 1);
                 }
             }
             return result;
@@ -353,15 +365,8 @@ public final class TfGuard implements AutoCloseable {
             fillBuffers.forEach(runner::addTarget);
             runner.fetch(loss);
         })) {
-            return scalarOf(r.get(0));
+            return TfOps.hostScalar(r.get(0));
         }
-    }
-
-    private static double scalarOf(Tensor t) {
-        if (t instanceof TFloat32 f) {
-            return f.getFloat();
-        }
-        return ((TFloat64) t).getDouble();
     }
 
     /** The GradGuard backend this guard builds with (for listeners that read tensors). */

@@ -15,6 +15,7 @@ import org.tensorflow.Output;
 import org.tensorflow.Result;
 import org.tensorflow.Session;
 import org.tensorflow.Tensor;
+import org.tensorflow.exceptions.TFInvalidArgumentException;
 import org.tensorflow.ndarray.Shape;
 import org.tensorflow.ndarray.buffer.DataBuffers;
 import org.tensorflow.op.Op;
@@ -113,6 +114,8 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     private final List<TfTensor> temporaries = new ArrayList<>();
     private Map<? extends Operand<?>, ? extends Tensor> feeds = Map.of();
     private RunHook hook;
+    /** Host values of the last step's scalars, fetched by its last run (see {@link #keepScalars}). */
+    private final Map<Output<?>, Double> lastStepScalars = new HashMap<>();
     private static final java.util.concurrent.atomic.AtomicLong BUFFER_IDS = new java.util.concurrent.atomic.AtomicLong();
     private int bufferCount;
     private boolean doubleAccumulation;
@@ -172,10 +175,14 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         this.hook = runHook;
         this.slotCursor = 0;
         this.temporaries.clear();
+        this.lastStepScalars.clear();
     }
 
     /** Ends a step: forgets the feeds and the step's temporaries. Call after {@link #commit()} ran. */
     void endStep() {
+        for (int k = 0; k < slotCursor; k++) {
+            lastStepScalars.put(slots.get(k), slotValues[k]);
+        }
         this.feeds = Map.of();
         this.hook = null;
         this.temporaries.clear();
@@ -186,15 +193,57 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
      * to its variable's read node for the next step. Run the returned ops (with the step's apply op,
      * if any) before the next step reads the buffers.
      */
-    List<Op> commit() {
+    List<Op> commit(List<Output<?>> committedValues) {
         List<Op> ops = new ArrayList<>();
         for (TfTensor b : buffers) {
             if (b.dirty()) {
+                committedValues.add(b.value());
                 ops.add(assignOp(b.variable, b.value(), b.read));
                 b.rebind(b.read);
             }
         }
         return ops;
+    }
+
+    /**
+     * The step's single-element float temporaries (norms, coefficients, counts: what transforms
+     * record as metrics) that a run computing {@code roots} computes anyway: fetching them with it
+     * costs no extra pass over the gradients. Found on the memo's recipes, not on the graph.
+     */
+    List<Output<?>> scalarsComputedBy(List<Output<?>> roots) {
+        Set<Output<?>> reached = new java.util.HashSet<>();
+        java.util.ArrayDeque<Output<?>> todo = new java.util.ArrayDeque<>(roots);
+        while (!todo.isEmpty()) {
+            Output<?> o = todo.pop();
+            Node n = recipes.get(o);
+            if (reached.add(o) && n != null) {
+                todo.addAll(n.inputs());
+            }
+        }
+        Set<Output<?>> out = new java.util.LinkedHashSet<>();
+        for (TfTensor t : temporaries) {
+            Output<?> o = t.value();
+            if (size(t.shapeRef()) == 1 && reached.contains(o) && recipes.containsKey(o) && isFloat(dtype(o))) {
+                out.add(o);
+            }
+        }
+        return new ArrayList<>(out);
+    }
+
+    /** Keeps the host values of scalars fetched by the step's last run, for reads after the step. */
+    void keepScalars(List<Output<?>> outputs, Result result, int offset) {
+        for (int i = 0; i < outputs.size(); i++) {
+            lastStepScalars.put(outputs.get(i), hostScalar(result.get(offset + i)));
+        }
+    }
+
+    static double hostScalar(Tensor t) {
+        long[] at = new long[t.shape().numDimensions()];
+        return t instanceof TFloat32 f ? f.getFloat(at) : ((TFloat64) t).getDouble(at);
+    }
+
+    private static boolean isFloat(Class<?> type) {
+        return type == TFloat32.class || type == TFloat64.class;
     }
 
     /** The step's temporaries and buffers (everything a rebase must move). */
@@ -417,9 +466,22 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         if (n != 1) {
             throw new IllegalArgumentException("toHost needs a single-element tensor, got shape " + Arrays.toString(scalar.shapeRef()));
         }
+        if (hook == null) {
+            Double kept = lastStepScalars.get(scalar.value());
+            if (kept != null) {
+                return kept;
+            }
+        }
         Output<?> o = fetchable(f64(scalar.value()));
         try (Result r = run(runner -> runner.fetch(o))) {
-            return ((TFloat64) r.get(0)).getDouble(new long[((TFloat64) r.get(0)).shape().numDimensions()]);
+            return hostScalar(r.get(0));
+        } catch (TFInvalidArgumentException e) {
+            if (hook == null && e.getMessage() != null && e.getMessage().contains("You must feed a value for placeholder")) {
+                throw new IllegalStateException("this value of the last step is gone with the step's inputs: after a step, "
+                        + "only the scalars its update computed can be read (norms, coefficients); read other metrics "
+                        + "inside a StepListener", e);
+            }
+            throw e;
         }
     }
 

@@ -123,6 +123,34 @@ class TfGuardTest {
     }
 
     @Test
+    void the_clip_norm_is_readable_after_a_one_run_step_and_equals_the_listeners() {
+        double[] seenByListener = new double[3];
+        try (Mlp other = new Mlp(6, 16, 3, 42);
+                TfGuard g = TfGuard.create(other.session, other.loss, other.variables, new GradientDescent(other.graph, LR),
+                        GradientPipeline.of(Transforms.clipByGlobalNorm(0.1)))) {
+            Random d = new Random(7);
+            int[] s = {0};
+            g.pipeline().addListener((grads, r) -> seenByListener[s[0]++] = r.metric("clipByGlobalNorm.norm").getAsDouble());
+            for (int i = 0; i < 3; i++) {
+                Map<Operand<?>, Tensor> f = other.batch(8, d);
+                g.step(f, 8);
+                Mlp.close(f);
+            }
+        }
+        try (TfGuard g = guard(GradientPipeline.of(Transforms.zeroNonFinite(), Transforms.clipByGlobalNorm(0.1)))) {
+            for (int i = 0; i < 3; i++) {
+                StepResult<TfTensor> r = step(g, 8);
+                assertEquals(seenByListener[i], r.metric("clipByGlobalNorm.norm").getAsDouble(), 1e-6, "norm of step " + i);
+                assertTrue(r.metric("clipByGlobalNorm.coefficient").getAsDouble() < 1.0);
+                // zeroNonFinite's count is not needed by the update: the one run did not compute it
+                IllegalStateException e = assertThrows(IllegalStateException.class, () -> r.metric("zeroNonFinite.nonFinite"));
+                assertTrue(e.getMessage().startsWith("this value of the last step is gone with the step's inputs"), e.getMessage());
+            }
+            assertFalse(g.usesGradientBuffers(), "reading metrics after the step keeps the step one session run");
+        }
+    }
+
+    @Test
     void the_graph_stops_growing_after_the_first_steps() {
         for (GradientPipeline p : List.of(
                 GradientPipeline.of(Transforms.zeroNonFinite(), Transforms.clipByGlobalNorm(1.0), Transforms.adaptiveClip(0.1)),
