@@ -214,18 +214,23 @@ public final class TfGuard implements AutoCloseable {
             }
             // the scalars this run computes anyway (clip norm, coefficient) come back with it: metrics stay readable after the step
             List<Output<?>> scalars = ops.scalarsComputedBy(roots);
+            Output<?> packed = scalars.isEmpty() ? null : ops.packed(scalars);
             if (!buffered || !targets.isEmpty()) {
                 try (Result r = ops.run(runner -> {
                     targets.forEach(runner::addTarget);
                     if (!buffered) {
                         runner.fetch(loss);
                     }
-                    scalars.forEach(runner::fetch);
+                    if (packed != null) {
+                        runner.fetch(packed);
+                    }
                 })) {
                     if (!buffered) {
                         lastLoss = TfOps.hostScalar(r.get(0));
                     }
-                    ops.keepScalars(scalars, r, buffered ? 0 : 1);
+                    if (packed != null) {
+                        ops.keepScalars(scalars, r.get(buffered ? 0 : 1));
+                    }
                 }
             }
             return result;

@@ -223,17 +223,28 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         Set<Output<?>> out = new java.util.LinkedHashSet<>();
         for (TfTensor t : temporaries) {
             Output<?> o = t.value();
-            if (size(t.shapeRef()) == 1 && reached.contains(o) && recipes.containsKey(o) && isFloat(dtype(o))) {
+            if (t.shapeRef().length == 0 && reached.contains(o) && recipes.containsKey(o) && isFloat(dtype(o))) {
                 out.add(o);
             }
         }
         return new ArrayList<>(out);
     }
 
-    /** Keeps the host values of scalars fetched by the step's last run, for reads after the step. */
-    void keepScalars(List<Output<?>> outputs, Result result, int offset) {
-        for (int i = 0; i < outputs.size(); i++) {
-            lastStepScalars.put(outputs.get(i), hostScalar(result.get(offset + i)));
+    /** One float64 vector of the given scalars (a single fetch instead of one tensor each); memoized. */
+    Output<?> packed(List<Output<?>> scalars) {
+        Output<?>[] in = new Output<?>[scalars.size()];
+        for (int i = 0; i < in.length; i++) {
+            in[i] = f64(scalars.get(i));
+        }
+        return node("stack", null, in);
+    }
+
+    /** Keeps the host values of scalars fetched (as {@link #packed}) by the step's last run, for reads after the step. */
+    void keepScalars(List<Output<?>> scalars, Tensor packedValues) {
+        double[] v = new double[scalars.size()];
+        ((TFloat64) packedValues).copyTo(DataBuffers.of(v, false, false));
+        for (int i = 0; i < v.length; i++) {
+            lastStepScalars.put(scalars.get(i), v[i]);
         }
     }
 
@@ -346,6 +357,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
             case "max" -> tf.math.maximum(a, b).asOutput();
             case "sqrt" -> tf.math.sqrt(a).asOutput();
             case "identity" -> tf.identity(a).asOutput();
+            case "stack" -> tf.stack((List) in).asOutput();
             case "const" -> constant((Double) n.param()).asOutput();
             default -> throw new IllegalStateException("unknown node kind " + n.kind());
         };
