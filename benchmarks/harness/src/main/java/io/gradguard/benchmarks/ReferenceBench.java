@@ -33,6 +33,10 @@ import java.util.stream.IntStream;
  *       <td>4 axpy(acc, g) + read-write(g): each micro-batch added once, the mean scaled once</td></tr>
  * </table>
  *
+ * <p>Every sample starts with cold private caches (a 64 MB scratch array is read, untimed, on all
+ * cores before it), so no case inherits a warm L2 from the case before it; a shared L3 larger than
+ * the arrays (this machine reports 480 MiB) still holds the 1M and 10M arrays for all cases alike.
+ *
  * <p>Run it through the runner ({@code Runner}); alone: {@code java -Xmx4g -cp ... io.gradguard.benchmarks.ReferenceBench --mode full}.
  */
 public final class ReferenceBench {
@@ -45,6 +49,9 @@ public final class ReferenceBench {
         "adaptiveClip (outputLast)", "accumulate(4), one window"};
     private static final String[] FLOOR_NAMES = {"floor read+rw", "floor rw", "floor 2 read+rw", "floor 2 read+rw",
         "floor 4 axpy+rw"};
+
+    /** Read (on all cores) before every sample: 64 MB, several times the private L2 caches. */
+    private static final float[] SCRATCH = new float[16 << 20];
 
     private final Section section;
 
@@ -111,7 +118,9 @@ public final class ReferenceBench {
 
         int warmup = section.tiny() ? 1 : 3;
         int rounds = section.tiny() ? 3 : size >= 30_000_000 ? 11 : 21;
-        Rounds r = new Rounds(warmup, rounds);
+        // Every sample starts with cold private caches: without this, a floor loop that follows
+        // another pass over the same 4 MB array would find it in L2 and the transforms would not.
+        Rounds r = new Rounds(warmup, rounds).beforeEach(() -> BandwidthFloor.read(SCRATCH, true));
         r.add("read 1t", () -> BandwidthFloor.read(gGlobal, false));
         r.add("read mt", () -> BandwidthFloor.read(gGlobal, true));
         r.add("rw 1t", () -> BandwidthFloor.readWrite(gGlobal, false));

@@ -21,6 +21,7 @@ public final class Rounds {
     private final int warmup;
     private final int rounds;
     private final Map<String, Runnable> cases = new LinkedHashMap<>();
+    private Runnable before = () -> { };
 
     /**
      * @throws IllegalArgumentException if warmup &lt; 0 or rounds &lt; 1
@@ -34,6 +35,19 @@ public final class Rounds {
         }
         this.warmup = warmup;
         this.rounds = rounds;
+    }
+
+    /**
+     * Runs {@code untimed} before every sample (to give every case the same cache state, say).
+     *
+     * @throws IllegalArgumentException if it is null
+     */
+    public Rounds beforeEach(Runnable untimed) {
+        if (untimed == null) {
+            throw new IllegalArgumentException("untimed must not be null");
+        }
+        this.before = untimed;
+        return this;
     }
 
     /**
@@ -57,6 +71,7 @@ public final class Rounds {
             for (int j = 0; j < k; j++) {
                 int c = (r + j) % k;
                 Runnable body = cases.get(names.get(c));
+                before.run();
                 long t0 = System.nanoTime();
                 body.run();
                 long t1 = System.nanoTime();
