@@ -1,9 +1,19 @@
 package io.gradguard.benchmarks.dl4j;
 
+import io.gradguard.benchmarks.Pipelines;
 import io.gradguard.benchmarks.Row;
 import io.gradguard.benchmarks.Rounds;
+import io.gradguard.benchmarks.Scaling;
 import io.gradguard.benchmarks.Section;
 import io.gradguard.benchmarks.Table;
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.GradientSet;
+import io.gradguard.core.GradientTensor;
+import io.gradguard.core.Layout;
+import io.gradguard.core.Role;
+import io.gradguard.core.StepContext;
+import io.gradguard.dl4j.GuardListener;
+import io.gradguard.dl4j.Nd4jOps;
 import java.util.Map;
 import org.deeplearning4j.nn.conf.GradientNormalization;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
@@ -13,6 +23,7 @@ import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.nn.weights.WeightInit;
 import org.nd4j.linalg.activations.Activation;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.factory.Nd4j;
@@ -25,9 +36,10 @@ import org.nd4j.linalg.lossfunctions.LossFunctions;
  * {@link MultiLayerNetwork#fit(DataSet)}; every variant is its own network with the same seed,
  * and variants are interleaved step by step ({@link Rounds}).
  *
- * <p>Variants: unguarded (twice: the A/A control shows the measurement noise); DL4J's built-in {@code ClipL2PerLayer} and
- * {@code ClipElementWiseAbsoluteValue}; GradGuard's equivalents through the DL4J adapter once it
- * is on the classpath.
+ * <p>Variants: unguarded (twice: the A/A control shows the measurement noise); DL4J's
+ * built-in {@code ClipL2PerLayer} and {@code ClipElementWiseAbsoluteValue}; GradGuard's
+ * {@link GuardListener} with the {@link Pipelines} clips (thresholds on the mean gradient, as
+ * DL4J's), and with a monitor every step.
  */
 public final class Dl4jBench {
     static final int[] FULL = {1000, 2000, 1500, 10};
@@ -52,8 +64,12 @@ public final class Dl4jBench {
         section.part(2, "dl4j training steps", () -> {
             MultiLayerNetwork plain = network(null, 0);
             MultiLayerNetwork plain2 = network(null, 0);
-            MultiLayerNetwork perLayer = network(GradientNormalization.ClipL2PerLayer, 1.0);
-            MultiLayerNetwork perValue = network(GradientNormalization.ClipElementWiseAbsoluteValue, 1e-3);
+            MultiLayerNetwork perLayer = network(GradientNormalization.ClipL2PerLayer, Pipelines.MAX_NORM);
+            MultiLayerNetwork perValue = network(GradientNormalization.ClipElementWiseAbsoluteValue, Pipelines.MAX_VALUE);
+            MultiLayerNetwork guardGlobal = guarded(Pipelines.globalClip());
+            MultiLayerNetwork guardLayer = guarded(Pipelines.layerClip());
+            MultiLayerNetwork guardValue = guarded(Pipelines.valueClip());
+            MultiLayerNetwork monitored = guarded(Pipelines.globalClipMonitored());
             long params = plain.numParams();
             Nd4j.getRandom().setSeed(7);
             INDArray x = Nd4j.rand(BATCH, widths[0]);
@@ -67,6 +83,10 @@ public final class Dl4jBench {
             r.add("unguarded again", () -> plain2.fit(batch));
             r.add("ClipL2PerLayer", () -> perLayer.fit(batch));
             r.add("ClipElementWiseAbsoluteValue", () -> perValue.fit(batch));
+            r.add("guard global", () -> guardGlobal.fit(batch));
+            r.add("guard layer", () -> guardLayer.fit(batch));
+            r.add("guard value", () -> guardValue.fit(batch));
+            r.add("guard monitored", () -> monitored.fit(batch));
             Map<String, Double> m = r.run();
             String size = Table.count(params) + " params, batch " + BATCH;
             double base = m.get("unguarded");
@@ -76,10 +96,53 @@ public final class Dl4jBench {
                     "unguarded step", base, Double.NaN, "DL4J's own cost of the clip"));
             section.emit(Row.ratio(3, "dl4j built-in ClipElementWiseAbsoluteValue step (context)", size,
                     m.get("ClipElementWiseAbsoluteValue"), "unguarded step", base, Double.NaN, "DL4J's own cost of the clip"));
-            section.emit(Row.note(2, "dl4j guarded vs unguarded step", "skipped: the DL4J adapter (adapter-dl4j) is not merged yet"));
-            section.emit(Row.note(3, "dl4j GradGuard vs ClipL2PerLayer / ClipElementWiseAbsoluteValue",
-                    "skipped: the DL4J adapter (adapter-dl4j) is not merged yet"));
+            section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm (GuardListener)", size, m.get("guard global"),
+                    "unguarded step", base, 1.03, ""));
+            section.emit(Row.ratio(2, "dl4j guarded step + monitor every step", size, m.get("guard monitored"),
+                    "unguarded step", base, Double.NaN, "per-tensor statistics each step"));
+            section.emit(Row.ratio(3, "dl4j GradGuard clipByLayerNorm vs built-in ClipL2PerLayer", size, m.get("guard layer"),
+                    "ClipL2PerLayer step", m.get("ClipL2PerLayer"), 1.05, ""));
+            section.emit(Row.ratio(3, "dl4j GradGuard clipByValue vs built-in ClipElementWiseAbsoluteValue", size,
+                    m.get("guard value"), "ClipElementWiseAbsoluteValue step", m.get("ClipElementWiseAbsoluteValue"), 1.05, ""));
         });
+        section.part(4, "dl4j guard cost vs model size", this::scaling);
+    }
+
+    private static final long[] SCALE_SIZES = {1_000_000, 3_000_000, 10_000_000, 30_000_000, 100_000_000};
+    private static final long[] TINY_SCALE_SIZES = {100_000, 1_000_000};
+
+    /**
+     * Part 4: the guard alone ({@code clipByGlobalNorm} through {@link Nd4jOps}, temporaries
+     * released after each call) on one [n/1000, 1000] float32 gradient.
+     */
+    private void scaling() {
+        long[] sizes = section.tiny() ? TINY_SCALE_SIZES : SCALE_SIZES;
+        double[] cost = new double[sizes.length];
+        Nd4jOps ops = new Nd4jOps();
+        for (int k = 0; k < sizes.length; k++) {
+            long n = sizes[k];
+            long[] shape = {n / 1000, 1000};
+            INDArray g = Nd4j.rand(DataType.FLOAT, shape);
+            GradientSet<INDArray> set = GradientSet.of(new GradientTensor<>("0_W", shape, Role.WEIGHT, "0",
+                    Layout.outputLast(), g));
+            GradientPipeline guard = Pipelines.globalClip();
+            StepContext ctx = StepContext.ofBatch(BATCH);
+            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(3, n >= 30_000_000 ? 7 : 15);
+            r.add("guard", () -> {
+                guard.step(set, ops, ctx);
+                ops.releaseTemporaries();
+            });
+            cost[k] = r.run().get("guard");
+            section.progress("%s params: %s", Table.count(n), Table.time(cost[k]));
+            g.close();
+        }
+        section.emit(Scaling.row("dl4j guard cost (clipByGlobalNorm on INDArrays)", sizes, cost));
+    }
+
+    private MultiLayerNetwork guarded(GradientPipeline pipeline) {
+        MultiLayerNetwork net = network(null, 0);
+        net.addListeners(GuardListener.of(pipeline));
+        return net;
     }
 
     private MultiLayerNetwork network(GradientNormalization clip, double threshold) {
