@@ -209,8 +209,9 @@ public final class Runner {
                 thread and in the reference backend's chunks on all cores, whichever is faster:
                 read = Σx in float with 8 accumulators; rw = x *= 1; axpy = x += y.
                 clipByGlobalNorm: read + rw; clipByValue: rw; adaptiveClip: 2 reads (weights, gradient) + rw;
-                accumulate(4) (one window of four micro-batches): 4 axpy + rw. "A/A control" rows time two identical unguarded models: their ratio is
-                the noise of this machine during the run.
+                accumulate(4), one window of four micro-batches: 4 axpy + rw.
+                "A/A control" rows time two identical unguarded models: their ratio is the noise of this
+                machine during the run.
                 """);
         return sb.toString();
     }
