@@ -24,7 +24,7 @@ import java.util.concurrent.TimeUnit;
  *
  * <p>From the repository root:
  * <pre>
- * mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=full package   # everything (under 10 min on 2 cores)
+ * mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=full package   # everything: about 2-3 min on 2 cores
  * mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=tiny -Dbench.sections=reference,dl4j package
  * </pre>
  *
@@ -54,8 +54,9 @@ public final class Runner {
     /**
      * OpenMP threads of ND4J and PyTorch sleep rather than spin while they wait (unless the caller
      * set OMP_WAIT_POLICY): on a shared machine a spinning thread that loses its core stalls every
-     * parallel region (a DJL step measured 918 ms spinning and 138 ms passive under a load of 7 on
-     * 2 cores). It applies to the guarded and the unguarded steps alike.
+     * parallel region (a DJL step measured 918 ms with spinning threads and 138 ms with passive ones,
+     * minutes apart, at load averages of 7-12 on 2 cores). It applies to guarded and unguarded steps
+     * alike.
      */
     static final String OMP_WAIT_POLICY = "PASSIVE";
 
