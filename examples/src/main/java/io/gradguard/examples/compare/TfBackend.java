@@ -5,6 +5,7 @@ import io.gradguard.core.StepResult;
 import io.gradguard.tensorflow.TfGuard;
 import io.gradguard.tensorflow.TfTensor;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import org.tensorflow.Graph;
@@ -63,9 +64,11 @@ public final class TfBackend implements Backend {
         TfModel(Task task, Weights weights) {
             this.task = task;
             Ops tf = Ops.create(graph);
+            Map<String, Ops> layers = new HashMap<>();
             for (Weights.Param p : weights.params()) {
-                // "dense3/W": the adapter names the layer by the variable's scope
-                vars.add(tf.withSubScope(p.layer()).withName(p.name())
+                // "dense3/W": the adapter names the layer by the variable's scope (one scope per layer:
+                // asking for a sub-scope twice gives "dense3_1")
+                vars.add(layers.computeIfAbsent(p.layer(), tf::withSubScope).withName(p.name())
                         .variable(tf.constant(Shape.of(p.shape()), DataBuffers.of(p.data(), true, false))));
             }
             Operand<TFloat32> pred;
