@@ -1,0 +1,415 @@
+package io.gradguard.djl;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import io.gradguard.core.spi.TensorOps;
+import java.util.Arrays;
+import java.util.Objects;
+
+/**
+ * GradGuard's tensor primitives on DJL {@link NDArray}s, written for the PyTorch engine: every
+ * primitive is a native NDArray operation on the device the gradients live on. Gradients never
+ * travel to the Java heap; only scalars do, through {@link #toHost(NDArray)}.
+ *
+ * <p><b>Memory.</b> Two {@link NDManager}s, both children of the manager given to {@link #on}:
+ * <ul>
+ *   <li>a <i>state</i> manager for long-lived buffers ({@link #zerosLike}, {@link #fromHost}: the
+ *       accumulators and histories of stateful transforms), freed one by one by {@link #release}
+ *       or all together by {@link #close()};</li>
+ *   <li>a <i>step</i> manager that every other array the primitives create is attached to
+ *       (reductions, coefficients, scalars, intermediate results). {@link #freeTemporaries()}
+ *       closes it; the next primitive opens a fresh one. {@link DjlGuard} calls it after every
+ *       step, so a long run does not grow native memory. Arrays that are handed to the primitives
+ *       (gradients, parameters) are never closed by them.</li>
+ * </ul>
+ *
+ * <p><b>Precision.</b> Reductions run in the tensors' dtype, as PyTorch's own
+ * {@code clip_grad_norm_} does ({@code torch.linalg.vector_norm} accumulates float32 in float32);
+ * per-tensor results are then widened to float64 scalars, so sums across tensors, norms and clip
+ * coefficients are float64. A float64 copy of every gradient would cost 10-20&times; the float32
+ * reduction, so {@link #accumulatesInDouble()} is {@code false}: Σx² of float32 values near 1e30
+ * overflows to infinity (and near 1e-30 underflows to 0), as in PyTorch.
+ *
+ * <p>Not thread-safe: one training loop drives one instance.
+ *
+ * <pre>{@code
+ * try (DjlOps ops = DjlOps.on(trainer.getManager())) {
+ *     StepResult<NDArray> r = pipeline.step(gradients, ops, StepContext.ofBatch(64));
+ *     double norm = r.metric("clipByGlobalNorm.norm").orElse(Double.NaN);
+ *     ops.freeTemporaries();
+ * }
+ * }</pre>
+ *
+ * <p>Reference: PyTorch {@code torch.nn.utils.clip_grad_norm_},
+ * {@code torch.nan_to_num}; DJL {@code NDManager} memory scopes.
+ */
+public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
+    private static final NDIndex ALL = new NDIndex("...");
+
+    private final NDManager state;
+    private NDManager step;
+
+    private DjlOps(NDManager parent) {
+        this.state = parent.newSubManager();
+        this.state.setName("gradguard-state");
+    }
+
+    /**
+     * Primitives whose arrays live under {@code parent} (and on its device): close this instance,
+     * or {@code parent}, to free them all.
+     *
+     * @throws IllegalArgumentException if {@code parent} is null
+     * @throws IllegalStateException if {@code parent} is closed
+     */
+    public static DjlOps on(NDManager parent) {
+        if (parent == null) {
+            throw new IllegalArgumentException("parent must be an open NDManager, got null");
+        }
+        if (!parent.isOpen()) {
+            throw new IllegalStateException("the NDManager " + parent.getName()
+                    + " is closed: create DjlOps on an open manager, e.g. trainer.getManager()");
+        }
+        return new DjlOps(parent);
+    }
+
+    /** The manager the current step's temporaries are attached to (opened on demand). */
+    public NDManager stepManager() {
+        if (step == null || !step.isOpen()) {
+            if (!state.isOpen()) {
+                throw new IllegalStateException("these DjlOps are closed (or their parent NDManager is): create new ones");
+            }
+            step = state.newSubManager();
+            step.setName("gradguard-step");
+        }
+        return step;
+    }
+
+    /**
+     * Closes every array the primitives created since the last call, except long-lived buffers
+     * ({@link #zerosLike}, {@link #fromHost}). Backend metrics of a step must be read before.
+     */
+    public void freeTemporaries() {
+        if (step != null) {
+            step.close();
+            step = null;
+        }
+    }
+
+    /** Attaches an array the adapter obtained for this step (a gradient handle) to the step manager. */
+    NDArray adopt(NDArray x) {
+        return track(x);
+    }
+
+    /** Frees the temporaries and every long-lived buffer. */
+    @Override
+    public void close() {
+        freeTemporaries();
+        state.close();
+    }
+
+    @Override
+    public String toString() {
+        return "DjlOps[" + state.getEngine().getEngineName() + ", " + state.getDevice() + "]";
+    }
+
+    private NDArray track(NDArray x) {
+        NDManager m = stepManager();
+        if (x.getManager() != m) {
+            x.attach(m);
+        }
+        return x;
+    }
+
+    /** A rank-0 float64 array holding the reduction's value, in the step manager. */
+    private NDArray widen(NDArray reduced) {
+        track(reduced);
+        return reduced.getDataType() == DataType.FLOAT64 ? reduced : track(reduced.toType(DataType.FLOAT64, false));
+    }
+
+    /** A rank-0 array of x's dtype holding {@code value}, in the step manager. */
+    private NDArray scalarLike(NDArray x, double value) {
+        NDManager m = stepManager();
+        return x.getDataType() == DataType.FLOAT64 ? m.create(value) : track(m.create(value).toType(x.getDataType(), false));
+    }
+
+    private static boolean empty(NDArray x) {
+        return x.getShape().size() == 0;
+    }
+
+    // ---- shape and host transfer -------------------------------------------------------------
+
+    @Override
+    public long[] shape(NDArray x) {
+        return x.getShape().getShape();
+    }
+
+    @Override
+    public NDArray scalar(double value) {
+        return stepManager().create(value);
+    }
+
+    /**
+     * @throws IllegalArgumentException if {@code scalar} has more than one element
+     */
+    @Override
+    public double toHost(NDArray scalar) {
+        if (scalar.getShape().size() != 1) {
+            throw new IllegalArgumentException("toHost needs a single-element array, got shape " + scalar.getShape());
+        }
+        if (scalar.getDataType() == DataType.FLOAT64) {
+            return scalar.toDoubleArray()[0];
+        }
+        try (NDArray d = scalar.toType(DataType.FLOAT64, true)) {
+            return d.toDoubleArray()[0];
+        }
+    }
+
+    @Override
+    public float[] toHostArray(NDArray x) {
+        if (x.getDataType() == DataType.FLOAT32) {
+            return x.toFloatArray();
+        }
+        try (NDArray f = x.toType(DataType.FLOAT32, true)) {
+            return f.toFloatArray();
+        }
+    }
+
+    @Override
+    public double[] toHostDoubles(NDArray x) {
+        if (x.getDataType() == DataType.FLOAT64) {
+            return x.toDoubleArray();
+        }
+        try (NDArray d = x.toType(DataType.FLOAT64, true)) {
+            return d.toDoubleArray();
+        }
+    }
+
+    /**
+     * @throws IllegalArgumentException if the data does not fill the shape
+     */
+    @Override
+    public NDArray fromHost(float[] data, long[] shape) {
+        return state.create(data, checkedShape(data.length, shape));
+    }
+
+    @Override
+    public boolean supportsFloat64() {
+        return true;
+    }
+
+    /**
+     * @throws IllegalArgumentException if the data does not fill the shape
+     */
+    @Override
+    public NDArray fromHost(double[] data, long[] shape) {
+        return state.create(data, checkedShape(data.length, shape));
+    }
+
+    private static Shape checkedShape(int length, long[] shape) {
+        Objects.requireNonNull(shape, "shape");
+        Shape s = new Shape(shape);
+        if (s.size() != length) {
+            throw new IllegalArgumentException("data must fill shape " + Arrays.toString(shape) + " (" + s.size()
+                    + " elements), got " + length + " values");
+        }
+        return s;
+    }
+
+    @Override
+    public NDArray zerosLike(NDArray like) {
+        return state.zeros(like.getShape(), like.getDataType(), like.getDevice());
+    }
+
+    @Override
+    public void release(NDArray x) {
+        x.close();
+    }
+
+    // ---- reductions -----------------------------------------------------------------------------
+
+    @Override
+    public NDArray sumOfSquares(NDArray x) {
+        if (empty(x)) {
+            return scalar(0.0);
+        }
+        // one fused pass (BLAS dot) over a flat view: no x² temporary
+        try (NDArray flat = x.reshape(-1)) {
+            return widen(flat.dot(flat));
+        }
+    }
+
+    @Override
+    public NDArray sumOfAbs(NDArray x) {
+        if (empty(x)) {
+            return scalar(0.0);
+        }
+        try (NDArray abs = x.abs()) {
+            return widen(abs.sum());
+        }
+    }
+
+    @Override
+    public NDArray maxAbs(NDArray x) {
+        if (empty(x)) {
+            return scalar(0.0);
+        }
+        try (NDArray abs = x.abs()) {
+            return widen(abs.max());
+        }
+    }
+
+    @Override
+    public NDArray countNonFinite(NDArray x) {
+        if (empty(x)) {
+            return scalar(0.0);
+        }
+        // x - x is 0 for finite x and NaN for NaN and ±Inf
+        try (NDArray diff = x.sub(x); NDArray bad = diff.isNaN(); NDArray count = bad.sum()) {
+            return track(count.toType(DataType.FLOAT64, false));
+        }
+    }
+
+    @Override
+    public NDArray sumOfSquares(NDArray x, int[] axes) {
+        try (NDArray sq = x.square()) {
+            return widen(sq.sum(axes, true));
+        }
+    }
+
+    @Override
+    public NDArray mean(NDArray x, int[] axes) {
+        return widen(x.mean(axes, true));
+    }
+
+    // ---- functional element-wise math -------------------------------------------------------------
+
+    @Override
+    public NDArray add(NDArray a, NDArray b) {
+        return track(a.add(b));
+    }
+
+    @Override
+    public NDArray mul(NDArray a, NDArray b) {
+        return track(a.mul(b));
+    }
+
+    @Override
+    public NDArray div(NDArray a, NDArray b) {
+        return track(a.div(b));
+    }
+
+    @Override
+    public NDArray min(NDArray a, NDArray b) {
+        return track(a.minimum(b));
+    }
+
+    @Override
+    public NDArray max(NDArray a, NDArray b) {
+        return track(a.maximum(b));
+    }
+
+    @Override
+    public NDArray sqrt(NDArray a) {
+        return track(a.sqrt());
+    }
+
+    // ---- in-place updates ---------------------------------------------------------------------
+
+    /**
+     * {@inheritDoc}
+     *
+     * <p>On the CPU a rank-0 factor of exactly 1 (a clip that does not bite) is read and the
+     * multiplication skipped: the result is bit-identical (x·1 = x, NaN included) and a full pass
+     * over the gradient is saved. On a GPU the factor is always multiplied in, with no sync.
+     */
+    @Override
+    public void scaleInPlace(NDArray x, NDArray factor) {
+        if (factor.getShape().dimension() == 0 && !factor.getDevice().isGpu() && toHost(factor) == 1.0) {
+            return;
+        }
+        x.muli(factor);
+    }
+
+    @Override
+    public void addInPlace(NDArray x, NDArray y, double alpha) {
+        if (alpha == 1.0) {
+            x.addi(y);
+            return;
+        }
+        try (NDArray scaled = y.mul(scalarLike(y, alpha))) {
+            x.addi(scaled);
+        }
+    }
+
+    @Override
+    public void clampInPlace(NDArray x, double lo, double hi) {
+        if (empty(x)) {
+            return;
+        }
+        NDManager step = stepManager();
+        if (x.getManager() == step) {
+            clampInto(x, lo, hi);
+            return;
+        }
+        // NDArray.clip leaves its two bound scalars in x's manager: lend x to a scope for the call
+        try (NDManager scope = step.newSubManager()) {
+            x.tempAttach(scope);
+            clampInto(x, lo, hi);
+        }
+    }
+
+    /** torch.clamp (NaN stays NaN) into a new array, copied back into x's storage. */
+    private static void clampInto(NDArray x, double lo, double hi) {
+        boolean f64 = x.getDataType() == DataType.FLOAT64;
+        try (NDArray clamped = f64 ? x.clip(lo, hi) : x.clip((float) lo, (float) hi)) {
+            x.set(ALL, clamped);
+        }
+    }
+
+    @Override
+    public void replaceNonFinite(NDArray x, double nan, double posInf, double negInf) {
+        if (empty(x)) {
+            return;
+        }
+        // masks first (from the unchanged x), then masked_fill_ in place; the indexer closes each mask
+        NDArray nanMask = x.isNaN();
+        NDArray posMask = posInf == Double.POSITIVE_INFINITY ? null : x.eq(scalarLike(x, Double.POSITIVE_INFINITY));
+        NDArray negMask = negInf == Double.NEGATIVE_INFINITY ? null : x.eq(scalarLike(x, Double.NEGATIVE_INFINITY));
+        maskedFill(x, nanMask, nan);
+        maskedFill(x, posMask, posInf);
+        maskedFill(x, negMask, negInf);
+    }
+
+    private void maskedFill(NDArray x, NDArray mask, double value) {
+        if (mask != null) {
+            track(mask);
+            x.set(new NDIndex("{}", mask), scalarLike(x, value));
+        }
+    }
+
+    @Override
+    public void assign(NDArray dst, NDArray src) {
+        if (!dst.getShape().equals(src.getShape())) {
+            throw new IllegalArgumentException("src must have dst's shape " + dst.getShape() + ", got " + src.getShape());
+        }
+        if (!empty(dst)) {
+            dst.set(ALL, src);
+        }
+    }
+
+    @Override
+    public void fill(NDArray x, double value) {
+        if (!empty(x)) {
+            x.set(ALL, scalarLike(x, value));
+        }
+    }
+
+    /** {@code false}: reductions accumulate in the gradients' dtype (see the class comment). */
+    @Override
+    public boolean accumulatesInDouble() {
+        return false;
+    }
+}

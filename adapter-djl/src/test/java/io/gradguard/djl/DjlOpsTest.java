@@ -1,0 +1,134 @@
+package io.gradguard.djl;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.GradientSet;
+import io.gradguard.core.GradientTensor;
+import io.gradguard.core.Layout;
+import io.gradguard.core.Role;
+import io.gradguard.core.StepContext;
+import io.gradguard.core.Transforms;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/** What the conformance kit does not see: memory scoping, host transfer and argument checks. */
+class DjlOpsTest {
+    private NDManager root;
+    private DjlOps ops;
+
+    @BeforeEach
+    void open() {
+        root = NDManager.newBaseManager("PyTorch");
+        ops = DjlOps.on(root);
+    }
+
+    @AfterEach
+    void close() {
+        ops.close();
+        root.close();
+    }
+
+    @Test
+    void every_temporary_of_a_step_is_freed_and_state_buffers_survive() {
+        NDArray w = root.randomNormal(new ai.djl.ndarray.types.Shape(8, 4));
+        NDArray p = root.randomNormal(new ai.djl.ndarray.types.Shape(8, 4));
+        GradientSet<NDArray> set = GradientSet.of(new GradientTensor<>("w", new long[] {8, 4}, Role.WEIGHT, "0",
+                Layout.outputFirst(), w, p));
+        GradientPipeline pipeline = GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.accumulate(2),
+                Transforms.adaptiveClip(0.1), Transforms.centralize(), Transforms.clipByValue(0.5), Transforms.zeroNonFinite(),
+                Transforms.clipByGlobalNorm(1.0), Transforms.clipByLayerNorm(1.0));
+        int baseline = -1;
+        for (int i = 0; i < 20; i++) {
+            pipeline.step(set, ops, StepContext.ofBatch(4)).hostMetrics();
+            assertTrue(ops.stepManager().getManagedArrays().size() > 0, "the step created temporaries");
+            ops.freeTemporaries();
+            int now = root.getManagedArrays().size();
+            if (i == 1) {
+                baseline = now;
+            }
+            if (i > 1) {
+                assertEquals(baseline, now, "arrays under the parent after step " + i);
+            }
+        }
+        // w, p and the accumulator buffer
+        assertEquals(3, baseline);
+    }
+
+    @Test
+    void in_place_updates_of_long_lived_buffers_leave_nothing_behind() {
+        NDArray buffer = ops.fromHost(new float[] {1, Float.NaN, Float.POSITIVE_INFINITY, -3}, new long[] {4});
+        int before = root.getManagedArrays().size();
+        for (int i = 0; i < 10; i++) {
+            ops.replaceNonFinite(buffer, 0, 5, -5);
+            ops.clampInPlace(buffer, -2, 2);
+            ops.addInPlace(buffer, buffer, -0.5);
+            ops.fill(buffer, Float.NaN);
+            ops.fill(buffer, 1);
+        }
+        ops.freeTemporaries();
+        assertEquals(before, root.getManagedArrays().size());
+        assertArrayEquals(new float[] {1, 1, 1, 1}, ops.toHostArray(buffer));
+    }
+
+    @Test
+    void fill_clears_nan_where_multiplying_by_zero_would_not() {
+        NDArray g = ops.fromHost(new float[] {Float.NaN, Float.NEGATIVE_INFINITY, 2}, new long[] {3});
+        ops.scaleInPlace(g, ops.scalar(0.0));
+        assertTrue(Float.isNaN(ops.toHostArray(g)[0]));
+        ops.fill(g, 0.0);
+        assertArrayEquals(new float[] {0, 0, 0}, ops.toHostArray(g));
+    }
+
+    @Test
+    void reductions_come_back_as_float64_scalars_on_the_host() {
+        NDArray g = ops.fromHost(new float[] {3, -4}, new long[] {2});
+        NDArray s = ops.sumOfSquares(g);
+        assertEquals(0, s.getShape().dimension());
+        assertEquals(ai.djl.ndarray.types.DataType.FLOAT64, s.getDataType());
+        assertEquals(25.0, ops.toHost(s));
+        assertEquals(7.0, ops.toHost(ops.sumOfAbs(g)));
+        assertEquals(4.0, ops.toHost(ops.maxAbs(g)));
+    }
+
+    @Test
+    void to_host_of_a_non_scalar_names_the_shape() {
+        NDArray g = ops.fromHost(new float[] {1, 2}, new long[] {2});
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ops.toHost(g));
+        assertTrue(e.getMessage().contains("(2)"), e.getMessage());
+    }
+
+    @Test
+    void from_host_checks_that_the_data_fills_the_shape() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> ops.fromHost(new float[] {1, 2, 3}, new long[] {2, 2}));
+        assertTrue(e.getMessage().contains("[2, 2]") && e.getMessage().contains("got 3"), e.getMessage());
+    }
+
+    @Test
+    void assign_refuses_another_shape() {
+        NDArray a = ops.fromHost(new float[] {1, 2}, new long[] {2});
+        NDArray b = ops.fromHost(new float[] {1, 2, 3}, new long[] {3});
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ops.assign(a, b));
+        assertTrue(e.getMessage().startsWith("src must have dst's shape"), e.getMessage());
+    }
+
+    @Test
+    void a_missing_or_closed_parent_manager_is_reported() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> DjlOps.on(null));
+        assertTrue(e.getMessage().startsWith("parent"), e.getMessage());
+        NDManager closed = root.newSubManager();
+        closed.close();
+        IllegalStateException s = assertThrows(IllegalStateException.class, () -> DjlOps.on(closed));
+        assertTrue(s.getMessage().contains("open manager"), s.getMessage());
+        ops.close();
+        s = assertThrows(IllegalStateException.class, () -> ops.scalar(1));
+        assertTrue(s.getMessage().contains("closed"), s.getMessage());
+    }
+}
