@@ -72,4 +72,20 @@ class SmallExamplesTest {
         assertTrue(lines.get(0).contains("\"clipped\":true"), lines.get(0));
         assertTrue(Files.readString(dir.resolve("gradients.html")).contains("<svg"), "HTML report with charts");
     }
+
+    @Test
+    void djlEasyTrain_plainSgdDiverges_guardedTrains() throws Exception {
+        String out = run(GuardDjlEasyTrain::main);
+        assertTrue(Double.isNaN(number(out, "plain SGD:   training loss after 5 epochs")), out);
+        assertTrue(number(out, "GradGuard:   training loss after 5 epochs") < 2.0, out);
+    }
+
+    @Test
+    void djlLoop_accumulatesAndSkipsTheCorruptBatch() throws Exception {
+        String out = run(GuardDjlLoop::main);
+        assertTrue(out.contains("batch 201 skipped: non-finite gradient"), out);
+        assertTrue(out.contains("optimizer steps from 400 batches, 1 skipped"), out);
+        String last = out.lines().filter(l -> l.startsWith("optimizer step ")).reduce((a, b) -> b).orElseThrow();
+        assertTrue(Double.parseDouble(last.substring(last.lastIndexOf(' ') + 1)) < 1.0, "trained: " + last);
+    }
 }
