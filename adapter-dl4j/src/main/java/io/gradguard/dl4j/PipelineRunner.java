@@ -1,0 +1,91 @@
+package io.gradguard.dl4j;
+
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.GradientSet;
+import io.gradguard.core.GradientTensor;
+import io.gradguard.core.StepContext;
+import io.gradguard.core.StepResult;
+import java.util.Map;
+import org.deeplearning4j.nn.api.Model;
+import org.deeplearning4j.nn.conf.GradientNormalization;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Runs a pipeline on a DL4J network's gradient right after backprop, in the units users expect.
+ *
+ * <p>DL4J's backprop leaves the SUM over the minibatch in the gradient views; its updater divides
+ * by the batch size afterwards. GradGuard's thresholds mean the norm of the MEAN gradient (as DL4J's
+ * own GradientNormalization, which runs after that division), so the runner scales the gradients
+ * by 1/batch before the pipeline; the listener scales them back by batch afterwards (DL4J's updater
+ * divides again), the step driver hands the mean to the updater with a batch size of 1.
+ */
+final class PipelineRunner {
+    private static final Logger LOG = LoggerFactory.getLogger("io.gradguard.dl4j");
+
+    private final GradientPipeline pipeline;
+    private final Nd4jOps ops = new Nd4jOps();
+    private final String owner;
+    private boolean checkedConfiguration;
+
+    PipelineRunner(GradientPipeline pipeline, String owner) {
+        if (pipeline == null) {
+            throw new IllegalArgumentException("pipeline must not be null");
+        }
+        this.pipeline = pipeline;
+        this.owner = owner;
+    }
+
+    GradientPipeline pipeline() {
+        return pipeline;
+    }
+
+    Nd4jOps ops() {
+        return ops;
+    }
+
+    /**
+     * Scales the gradients to the batch mean, runs the pipeline, copies its metrics to the host,
+     * optionally restores DL4J's sum, and frees the step's temporaries.
+     */
+    StepResult<INDArray> run(Model model, boolean restoreSum) {
+        if (!checkedConfiguration) {
+            warnIfBuiltInNormalization(model);
+            checkedConfiguration = true;
+        }
+        GradientSet<INDArray> gradients = Dl4jGradients.of(model);
+        int batch = model.batchSize();
+        double divisor = Dl4jGradients.dividesByBatch(model) && batch > 1 ? batch : 1;
+        try {
+            if (divisor != 1) {
+                scale(gradients, 1.0 / divisor);
+            }
+            StepResult<INDArray> result = pipeline.step(gradients, ops, StepContext.ofBatch(batch).withLoss(model.score()));
+            result.hostMetrics(); // the metrics outlive the temporaries freed below
+            if (restoreSum && divisor != 1) {
+                scale(gradients, divisor);
+            }
+            return result;
+        } finally {
+            ops.releaseTemporaries();
+        }
+    }
+
+    private void scale(GradientSet<INDArray> gradients, double factor) {
+        INDArray f = ops.scalar(factor);
+        for (GradientTensor<INDArray> g : gradients) {
+            ops.scaleInPlace(g.gradient(), f);
+        }
+    }
+
+    private void warnIfBuiltInNormalization(Model model) {
+        Map<String, GradientNormalization> builtIn = Dl4jGradients.builtInNormalization(model);
+        if (!builtIn.isEmpty()) {
+            LOG.warn("GradGuard {}: the network also has DL4J's own GradientNormalization configured (layer=mode: {}). "
+                    + "DL4J applies it in its updater after GradGuard's pipeline, so both apply. Remove "
+                    + ".gradientNormalization(...) from the configuration, or the matching stage from the pipeline.",
+                    owner, builtIn);
+        }
+    }
+}
