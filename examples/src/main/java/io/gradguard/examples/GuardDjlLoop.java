@@ -34,9 +34,9 @@ import java.util.Random;
  * StepResult<NDArray> r = guard.step(trainer, StepContext.ofBatch(64));   // was: trainer.step()
  * }</pre>
  *
- * <p>The pipeline here accumulates 4 batches per optimizer step, drops a step whose gradient holds
- * NaN/Inf (a corrupt batch) without touching the weights or the optimizer, and clips the global
- * gradient norm. Run it from the repository root:
+ * <p>The pipeline here drops a batch whose gradient holds NaN/Inf (a corrupt record) without
+ * touching the weights or the optimizer, accumulates 4 batches per optimizer step, and clips the
+ * global gradient norm of their mean. Run it from the repository root:
  * <pre>
  * mvn -B -q -pl examples -am package exec:java -DskipTests -Dexec.mainClass=io.gradguard.examples.GuardDjlLoop
  * </pre>

@@ -88,4 +88,18 @@ class SmallExamplesTest {
         String last = out.lines().filter(l -> l.startsWith("optimizer step ")).reduce((a, b) -> b).orElseThrow();
         assertTrue(Double.parseDouble(last.substring(last.lastIndexOf(' ') + 1)) < 1.0, "trained: " + last);
     }
+
+    @Test
+    void dl4jFit_plainSgdDiverges_listenerGuardTrains() throws Exception {
+        String out = run(GuardDl4jFit::main);
+        assertTrue(Double.isNaN(number(out, "plain SGD:   loss after 5 epochs")), out);
+        assertTrue(number(out, "GradGuard:   loss after 5 epochs") < 2.0, out);
+    }
+
+    @Test
+    void dl4jAccumulation_holdsAndSkipsWithoutMovingTheUpdater() throws Exception {
+        String out = run(GuardDl4jAccumulation::main);
+        assertTrue(out.contains("64 micro-batches, 1 skipped, 15 Adam steps (iteration count 15), 3 waiting in the window"), out);
+        assertTrue(number(out, "loss after 10 epochs") < 0.1, out);
+    }
 }
