@@ -16,6 +16,7 @@ import io.gradguard.core.Layout;
 import io.gradguard.core.Role;
 import io.gradguard.core.StepContext;
 import io.gradguard.core.StepResult;
+import io.gradguard.core.monitor.Monitor;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -63,9 +64,18 @@ import org.slf4j.LoggerFactory;
  *       schedule) does not move, and every gradient is reset to 0 with an in-place fill (a NaN does
  *       not survive it, unlike {@code muli(0)}), so nothing stale leaks into the next micro-batch.</li>
  * </ul>
- * Every array the guard creates during the call (gradient handles, reductions, coefficients) is
- * closed before it returns; the returned result's metrics have been copied to the host (one scalar
- * each), so they stay readable.
+ * Every array the guard creates during the call (gradient handles, reductions, coefficients,
+ * parameter copies) is closed before it returns; the returned result's metrics have been copied to
+ * the host (one scalar each), so they stay readable.
+ *
+ * <p><b>Update-to-parameter ratios.</b> When the pipeline contains a {@link Monitor} and it measures
+ * the step in detail ({@link Monitor#wantsUpdates()}), the guard reports each layer's ‖Δθ‖ / ‖θ‖
+ * (θ before the step; about 1e-3 is healthy): DJL applies the update inside {@code trainer.step()},
+ * so on those steps, and only those, every trainable parameter is copied before the step, the copy
+ * becomes Δθ in place after it, and the copies are closed when the call ends. Cost on a measured step:
+ * one extra copy of the model's parameters in device memory while the optimizer runs, one
+ * subtraction and two reductions per parameter (two scalars each to the host); on other steps, one
+ * check per monitor. Use the monitor's {@code every(n)} to keep it rare on big models.
  *
  * <p>One guard guards one trainer, on one device; it is not thread-safe. Its long-lived buffers
  * (accumulators) live under the trainer's manager and are freed when the trainer is closed.
@@ -77,6 +87,7 @@ public final class DjlGuard {
     private static final Logger LOG = LoggerFactory.getLogger(DjlGuard.class);
 
     private final GradientPipeline pipeline;
+    private final List<Monitor> monitors;
     private Trainer trainer;
     private DjlOps ops;
     private List<Entry> entries;
@@ -87,6 +98,7 @@ public final class DjlGuard {
 
     private DjlGuard(GradientPipeline pipeline) {
         this.pipeline = pipeline;
+        this.monitors = Monitor.in(pipeline);
     }
 
     /**
@@ -182,7 +194,13 @@ public final class DjlGuard {
             GradientSet<NDArray> gradients = gradients();
             result = pipeline.step(gradients, ops, context);
             result.hostMetrics();
-            if (!result.applies()) {
+            if (result.applies()) {
+                if (wantsUpdates()) {
+                    stepReportingUpdates(gradients, optimizerStep);
+                } else {
+                    optimizerStep.run();
+                }
+            } else {
                 for (GradientTensor<NDArray> g : gradients) {
                     ops.fill(g.gradient(), 0.0);
                 }
@@ -193,10 +211,42 @@ public final class DjlGuard {
         } finally {
             ops.freeTemporaries();
         }
-        if (result.applies()) {
-            optimizerStep.run();
-        }
         return result;
+    }
+
+    /** Whether a monitor of the pipeline waits for this step's updates (no allocation: checked on every step). */
+    private boolean wantsUpdates() {
+        for (Monitor m : monitors) {
+            if (m.wantsUpdates()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * The optimizer step, with each parameter's update reported to the monitors: the optimizer
+     * updates the parameters inside {@code trainer.step()}, so every parameter is copied into the
+     * step's scope first (and ‖θ‖² taken), then the copy becomes Δθ = θ_before − θ_after in place.
+     * The copies are temporaries of the step, closed with the others.
+     */
+    private void stepReportingUpdates(GradientSet<NDArray> gradients, Runnable optimizerStep) {
+        int n = entries.size();
+        NDArray[] deltas = new NDArray[n];
+        NDArray[] paramSquares = new NDArray[n];
+        for (int i = 0; i < n; i++) {
+            deltas[i] = ops.adopt(gradients.get(i).param().duplicate());
+            paramSquares[i] = ops.sumOfSquares(deltas[i]);
+        }
+        optimizerStep.run();
+        for (int i = 0; i < n; i++) {
+            deltas[i].subi(entries.get(i).parameter().getArray());
+            double updateNorm = Math.sqrt(ops.toHost(ops.sumOfSquares(deltas[i])));
+            double paramNorm = Math.sqrt(ops.toHost(paramSquares[i]));
+            for (Monitor m : monitors) {
+                m.recordUpdate(entries.get(i).layer(), updateNorm, paramNorm);
+            }
+        }
     }
 
     /**

@@ -35,6 +35,12 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * made; should any other stage hold or skip at run time, the listener throws before the updater
  * runs (the parameters stay as they were). Use {@link GuardedTrainer} for those.
  *
+ * <p><b>Update-to-parameter ratios</b> reach a {@link io.gradguard.core.monitor.Monitor Monitor} in the
+ * pipeline on the steps it measures in detail: in {@code iterationDone} DL4J has subtracted the
+ * update and still holds it in the gradient views, so the listener reports ‖Δθ‖ / ‖θ‖ per layer with
+ * θ the parameters before the step (rebuilt as θ + Δθ in one temporary per parameter, freed at
+ * once). Steps the monitor does not measure cost one check per monitor.
+ *
  * <p>A warning is logged once if the network also has DL4J's {@code GradientNormalization}
  * configured (both would apply).
  *
@@ -102,6 +108,22 @@ public final class GuardListener extends BaseTrainingListener {
                     + "Drive training with GuardedTrainer.of(net, pipeline) for accumulation and real skips, "
                     + "or remove the stage from the pipeline.");
         }
+    }
+
+    /**
+     * Reports the step's updates to the pipeline's monitors, on the steps they measure in detail.
+     * Called by DL4J after {@code params -= update}, while the gradient views still hold the update.
+     */
+    @Override
+    public void iterationDone(Model model, int iteration, int epoch) {
+        if (runner.wantsUpdates()) {
+            runner.reportUpdates(model, true);
+        }
+    }
+
+    /** The backend the pipeline runs on (tests check that no temporary outlives a step). */
+    Nd4jOps ops() {
+        return runner.ops();
     }
 
     @Override

@@ -5,6 +5,8 @@ import io.gradguard.core.GradientSet;
 import io.gradguard.core.GradientTensor;
 import io.gradguard.core.StepContext;
 import io.gradguard.core.StepResult;
+import io.gradguard.core.monitor.Monitor;
+import java.util.List;
 import java.util.Map;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.conf.GradientNormalization;
@@ -20,6 +22,10 @@ import org.slf4j.LoggerFactory;
  * own GradientNormalization, which runs after that division), so the runner scales the gradients
  * by 1/batch before the pipeline; the listener scales them back by batch afterwards (DL4J's updater
  * divides again), the step driver hands the mean to the updater with a batch size of 1.
+ *
+ * <p>It also reports the optimizer's updates to the pipeline's monitors ({@link Monitor#in}), on the
+ * steps they measure in detail: DL4J's updater turns the gradient views into the update in place,
+ * so the update is read where it lies, with no copy.
  */
 final class PipelineRunner {
     private static final Logger LOG = LoggerFactory.getLogger("io.gradguard.dl4j");
@@ -27,6 +33,7 @@ final class PipelineRunner {
     private final GradientPipeline pipeline;
     private final Nd4jOps ops = new Nd4jOps();
     private final String owner;
+    private final List<Monitor> monitors;
     private boolean checkedConfiguration;
 
     PipelineRunner(GradientPipeline pipeline, String owner) {
@@ -35,6 +42,7 @@ final class PipelineRunner {
         }
         this.pipeline = pipeline;
         this.owner = owner;
+        this.monitors = Monitor.in(pipeline);
     }
 
     GradientPipeline pipeline() {
@@ -67,6 +75,38 @@ final class PipelineRunner {
                 scale(gradients, divisor);
             }
             return result;
+        } finally {
+            ops.releaseTemporaries();
+        }
+    }
+
+    /** Whether a monitor waits for the update of the step just applied (no allocation: checked on every step). */
+    boolean wantsUpdates() {
+        for (Monitor m : monitors) {
+            if (m.wantsUpdates()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * Reports every parameter's update ‖Δθ‖ against its value before the step ‖θ‖ to the monitors
+     * that want it, after DL4J's updater left the update (the exact array subtracted from the
+     * parameters) in the gradient views. {@code subtracted}: whether {@code params -= update} already
+     * happened; then θ before the step is rebuilt as θ + Δθ in one temporary per parameter, freed at
+     * once. Everything else is a reduction on ND4J (two scalars per parameter reach the host).
+     */
+    void reportUpdates(Model model, boolean subtracted) {
+        try {
+            for (GradientTensor<INDArray> t : Dl4jGradients.of(model)) {
+                GradientTensor<INDArray> before = !subtracted ? t : new GradientTensor<>(t.name(), t.shape(), t.role(),
+                        t.layer(), t.layout(), t.gradient(), ops.add(t.param(), t.gradient()));
+                for (Monitor m : monitors) {
+                    m.recordUpdate(ops, before, t.gradient()); // ignored by a monitor that does not want it
+                }
+                ops.releaseTemporaries();
+            }
         } finally {
             ops.releaseTemporaries();
         }

@@ -173,8 +173,14 @@ public final class TfGuard implements AutoCloseable {
      * @param feeds   the step's inputs (placeholder → tensor); the caller owns and closes the tensors
      * @param context the batch facts; its loss is filled in when the guard knows it before the
      *     pipeline runs (gradient-buffer mode)
-     * @return the pipeline's result; read its metrics inside a listener or right after this call
-     * @throws IllegalArgumentException if feeds or context is null
+     * @return the pipeline's result. Read its metrics inside a {@link io.gradguard.core.StepListener}
+     *     (any metric; the guard then keeps gradients in buffers, see the class comment) or right
+     *     after this call, before the next step: the scalars the update computed (the clip norm and
+     *     coefficient...) came back with the step's last run at no extra cost, and other metrics
+     *     throw an {@code IllegalStateException}
+     * @throws IllegalArgumentException if feeds or context is null; on the first step, if a slot
+     *     optimizer (Momentum, Adam...) cannot name its slots after a variable whose name has a '/'
+     *     (the message lists them)
      */
     public StepResult<TfTensor> step(Map<? extends Operand<?>, ? extends Tensor> feeds, StepContext context) {
         require(feeds != null, "feeds must not be null");
@@ -198,26 +204,61 @@ public final class TfGuard implements AutoCloseable {
             } finally {
                 inPipeline = false;
             }
-            List<Op> targets = new ArrayList<>(ops.commit());
+            List<Output<?>> roots = new ArrayList<>();
+            List<Op> targets = new ArrayList<>(ops.commit(roots));
             if (result.applies()) {
                 targets.add(applyOp());
+                for (GradientTensor<TfTensor> g : gradients) {
+                    roots.add(g.gradient().value());
+                }
             }
-            if (!buffered) {
+            // the scalars this run computes anyway (clip norm, coefficient) come back with it: metrics stay readable after the step
+            List<Output<?>> scalars = ops.scalarsComputedBy(roots);
+            Output<?> packed = scalars.isEmpty() ? null : ops.packed(scalars);
+            if (!buffered || !targets.isEmpty()) {
                 try (Result r = ops.run(runner -> {
                     targets.forEach(runner::addTarget);
-                    runner.fetch(loss);
+                    if (!buffered) {
+                        runner.fetch(loss);
+                    }
+                    if (packed != null) {
+                        runner.fetch(packed);
+                    }
                 })) {
-                    lastLoss = scalarOf(r.get(0));
-                }
-            } else if (!targets.isEmpty()) {
-                try (Result ignored = ops.run(runner -> targets.forEach(runner::addTarget))) {
-                    // targets only
+                    if (!buffered) {
+                        lastLoss = TfOps.hostScalar(r.get(0));
+                    }
+                    if (packed != null) {
+                        ops.keepScalars(scalars, r.get(buffered ? 0 : 1));
+                    }
                 }
             }
             return result;
         } finally {
             ops.endStep();
         }
+    }
+
+    /**
+     * Makes the pipeline's reductions accumulate in float64 ({@link TfOps#accumulateInDouble()}):
+     * norms of float32 gradients near 1e30 or 1e-30 stay finite and non-zero, at the cost of a
+     * float64 copy of every gradient per reduction. The default reduces in the gradients' dtype, as
+     * {@code tf.clip_by_global_norm} does.
+     *
+     * <pre>{@code
+     * TfGuard guard = TfGuard.create(session, loss, variables, optimizer, pipeline).accumulateInDouble();
+     * }</pre>
+     *
+     * @return this
+     * @throws IllegalStateException after the first step (the precision is part of the built graph)
+     */
+    public TfGuard accumulateInDouble() {
+        if (pipeline.stepCount() > 0 || !applies.isEmpty() || buffered) {
+            throw new IllegalStateException("accumulateInDouble() must be called before the first step; this guard already ran "
+                    + pipeline.stepCount() + " step(s): create a new TfGuard on a fresh graph to change the precision");
+        }
+        ops.accumulateInDouble();
+        return this;
     }
 
     /** {@link #step(Map, StepContext)} with a batch of {@code batchSize} examples. */
@@ -238,8 +279,31 @@ public final class TfGuard implements AutoCloseable {
             if (!applies.isEmpty()) {
                 LOG.debug("GradGuard builds apply op #{} (the pipeline took a new branch)", applies.size() + 1);
             }
-            return optimizer.applyGradients(gv, "gradguard_apply_" + APPLY_IDS.incrementAndGet());
+            try {
+                return optimizer.applyGradients(gv, "gradguard_apply_" + APPLY_IDS.incrementAndGet());
+            } catch (IllegalArgumentException e) {
+                throw slotNameError(e);
+            }
         });
+    }
+
+    /**
+     * tensorflow-framework's slot optimizers (Momentum, Adam...) name a slot variable
+     * {@code <variable name>-<slot>}, which TensorFlow rejects when the variable name has a '/'.
+     */
+    private IllegalArgumentException slotNameError(IllegalArgumentException e) {
+        List<String> scoped = new ArrayList<>();
+        for (Output<?> v : variables) {
+            if (v.op().name().contains("/")) {
+                scoped.add(v.op().name());
+            }
+        }
+        if (scoped.isEmpty()) {
+            return e;
+        }
+        return new IllegalArgumentException("optimizer " + optimizer.getClass().getSimpleName() + " could not build its update: "
+                + "it names its slot variables after the trainable variables, and TensorFlow rejects the '/' in " + scoped
+                + "; give the trainable variables flat names (tf.withName(\"dense_kernel\").variable(...)). Cause: " + e.getMessage(), e);
     }
 
     @SuppressWarnings({"unchecked", "rawtypes"})
@@ -306,15 +370,8 @@ public final class TfGuard implements AutoCloseable {
             fillBuffers.forEach(runner::addTarget);
             runner.fetch(loss);
         })) {
-            return scalarOf(r.get(0));
+            return TfOps.hostScalar(r.get(0));
         }
-    }
-
-    private static double scalarOf(Tensor t) {
-        if (t instanceof TFloat32 f) {
-            return f.getFloat();
-        }
-        return ((TFloat64) t).getDouble();
     }
 
     /** The GradGuard backend this guard builds with (for listeners that read tensors). */

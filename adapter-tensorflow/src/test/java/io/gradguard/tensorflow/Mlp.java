@@ -31,6 +31,7 @@ public final class Mlp implements AutoCloseable {
     private final Random random;
 
     private final boolean scoped;
+    private final Map<String, Ops> layers = new java.util.HashMap<>();
 
     public Mlp(int in, int hidden, int out, long seed) {
         this(in, hidden, out, seed, true);
@@ -55,7 +56,8 @@ public final class Mlp implements AutoCloseable {
 
     private Variable<TFloat32> variable(String path, long... shape) {
         int slash = path.indexOf('/');
-        Ops scope = scoped ? tf.withSubScope(path.substring(0, slash)).withName(path.substring(slash + 1))
+        // one sub-scope per layer (a second withSubScope("dense") would make "dense_1")
+        Ops scope = scoped ? layers.computeIfAbsent(path.substring(0, slash), tf::withSubScope).withName(path.substring(slash + 1))
                 : tf.withName(path.replace('/', '_'));
         int n = 1;
         for (long d : shape) {

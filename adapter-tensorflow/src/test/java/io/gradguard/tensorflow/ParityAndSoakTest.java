@@ -96,16 +96,19 @@ class ParityAndSoakTest {
     void ten_thousand_steps_with_one_percent_faults_do_not_grow_memory_or_the_graph() throws Exception {
         try (Mlp mlp = new Mlp(4, 8, 2, 1);
                 TfGuard guard = TfGuard.create(mlp.session, mlp.loss, mlp.variables, new GradientDescent(mlp.graph, 0.01f),
-                        GradientPipeline.of(TestTransforms.skipNonFinite(), TestTransforms.meanOf(2), Transforms.clipByGlobalNorm(1.0)))) {
+                        GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.accumulate(2), Transforms.clipByGlobalNorm(1.0)))) {
             Random data = new Random(1);
             Random faults = new Random(2);
             int skipped = 0;
+            int injected = 0;
             long[] rss = new long[5];
+            long[] pointers = new long[5];
             int opsAt1000 = 0;
             long start = System.nanoTime();
             for (int s = 1; s <= 10_000; s++) {
                 Map<Operand<?>, Tensor> f = mlp.batch(4, data);
                 if (faults.nextInt(100) == 0) {
+                    injected++;
                     Mlp.close(f);
                     float[] xs = new float[16];
                     xs[faults.nextInt(16)] = faults.nextBoolean() ? Float.NaN : Float.POSITIVE_INFINITY;
@@ -119,19 +122,26 @@ class ParityAndSoakTest {
                 if (s % 2000 == 0) {
                     System.gc();
                     rss[s / 2000 - 1] = rssKiB();
+                    pointers[s / 2000 - 1] = org.bytedeco.javacpp.Pointer.totalCount();
                 }
                 if (s == 1000) {
                     opsAt1000 = mlp.operationCount();
                 }
             }
             double seconds = (System.nanoTime() - start) / 1e9;
-            LOG.info("soak: 10000 steps in {} s, {} skipped, RSS KiB at steps 2000..10000: {}, graph ops {} -> {}",
-                    String.format("%.1f", seconds), skipped, java.util.Arrays.toString(rss), opsAt1000, mlp.operationCount());
+            LOG.info("soak: 10000 steps in {} s, {} injected, {} skipped, RSS KiB at steps 2000..10000: {}, live native pointers: {}, graph ops {} -> {}",
+                    String.format("%.1f", seconds), injected, skipped, java.util.Arrays.toString(rss), java.util.Arrays.toString(pointers), opsAt1000, mlp.operationCount());
             // malloc arenas make single RSS samples jump by tens of MiB: compare the lowest samples of each half
             long early = Math.min(rss[0], rss[1]);
             long late = Math.min(rss[3], rss[4]);
-            assertTrue(skipped >= 50 && skipped <= 200, "about 1% of steps skipped, got " + skipped);
+            assertTrue(injected >= 50 && injected <= 200, "about 1% of the steps poisoned, got " + injected);
+            assertEquals(injected, skipped, "every poisoned step is skipped, and only those");
+            assertEquals(injected, guard.pipeline().skippedCount());
+            assertEquals((10_000 - injected) / 2, guard.pipeline().stepCount(), "the other steps make windows of 2 micro-batches");
             assertEquals(opsAt1000, mlp.operationCount(), "graph operations");
+            // every TF tensor is a JavaCPP pointer: one unclosed tensor per step would add 6,000 from step 4000 to 10000
+            // (the sample at step 2000 may still count other tests' garbage: the deallocator thread runs after gc)
+            assertTrue(pointers[4] - pointers[1] < 100, "live native pointers grew from " + pointers[1] + " to " + pointers[4]);
             assertTrue(late - early < 32 * 1024, "RSS grew by " + (late - early) + " KiB from steps 2000-4000 to 8000-10000");
             for (var v : mlp.variables) {
                 for (float x : mlp.value(v)) {

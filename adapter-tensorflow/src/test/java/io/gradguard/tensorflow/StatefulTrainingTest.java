@@ -1,0 +1,297 @@
+package io.gradguard.tensorflow;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.StepResult;
+import io.gradguard.core.Transforms;
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import java.util.function.Supplier;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.tensorflow.Operand;
+import org.tensorflow.Tensor;
+import org.tensorflow.framework.optimizers.GradientDescent;
+import org.tensorflow.framework.optimizers.Momentum;
+import org.tensorflow.op.Op;
+import org.tensorflow.op.core.Variable;
+import org.tensorflow.types.TFloat32;
+
+/**
+ * The core's stateful transforms driven by {@link TfGuard} in real training loops: accumulation
+ * against a full-batch step, a real skip under Momentum, and a checkpoint taken in the middle of an
+ * accumulation window (GradGuard's state format next to TensorFlow's own saver).
+ */
+class StatefulTrainingTest {
+    private static final float LR = 0.05f;
+    private static final int IN = 6;
+    private static final int OUT = 3;
+
+    /** A micro-batch of {@code n} examples. */
+    private record Batch(float[] xs, float[] ys, int n) {
+        static Batch random(int n, Random r) {
+            float[] xs = new float[n * IN];
+            float[] ys = new float[n * OUT];
+            for (int i = 0; i < xs.length; i++) {
+                xs[i] = (float) r.nextGaussian();
+            }
+            for (int i = 0; i < ys.length; i++) {
+                ys[i] = (float) r.nextGaussian();
+            }
+            return new Batch(xs, ys, n);
+        }
+
+        static Batch poisoned(int n) {
+            float[] xs = new float[n * IN];
+            xs[1] = Float.NaN;
+            return new Batch(xs, new float[n * OUT], n);
+        }
+
+        Batch slice(int part, int of) {
+            int m = n / of;
+            return new Batch(Arrays.copyOfRange(xs, part * m * IN, (part + 1) * m * IN),
+                    Arrays.copyOfRange(ys, part * m * OUT, (part + 1) * m * OUT), m);
+        }
+    }
+
+    private static List<Batch> batches(int count, int n, long seed) {
+        Random r = new Random(seed);
+        List<Batch> out = new ArrayList<>();
+        for (int i = 0; i < count; i++) {
+            out.add(Batch.random(n, r));
+        }
+        return out;
+    }
+
+    private static StepResult<TfTensor> step(TfGuard g, Mlp m, Batch b) {
+        Map<Operand<?>, Tensor> f = m.feeds(b.xs(), b.ys(), b.n());
+        try {
+            return g.step(f, b.n());
+        } finally {
+            Mlp.close(f);
+        }
+    }
+
+    private static List<float[]> weights(Mlp m) {
+        List<float[]> w = new ArrayList<>();
+        for (Variable<TFloat32> v : m.variables) {
+            w.add(m.value(v));
+        }
+        return w;
+    }
+
+    private static void assertWeights(List<float[]> expected, Mlp m, float delta, String what) {
+        for (int i = 0; i < expected.size(); i++) {
+            assertArrayEquals(expected.get(i), m.value(m.variables.get(i)), delta, what + ": " + m.variables.get(i).op().name());
+        }
+    }
+
+    @Test
+    void accumulating_4_micro_batches_equals_one_full_batch_gradient_descent_step() {
+        List<Batch> data = batches(3, 16, 1);
+        try (Mlp full = new Mlp(IN, 16, OUT, 42); Mlp acc = new Mlp(IN, 16, OUT, 42);
+                TfGuard g = TfGuard.create(acc.session, acc.loss, acc.variables, new GradientDescent(acc.graph, LR),
+                        GradientPipeline.of(Transforms.accumulate(4)))) {
+            // the oracle: TensorFlow's own full-batch step, no GradGuard involved
+            Op train = new GradientDescent(full.graph, LR).minimize(full.loss);
+            for (Batch b : data) {
+                Map<Operand<?>, Tensor> f = full.feeds(b.xs(), b.ys(), b.n());
+                var runner = full.session.runner().addTarget(train);
+                f.forEach(runner::feed);
+                runner.run().close();
+                Mlp.close(f);
+                List<float[]> before = weights(acc);
+                for (int part = 0; part < 4; part++) {
+                    StepResult<TfTensor> r = step(g, acc, b.slice(part, 4));
+                    assertEquals(part < 3, r.held(), "micro-batch " + part + ": " + r);
+                    if (part < 3) {
+                        assertWeights(before, acc, 0f, "a held micro-batch does not move the variables");
+                    }
+                }
+                assertWeights(weights(full), acc, 1e-5f, "4 micro-batches of 4 vs one batch of 16");
+            }
+            assertFalse(g.usesGradientBuffers(), "accumulation reads no host value: one session run per micro-batch");
+        }
+    }
+
+    @Test
+    void a_nan_step_is_skipped_without_a_trace_in_variables_or_momentum_slots() {
+        List<Batch> data = batches(4, 8, 2);
+        Supplier<GradientPipeline> pipeline = () -> GradientPipeline.of(Transforms.skipNonFinite(1), Transforms.clipByGlobalNorm(1.0));
+        List<float[]> clean;
+        // the same run without the poisoned batch
+        try (Mlp m = new Mlp(IN, 16, OUT, 42, false);
+                TfGuard g = TfGuard.create(m.session, m.loss, m.variables, new Momentum(m.graph, LR, 0.9f), pipeline.get())) {
+            data.forEach(b -> assertTrue(step(g, m, b).applies()));
+            clean = weights(m);
+        }
+        // flat variable names: tensorflow-framework's slot optimizers reject a '/' (see README)
+        try (Mlp m = new Mlp(IN, 16, OUT, 42, false)) {
+            Momentum momentum = new Momentum(m.graph, LR, 0.9f);
+            try (TfGuard g = TfGuard.create(m.session, m.loss, m.variables, momentum, pipeline.get())) {
+                step(g, m, data.get(0));
+                step(g, m, data.get(1));
+                List<float[]> before = weights(m);
+                List<float[]> slots = slots(m, momentum);
+                StepResult<TfTensor> r = step(g, m, Batch.poisoned(8));
+                assertTrue(r.skipped(), r.toString());
+                assertEquals("nonFinite", r.decidedBy());
+                assertWeights(before, m, 0f, "a skipped step leaves the variable");
+                List<float[]> slotsAfter = slots(m, momentum);
+                for (int i = 0; i < slots.size(); i++) {
+                    assertArrayEquals(slots.get(i), slotsAfter.get(i), 0f, "a skipped step leaves the momentum slot " + i);
+                }
+                assertTrue(step(g, m, data.get(2)).applies(), "training goes on after the skip");
+                assertTrue(step(g, m, data.get(3)).applies());
+                assertWeights(clean, m, 0f, "the run with a skipped NaN step equals the run without it");
+                assertEquals(1, g.pipeline().skippedCount());
+
+                step(g, m, Batch.poisoned(8));
+                IllegalStateException e = assertThrows(IllegalStateException.class, () -> step(g, m, Batch.poisoned(8)));
+                assertTrue(e.getMessage().startsWith("non-finite gradient at step"), e.getMessage());
+            }
+        }
+    }
+
+    private static List<float[]> slots(Mlp m, Momentum momentum) {
+        List<float[]> out = new ArrayList<>();
+        for (Variable<TFloat32> v : m.variables) {
+            out.add(m.value(momentum.getSlot(v.asOutput(), "momentum").orElseThrow()));
+        }
+        return out;
+    }
+
+    private static GradientPipeline checkpointed() {
+        return GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.accumulate(3), Transforms.clipByGlobalNorm(0.5));
+    }
+
+    private static TfGuard guard(Mlp m, GradientPipeline p) {
+        return TfGuard.create(m.session, m.loss, m.variables, new GradientDescent(m.graph, LR), p);
+    }
+
+    /** 9 micro-batches (the 5th poisoned): 3 windows of 3 accumulated micro-batches; the checkpoint falls after the 5th. */
+    private static List<Batch> checkpointData() {
+        List<Batch> data = batches(9, 4, 3);
+        data.set(4, Batch.poisoned(4));
+        return data;
+    }
+
+    @Test
+    void a_checkpoint_in_the_middle_of_an_accumulation_window_resumes_exactly(@TempDir Path dir) throws IOException {
+        List<Batch> data = checkpointData();
+        List<float[]> uninterrupted;
+        try (Mlp m = new Mlp(IN, 16, OUT, 42); TfGuard g = guard(m, checkpointed())) {
+            data.forEach(b -> step(g, m, b));
+            assertEquals(2, g.pipeline().stepCount(), "8 finite micro-batches, 2 complete windows of 3");
+            uninterrupted = weights(m);
+        }
+
+        byte[] state;
+        String prefix = dir.resolve("model").toString();
+        try (Mlp m = new Mlp(IN, 16, OUT, 42); TfGuard g = guard(m, checkpointed())) {
+            for (int i = 0; i < 5; i++) {
+                step(g, m, data.get(i));
+            }
+            ByteArrayOutputStream out = new ByteArrayOutputStream();
+            g.pipeline().saveState(out);          // counters and the half-filled accumulator
+            state = out.toByteArray();
+            m.session.save(prefix);               // the model variables
+        }
+
+        // a new process: another graph, session, guard and pipeline (and other initial weights)
+        try (Mlp m = new Mlp(IN, 16, OUT, 99)) {
+            m.session.restore(prefix);
+            GradientPipeline p = checkpointed();
+            try (TfGuard g = guard(m, p)) {
+                p.restoreState(new ByteArrayInputStream(state), g.ops());
+                for (int i = 5; i < data.size(); i++) {
+                    step(g, m, data.get(i));
+                }
+                assertEquals(2, p.stepCount());
+                assertWeights(uninterrupted, m, 0f, "resumed from the checkpoint");
+            }
+        }
+    }
+
+    /**
+     * TensorFlow's saver ({@code Session.save}) stores only {@code VariableV2} variables: GradGuard's
+     * state lives in resource variables and host counters, which it does not capture. Restoring the
+     * TensorFlow checkpoint alone loses the accumulation window.
+     */
+    @Test
+    void tensorflows_saver_alone_does_not_capture_the_pipeline_state(@TempDir Path dir) throws IOException {
+        List<Batch> data = checkpointData();
+        String prefix = dir.resolve("model").toString();
+        List<float[]> uninterrupted;
+        try (Mlp m = new Mlp(IN, 16, OUT, 42); TfGuard g = guard(m, checkpointed())) {
+            for (int i = 0; i < data.size(); i++) {
+                step(g, m, data.get(i));
+                if (i == 4) {
+                    m.session.save(prefix);
+                }
+            }
+            uninterrupted = weights(m);
+            for (var it = m.graph.operations(); it.hasNext(); ) {
+                var op = it.next();
+                assertFalse(op.name().startsWith("gradguard") && op.type().equals("VariableV2"),
+                        "GradGuard creates resource variables only, got " + op.name());
+            }
+        }
+        try (Mlp m = new Mlp(IN, 16, OUT, 99); TfGuard g = guard(m, checkpointed())) {
+            m.session.restore(prefix);
+            for (int i = 5; i < data.size(); i++) {
+                step(g, m, data.get(i));
+            }
+            assertEquals(1, g.pipeline().stepCount(), "a fresh pipeline starts a new window: 4 micro-batches make 1 step");
+            assertFalse(Arrays.equals(uninterrupted.get(0), m.value(m.variables.get(0))),
+                    "without pipeline.restoreState the run does not resume");
+        }
+    }
+
+    @Test
+    void the_checkpoint_round_trip_works_with_float64_reductions_too(@TempDir Path dir) throws IOException {
+        // the same checkpoint round trip with float64 reductions (state buffers keep the gradients' dtype)
+        List<Batch> data = checkpointData();
+        List<float[]> uninterrupted;
+        try (Mlp m = new Mlp(IN, 16, OUT, 42); TfGuard g = guard(m, checkpointed()).accumulateInDouble()) {
+            data.forEach(b -> step(g, m, b));
+            uninterrupted = weights(m);
+        }
+        byte[] state;
+        String prefix = dir.resolve("model").toString();
+        try (Mlp m = new Mlp(IN, 16, OUT, 42); TfGuard g = guard(m, checkpointed()).accumulateInDouble()) {
+            for (int i = 0; i < 5; i++) {
+                step(g, m, data.get(i));
+            }
+            ByteArrayOutputStream out = new ByteArrayOutputStream();
+            g.pipeline().saveState(out);
+            state = out.toByteArray();
+            m.session.save(prefix);
+            IllegalStateException e = assertThrows(IllegalStateException.class, g::accumulateInDouble);
+            assertTrue(e.getMessage().startsWith("accumulateInDouble() must be called before the first step"), e.getMessage());
+        }
+        try (Mlp m = new Mlp(IN, 16, OUT, 99)) {
+            m.session.restore(prefix);
+            GradientPipeline p = checkpointed();
+            try (TfGuard g = guard(m, p).accumulateInDouble()) {
+                p.restoreState(new ByteArrayInputStream(state), g.ops());
+                for (int i = 5; i < data.size(); i++) {
+                    step(g, m, data.get(i));
+                }
+                assertWeights(uninterrupted, m, 0f, "resumed with float64 reductions");
+            }
+        }
+    }
+}
