@@ -57,7 +57,9 @@ public final class GuardTensorFlowLoop {
             Random rnd = new Random(1);
             Placeholder<TFloat32> x = tf.placeholder(TFloat32.class, Placeholder.shape(Shape.of(-1, 8)));
             Placeholder<TFloat32> y = tf.placeholder(TFloat32.class, Placeholder.shape(Shape.of(-1, 1)));
-            Ops dense = tf.withSubScope("dense");                   // variables "dense/W", "dense/b": one layer
+            // variables "dense/W", "dense/b": GradGuard groups them as layer "dense". With a slot optimizer
+            // (Momentum, Adam) use flat names instead ("dense_W"): its slot names may not contain '/'
+            Ops dense = tf.withSubScope("dense");
             Ops out = tf.withSubScope("out");
             Variable<TFloat32> w1 = variable(dense, "W", rnd, 8, 32);
             Variable<TFloat32> b1 = variable(dense, "b", rnd, 32);
