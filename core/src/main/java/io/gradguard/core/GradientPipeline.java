@@ -102,6 +102,11 @@ public final class GradientPipeline {
         return this;
     }
 
+    /** The registered listeners (monitors among them), in registration order. */
+    public List<StepListener> listeners() {
+        return Collections.unmodifiableList(listeners);
+    }
+
     /** The stage names, in order. */
     public List<String> stageNames() {
         return names;

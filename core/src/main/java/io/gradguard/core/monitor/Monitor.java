@@ -70,7 +70,7 @@ import org.slf4j.LoggerFactory;
  * <pre>{@code
  * for (Monitor m : Monitor.in(pipeline)) {
  *     if (m.wantsUpdates()) {
- *         for (GradientTensor<T> p : params) m.recordUpdate(ops, p, update(p)); // Δθ; p.param() is θ after the step
+ *         for (GradientTensor<T> p : params) m.recordUpdate(ops, p, update(p)); // Δθ; p.param() is θ before the step
  *     }
  * }
  * }</pre>
@@ -129,12 +129,17 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         return builder().sink(Sinks.slf4j(everySteps)).build();
     }
 
-    /** The monitors among a pipeline's stages (for adapters reporting update ratios). */
+    /** The monitors of a pipeline, placed as stages or added as listeners (for adapters reporting update ratios). */
     public static List<Monitor> in(GradientPipeline pipeline) {
         Checks.notNull("pipeline", pipeline);
         List<Monitor> out = new ArrayList<>();
         for (GradientTransform t : pipeline.transforms()) {
             if (t instanceof Monitor m) {
+                out.add(m);
+            }
+        }
+        for (io.gradguard.core.StepListener l : pipeline.listeners()) {
+            if (l instanceof Monitor m && !out.contains(m)) {
                 out.add(m);
             }
         }
@@ -263,7 +268,7 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
      * Ignored unless {@link #wantsUpdates()}.
      *
      * @param ops       the backend
-     * @param parameter the parameter, with its value after the step in {@link GradientTensor#param()}
+     * @param parameter the parameter, with its value before the step in {@link GradientTensor#param()} (the ratio is ‖Δθ‖ / ‖θ_before‖)
      * @param update    Δθ = θ_after − θ_before (or the update the optimizer applied)
      * @throws IllegalArgumentException if an argument is null or the parameter carries no value
      */
@@ -271,7 +276,7 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         Checks.notNull("ops", ops);
         Checks.notNull("parameter", parameter);
         Checks.notNull("update", update);
-        Checks.require(parameter.param() != null, "parameter.param()", "hold the parameter's value after the step (parameter "
+        Checks.require(parameter.param() != null, "parameter.param()", "hold the parameter's value before the step (parameter "
                 + parameter.name() + ")", null);
         if (!wantsUpdates()) {
             return;

@@ -293,7 +293,7 @@ class MonitorTest {
         Monitor m = Monitor.builder().build();
         GradientSet<ReferenceTensor> noParam = set(new io.gradguard.core.GradientTensor<>("w", new long[] {1},
                 io.gradguard.core.Role.WEIGHT, "l", io.gradguard.core.Layout.outputLast(), ReferenceTensor.of(new float[] {1}, 1)));
-        assertEquals("parameter.param() must hold the parameter's value after the step (parameter w), got null",
+        assertEquals("parameter.param() must hold the parameter's value before the step (parameter w), got null",
                 assertThrows(IllegalArgumentException.class, () -> m.recordUpdate(OPS, noParam.get(0),
                         ReferenceTensor.of(new float[] {1}, 1))).getMessage());
     }

@@ -6,8 +6,9 @@ import java.util.List;
 
 /**
  * One framework in the comparison: it builds the task's network from the shared initial weights
- * and trains it with plain SGD, handing every step's gradients to a GradGuard pipeline between the
- * backward pass and the update.
+ * and trains it with plain SGD through the framework's GradGuard adapter, which runs the pipeline
+ * on the framework's own gradient tensors between the backward pass and the update
+ * ({@code TfGuard}, {@code GuardedTrainer} for DL4J, {@code DjlGuard}).
  */
 public interface Backend {
 
@@ -35,10 +36,12 @@ public interface Backend {
         Probe probe(Batch batch);
 
         /**
-         * One training step: forward, backward, {@code pipeline} on the framework's gradients, and
-         * the SGD update if the pipeline's result applies (a skipped step leaves the weights alone).
+         * One training step: forward, backward, {@code pipeline} on the framework's gradients (through
+         * its adapter), and the SGD update if the pipeline's result applies (a skipped step leaves
+         * the weights alone). A model trains under one pipeline.
          *
          * @return the batch loss before the update and what the pipeline decided and measured
+         * @throws IllegalStateException if called with another pipeline than on the first step
          */
         Outcome train(Batch batch, GradientPipeline pipeline);
 

@@ -21,8 +21,9 @@ import ai.djl.training.optimizer.Optimizer;
 import ai.djl.training.tracker.Tracker;
 import ai.djl.util.PairList;
 import io.gradguard.core.GradientPipeline;
-import io.gradguard.core.Layout;
+import io.gradguard.core.StepContext;
 import io.gradguard.core.StepResult;
+import io.gradguard.djl.DjlGuard;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -30,7 +31,8 @@ import java.util.List;
  * DJL with the PyTorch engine: a {@link SequentialBlock} of {@link Linear} layers and ReLU (MLP), or
  * a small vanilla-RNN block followed by a {@code Linear} (RNN), trained by a {@link Trainer} with
  * {@code Loss.l2Loss(1)} (= mean squared error) and SGD. Weights are PyTorch's {@code [out, in]}:
- * the canonical weights are loaded transposed.
+ * the canonical weights are loaded transposed. Training goes through GradGuard's DJL adapter,
+ * {@link DjlGuard}, called where a hand-written loop calls {@code trainer.step()}.
  */
 public final class DjlBackend implements Backend {
 
@@ -110,6 +112,7 @@ public final class DjlBackend implements Backend {
         private final ai.djl.Model model;
         private final Trainer trainer;
         private final List<Parameter> parameters = new ArrayList<>();
+        private DjlGuard guard;
 
         DjlModel(Task task, Weights weights) {
             this.task = task;
@@ -167,14 +170,6 @@ public final class DjlBackend implements Backend {
             return out;
         }
 
-        private void writeGradients(NDManager m, List<float[]> values) {
-            for (int i = 0; i < parameters.size(); i++) {
-                try (NDArray g = parameters.get(i).getArray().getGradient()) {
-                    copyInto(g, m.create(values.get(i), g.getShape()));
-                }
-            }
-        }
-
         /** Fills the gradients with 0 (clears NaN too, unlike multiplying by 0). */
         private void zeroGradients() {
             for (Parameter p : parameters) {
@@ -207,18 +202,20 @@ public final class DjlBackend implements Backend {
             }
         }
 
+        /**
+         * The adapter: {@link DjlGuard#step} where the loop called {@code trainer.step()}. The
+         * pipeline runs on PyTorch's gradient tensors; a skipped step resets them and does not step.
+         */
         @Override
         public Outcome train(Batch batch, GradientPipeline pipeline) {
+            if (guard == null) {
+                guard = DjlGuard.of(pipeline);
+            } else if (guard.pipeline() != pipeline) {
+                throw new IllegalStateException("a model trains under one pipeline: build a new model for another");
+            }
             try (NDManager m = trainer.getManager().newSubManager()) {
                 double loss = forwardBackward(m, batch);
-                List<float[]> g = gradients();
-                StepResult<?> r = HostBridge.step(pipeline, params, shapes, Layout.outputFirst(), g, batch.size(), loss);
-                if (r.applies()) {
-                    writeGradients(m, g);
-                    trainer.step();
-                } else {
-                    zeroGradients();
-                }
+                StepResult<NDArray> r = guard.step(trainer, StepContext.ofBatch(batch.size()).withLoss(loss));
                 return new Outcome(loss, r);
             }
         }

@@ -1,8 +1,8 @@
 package io.gradguard.examples.compare;
 
 import io.gradguard.core.GradientPipeline;
-import io.gradguard.core.Layout;
 import io.gradguard.core.StepResult;
+import io.gradguard.dl4j.GuardedTrainer;
 import java.util.ArrayList;
 import java.util.List;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
@@ -10,13 +10,12 @@ import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.conf.layers.recurrent.LastTimeStep;
 import org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn;
-import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.nn.weights.WeightInit;
-import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
 import org.nd4j.linalg.activations.Activation;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.learning.config.Sgd;
 import org.nd4j.linalg.lossfunctions.LossFunctions;
@@ -25,9 +24,10 @@ import org.nd4j.nativeblas.NativeOpsHolder;
 /**
  * Deeplearning4j: a {@link MultiLayerNetwork} of {@code DenseLayer}s (MLP) or a {@code SimpleRnn}
  * under {@code LastTimeStep} (RNN), with an identity {@code OutputLayer} and MSE loss. Weights are
- * {@code [nIn, nOut]}, as canonical. The step is driven by hand (compute gradient and score, then
- * the updater, then {@code params -= update}) so that a skipped step really leaves the network
- * alone. DL4J's gradient view holds the sum over the batch; the pipeline sees the mean.
+ * {@code [nIn, nOut]}, as canonical. Training goes through GradGuard's DL4J step driver,
+ * {@link GuardedTrainer} (backprop, the pipeline on ND4J's gradient, then DL4J's updater only when
+ * the step applies), so that a skipped step really leaves the network alone. DL4J's gradient view
+ * holds the sum over the batch; the adapter hands the pipeline the mean.
  */
 public final class Dl4jBackend implements Backend {
 
@@ -80,68 +80,61 @@ public final class Dl4jBackend implements Backend {
             long[] shape = net.getParam(keys.get(i)).shape();
             net.setParam(keys.get(i), Nd4j.create(p.data(), shape, 'c'));
         }
-        return new Dl4jModel(task, net, keys, weights.params());
+        return new Dl4jModel(task, net, keys);
     }
 
     private static final class Dl4jModel implements Model {
         private final Task task;
         private final MultiLayerNetwork net;
         private final List<String> keys;
-        private final List<Weights.Param> params;
-        private final List<long[]> shapes = new ArrayList<>();
-        private int iteration;
+        private GuardedTrainer trainer;
 
-        Dl4jModel(Task task, MultiLayerNetwork net, List<String> keys, List<Weights.Param> params) {
+        Dl4jModel(Task task, MultiLayerNetwork net, List<String> keys) {
             this.task = task;
             this.net = net;
             this.keys = keys;
-            this.params = params;
-            for (String k : keys) {
-                shapes.add(net.getParam(k).shape());
-            }
         }
 
-        private double forwardBackward(Batch batch) {
+        private DataSet dataSet(Batch batch) {
             INDArray x = task.kind() == Task.Kind.MLP
                     ? Nd4j.create(batch.x(), batch.xShape(), 'c')
                     : Nd4j.create(batch.xBatchFeatureTime(), new long[] {batch.size(), task.inputs(), task.seqLen()}, 'c');
-            net.setInput(x);
-            net.setLabels(Nd4j.create(batch.y(), new long[] {batch.size(), 1}, 'c'));
-            net.computeGradientAndScore();
-            return net.score();
+            return new DataSet(x, Nd4j.create(batch.y(), new long[] {batch.size(), 1}, 'c'));
         }
 
         /** The gradient of the mean loss, as host arrays in DL4J's (= canonical) layout. */
-        private List<float[]> meanGradients(Gradient g, int batchSize) {
-            List<float[]> out = new ArrayList<>();
-            for (String k : keys) {
-                out.add(g.getGradientFor(k).div(batchSize).castTo(DataType.FLOAT).dup('c').data().asFloat());
-            }
-            return out;
-        }
-
         @Override
         public Probe probe(Batch batch) {
-            double loss = forwardBackward(batch);
-            return new Probe(loss, meanGradients(net.gradient(), batch.size()));
+            DataSet data = dataSet(batch);
+            net.setInput(data.getFeatures());
+            net.setLabels(data.getLabels());
+            net.computeGradientAndScore();
+            List<float[]> out = new ArrayList<>();
+            for (String k : keys) {
+                out.add(net.gradient().getGradientFor(k).div(batch.size()).castTo(DataType.FLOAT).dup('c').data().asFloat());
+            }
+            return new Probe(net.score(), out);
         }
 
+        /**
+         * The adapter's step driver: backprop, the pipeline on ND4J's gradient (as the batch mean),
+         * and DL4J's updater only when the step applies.
+         */
         @Override
         public Outcome train(Batch batch, GradientPipeline pipeline) {
-            double loss = forwardBackward(batch);
-            Gradient g = net.gradient();
-            List<float[]> grads = meanGradients(g, batch.size());
-            StepResult<?> r = HostBridge.step(pipeline, params, shapes, Layout.outputLast(), grads, batch.size(), loss);
-            if (r.applies()) {
-                for (int i = 0; i < keys.size(); i++) {
-                    g.getGradientFor(keys.get(i)).assign(Nd4j.create(grads.get(i), shapes.get(i), 'c').muli(batch.size()));
-                }
-                net.getUpdater().update(net, g, iteration, 0, batch.size(), LayerWorkspaceMgr.noWorkspaces());
-                net.params().subi(g.gradient());
-                iteration++;
-                net.setIterationCount(iteration);
+            if (trainer == null) {
+                trainer = GuardedTrainer.of(net, pipeline);
+            } else if (trainer.pipeline() != pipeline) {
+                throw new IllegalStateException("a model trains under one pipeline: build a new model for another");
             }
-            return new Outcome(loss, r);
+            DataSet data = dataSet(batch);
+            try {
+                StepResult<INDArray> r = trainer.step(data);
+                return new Outcome(net.score(), r);
+            } finally {
+                data.getFeatures().close();
+                data.getLabels().close();
+            }
         }
 
         @Override

@@ -38,7 +38,7 @@ final class Table {
                         nan < 0 ? "never" : "step " + (nan + 1),
                         r.guarded() ? r.clipped() + "/" + r.loss().size() : "-",
                         r.guarded() ? String.valueOf(r.skipped()) : "-",
-                        ex == null ? "none" : (ex.layer().isEmpty() ? "(global)" : ex.layer()) + " at step " + (ex.step() + 1),
+                        ex == null ? "none" : layer(ex) + " at step " + (ex.step() + 1),
                         r.seconds());
             }
             if (c.options().backends().size() > 1) {
@@ -46,6 +46,14 @@ final class Table {
                         firstNorms(c, task), c.parity(task));
             }
         }
+    }
+
+    /** The layer as the framework names it (DL4J: its index, shown as "layer 0"). */
+    private static String layer(MonitorEvent e) {
+        if (e.layer().isEmpty()) {
+            return "(global)";
+        }
+        return e.layer().chars().allMatch(Character::isDigit) ? "layer " + e.layer() : e.layer();
     }
 
     private static String firstNorms(Comparison c, Task task) {

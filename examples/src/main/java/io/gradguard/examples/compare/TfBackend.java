@@ -1,29 +1,36 @@
 package io.gradguard.examples.compare;
 
 import io.gradguard.core.GradientPipeline;
-import io.gradguard.core.Layout;
 import io.gradguard.core.StepResult;
+import io.gradguard.tensorflow.TfGuard;
+import io.gradguard.tensorflow.TfTensor;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import org.tensorflow.Graph;
 import org.tensorflow.Operand;
 import org.tensorflow.Result;
 import org.tensorflow.Session;
+import org.tensorflow.Tensor;
+import org.tensorflow.framework.optimizers.GradientDescent;
 import org.tensorflow.ndarray.Shape;
 import org.tensorflow.ndarray.buffer.DataBuffers;
-import org.tensorflow.op.Op;
 import org.tensorflow.op.Ops;
 import org.tensorflow.op.core.Gradients;
 import org.tensorflow.op.core.Placeholder;
+import org.tensorflow.op.core.Unstack;
 import org.tensorflow.op.core.Variable;
 import org.tensorflow.proto.ConfigProto;
 import org.tensorflow.types.TFloat32;
 
 /**
  * TensorFlow Java in graph mode: the network is built by hand from {@code matMul}, {@code relu} and
- * {@code tanh} (the RNN unrolled over time), weights are {@code [in, out]} Variables as canonical,
- * gradients come from {@code tf.gradients(loss, variables)}, and SGD is
- * {@code ApplyGradientDescent} fed with the (guarded) gradients.
+ * {@code tanh} (the RNN unrolled over time), weights are {@code [in, out]} Variables as canonical
+ * (named {@code layer/param}), and training goes through GradGuard's TensorFlow adapter,
+ * {@link TfGuard}: the pipeline runs as graph operations on TensorFlow's own gradient tensors
+ * between {@code tf.gradients} and tensorflow-framework's {@link GradientDescent}, which is not run
+ * on a skipped step.
  */
 public final class TfBackend implements Backend {
 
@@ -44,25 +51,25 @@ public final class TfBackend implements Backend {
 
     private static final class TfModel implements Model {
         private final Task task;
-        private final List<Weights.Param> params;
-        private final List<long[]> shapes = new ArrayList<>();
         private final Graph graph = new Graph();
         private final Session session;
         private final Placeholder<TFloat32> x;
         private final Placeholder<TFloat32> y;
         private final Operand<TFloat32> loss;
-        private final Gradients grads;
-        private final List<Placeholder<TFloat32>> gradIn = new ArrayList<>();
-        private final Op apply;
+        private final List<Variable<TFloat32>> vars = new ArrayList<>();
+        private final GradientDescent sgd;
+        private Gradients probeGradients;
+        private TfGuard guard;
 
         TfModel(Task task, Weights weights) {
             this.task = task;
-            this.params = weights.params();
             Ops tf = Ops.create(graph);
-            List<Variable<TFloat32>> vars = new ArrayList<>();
-            for (Weights.Param p : params) {
-                shapes.add(p.shape());
-                vars.add(tf.withName(p.layer() + "_" + p.name()).variable(tf.constant(Shape.of(p.shape()), DataBuffers.of(p.data(), true, false))));
+            Map<String, Ops> layers = new HashMap<>();
+            for (Weights.Param p : weights.params()) {
+                // "dense3/W": the adapter names the layer by the variable's scope (one scope per layer:
+                // asking for a sub-scope twice gives "dense3_1")
+                vars.add(layers.computeIfAbsent(p.layer(), tf::withSubScope).withName(p.name())
+                        .variable(tf.constant(Shape.of(p.shape()), DataBuffers.of(p.data(), true, false))));
             }
             Operand<TFloat32> pred;
             if (task.kind() == Task.Kind.MLP) {
@@ -77,7 +84,7 @@ public final class TfBackend implements Backend {
                 pred = h;
             } else {
                 x = tf.placeholder(TFloat32.class, Placeholder.shape(Shape.of(-1, task.seqLen(), task.inputs())));
-                List<Operand<TFloat32>> steps = new ArrayList<>(tf.unstack(x, (long) task.seqLen(), org.tensorflow.op.core.Unstack.axis(1L)).output());
+                List<Operand<TFloat32>> steps = new ArrayList<>(tf.unstack(x, (long) task.seqLen(), Unstack.axis(1L)).output());
                 Operand<TFloat32> h = null;
                 for (Operand<TFloat32> xt : steps) {
                     Operand<TFloat32> a = tf.linalg.matMul(xt, vars.get(0));
@@ -91,70 +98,66 @@ public final class TfBackend implements Backend {
             y = tf.placeholder(TFloat32.class, Placeholder.shape(Shape.of(-1)));
             Operand<TFloat32> err = tf.math.sub(tf.reshape(pred, tf.constant(new long[] {-1})), y);
             loss = tf.math.mean(tf.math.square(err), tf.constant(0));
-            grads = tf.gradients(loss, vars);
-            List<Op> updates = new ArrayList<>();
-            Operand<TFloat32> lr = tf.constant((float) task.learningRate());
-            for (int i = 0; i < vars.size(); i++) {
-                Placeholder<TFloat32> g = tf.placeholder(TFloat32.class, Placeholder.shape(Shape.of(params.get(i).shape())));
-                gradIn.add(g);
-                updates.add(tf.train.applyGradientDescent(vars.get(i), lr, g));
-            }
-            apply = tf.withControlDependencies(updates).noOp();
+            sgd = new GradientDescent(graph, (float) task.learningRate());
             // networks this small run fastest on one thread (and do not fight over a shared machine's cores)
             session = new Session(graph, ConfigProto.newBuilder().setIntraOpParallelismThreads(1).setInterOpParallelismThreads(1).build());
             session.initialize();
         }
 
-        /** Run 1: the loss and the gradients, to the host. */
-        private double lossAndGradients(Batch batch, List<float[]> out) {
-            try (TFloat32 xt = TFloat32.tensorOf(Shape.of(batch.xShape()), DataBuffers.of(batch.x(), true, false));
-                    TFloat32 yt = TFloat32.tensorOf(Shape.of(batch.size()), DataBuffers.of(batch.y(), true, false))) {
-                Session.Runner run = session.runner().feed(x, xt).feed(y, yt).fetch(loss);
-                for (int i = 0; i < params.size(); i++) {
-                    run.fetch(grads.dy(i));
-                }
-                try (Result r = run.run()) {
-                    for (int i = 0; i < params.size(); i++) {
-                        float[] g = new float[params.get(i).data().length];
-                        ((TFloat32) r.get(i + 1)).copyTo(DataBuffers.of(g, false, false));
-                        out.add(g);
-                    }
-                    return ((TFloat32) r.get(0)).getFloat();
-                }
-            }
+        private Map<Operand<?>, Tensor> feeds(Batch batch) {
+            return Map.of(x, TFloat32.tensorOf(Shape.of(batch.xShape()), DataBuffers.of(batch.x(), true, false)),
+                    y, TFloat32.tensorOf(Shape.of(batch.size()), DataBuffers.of(batch.y(), true, false)));
         }
 
         @Override
         public Probe probe(Batch batch) {
-            List<float[]> g = new ArrayList<>();
-            double l = lossAndGradients(batch, g);
-            return new Probe(l, g);
+            if (probeGradients == null) {
+                probeGradients = Ops.create(graph).gradients(loss, vars);
+            }
+            Map<Operand<?>, Tensor> feeds = feeds(batch);
+            try {
+                Session.Runner run = session.runner().fetch(loss);
+                feeds.forEach(run::feed);
+                for (int i = 0; i < vars.size(); i++) {
+                    run.fetch(probeGradients.dy(i));
+                }
+                try (Result r = run.run()) {
+                    List<float[]> g = new ArrayList<>();
+                    for (int i = 0; i < vars.size(); i++) {
+                        TFloat32 t = (TFloat32) r.get(i + 1);
+                        float[] a = new float[(int) t.shape().size()];
+                        t.copyTo(DataBuffers.of(a, false, false));
+                        g.add(a);
+                    }
+                    return new Probe(((TFloat32) r.get(0)).getFloat(), g);
+                }
+            } finally {
+                feeds.values().forEach(Tensor::close);
+            }
         }
 
+        /** The adapter: gradients, the pipeline as graph operations, and SGD only when the step applies. */
         @Override
         public Outcome train(Batch batch, GradientPipeline pipeline) {
-            List<float[]> g = new ArrayList<>();
-            double l = lossAndGradients(batch, g);
-            StepResult<?> r = HostBridge.step(pipeline, params, shapes, Layout.outputLast(), g, batch.size(), l);
-            if (r.applies()) {
-                List<TFloat32> feeds = new ArrayList<>();
-                try {
-                    Session.Runner run = session.runner().addTarget(apply);
-                    for (int i = 0; i < params.size(); i++) {
-                        TFloat32 t = TFloat32.tensorOf(Shape.of(shapes.get(i)), DataBuffers.of(g.get(i), true, false));
-                        feeds.add(t);
-                        run.feed(gradIn.get(i), t);
-                    }
-                    run.run().close();
-                } finally {
-                    feeds.forEach(TFloat32::close);
-                }
+            if (guard == null) {
+                guard = TfGuard.create(session, loss, vars, sgd, pipeline);
+            } else if (guard.pipeline() != pipeline) {
+                throw new IllegalStateException("a model trains under one pipeline: build a new model for another");
             }
-            return new Outcome(l, r);
+            Map<Operand<?>, Tensor> feeds = feeds(batch);
+            try {
+                StepResult<TfTensor> r = guard.step(feeds, batch.size());
+                return new Outcome(guard.lastLoss(), r);
+            } finally {
+                feeds.values().forEach(Tensor::close);
+            }
         }
 
         @Override
         public void close() {
+            if (guard != null) {
+                guard.close();
+            }
             session.close();
             graph.close();
         }
