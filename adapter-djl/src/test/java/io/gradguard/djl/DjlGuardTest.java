@@ -89,7 +89,7 @@ class DjlGuardTest {
                 }
             }
             assertTrue(sawLargeNegative, "the test needs gradients below -c");
-            assertTrue(builtinLetItThrough, "DJL's optClipGrad clipped negative gradients: update README-section.md");
+            assertTrue(builtinLetItThrough, "DJL's optClipGrad clipped negative gradients: update the README (DJL section)");
         }
     }
 

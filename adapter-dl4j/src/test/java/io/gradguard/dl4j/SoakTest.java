@@ -35,6 +35,8 @@ class SoakTest {
         int skipped = 0;
         long offHeapAtWarmUp = 0;
         long rssAtWarmUp = 0;
+        long[] rss = new long[5]; // after 1000, 3000, 5000, 7000 and 10000 steps
+        int sample = 0;
         long t0 = System.nanoTime();
         for (int s = 0; s < STEPS; s++) {
             boolean bad = faults.nextDouble() < 0.01;
@@ -46,14 +48,20 @@ class SoakTest {
                 offHeapAtWarmUp = settledOffHeapBytes();
                 rssAtWarmUp = nativeBytes();
             }
+            if (s + 1 == 1000 || s + 1 == 3000 || s + 1 == 5000 || s + 1 == 7000) {
+                rss[sample++] = nativeBytes();
+            }
         }
         double seconds = (System.nanoTime() - t0) / 1e9;
         long offHeapAtEnd = settledOffHeapBytes();
         long rssAtEnd = nativeBytes();
+        rss[sample] = rssAtEnd;
         LOG.info("soak: {} steps in {} s, {} faults injected and skipped; native memory (RSS - committed heap) after {} steps {} MiB -> after {} steps {} MiB; "
                 + "JavaCPP-counted bytes {} -> {}; Nd4jOps temporaries alive {}",
                 STEPS, String.format("%.1f", seconds), injected, WARM_UP, rssAtWarmUp >> 20, STEPS, rssAtEnd >> 20,
                 offHeapAtWarmUp, offHeapAtEnd, trainer.ops().temporaryCount());
+        LOG.info("soak: native memory samples after 1000/3000/5000/7000/10000 steps: {} MiB",
+                java.util.Arrays.toString(java.util.Arrays.stream(rss).map(b -> b >> 20).toArray()));
 
         assertTrue(injected > 50 && injected < 150, "about 1% faults: " + injected);
         assertEquals(injected, skipped);
@@ -66,9 +74,13 @@ class SoakTest {
         assertEquals(0, trainer.ops().temporaryCount(), "every temporary released");
         // ND4J's CPU allocator is invisible to JavaCPP's counters, so the measure is the process RSS minus the
         // committed Java heap; plain DL4J fit() alone wanders by ~100 MiB here, a per-step leak of a gradient-sized
-        // buffer would add far more than the bound over 9,000 steps
-        assertTrue(rssAtEnd - rssAtWarmUp < 256L << 20,
-                "native memory must stay flat: " + (rssAtWarmUp >> 20) + " MiB -> " + (rssAtEnd >> 20) + " MiB");
+        // buffer would add far more than the bound over 9,000 steps. A transient peak (the allocator keeping freed
+        // pages, a collection that has not run yet) is not growth: compare the lower of the two early samples
+        // with the lower of the two late ones.
+        long early = Math.min(rss[0], rss[1]);
+        long late = Math.min(rss[3], rss[4]);
+        assertTrue(late - early < 256L << 20, "native memory must stay flat: samples " + java.util.Arrays.toString(
+                java.util.Arrays.stream(rss).map(b -> b >> 20).toArray()) + " MiB");
     }
 
     /** Resident memory outside the Java heap, after a collection. */
