@@ -127,7 +127,8 @@ public final class ReferenceBench {
         r.add("rw mt", () -> BandwidthFloor.readWrite(gGlobal, true));
         r.add("axpy 1t", () -> BandwidthFloor.axpy(acc, gGlobal, false));
         r.add("axpy mt", () -> BandwidthFloor.axpy(acc, gGlobal, true));
-        r.add(OPS[0], () -> global.step(setGlobal, ops, ctx));
+        // the clip must act on every sample: the previous sample left the norm at exactly 1
+        r.add(OPS[0], () -> doubleAll(gGlobal), () -> global.step(setGlobal, ops, ctx));
         r.add(OPS[1], () -> value.step(setValue, ops, ctx));
         r.add(OPS[2], () -> agcFirst.step(setAgcFirst, ops, ctx));
         r.add(OPS[3], () -> agcLast.step(setAgcLast, ops, ctx));
@@ -153,6 +154,13 @@ public final class ReferenceBench {
                 section.emit(Row.ratio(1, "reference " + OPS[o], Table.count(size), m.get(OPS[o]), FLOOR_NAMES[o],
                         floors[o], 1.5, ""));
             }
+        }
+    }
+
+    /** x ← 2x (untimed), so a norm clipped to 1 by the previous sample is 2 again. */
+    private static void doubleAll(float[] x) {
+        for (int i = 0; i < x.length; i++) {
+            x[i] *= 2;
         }
     }
 

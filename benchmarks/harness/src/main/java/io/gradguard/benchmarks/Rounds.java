@@ -21,6 +21,7 @@ public final class Rounds {
     private final int warmup;
     private final int rounds;
     private final Map<String, Runnable> cases = new LinkedHashMap<>();
+    private final Map<String, Runnable> prepare = new LinkedHashMap<>();
     private Runnable before = () -> { };
 
     /**
@@ -62,6 +63,21 @@ public final class Rounds {
         return this;
     }
 
+    /**
+     * Adds a case with its own untimed preparation, run before each of its samples (and before
+     * {@link #beforeEach}): to make a clip act on every sample, say, by scaling the gradient back up.
+     *
+     * @throws IllegalArgumentException if the name is already used or {@code untimed} is null
+     */
+    public Rounds add(String name, Runnable untimed, Runnable body) {
+        if (untimed == null) {
+            throw new IllegalArgumentException("untimed must not be null");
+        }
+        add(name, body);
+        prepare.put(name, untimed);
+        return this;
+    }
+
     /** Runs all rounds and returns each case's median time in milliseconds, in insertion order. */
     public Map<String, Double> run() {
         List<String> names = new ArrayList<>(cases.keySet());
@@ -71,6 +87,7 @@ public final class Rounds {
             for (int j = 0; j < k; j++) {
                 int c = (r + j) % k;
                 Runnable body = cases.get(names.get(c));
+                prepare.getOrDefault(names.get(c), () -> { }).run();
                 before.run();
                 long t0 = System.nanoTime();
                 body.run();

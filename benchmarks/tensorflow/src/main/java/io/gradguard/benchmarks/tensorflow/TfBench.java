@@ -72,6 +72,21 @@ public final class TfBench {
         void step();
     }
 
+    /** A guarded way of training, whose last result can be read. */
+    private static final class GuardedVariant implements Variant {
+        private final TfGuard guard;
+        private java.util.OptionalDouble coefficient = java.util.OptionalDouble.empty();
+
+        GuardedVariant(TfGuard guard) {
+            this.guard = guard;
+        }
+
+        @Override
+        public void step() {
+            coefficient = guard.step(Map.of(), BATCH).metric(Pipelines.COEFFICIENT);
+        }
+    }
+
     /** The MLP in a fresh graph: its loss, its variables, its parameter count. */
     private record Net(Graph graph, Ops tf, Operand<TFloat32> loss, List<Variable<TFloat32>> vars, long params) {
     }
@@ -90,7 +105,7 @@ public final class TfBench {
                 }
                 return out;
             });
-            Variant guardGlobal = guard(Pipelines.globalClip());
+            GuardedVariant guardGlobal = guard(Pipelines.globalClip());
             Variant guardValue = guard(Pipelines.valueClip());
             Variant guardMonitored = guard(Pipelines.globalClipMonitored());
             Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
@@ -108,7 +123,7 @@ public final class TfBench {
             section.emit(Row.ratio(2, "tensorflow unguarded step, A/A control (noise)", size, m.get("unguarded again"),
                     "unguarded step", base, Double.NaN, "two identical graphs: the spread of this machine"));
             section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm (TfGuard)", size, m.get("guard global"),
-                    "unguarded step", base, 1.03, ""));
+                    "unguarded step", base, 1.03, Pipelines.clipActivity(guardGlobal.coefficient)));
             section.emit(Row.ratio(2, "tensorflow guarded step + monitor every step", size, m.get("guard monitored"),
                     "unguarded step", base, Double.NaN, "per-tensor statistics each step (gradient buffers, 3 runs)"));
             section.emit(Row.ratio(3, "tensorflow GradGuard clipByGlobalNorm vs hand-written TF ops", size, m.get("guard global"),
@@ -212,23 +227,23 @@ public final class TfBench {
     }
 
     /** A step through the TensorFlow adapter with the given pipeline. */
-    private Variant guard(GradientPipeline pipeline) {
+    private GuardedVariant guard(GradientPipeline pipeline) {
         Net n = net();
         Session session = new Session(n.graph());
         open.add(session);
         TfGuard guard = TfGuard.create(session, n.loss(), n.vars(), new Adam(n.graph(), 1e-3f), pipeline);
         open.add(guard);
-        return () -> guard.step(Map.of(), BATCH);
+        return new GuardedVariant(guard);
     }
 
-    /** Σ over tensors of Σ g², then g · c / max(√Σ, c), c = 1, all as graph ops. */
+    /** Σ over tensors of Σ g², then g · c / max(√Σ, c) with c = {@link Pipelines#MAX_NORM}, all as graph ops. */
     static List<Operand<TFloat32>> clipByGlobalNorm(Ops tf, List<Operand<TFloat32>> grads) {
         Operand<TFloat32> sum = null;
         for (Operand<TFloat32> g : grads) {
             Operand<TFloat32> s = tf.sum(tf.math.square(g), tf.constant(allAxes(g.shape().numDimensions())));
             sum = sum == null ? s : tf.math.add(sum, s);
         }
-        Operand<TFloat32> c = tf.constant(1f);
+        Operand<TFloat32> c = tf.constant((float) Pipelines.MAX_NORM);
         Operand<TFloat32> coef = tf.math.div(c, tf.math.maximum(tf.math.sqrt(sum), c));
         List<Operand<TFloat32>> out = new ArrayList<>();
         for (Operand<TFloat32> g : grads) {
@@ -245,7 +260,7 @@ public final class TfBench {
                     tf.constant(allAxes(g.shape().numDimensions())));
             sum = sum == null ? s : tf.math.add(sum, s);
         }
-        Operand<TFloat64> c = tf.constant(1.0);
+        Operand<TFloat64> c = tf.constant(Pipelines.MAX_NORM);
         Operand<TFloat32> coef = tf.dtypes.cast(tf.math.div(c, tf.math.maximum(tf.math.sqrt(sum), c)), TFloat32.class);
         List<Operand<TFloat32>> out = new ArrayList<>();
         for (Operand<TFloat32> g : grads) {
