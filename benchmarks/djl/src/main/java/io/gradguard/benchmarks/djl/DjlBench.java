@@ -85,7 +85,7 @@ public final class DjlBench {
             NDArray y = data.create(labels);
             Trainer plain = trainer(adam());
             Trainer plain2 = trainer(adam());
-            Trainer clipped = trainer(Adam.adam().optLearningRateTracker(Tracker.fixed(1e-3f))
+            Trainer clipped = trainer(Adam.adam().optLearningRateTracker(Tracker.fixed(Pipelines.LEARNING_RATE))
                     .optClipGrad((float) Pipelines.MAX_VALUE).build());
             Guarded global = new Guarded(trainer(adam()), DjlGuard.of(Pipelines.globalClip()));
             Guarded value = new Guarded(trainer(adam()), DjlGuard.of(Pipelines.valueClip()));
@@ -156,7 +156,7 @@ public final class DjlBench {
     }
 
     private static Optimizer adam() {
-        return Optimizer.adam().optLearningRateTracker(Tracker.fixed(1e-3f)).build();
+        return Optimizer.adam().optLearningRateTracker(Tracker.fixed(Pipelines.LEARNING_RATE)).build();
     }
 
     private Trainer trainer(Optimizer optimizer) {

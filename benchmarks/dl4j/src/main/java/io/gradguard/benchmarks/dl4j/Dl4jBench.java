@@ -151,7 +151,7 @@ public final class Dl4jBench {
     private MultiLayerNetwork network(GradientNormalization clip, double threshold) {
         NeuralNetConfiguration.Builder b = new NeuralNetConfiguration.Builder()
                 .seed(42)
-                .updater(new Adam(1e-3))
+                .updater(new Adam(Pipelines.LEARNING_RATE))
                 .weightInit(WeightInit.XAVIER);
         if (clip != null) {
             b.gradientNormalization(clip).gradientNormalizationThreshold(threshold);

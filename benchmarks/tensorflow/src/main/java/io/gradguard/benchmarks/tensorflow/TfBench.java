@@ -215,7 +215,7 @@ public final class TfBench {
         for (int i = 0; i < n.vars().size(); i++) {
             pairs.add(new GradAndVar<>(transformed.get(i).asOutput(), n.vars().get(i).asOutput()));
         }
-        Op train = new Adam(n.graph(), 1e-3f).applyGradients(pairs, "train");
+        Op train = new Adam(n.graph(), Pipelines.LEARNING_RATE).applyGradients(pairs, "train");
         Session session = new Session(n.graph());
         open.add(session);
         session.initialize();
@@ -231,7 +231,7 @@ public final class TfBench {
         Net n = net();
         Session session = new Session(n.graph());
         open.add(session);
-        TfGuard guard = TfGuard.create(session, n.loss(), n.vars(), new Adam(n.graph(), 1e-3f), pipeline);
+        TfGuard guard = TfGuard.create(session, n.loss(), n.vars(), new Adam(n.graph(), Pipelines.LEARNING_RATE), pipeline);
         open.add(guard);
         return new GuardedVariant(guard);
     }
