@@ -1,13 +1,16 @@
 package io.gradguard.benchmarks;
 
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Random;
 
 /**
- * Interleaved timing: every round runs every case once, starting at a different case each round, so
- * a slow spell of a shared machine hits all cases alike and the ratios stay fair. The first rounds
+ * Interleaved timing: every round runs every case once, in a new random order each round (seeded,
+ * so runs are repeatable), so a slow spell of a shared machine hits all cases alike and no case
+ * always follows the same neighbour (whose garbage or cache footprint it would inherit). The first rounds
  * warm up the JIT and caches and are discarded; each case's result is the median of the rest.
  *
  * <pre>{@code
@@ -83,9 +86,15 @@ public final class Rounds {
         List<String> names = new ArrayList<>(cases.keySet());
         int k = names.size();
         double[][] samples = new double[k][rounds];
+        List<Integer> order = new ArrayList<>();
+        for (int c = 0; c < k; c++) {
+            order.add(c);
+        }
+        Random shuffle = new Random(42);
         for (int r = 0; r < warmup + rounds; r++) {
+            Collections.shuffle(order, shuffle);
             for (int j = 0; j < k; j++) {
-                int c = (r + j) % k;
+                int c = order.get(j);
                 Runnable body = cases.get(names.get(c));
                 prepare.getOrDefault(names.get(c), () -> { }).run();
                 before.run();

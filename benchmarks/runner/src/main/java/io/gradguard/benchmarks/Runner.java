@@ -205,7 +205,7 @@ public final class Runner {
         sb.append("Command: ").append(COMMAND).append('\n');
         sb.append('\n').append(Table.format(rows)).append('\n');
         sb.append("""
-                Ratios are medians of interleaved rounds (every case once per round, rotating order),
+                Ratios are medians of interleaved rounds (every case once per round, shuffled order),
                 measured in this run. Part 1 floors: the plainest Java loops over the same arrays, on one
                 thread and in the reference backend's chunks on all cores, whichever is faster:
                 read = Σx in float with 8 accumulators; rw = x *= 1; axpy = x += y.
