@@ -172,6 +172,18 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
             }
             outShape[a] = 1;
         }
+        int kept = keptAxis(shape, outShape);
+        float[] f = x.floats();
+        if (!mean && f != null && kept >= 0) {
+            double[] out = new double[(int) shape[kept]];
+            Units u = new Units(shape, kept);
+            if (u.inner == 1 && u.units <= COLUMN_PARTIALS_MAX_UNITS && u.size >= PARALLEL_THRESHOLD) {
+                sumSquaresPerColumnInRowChunks(f, u, out);
+            } else {
+                forUnitBlocks(u, (lo, hi) -> Kernels.sumSquaresPerUnit(f, u.outer, u.units, u.inner, lo, hi, out));
+            }
+            return ReferenceTensor.ofDoubles(out, outShape);
+        }
         double[] out = new double[(int) count(outShape)];
         long reduced = out.length == 0 ? 0 : count(shape) / out.length;
         Broadcast map = Broadcast.of(shape, outShape);
@@ -254,6 +266,30 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
             }
             return;
         }
+        float[] xf = x.floats();
+        long[] shape = x.shapeRef();
+        int kept = factor.shapeRef().length == shape.length ? keptAxis(shape, factor.shapeRef()) : -1;
+        if (xf != null && kept >= 0) {
+            float[] f = new float[(int) shape[kept]];
+            for (int i = 0; i < f.length; i++) {
+                f[i] = (float) factor.get(i);
+            }
+            Units u = new Units(shape, kept);
+            if (u.inner == 1) {
+                // one factor per column: whole rows per task, read front to back
+                int rows = (int) u.outer;
+                int rowsPerChunk = Math.max(1, CHUNK / Math.max(1, u.units));
+                if (u.size < PARALLEL_THRESHOLD) {
+                    Kernels.scaleRows(xf, 0, rows, u.units, f);
+                } else {
+                    IntStream.range(0, (rows + rowsPerChunk - 1) / rowsPerChunk).parallel().forEach(c ->
+                            Kernels.scaleRows(xf, c * rowsPerChunk, Math.min(rows, (c + 1) * rowsPerChunk), u.units, f));
+                }
+            } else {
+                forUnitBlocks(u, (lo, hi) -> Kernels.scalePerUnit(xf, u.outer, u.units, u.inner, lo, hi, f));
+            }
+            return;
+        }
         Broadcast map = Broadcast.of(x.shapeRef(), factor.shapeRef());
         for (int i = 0, n = x.size(); i < n; i++) {
             x.set(i, x.get(i) * factor.get(map.index(i)));
@@ -314,9 +350,13 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
                     + " and src " + Arrays.toString(src.shapeRef()));
         }
         if (dst.floats() != null && src.floats() != null) {
-            System.arraycopy(src.floats(), 0, dst.floats(), 0, src.size());
+            float[] from = src.floats();
+            float[] to = dst.floats();
+            forChunks(from.length, (lo, hi) -> System.arraycopy(from, lo, to, lo, hi - lo));
         } else if (dst.doubles() != null && src.doubles() != null) {
-            System.arraycopy(src.doubles(), 0, dst.doubles(), 0, src.size());
+            double[] from = src.doubles();
+            double[] to = dst.doubles();
+            forChunks(from.length, (lo, hi) -> System.arraycopy(from, lo, to, lo, hi - lo));
         } else {
             for (int i = 0, n = src.size(); i < n; i++) {
                 dst.set(i, src.get(i));
@@ -327,9 +367,12 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
     @Override
     public void fill(ReferenceTensor x, double value) {
         if (x.floats() != null) {
-            Arrays.fill(x.floats(), (float) value);
+            float[] f = x.floats();
+            float v = (float) value;
+            forChunks(f.length, (lo, hi) -> Arrays.fill(f, lo, hi, v));
         } else {
-            Arrays.fill(x.doubles(), value);
+            double[] d = x.doubles();
+            forChunks(d.length, (lo, hi) -> Arrays.fill(d, lo, hi, value));
         }
     }
 
@@ -367,6 +410,90 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
         }
         int chunks = (n + CHUNK - 1) / CHUNK;
         IntStream.range(0, chunks).parallel().forEach(c -> fn.run(c * CHUNK, Math.min(n, (c + 1) * CHUNK)));
+    }
+
+    /**
+     * The one axis where {@code small} keeps {@code full}'s size while every other axis of
+     * {@code small} is 1 (a per-unit tensor), or -1. Equal ranks are assumed.
+     */
+    private static int keptAxis(long[] full, long[] small) {
+        int kept = -1;
+        for (int i = 0; i < full.length; i++) {
+            if (small[i] == full[i] && full[i] != 1) {
+                if (kept >= 0) {
+                    return -1;
+                }
+                kept = i;
+            } else if (small[i] != 1) {
+                return -1;
+            }
+        }
+        return kept;
+    }
+
+    /** A tensor viewed as [outer, units, inner] around its output-unit axis. */
+    private static final class Units {
+        final long outer;
+        final int units;
+        final int inner;
+        final long size;
+
+        Units(long[] shape, int axis) {
+            long o = 1;
+            long in = 1;
+            for (int i = 0; i < axis; i++) {
+                o *= shape[i];
+            }
+            for (int i = axis + 1; i < shape.length; i++) {
+                in *= shape[i];
+            }
+            outer = o;
+            units = (int) shape[axis];
+            inner = (int) in;
+            size = o * units * in;
+        }
+    }
+
+    /** Up to this many columns, per-column sums run over chunks of rows with partial sums (see below). */
+    static final int COLUMN_PARTIALS_MAX_UNITS = 4096;
+
+    /**
+     * Per-column Σx² of a large [rows, units] matrix: chunks of about {@link #CHUNK} elements
+     * (whole rows) on all cores, each reading its rows front to back into its own partial sums;
+     * the partials are added in chunk order, so the result does not depend on the thread count.
+     */
+    private static void sumSquaresPerColumnInRowChunks(float[] f, Units u, double[] out) {
+        int rowsPerChunk = Math.max(4, CHUNK / u.units);
+        int chunks = (int) ((u.outer + rowsPerChunk - 1) / rowsPerChunk);
+        double[][] parts = new double[chunks][];
+        IntStream.range(0, chunks).parallel().forEach(c -> {
+            double[] p = new double[u.units];
+            Kernels.sumSquaresPerColumn(f, (long) c * rowsPerChunk, Math.min(u.outer, (long) (c + 1) * rowsPerChunk),
+                    u.units, 0, u.units, p);
+            parts[c] = p;
+        });
+        for (double[] p : parts) {
+            for (int i = 0; i < out.length; i++) {
+                out[i] += p[i];
+            }
+        }
+    }
+
+    /**
+     * Runs {@code fn} over blocks of units. Large tensors are split into about one block per
+     * {@link #CHUNK} elements, run on all cores; each unit is handled whole by one block, so
+     * per-unit sums do not depend on the split. When a unit is a single column (inner = 1) a block
+     * keeps at least 1024 units, so rows are read in runs of at least 4 KiB.
+     */
+    private static void forUnitBlocks(Units u, RangeTask fn) {
+        long wanted = (u.size + CHUNK - 1) / CHUNK;
+        int blocks = (int) Math.min(wanted, u.inner == 1 ? u.units / 1024 : u.units);
+        if (u.size < PARALLEL_THRESHOLD || blocks < 2) {
+            fn.run(0, u.units);
+            return;
+        }
+        IntStream.range(0, blocks).parallel().forEach(b -> fn.run(
+                (int) ((long) u.units * b / blocks), (int) ((long) u.units * (b + 1) / blocks)));
     }
 
     static long count(long[] shape) {

@@ -1,0 +1,210 @@
+package io.gradguard.benchmarks.djl;
+
+import ai.djl.Model;
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.nn.Activation;
+import ai.djl.nn.SequentialBlock;
+import ai.djl.nn.core.Linear;
+import ai.djl.training.DefaultTrainingConfig;
+import ai.djl.training.GradientCollector;
+import ai.djl.training.Trainer;
+import ai.djl.training.loss.Loss;
+import ai.djl.training.optimizer.Adam;
+import ai.djl.training.optimizer.Optimizer;
+import ai.djl.training.tracker.Tracker;
+import io.gradguard.benchmarks.Pipelines;
+import io.gradguard.benchmarks.Row;
+import io.gradguard.benchmarks.Rounds;
+import io.gradguard.benchmarks.Scaling;
+import io.gradguard.benchmarks.Section;
+import io.gradguard.benchmarks.Table;
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.GradientSet;
+import io.gradguard.core.GradientTensor;
+import io.gradguard.core.Layout;
+import io.gradguard.core.Role;
+import io.gradguard.core.StepContext;
+import io.gradguard.core.StepResult;
+import io.gradguard.djl.DjlOps;
+import io.gradguard.djl.DjlGuard;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Parts 2-4 on DJL with the PyTorch engine (CPU): training steps of a ~5M-parameter MLP
+ * (1000-2000-1500-10, ReLU, softmax cross-entropy, Adam) on batches of 64: forward and backward in
+ * a {@link GradientCollector}, then {@link Trainer#step()}. Every variant is its own model with the
+ * same seed; variants are interleaved step by step ({@link Rounds}), and each step's temporaries
+ * live in a sub-manager closed at the end of the step.
+ *
+ * <p>Variants: unguarded (twice: the A/A control shows the measurement noise); DJL's built-in
+ * {@code optClipGrad} (one-sided on the PyTorch engine); GradGuard's {@link DjlGuard} in place of
+ * {@code trainer.step()} with the {@link Pipelines} clips, and with a monitor every step.
+ */
+public final class DjlBench {
+    static final int[] FULL = {1000, 2000, 1500, 10};
+    static final int[] TINY = {32, 64, 48, 10};
+    static final int BATCH = 64;
+
+    private final Section section;
+    private final int[] widths;
+    private final List<AutoCloseable> open = new ArrayList<>();
+
+    private DjlBench(Section section) {
+        this.section = section;
+        this.widths = section.tiny() ? TINY : FULL;
+    }
+
+    public static void main(String[] args) throws Exception {
+        try (Section s = Section.fromArgs("djl", args)) {
+            DjlBench b = new DjlBench(s);
+            try {
+                b.run();
+            } finally {
+                b.close();
+            }
+        }
+    }
+
+    private void run() {
+        section.part(2, "djl training steps", () -> {
+            section.progress("engine %s", Engine.getInstance().getEngineName() + " " + Engine.getInstance().getVersion());
+            NDManager data = NDManager.newBaseManager();
+            open.add(data);
+            Engine.getInstance().setRandomSeed(7);
+            NDArray x = data.randomUniform(0, 1, new Shape(BATCH, widths[0]));
+            float[] labels = new float[BATCH];
+            for (int i = 0; i < BATCH; i++) {
+                labels[i] = i % widths[widths.length - 1];
+            }
+            NDArray y = data.create(labels);
+            Trainer plain = trainer(adam());
+            Trainer plain2 = trainer(adam());
+            Trainer clipped = trainer(Adam.adam().optLearningRateTracker(Tracker.fixed(Pipelines.LEARNING_RATE))
+                    .optClipGrad((float) Pipelines.MAX_VALUE).build());
+            Guarded global = new Guarded(trainer(adam()), DjlGuard.of(Pipelines.globalClip()));
+            Guarded value = new Guarded(trainer(adam()), DjlGuard.of(Pipelines.valueClip()));
+            Guarded monitored = new Guarded(trainer(adam()), DjlGuard.of(Pipelines.globalClipMonitored()));
+            long params = 0;
+            for (var p : plain.getModel().getBlock().getParameters().values()) {
+                params += p.getArray().size();
+            }
+            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
+            r.add("unguarded", () -> step(plain, x, y, null));
+            r.add("unguarded again", () -> step(plain2, x, y, null));
+            r.add("optClipGrad", () -> step(clipped, x, y, null));
+            r.add("guard global", () -> step(global.trainer(), x, y, global.guard()));
+            r.add("guard value", () -> step(value.trainer(), x, y, value.guard()));
+            r.add("guard monitored", () -> step(monitored.trainer(), x, y, monitored.guard()));
+            Map<String, Double> m = r.run();
+            String active = Pipelines.clipActivity(step(global.trainer(), x, y, global.guard()).metric(Pipelines.COEFFICIENT));
+            String size = Table.count(params) + " params, batch " + BATCH;
+            double base = m.get("unguarded");
+            section.emit(Row.ratio(2, "djl unguarded step, A/A control (noise)", size, m.get("unguarded again"),
+                    "unguarded step", base, Double.NaN, "two identical models: the spread of this machine"));
+            section.emit(Row.ratio(2, "djl guarded step, clipByGlobalNorm (DjlGuard)", size, m.get("guard global"),
+                    "unguarded step", base, 1.03, active));
+            section.emit(Row.ratio(2, "djl guarded step + monitor every step", size, m.get("guard monitored"),
+                    "unguarded step", base, Double.NaN, "per-tensor statistics each step"));
+            section.emit(Row.ratio(3, "djl GradGuard clipByValue vs built-in optClipGrad", size, m.get("guard value"),
+                    "optClipGrad step", m.get("optClipGrad"), 1.05, "optClipGrad clips one side only on PyTorch"));
+            section.emit(Row.ratio(3, "djl built-in optClipGrad step (context)", size, m.get("optClipGrad"),
+                    "unguarded step", base, Double.NaN, "DJL's own cost of the clip"));
+        });
+        section.part(4, "djl guard cost vs model size", this::scaling);
+    }
+
+    private static final long[] SCALE_SIZES = {1_000_000, 3_000_000, 10_000_000, 30_000_000, 100_000_000};
+    private static final long[] TINY_SCALE_SIZES = {100_000, 1_000_000};
+
+    /**
+     * Part 4: the guard alone ({@code clipByGlobalNorm} through {@link DjlOps}, temporaries freed
+     * after each call, as {@link DjlGuard} does) on one [n/1000, 1000] float32 gradient.
+     */
+    private void scaling() {
+        long[] sizes = section.tiny() ? TINY_SCALE_SIZES : SCALE_SIZES;
+        double[] cost = new double[sizes.length];
+        for (int k = 0; k < sizes.length; k++) {
+            long n = sizes[k];
+            try (NDManager m = NDManager.newBaseManager(); DjlOps ops = DjlOps.on(m)) {
+                long[] shape = {n / 1000, 1000};
+                NDArray g = m.randomUniform(-1, 1, new Shape(shape));
+                GradientSet<NDArray> set = GradientSet.of(new GradientTensor<>("w", shape, Role.WEIGHT, "dense",
+                        Layout.outputFirst(), g));
+                GradientPipeline guard = Pipelines.globalClip();
+                StepContext ctx = StepContext.ofBatch(BATCH);
+                Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(3, n >= 30_000_000 ? 7 : 15);
+                // untimed: the previous sample left the norm at exactly 1, so the clip would not act
+                r.add("guard", () -> g.muli(2), () -> {
+                    guard.step(set, ops, ctx);
+                    ops.freeTemporaries();
+                });
+                cost[k] = r.run().get("guard");
+                section.progress("%s params: %s", Table.count(n), Table.time(cost[k]));
+            }
+        }
+        section.emit(Scaling.row("djl guard cost (clipByGlobalNorm on NDArrays)", sizes, cost));
+    }
+
+    /** A trainer and the guard that steps it. */
+    private record Guarded(Trainer trainer, DjlGuard guard) {
+    }
+
+    private static Optimizer adam() {
+        return Optimizer.adam().optLearningRateTracker(Tracker.fixed(Pipelines.LEARNING_RATE)).build();
+    }
+
+    private Trainer trainer(Optimizer optimizer) {
+        SequentialBlock block = new SequentialBlock();
+        for (int i = 1; i < widths.length; i++) {
+            block.add(Linear.builder().setUnits(widths[i]).build());
+            if (i < widths.length - 1) {
+                block.add(Activation::relu);
+            }
+        }
+        Model model = Model.newInstance("mlp");
+        model.setBlock(block);
+        open.add(model);
+        Engine.getInstance().setRandomSeed(42);
+        Trainer t = model.newTrainer(new DefaultTrainingConfig(Loss.softmaxCrossEntropyLoss()).optOptimizer(optimizer));
+        t.initialize(new Shape(BATCH, widths[0]));
+        open.add(t);
+        return t;
+    }
+
+    /**
+     * One training step, through the guard unless it is null; every array it creates is freed at
+     * its end.
+     *
+     * @return the guard's result (metrics on the host), or null without a guard
+     */
+    static StepResult<NDArray> step(Trainer trainer, NDArray x, NDArray y, DjlGuard guard) {
+        try (NDManager scope = trainer.getManager().newSubManager()) {
+            NDArray xs = x.duplicate();
+            NDArray ys = y.duplicate();
+            xs.attach(scope);
+            ys.attach(scope);
+            try (GradientCollector gc = trainer.newGradientCollector()) {
+                NDList pred = trainer.forward(new NDList(xs));
+                NDArray loss = trainer.getLoss().evaluate(new NDList(ys), pred);
+                gc.backward(loss);
+            }
+            if (guard == null) {
+                trainer.step();
+                return null;
+            }
+            return guard.step(trainer, StepContext.ofBatch(BATCH));
+        }
+    }
+
+    private void close() throws Exception {
+        for (int i = open.size() - 1; i >= 0; i--) {
+            open.get(i).close();
+        }
+    }
+}

@@ -1,0 +1,171 @@
+package io.gradguard.benchmarks.dl4j;
+
+import io.gradguard.benchmarks.Pipelines;
+import io.gradguard.benchmarks.Row;
+import io.gradguard.benchmarks.Rounds;
+import io.gradguard.benchmarks.Scaling;
+import io.gradguard.benchmarks.Section;
+import io.gradguard.benchmarks.Table;
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.GradientSet;
+import io.gradguard.core.GradientTensor;
+import io.gradguard.core.Layout;
+import io.gradguard.core.Role;
+import io.gradguard.core.StepContext;
+import io.gradguard.dl4j.GuardListener;
+import io.gradguard.dl4j.Nd4jOps;
+import java.util.Map;
+import org.deeplearning4j.nn.conf.GradientNormalization;
+import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
+import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
+import org.deeplearning4j.nn.conf.layers.DenseLayer;
+import org.deeplearning4j.nn.conf.layers.OutputLayer;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.deeplearning4j.nn.weights.WeightInit;
+import org.nd4j.linalg.activations.Activation;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.dataset.DataSet;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.learning.config.Adam;
+import org.nd4j.linalg.lossfunctions.LossFunctions;
+
+/**
+ * Parts 2-4 on Deeplearning4j (ND4J CPU backend): training steps of a ~5M-parameter MLP
+ * (1000-2000-1500-10, ReLU, softmax cross-entropy, Adam) on batches of 64, timed with
+ * {@link MultiLayerNetwork#fit(DataSet)}; every variant is its own network with the same seed,
+ * and variants are interleaved step by step ({@link Rounds}).
+ *
+ * <p>Variants: unguarded (twice: the A/A control shows the measurement noise); DL4J's
+ * built-in {@code ClipL2PerLayer} and {@code ClipElementWiseAbsoluteValue}; GradGuard's
+ * {@link GuardListener} with the {@link Pipelines} clips (thresholds on the mean gradient, as
+ * DL4J's), and with a monitor every step.
+ */
+public final class Dl4jBench {
+    static final int[] FULL = {1000, 2000, 1500, 10};
+    static final int[] TINY = {32, 64, 48, 10};
+    static final int BATCH = 64;
+
+    private final Section section;
+    private final int[] widths;
+
+    private Dl4jBench(Section section) {
+        this.section = section;
+        this.widths = section.tiny() ? TINY : FULL;
+    }
+
+    public static void main(String[] args) {
+        try (Section s = Section.fromArgs("dl4j", args)) {
+            new Dl4jBench(s).run();
+        }
+    }
+
+    private void run() {
+        section.part(2, "dl4j training steps", () -> {
+            MultiLayerNetwork plain = network(null, 0);
+            MultiLayerNetwork plain2 = network(null, 0);
+            MultiLayerNetwork perLayer = network(GradientNormalization.ClipL2PerLayer, Pipelines.MAX_NORM);
+            MultiLayerNetwork perValue = network(GradientNormalization.ClipElementWiseAbsoluteValue, Pipelines.MAX_VALUE);
+            GuardListener globalListener = GuardListener.of(Pipelines.globalClip());
+            MultiLayerNetwork guardGlobal = network(null, 0);
+            guardGlobal.addListeners(globalListener);
+            MultiLayerNetwork guardLayer = guarded(Pipelines.layerClip());
+            MultiLayerNetwork guardValue = guarded(Pipelines.valueClip());
+            MultiLayerNetwork monitored = guarded(Pipelines.globalClipMonitored());
+            long params = plain.numParams();
+            Nd4j.getRandom().setSeed(7);
+            INDArray x = Nd4j.rand(BATCH, widths[0]);
+            INDArray y = Nd4j.zeros(BATCH, widths[widths.length - 1]);
+            for (int i = 0; i < BATCH; i++) {
+                y.putScalar(i, i % widths[widths.length - 1], 1.0);
+            }
+            DataSet batch = new DataSet(x, y);
+            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
+            r.add("unguarded", () -> plain.fit(batch));
+            r.add("unguarded again", () -> plain2.fit(batch));
+            r.add("ClipL2PerLayer", () -> perLayer.fit(batch));
+            r.add("ClipElementWiseAbsoluteValue", () -> perValue.fit(batch));
+            r.add("guard global", () -> guardGlobal.fit(batch));
+            r.add("guard layer", () -> guardLayer.fit(batch));
+            r.add("guard value", () -> guardValue.fit(batch));
+            r.add("guard monitored", () -> monitored.fit(batch));
+            Map<String, Double> m = r.run();
+            String size = Table.count(params) + " params, batch " + BATCH;
+            double base = m.get("unguarded");
+            section.emit(Row.ratio(2, "dl4j unguarded step, A/A control (noise)", size, m.get("unguarded again"),
+                    "unguarded step", base, Double.NaN, "two identical networks: the spread of this machine"));
+            section.emit(Row.ratio(3, "dl4j built-in ClipL2PerLayer step (context)", size, m.get("ClipL2PerLayer"),
+                    "unguarded step", base, Double.NaN, "DL4J's own cost of the clip"));
+            section.emit(Row.ratio(3, "dl4j built-in ClipElementWiseAbsoluteValue step (context)", size,
+                    m.get("ClipElementWiseAbsoluteValue"), "unguarded step", base, Double.NaN, "DL4J's own cost of the clip"));
+            section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm (GuardListener)", size, m.get("guard global"),
+                    "unguarded step", base, 1.03, Pipelines.clipActivity(globalListener.lastResult().metric(Pipelines.COEFFICIENT))));
+            section.emit(Row.ratio(2, "dl4j guarded step + monitor every step", size, m.get("guard monitored"),
+                    "unguarded step", base, Double.NaN, "per-tensor statistics each step"));
+            section.emit(Row.ratio(3, "dl4j GradGuard clipByLayerNorm vs built-in ClipL2PerLayer", size, m.get("guard layer"),
+                    "ClipL2PerLayer step", m.get("ClipL2PerLayer"), 1.05, ""));
+            section.emit(Row.ratio(3, "dl4j GradGuard clipByValue vs built-in ClipElementWiseAbsoluteValue", size,
+                    m.get("guard value"), "ClipElementWiseAbsoluteValue step", m.get("ClipElementWiseAbsoluteValue"), 1.05, ""));
+        });
+        section.part(4, "dl4j guard cost vs model size", this::scaling);
+    }
+
+    private static final long[] SCALE_SIZES = {1_000_000, 3_000_000, 10_000_000, 30_000_000, 100_000_000};
+    private static final long[] TINY_SCALE_SIZES = {100_000, 1_000_000};
+
+    /**
+     * Part 4: the guard alone ({@code clipByGlobalNorm} through {@link Nd4jOps}, temporaries
+     * released after each call) on one [n/1000, 1000] float32 gradient.
+     */
+    private void scaling() {
+        long[] sizes = section.tiny() ? TINY_SCALE_SIZES : SCALE_SIZES;
+        double[] cost = new double[sizes.length];
+        Nd4jOps ops = new Nd4jOps();
+        for (int k = 0; k < sizes.length; k++) {
+            long n = sizes[k];
+            long[] shape = {n / 1000, 1000};
+            INDArray g = Nd4j.rand(DataType.FLOAT, shape);
+            GradientSet<INDArray> set = GradientSet.of(new GradientTensor<>("0_W", shape, Role.WEIGHT, "0",
+                    Layout.outputLast(), g));
+            GradientPipeline guard = Pipelines.globalClip();
+            StepContext ctx = StepContext.ofBatch(BATCH);
+            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(3, n >= 30_000_000 ? 7 : 15);
+            // untimed: the previous sample left the norm at exactly 1, so the clip would not act
+            r.add("guard", () -> g.muli(2), () -> {
+                guard.step(set, ops, ctx);
+                ops.releaseTemporaries();
+            });
+            cost[k] = r.run().get("guard");
+            section.progress("%s params: %s", Table.count(n), Table.time(cost[k]));
+            g.close();
+        }
+        section.emit(Scaling.row("dl4j guard cost (clipByGlobalNorm on INDArrays)", sizes, cost));
+    }
+
+    private MultiLayerNetwork guarded(GradientPipeline pipeline) {
+        MultiLayerNetwork net = network(null, 0);
+        net.addListeners(GuardListener.of(pipeline));
+        return net;
+    }
+
+    private MultiLayerNetwork network(GradientNormalization clip, double threshold) {
+        NeuralNetConfiguration.Builder b = new NeuralNetConfiguration.Builder()
+                .seed(42)
+                .updater(new Adam(Pipelines.LEARNING_RATE))
+                .weightInit(WeightInit.XAVIER);
+        if (clip != null) {
+            b.gradientNormalization(clip).gradientNormalizationThreshold(threshold);
+        }
+        NeuralNetConfiguration.ListBuilder list = b.list();
+        int last = widths.length - 1;
+        for (int i = 0; i < last - 1; i++) {
+            list.layer(new DenseLayer.Builder().nIn(widths[i]).nOut(widths[i + 1]).activation(Activation.RELU).build());
+        }
+        list.layer(new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT).nIn(widths[last - 1]).nOut(widths[last])
+                .activation(Activation.SOFTMAX).build());
+        MultiLayerConfiguration conf = list.build();
+        MultiLayerNetwork net = new MultiLayerNetwork(conf);
+        net.init();
+        return net;
+    }
+}

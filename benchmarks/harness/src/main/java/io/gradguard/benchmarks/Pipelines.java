@@ -1,0 +1,73 @@
+package io.gradguard.benchmarks;
+
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.Transforms;
+import io.gradguard.core.monitor.Monitor;
+import io.gradguard.core.monitor.Sinks;
+import java.io.OutputStream;
+
+/**
+ * The GradGuard pipelines every framework section times, so that all backends run the same
+ * guard: {@code clipByGlobalNorm(1e-3)} (part 2's guarded step), {@code clipByValue(1e-3)}, and the
+ * global clip with full per-layer monitoring on every step, its records serialised as JSON lines
+ * (to a discarding stream, so the disk is not measured).
+ */
+public final class Pipelines {
+    /**
+     * The norm bound of the guarded steps: small enough that the clip acts on every step of the
+     * benchmark models (a clip that does not act can be cheaper: some backends skip multiplying by
+     * exactly 1), so the rows measure the full work.
+     */
+    public static final double MAX_NORM = 1e-3;
+    /**
+     * Adam's learning rate in the training-step benchmarks: small enough that a model trained on
+     * one fixed batch does not memorise it during the run, so its gradients, and what the clips
+     * do to them, stay the same from the first step to the last (at 1e-3 the gradients had
+     * shrunk below every bound by the end, and the clips no longer acted).
+     */
+    public static final float LEARNING_RATE = 1e-6f;
+
+    /** The element bound of the value clips. */
+    public static final double MAX_VALUE = 1e-3;
+
+    /** The metric {@link #globalClip()} records its coefficient under. */
+    public static final String COEFFICIENT = "clipByGlobalNorm.coefficient";
+
+    private Pipelines() {
+    }
+
+    /**
+     * A note saying whether the global clip acted on the measured steps (a clip that never acts
+     * may cost less than one that does, on backends that skip multiplying by exactly 1).
+     */
+    public static String clipActivity(java.util.OptionalDouble coefficient) {
+        if (coefficient.isEmpty()) {
+            return "clip coefficient not available";
+        }
+        double c = coefficient.getAsDouble();
+        return String.format(java.util.Locale.ROOT, c < 1 ? "clip acts: coefficient %.3g at the last step"
+                : "the clip did not act (coefficient %.3g at the last step)", c);
+    }
+
+    /** {@code clipByGlobalNorm(1e-3)}. */
+    public static GradientPipeline globalClip() {
+        return GradientPipeline.of(Transforms.clipByGlobalNorm(MAX_NORM));
+    }
+
+    /** {@code clipByValue(1e-3)}. */
+    public static GradientPipeline valueClip() {
+        return GradientPipeline.of(Transforms.clipByValue(MAX_VALUE));
+    }
+
+    /** {@code clipByLayerNorm(1e-3)} (DL4J's {@code ClipL2PerLayer}). */
+    public static GradientPipeline layerClip() {
+        return GradientPipeline.of(Transforms.clipByLayerNorm(MAX_NORM));
+    }
+
+    /** {@code clipByGlobalNorm(1e-3)} and a monitor taking per-tensor statistics on every step. */
+    public static GradientPipeline globalClipMonitored() {
+        Monitor monitor = Monitor.builder().name("benchmark").every(1)
+                .sink(Sinks.jsonl(OutputStream.nullOutputStream())).build();
+        return GradientPipeline.of(Transforms.clipByGlobalNorm(MAX_NORM), monitor);
+    }
+}

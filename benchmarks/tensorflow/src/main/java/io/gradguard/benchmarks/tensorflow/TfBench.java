@@ -1,0 +1,317 @@
+package io.gradguard.benchmarks.tensorflow;
+
+import io.gradguard.benchmarks.Pipelines;
+import io.gradguard.benchmarks.Row;
+import io.gradguard.benchmarks.Rounds;
+import io.gradguard.benchmarks.Scaling;
+import io.gradguard.benchmarks.Section;
+import io.gradguard.benchmarks.Table;
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.tensorflow.TfGuard;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.function.BiFunction;
+import org.tensorflow.Graph;
+import org.tensorflow.Operand;
+import org.tensorflow.Result;
+import org.tensorflow.Session;
+import org.tensorflow.framework.optimizers.Adam;
+import org.tensorflow.framework.optimizers.Optimizer.GradAndVar;
+import org.tensorflow.op.Op;
+import org.tensorflow.op.Ops;
+import org.tensorflow.op.core.Gradients;
+import org.tensorflow.op.core.Variable;
+import org.tensorflow.types.TFloat32;
+import org.tensorflow.types.TFloat64;
+import org.tensorflow.types.family.TType;
+
+/**
+ * Parts 2-4 on TensorFlow Java (graph mode, CPU): training steps of a ~5M-parameter MLP
+ * (1000-2000-1500-10, ReLU, softmax cross-entropy, Adam) on batches of 64, each a single
+ * {@code session.run} of the optimizer's apply op. Every variant is its own graph and session
+ * with the same initial weights; variants are interleaved step by step ({@link Rounds}).
+ *
+ * <p>Variants, each fetching the loss with its step: unguarded (twice: the A/A control shows the
+ * measurement noise); hand-written TensorFlow clip ops between {@code tf.gradients} and
+ * {@code applyGradients} (global-norm clip as {@code g · c / max(‖g‖, c)}, and
+ * {@code tf.clipByValue}); GradGuard's {@link TfGuard} with the same clips ({@link Pipelines}), and
+ * with a monitor reading per-tensor statistics on every step.
+ */
+public final class TfBench {
+    static final int[] FULL = {1000, 2000, 1500, 10};
+    static final int[] TINY = {32, 64, 48, 10};
+    static final int BATCH = 64;
+
+    private final Section section;
+    private final int[] widths;
+    private final List<AutoCloseable> open = new ArrayList<>();
+    private static volatile int sink;
+
+    private TfBench(Section section) {
+        this.section = section;
+        this.widths = section.tiny() ? TINY : FULL;
+    }
+
+    public static void main(String[] args) throws Exception {
+        try (Section s = Section.fromArgs("tensorflow", args)) {
+            TfBench b = new TfBench(s);
+            try {
+                b.run();
+            } finally {
+                for (int i = b.open.size() - 1; i >= 0; i--) {
+                    b.open.get(i).close();
+                }
+            }
+        }
+    }
+
+    /** One way of training: a step. */
+    private interface Variant {
+        void step();
+    }
+
+    /** A guarded way of training, whose last result can be read. */
+    private static final class GuardedVariant implements Variant {
+        private final TfGuard guard;
+        private java.util.OptionalDouble coefficient = java.util.OptionalDouble.empty();
+
+        GuardedVariant(TfGuard guard) {
+            this.guard = guard;
+        }
+
+        @Override
+        public void step() {
+            coefficient = guard.step(Map.of(), BATCH).metric(Pipelines.COEFFICIENT);
+        }
+    }
+
+    /** The MLP in a fresh graph: its loss, its variables, its parameter count. */
+    private record Net(Graph graph, Ops tf, Operand<TFloat32> loss, List<Variable<TFloat32>> vars, long params) {
+    }
+
+    private void run() {
+        section.part(2, "tensorflow training steps", () -> {
+            long params = net().params();
+            Variant plain = hand((tf, grads) -> grads);
+            Variant plain2 = hand((tf, grads) -> grads);
+            Variant handGlobal = hand(TfBench::clipByGlobalNorm);
+            Variant handGlobal64 = hand(TfBench::clipByGlobalNorm64);
+            Variant handValue = hand((tf, grads) -> {
+                List<Operand<TFloat32>> out = new ArrayList<>();
+                for (Operand<TFloat32> g : grads) {
+                    out.add(tf.clipByValue(g, tf.constant((float) -Pipelines.MAX_VALUE), tf.constant((float) Pipelines.MAX_VALUE)));
+                }
+                return out;
+            });
+            GuardedVariant guardGlobal = guard(Pipelines.globalClip());
+            Variant guardValue = guard(Pipelines.valueClip());
+            Variant guardMonitored = guard(Pipelines.globalClipMonitored());
+            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
+            r.add("unguarded", plain::step);
+            r.add("unguarded again", plain2::step);
+            r.add("hand global", handGlobal::step);
+            r.add("hand global f64", handGlobal64::step);
+            r.add("hand value", handValue::step);
+            r.add("guard global", guardGlobal::step);
+            r.add("guard value", guardValue::step);
+            r.add("guard monitored", guardMonitored::step);
+            Map<String, Double> m = r.run();
+            String size = Table.count(params) + " params, batch " + BATCH;
+            double base = m.get("unguarded");
+            section.emit(Row.ratio(2, "tensorflow unguarded step, A/A control (noise)", size, m.get("unguarded again"),
+                    "unguarded step", base, Double.NaN, "two identical graphs: the spread of this machine"));
+            section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm (TfGuard)", size, m.get("guard global"),
+                    "unguarded step", base, 1.03, Pipelines.clipActivity(guardGlobal.coefficient)));
+            section.emit(Row.ratio(2, "tensorflow guarded step + monitor every step", size, m.get("guard monitored"),
+                    "unguarded step", base, Double.NaN, "per-tensor statistics each step (gradient buffers, 3 runs)"));
+            section.emit(Row.ratio(3, "tensorflow GradGuard clipByGlobalNorm vs hand-written TF ops", size, m.get("guard global"),
+                    "hand-written clip step", m.get("hand global"), 1.05, ""));
+            section.emit(Row.ratio(3, "tensorflow hand-written clip summing Σg² in float64 (context)", size,
+                    m.get("hand global f64"), "hand-written float32 clip step", m.get("hand global"), Double.NaN,
+                    "what float64 reductions cost in TF"));
+            section.emit(Row.ratio(3, "tensorflow GradGuard clipByValue vs tf.clipByValue", size, m.get("guard value"),
+                    "tf.clipByValue step", m.get("hand value"), 1.05, ""));
+        });
+        section.part(4, "tensorflow guard cost vs model size", this::scaling);
+    }
+
+    private static final long[] SCALE_SIZES = {1_000_000, 3_000_000, 10_000_000, 30_000_000, 100_000_000};
+    private static final long[] TINY_SCALE_SIZES = {100_000, 1_000_000};
+
+    /**
+     * Part 4: the guard's cost against the number of parameters. A graph whose loss is Σw²/2 over
+     * a [n/1000, 1000] variable (its gradient is w: backward costs one pass) trains
+     * with plain SGD, with and without {@code clipByGlobalNorm}; the cost is the difference of the
+     * median steps.
+     */
+    private void scaling() {
+        long[] sizes = section.tiny() ? TINY_SCALE_SIZES : SCALE_SIZES;
+        double[] cost = new double[sizes.length];
+        for (int k = 0; k < sizes.length; k++) {
+            long n = sizes[k];
+            List<AutoCloseable> scope = new ArrayList<>();
+            try {
+                Variant plain = sumModel(n, null, scope);
+                Variant guarded = sumModel(n, Pipelines.globalClip(), scope);
+                Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(2, n >= 30_000_000 ? 5 : 9);
+                r.add("plain", plain::step);
+                r.add("guarded", guarded::step);
+                Map<String, Double> m = r.run();
+                cost[k] = m.get("guarded") - m.get("plain");
+                section.progress("%s params: plain %s, guarded %s", Table.count(n), Table.time(m.get("plain")),
+                        Table.time(m.get("guarded")));
+            } finally {
+                for (int i = scope.size() - 1; i >= 0; i--) {
+                    try {
+                        scope.get(i).close();
+                    } catch (Exception e) {
+                        section.progress("closing: %s", e);
+                    }
+                }
+            }
+        }
+        section.emit(Scaling.row("tensorflow guard cost (clipByGlobalNorm, guarded − plain SGD step)", sizes, cost));
+    }
+
+    /** loss = Σ w²/2 over a [n/1000, 1000] float variable, SGD; guarded by {@code pipeline} unless null. */
+    private Variant sumModel(long n, GradientPipeline pipeline, List<AutoCloseable> scope) {
+        Graph graph = new Graph();
+        scope.add(graph);
+        Ops tf = Ops.create(graph);
+        Variable<TFloat32> w = tf.variable(tf.fill(tf.constant(new long[] {n / 1000, 1000}), tf.constant(0.5f)));
+        // Σ w²/2 (L2Loss): its gradient is w itself, which TensorFlow cannot constant-fold away (the gradient
+        // of Σ w is a constant fill, and grappler then folds the whole clip computation)
+        Operand<TFloat32> loss = tf.nn.l2Loss(w);
+        Session session = new Session(graph);
+        scope.add(session);
+        if (pipeline != null) {
+            TfGuard guard = TfGuard.create(session, loss, List.of(w), new org.tensorflow.framework.optimizers.GradientDescent(graph, 1e-6f), pipeline);
+            scope.add(guard);
+            return () -> guard.step(Map.of(), 1);
+        }
+        Gradients g = tf.gradients(loss, List.of(w));
+        List<GradAndVar<? extends TType>> pairs = List.of(new GradAndVar<>(g.<TFloat32>dy(0), w.asOutput()));
+        Op train = new org.tensorflow.framework.optimizers.GradientDescent(graph, 1e-6f).applyGradients(pairs, "train");
+        session.initialize();
+        return () -> {
+            try (Result r = session.runner().addTarget(train).fetch(loss).run()) {
+                sink = r.size();
+            }
+        };
+    }
+
+    /** A step with the gradients transformed by hand-written TF ops (identity: unguarded), fetching the loss as the guard does. */
+    private Variant hand(BiFunction<Ops, List<Operand<TFloat32>>, List<Operand<TFloat32>>> transform) {
+        Net n = net();
+        Gradients gradients = n.tf().gradients(n.loss(), n.vars());
+        List<Operand<TFloat32>> grads = new ArrayList<>();
+        for (int i = 0; i < n.vars().size(); i++) {
+            grads.add(gradients.<TFloat32>dy(i));
+        }
+        List<Operand<TFloat32>> transformed = transform.apply(n.tf(), grads);
+        List<GradAndVar<? extends TType>> pairs = new ArrayList<>();
+        for (int i = 0; i < n.vars().size(); i++) {
+            pairs.add(new GradAndVar<>(transformed.get(i).asOutput(), n.vars().get(i).asOutput()));
+        }
+        Op train = new Adam(n.graph(), Pipelines.LEARNING_RATE).applyGradients(pairs, "train");
+        Session session = new Session(n.graph());
+        open.add(session);
+        session.initialize();
+        return () -> {
+            try (Result r = session.runner().addTarget(train).fetch(n.loss()).run()) {
+                sink = r.size();
+            }
+        };
+    }
+
+    /** A step through the TensorFlow adapter with the given pipeline. */
+    private GuardedVariant guard(GradientPipeline pipeline) {
+        Net n = net();
+        Session session = new Session(n.graph());
+        open.add(session);
+        TfGuard guard = TfGuard.create(session, n.loss(), n.vars(), new Adam(n.graph(), Pipelines.LEARNING_RATE), pipeline);
+        open.add(guard);
+        return new GuardedVariant(guard);
+    }
+
+    /** Σ over tensors of Σ g², then g · c / max(√Σ, c) with c = {@link Pipelines#MAX_NORM}, all as graph ops. */
+    static List<Operand<TFloat32>> clipByGlobalNorm(Ops tf, List<Operand<TFloat32>> grads) {
+        Operand<TFloat32> sum = null;
+        for (Operand<TFloat32> g : grads) {
+            Operand<TFloat32> s = tf.sum(tf.math.square(g), tf.constant(allAxes(g.shape().numDimensions())));
+            sum = sum == null ? s : tf.math.add(sum, s);
+        }
+        Operand<TFloat32> c = tf.constant((float) Pipelines.MAX_NORM);
+        Operand<TFloat32> coef = tf.math.div(c, tf.math.maximum(tf.math.sqrt(sum), c));
+        List<Operand<TFloat32>> out = new ArrayList<>();
+        for (Operand<TFloat32> g : grads) {
+            out.add(tf.math.mul(g, coef));
+        }
+        return out;
+    }
+
+    /** The same clip with Σg² accumulated in float64, as GradGuard's backends do. */
+    static List<Operand<TFloat32>> clipByGlobalNorm64(Ops tf, List<Operand<TFloat32>> grads) {
+        Operand<TFloat64> sum = null;
+        for (Operand<TFloat32> g : grads) {
+            Operand<TFloat64> s = tf.sum(tf.math.square(tf.dtypes.cast(g, TFloat64.class)),
+                    tf.constant(allAxes(g.shape().numDimensions())));
+            sum = sum == null ? s : tf.math.add(sum, s);
+        }
+        Operand<TFloat64> c = tf.constant(Pipelines.MAX_NORM);
+        Operand<TFloat32> coef = tf.dtypes.cast(tf.math.div(c, tf.math.maximum(tf.math.sqrt(sum), c)), TFloat32.class);
+        List<Operand<TFloat32>> out = new ArrayList<>();
+        for (Operand<TFloat32> g : grads) {
+            out.add(tf.math.mul(g, coef));
+        }
+        return out;
+    }
+
+    private static int[] allAxes(int rank) {
+        int[] a = new int[rank];
+        for (int i = 0; i < rank; i++) {
+            a[i] = i;
+        }
+        return a;
+    }
+
+    private Net net() {
+        Graph graph = new Graph();
+        open.add(graph);
+        Ops tf = Ops.create(graph);
+        SplittableRandom rnd = new SplittableRandom(42);
+        float[][] xs = new float[BATCH][widths[0]];
+        float[][] ys = new float[BATCH][widths[widths.length - 1]];
+        for (int i = 0; i < BATCH; i++) {
+            for (int j = 0; j < widths[0]; j++) {
+                xs[i][j] = (float) rnd.nextDouble();
+            }
+            ys[i][i % ys[i].length] = 1f;
+        }
+        Operand<TFloat32> h = tf.constant(xs);
+        List<Variable<TFloat32>> vars = new ArrayList<>();
+        long params = 0;
+        for (int l = 1; l < widths.length; l++) {
+            int in = widths[l - 1];
+            int out = widths[l];
+            float limit = (float) Math.sqrt(6.0 / (in + out));
+            float[][] w = new float[in][out];
+            for (float[] row : w) {
+                for (int j = 0; j < out; j++) {
+                    row[j] = (float) ((rnd.nextDouble() * 2 - 1) * limit);
+                }
+            }
+            Variable<TFloat32> wv = tf.variable(tf.constant(w));
+            Variable<TFloat32> bv = tf.variable(tf.constant(new float[out]));
+            vars.add(wv);
+            vars.add(bv);
+            params += (long) in * out + out;
+            Operand<TFloat32> z = tf.math.add(tf.linalg.matMul(h, wv), bv);
+            h = l < widths.length - 1 ? tf.nn.relu(z) : z;
+        }
+        Operand<TFloat32> loss = tf.math.mean(tf.nn.softmaxCrossEntropyWithLogits(h, tf.constant(ys)).loss(), tf.constant(0));
+        return new Net(graph, tf, loss, vars, params);
+    }
+}
