@@ -200,6 +200,11 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         return true;
     }
 
+    @Override
+    public boolean isFloat64(NDArray x) {
+        return x.getDataType() == DataType.FLOAT64;
+    }
+
     /**
      * @throws IllegalArgumentException if the data does not fill the shape
      */

@@ -3,9 +3,6 @@ package io.gradguard.dl4j;
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientTransform;
 import io.gradguard.core.StepResult;
-import io.gradguard.core.transform.Accumulate;
-import io.gradguard.core.transform.NonFiniteGuard;
-import io.gradguard.core.transform.SkipSpikes;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.optimize.api.BaseTrainingListener;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -59,8 +56,8 @@ public final class GuardListener extends BaseTrainingListener {
     /**
      * A listener running {@code pipeline} on every minibatch {@code fit} trains on.
      *
-     * @throws IllegalArgumentException if the pipeline is null
-     * @throws IllegalStateException if a stage may hold or skip a step (use {@link GuardedTrainer})
+     * @throws IllegalArgumentException if the pipeline is null, or a stage may hold or skip a step
+     *     ({@link GradientTransform#mayHoldOrSkip()}: use {@link GuardedTrainer})
      */
     public static GuardListener of(GradientPipeline pipeline) {
         if (pipeline == null) {
@@ -68,19 +65,14 @@ public final class GuardListener extends BaseTrainingListener {
         }
         for (int i = 0; i < pipeline.transforms().size(); i++) {
             GradientTransform t = pipeline.transforms().get(i);
-            if (mayHoldOrSkip(t)) {
-                throw new IllegalStateException("GuardListener cannot run stage '" + pipeline.stageNames().get(i) + "' (" + t
+            if (t.mayHoldOrSkip()) {
+                throw new IllegalArgumentException("pipeline must not hold or skip steps for a GuardListener, got stage '" + pipeline.stageNames().get(i) + "' (" + t
                         + "): it holds or skips steps, but a DL4J TrainingListener runs before the updater and cannot stop it. "
                         + "Drive training with GuardedTrainer.of(net, pipeline) for accumulation and real skips, "
                         + "or remove the stage from the pipeline.");
             }
         }
         return new GuardListener(pipeline);
-    }
-
-    private static boolean mayHoldOrSkip(GradientTransform t) {
-        return t instanceof Accumulate || t instanceof SkipSpikes
-                || t instanceof NonFiniteGuard g && g.policy() == NonFiniteGuard.Policy.SKIP;
     }
 
     /** The pipeline this listener runs. */

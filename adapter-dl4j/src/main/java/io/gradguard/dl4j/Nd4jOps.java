@@ -191,6 +191,11 @@ public final class Nd4jOps implements TensorOps<INDArray> {
     }
 
     @Override
+    public boolean isFloat64(INDArray x) {
+        return x.dataType() == DataType.DOUBLE;
+    }
+
+    @Override
     public boolean accumulatesInDouble() {
         return true;
     }

@@ -561,6 +561,11 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         return true;
     }
 
+    @Override
+    public boolean isFloat64(TfTensor x) {
+        return dtype(x.value()) == TFloat64.class;
+    }
+
     /** {@code true} only after {@link #accumulateInDouble()} (see "Precision" in the class comment). */
     @Override
     public boolean accumulatesInDouble() {

@@ -60,6 +60,7 @@ public final class GradientPipeline {
     private int microStep;
     private long skippedSteps;
     private long heldCalls;
+    private int firstHoldingStage = Integer.MAX_VALUE;
 
     private GradientPipeline(List<String> names, List<GradientTransform> transforms) {
         this.names = List.copyOf(names);
@@ -98,7 +99,10 @@ public final class GradientPipeline {
 
     /** Registers a listener called after every step (transforms that are listeners are registered by {@link #of}). */
     public GradientPipeline addListener(StepListener listener) {
-        listeners.add(Checks.notNull("listener", listener));
+        Checks.notNull("listener", listener);
+        if (!listeners.contains(listener)) {
+            listeners.add(listener);
+        }
         return this;
     }
 
@@ -133,11 +137,16 @@ public final class GradientPipeline {
         Map<String, Object> metrics = new LinkedHashMap<>();
         Action action = Action.proceed();
         String decidedBy = "";
+        int decidedIndex = -1;
         for (int i = 0; i < transforms.size(); i++) {
             Action a = transforms.get(i).update(new Step<>(gradients, ops, ctx, names.get(i), metrics), states[i]);
             if (a.kind() != Action.Kind.PROCEED) {
                 action = a;
                 decidedBy = names.get(i);
+                decidedIndex = i;
+                if (a.kind() == Action.Kind.HOLD) {
+                    firstHoldingStage = Math.min(firstHoldingStage, i);
+                }
                 break;
             }
         }
@@ -150,7 +159,13 @@ public final class GradientPipeline {
                 microStep++;
                 heldCalls++;
             }
-            case SKIP -> skippedSteps++;
+            case SKIP -> {
+                skippedSteps++;
+                // a skip decided after a stage that had been holding consumed the window it closed
+                if (decidedIndex > firstHoldingStage) {
+                    microStep = 0;
+                }
+            }
         }
         StepResult<T> result = new StepResult<>(action, decidedBy, ctx, metrics, ops);
         for (StepListener l : listeners) {
@@ -235,14 +250,14 @@ public final class GradientPipeline {
     /** The first four bytes of a GradGuard state file: "GGST". */
     public static final int STATE_MAGIC = 0x47475354;
     /** The version of the state format this class writes and reads. */
-    public static final int STATE_VERSION = 1;
+    public static final int STATE_VERSION = 2;
 
     /**
      * Writes the whole pipeline state — counters, the model signature, every stage's state
      * (accumulators, histories, EMAs) — so that {@link #restoreState} continues bit-identically,
      * also in the middle of an accumulation window.
      *
-     * <p>Format (version 1, big-endian, {@link DataOutputStream}):
+     * <p>Format (version 2, big-endian, {@link DataOutputStream}):
      * <pre>
      * int    magic "GGST", int version
      * int    stage count; per stage: UTF name, UTF transform class
@@ -440,6 +455,7 @@ public final class GradientPipeline {
         microStep = 0;
         skippedSteps = 0;
         heldCalls = 0;
+        firstHoldingStage = Integer.MAX_VALUE;
     }
 
     @SuppressWarnings("unchecked")

@@ -38,6 +38,15 @@ public interface GradientTransform {
     <T> Action update(Step<T> step, TransformState state);
 
     /**
+     * Whether {@link #update} can return {@link Action#hold()} or {@link Action#skip}. Adapters that
+     * cannot suppress the optimizer step (a DL4J listener) refuse such pipelines up front, and
+     * {@code masked(...)} refuses such an inner stage (it would hold or skip the whole model).
+     */
+    default boolean mayHoldOrSkip() {
+        return false;
+    }
+
+    /**
      * Reads the state {@link TransformState#write} wrote. Stateless transforms keep the default,
      * which reads nothing.
      *

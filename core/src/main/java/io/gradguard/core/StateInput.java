@@ -55,6 +55,13 @@ public final class StateInput<T> {
 
     /** Reads a tensor (its shape is stored with it; the pipeline checks shapes against the model at the next step). */
     public T readTensor() throws IOException {
+        int dtype = in.readByte();
+        if (dtype != 0 && dtype != 1) {
+            throw new StateFormatException("a state tensor has the unknown dtype " + dtype);
+        }
+        if (dtype == 1 && !ops.supportsFloat64()) {
+            throw new StateFormatException("the state holds a float64 tensor but " + ops + " has no float64 tensors");
+        }
         int rank = in.readInt();
         if (rank < 0 || rank > 64) {
             throw new StateFormatException("tensor rank " + rank + " is not valid");
@@ -76,11 +83,20 @@ public final class StateInput<T> {
         if (n != expected) {
             throw new StateFormatException("a state tensor of shape " + Arrays.toString(shape) + " holds " + n + " values");
         }
-        float[] v = new float[n];
-        for (int i = 0; i < n; i++) {
-            v[i] = in.readFloat();
+        T t;
+        if (dtype == 1) {
+            double[] v = new double[n];
+            for (int i = 0; i < n; i++) {
+                v[i] = in.readDouble();
+            }
+            t = ops.fromHost(v, shape);
+        } else {
+            float[] v = new float[n];
+            for (int i = 0; i < n; i++) {
+                v[i] = in.readFloat();
+            }
+            t = ops.fromHost(v, shape);
         }
-        T t = ops.fromHost(v, shape);
         created.add(t);
         return t;
     }

@@ -43,17 +43,27 @@ public final class StateOutput<T> {
         }
     }
 
-    /** A tensor: rank, dimensions, then its float32 values row-major. */
+    /** A tensor: a dtype byte (0 float32, 1 float64), rank, dimensions, then its values row-major. */
     public void writeTensor(T x) throws IOException {
+        boolean f64 = ops.isFloat64(x);
+        out.writeByte(f64 ? 1 : 0);
         long[] shape = ops.shape(x);
         out.writeInt(shape.length);
         for (long d : shape) {
             out.writeLong(d);
         }
-        float[] v = ops.toHostArray(x);
-        out.writeInt(v.length);
-        for (float f : v) {
-            out.writeFloat(f);
+        if (f64) {
+            double[] v = ops.toHostDoubles(x);
+            out.writeInt(v.length);
+            for (double d : v) {
+                out.writeDouble(d);
+            }
+        } else {
+            float[] v = ops.toHostArray(x);
+            out.writeInt(v.length);
+            for (float f : v) {
+                out.writeFloat(f);
+            }
         }
     }
 }

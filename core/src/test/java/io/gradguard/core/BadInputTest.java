@@ -56,6 +56,9 @@ class BadInputTest {
         assertEquals(true, e.getMessage().startsWith("namePattern must be a valid regular expression, got \"([a\""), e.getMessage());
         rejects("inner must not be null", () -> Transforms.matching("W", null));
         rejects("mask must not be null", () -> Transforms.masked(null, Transforms.centralize()));
+        IllegalArgumentException held = assertThrows(IllegalArgumentException.class,
+                () -> Transforms.matching("W", Transforms.accumulate(2)));
+        assertEquals(true, held.getMessage().startsWith("inner must not hold or skip steps"), held.getMessage());
     }
 
     @Test

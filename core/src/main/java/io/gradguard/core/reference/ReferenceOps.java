@@ -82,6 +82,11 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
     }
 
     @Override
+    public boolean isFloat64(ReferenceTensor x) {
+        return x.isDouble();
+    }
+
+    @Override
     public boolean supportsFloat64() {
         return true;
     }

@@ -138,6 +138,11 @@ public interface TensorOps<T> {
         throw new UnsupportedOperationException(getClass().getSimpleName() + " has no float64 tensors");
     }
 
+    /** Whether this tensor holds float64 values (checkpoints then store it in float64). */
+    default boolean isFloat64(T x) {
+        return false;
+    }
+
     /** Copies a float64 tensor to the host; only where {@link #supportsFloat64()}. */
     default double[] toHostDoubles(T x) {
         float[] f = toHostArray(x);

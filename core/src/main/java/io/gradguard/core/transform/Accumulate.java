@@ -99,6 +99,11 @@ public final class Accumulate implements GradientTransform {
     }
 
     @Override
+    public boolean mayHoldOrSkip() {
+        return true;
+    }
+
+    @Override
     public String name() {
         return "accumulate";
     }
@@ -146,32 +151,43 @@ public final class Accumulate implements GradientTransform {
             case CONTEXT -> step.context().weight();
         };
         T wt = w == 1.0 ? null : ops.scalar(w);
-        for (int i = 0; i < grads.size(); i++) {
-            T buffer = s.buffers.get(i);
-            T g = grads.get(i).gradient();
-            if (s.count == 0) {
-                ops.assign(buffer, g);
-                if (wt != null) {
-                    ops.scaleInPlace(buffer, wt);
+        boolean last = s.count + 1 == s.windowK;
+        if (!last) {
+            // into the buffer: A ← w·g (first micro-batch) or A ← A + w·g
+            for (int i = 0; i < grads.size(); i++) {
+                T buffer = s.buffers.get(i);
+                T g = grads.get(i).gradient();
+                if (s.count == 0) {
+                    ops.assign(buffer, g);
+                    if (wt != null) {
+                        ops.scaleInPlace(buffer, wt);
+                    }
+                } else {
+                    ops.addInPlace(buffer, g, w);
                 }
-            } else {
-                ops.addInPlace(buffer, g, w);
             }
-        }
-        s.count++;
-        s.weightSum += w;
-        step.recordValue("microBatches", s.count);
-        if (s.count < s.windowK) {
+            s.count++;
+            s.weightSum += w;
+            step.recordValue("microBatches", s.count);
             return Action.hold();
         }
-        T coef = ops.scalar(mean ? (s.weightSum > 0 ? 1.0 / s.weightSum : 0.0) : 1.0);
+        // the window's last micro-batch is combined in the gradient itself (g ← (w·g + A) / Σw):
+        // the buffer is neither written nor copied back
+        double weightSum = s.weightSum + w;
+        T coef = mean ? ops.scalar(weightSum > 0 ? 1.0 / weightSum : 0.0) : null;
         for (int i = 0; i < grads.size(); i++) {
             T g = grads.get(i).gradient();
-            ops.assign(g, s.buffers.get(i));
-            if (mean) {
+            if (wt != null) {
+                ops.scaleInPlace(g, wt);
+            }
+            if (s.count > 0) {
+                ops.addInPlace(g, s.buffers.get(i), 1.0);
+            }
+            if (coef != null && !(weightSum == 1.0 && w == 1.0)) {
                 ops.scaleInPlace(g, coef);
             }
         }
+        step.recordValue("microBatches", s.count + 1);
         s.count = 0;
         s.weightSum = 0;
         return Action.proceed();

@@ -67,10 +67,13 @@ public final class ClipByNorm implements GradientTransform {
 
     @Override
     public String name() {
+        if (scope == Scope.TENSOR && normType == NormType.RMS) {
+            return "clipByBlockRms";
+        }
         return switch (scope) {
             case GLOBAL -> "clipByGlobalNorm";
             case LAYER -> "clipByLayerNorm";
-            case TENSOR -> "clipByTensorNorm";
+            case TENSOR -> "clipByNorm";
         };
     }
 

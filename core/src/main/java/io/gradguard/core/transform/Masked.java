@@ -36,6 +36,8 @@ public final class Masked implements GradientTransform {
         this.mask = Checks.notNull("mask", mask);
         this.description = Checks.notNull("description", description);
         this.inner = Checks.notNull("inner", inner);
+        Checks.require(!inner.mayHoldOrSkip(), "inner", "not hold or skip steps (masked, it would hold or skip the whole"
+                + " model's step: put it in the pipeline unmasked)", inner);
     }
 
     public GradientTransform inner() {
@@ -55,6 +57,11 @@ public final class Masked implements GradientTransform {
     @Override
     public <T> Action update(Step<T> step, TransformState state) {
         return inner.update(step.withGradients(select(step.gradients())), state);
+    }
+
+    @Override
+    public boolean mayHoldOrSkip() {
+        return inner.mayHoldOrSkip();
     }
 
     @Override

@@ -21,11 +21,13 @@ import java.io.IOException;
  *       reset, the skip is counted. After {@code maxConsecutive} skips in a row the next bad step
  *       throws an {@link IllegalStateException} instead of training on silently, or, with
  *       {@link #letThroughWhenExhausted()}, is let through as Optax's {@code apply_if_finite} does.</li>
- *   <li>{@link Policy#ZERO}: the bad elements become 0 and the step proceeds (see {@link ZeroNonFinite}).</li>
+ *   <li>{@link Policy#ZERO}: exactly {@link ZeroNonFinite} (the bad elements become 0, counted per tensor
+ *       in the metrics {@code nonFinite.<tensor>} and {@code nonFinite}); the step proceeds.</li>
  *   <li>{@link Policy#THROW}: an {@link IllegalStateException} naming the first offending parameter,
  *       the step and what was found.</li>
- *   <li>{@link Policy#PROPAGATE}: nothing is changed (the frameworks' default); bad steps are still
- *       counted.</li>
+ *   <li>{@link Policy#PROPAGATE}: nothing is changed (the frameworks' default); the step's count of
+ *       bad values is still recorded as the metric {@code nonFinite} (no host copy: it is read only if
+ *       a monitor or the user reads it).</li>
  * </ul>
  *
  * <p>A pipeline without a non-finite stage propagates, as PyTorch and DL4J do.
@@ -34,8 +36,8 @@ import java.io.IOException;
  * SKIP: found &gt; 0 → consecutive += 1, total += 1, skip (or throw once consecutive &gt; max)
  *       found = 0 → consecutive = 0</pre>
  *
- * <p>Counters (checkpointed): consecutive bad steps, total bad steps. Recorded metrics:
- * {@code nonFinite} (the count), {@code consecutive}, {@code total}. Every policy but
+ * <p>Counters (checkpointed, SKIP and THROW only: they decide on the host): consecutive bad steps,
+ * total bad steps. Recorded metrics: {@code nonFinite} (the count), {@code consecutive}, {@code total}. Every policy but
  * {@code ZERO}/{@code PROPAGATE} copies one scalar to the host per step to decide.
  *
  * <p>References: Optax {@code apply_if_finite} and {@code skip_not_finite}; PyTorch AMP's
@@ -51,6 +53,8 @@ import java.io.IOException;
 public final class NonFiniteGuard implements GradientTransform {
     /** What to do with a non-finite step. */
     public enum Policy { SKIP, ZERO, THROW, PROPAGATE }
+
+    private static final ZeroNonFinite ZERO = new ZeroNonFinite(false);
 
     private final Policy policy;
     private final int maxConsecutive;
@@ -85,6 +89,12 @@ public final class NonFiniteGuard implements GradientTransform {
         return maxConsecutive;
     }
 
+    /** SKIP may skip (THROW stops training instead). */
+    @Override
+    public boolean mayHoldOrSkip() {
+        return policy == Policy.SKIP;
+    }
+
     @Override
     public String name() {
         return "nonFinite";
@@ -99,6 +109,9 @@ public final class NonFiniteGuard implements GradientTransform {
     public <T> Action update(Step<T> step, TransformState state) {
         Counters c = (Counters) state;
         TensorOps<T> ops = step.ops();
+        if (policy == Policy.ZERO) {
+            return ZERO.update(step, TransformState.NONE);
+        }
         T found = null;
         for (GradientTensor<T> g : step.gradients()) {
             T n = ops.countNonFinite(g.gradient());
@@ -108,12 +121,6 @@ public final class NonFiniteGuard implements GradientTransform {
             found = ops.scalar(0.0);
         }
         step.record("nonFinite", found);
-        if (policy == Policy.ZERO) {
-            for (GradientTensor<T> g : step.gradients()) {
-                ops.replaceNonFinite(g.gradient(), 0.0, 0.0, 0.0);
-            }
-            return Action.proceed();
-        }
         if (policy == Policy.PROPAGATE) {
             return Action.proceed();
         }

@@ -64,7 +64,9 @@ public final class Normalize implements GradientTransform {
             for (GradientTensor<T> g : group) {
                 ops.scaleInPlace(g.gradient(), coef);
             }
-            step.record(scope == Scope.GLOBAL ? "norm" : "norm." + Norms.groupName(group, scope), norm);
+            String suffix = scope == Scope.GLOBAL ? "" : "." + Norms.groupName(group, scope);
+            step.record("norm" + suffix, norm);
+            step.record("coefficient" + suffix, coef);
         }
         return Action.proceed();
     }

@@ -76,6 +76,11 @@ public final class SkipSpikes implements GradientTransform {
     }
 
     @Override
+    public boolean mayHoldOrSkip() {
+        return true;
+    }
+
+    @Override
     public String name() {
         return "skipSpikes";
     }

@@ -191,6 +191,15 @@ public abstract class ConformanceKit<T> extends StatelessConformance<T> {
         }
 
         @Test
+        void a_skip_after_a_completed_window_starts_the_next_window_at_micro_step_0() {
+            GradientPipeline pipeline = GradientPipeline.of(Transforms.accumulate(2), Transforms.skipNonFinite(5));
+            pipeline.step(set(grad("g", vector(1))), ops(), StepContext.empty());
+            assertTrue(pipeline.step(set(grad("g", vector(Float.NaN))), ops(), StepContext.empty()).skipped());
+            assertEquals(0, pipeline.microStep());
+            assertEquals(0, pipeline.step(set(grad("g", vector(1))), ops(), StepContext.empty()).context().microStep());
+        }
+
+        @Test
         void a_schedule_returning_zero_is_a_clear_error() {
             GradientPipeline pipeline = GradientPipeline.of(Accumulate.schedule(step -> 0));
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
@@ -489,7 +498,7 @@ public abstract class ConformanceKit<T> extends StatelessConformance<T> {
         void a_state_of_another_version_is_rejected_naming_both_versions() throws IOException {
             byte[] bad = save(halfway().pipeline);
             bad[7] = 9;
-            assertRejectedAndUntouched(bad, "version 9 is not supported; this GradGuard reads version 1");
+            assertRejectedAndUntouched(bad, "version 9 is not supported; this GradGuard reads version 2");
         }
 
         @Test
@@ -498,6 +507,29 @@ public abstract class ConformanceKit<T> extends StatelessConformance<T> {
             Sgd sgd = checkpointModel(other);
             sgd.step(gradientAt(0));
             assertRejectedAndUntouched(save(other), "saved from a pipeline with stages [accumulate");
+        }
+
+        @Test
+        void a_float64_accumulator_round_trips_exactly() throws IOException {
+            org.junit.jupiter.api.Assumptions.assumeTrue(ops().supportsFloat64(), "backend has no float64 tensors");
+            GradientPipeline straight = GradientPipeline.of(Transforms.accumulate(2).sum());
+            GradientPipeline first = GradientPipeline.of(Transforms.accumulate(2).sum());
+            T a1 = ops().fromHost(new double[] {0.1, 1e-40}, new long[] {2});
+            T a2 = ops().fromHost(new double[] {0.1, 1e-40}, new long[] {2});
+            created.add(a1);
+            created.add(a2);
+            straight.step(set(grad("g", a1)), ops(), StepContext.empty());
+            first.step(set(grad("g", a2)), ops(), StepContext.empty());
+            GradientPipeline resumed = GradientPipeline.of(Transforms.accumulate(2).sum());
+            resumed.restoreState(new ByteArrayInputStream(save(first)), ops());
+            T b1 = ops().fromHost(new double[] {0.2, 3e-40}, new long[] {2});
+            T b2 = ops().fromHost(new double[] {0.2, 3e-40}, new long[] {2});
+            created.add(b1);
+            created.add(b2);
+            straight.step(set(grad("g", b1)), ops(), StepContext.empty());
+            resumed.step(set(grad("g", b2)), ops(), StepContext.empty());
+            assertArrayEquals(ops().toHostDoubles(b1), ops().toHostDoubles(b2), 0.0);
+            assertEquals(0.1 + 0.2, ops().toHostDoubles(b2)[0], 0.0);
         }
 
         @Test

@@ -15,6 +15,7 @@ import io.gradguard.core.NormType;
 import io.gradguard.core.Role;
 import io.gradguard.core.Scope;
 import io.gradguard.core.StepContext;
+import io.gradguard.core.StepListener;
 import io.gradguard.core.StepResult;
 import io.gradguard.core.Transforms;
 import io.gradguard.core.spi.TensorOps;
@@ -355,7 +356,7 @@ public abstract class StatelessConformance<T> {
             StepResult<T> r = run(Transforms.clipByNorm(5.0), g);
             assertClose(new double[] {3, 4, 0, 0}, values(g.get(0).gradient()));
             assertClose(new double[] {5, 0}, values(g.get(1).gradient()));
-            assertClose(12.0, metric(r, "clipByTensorNorm.norm.0_b"), 1e-6);
+            assertClose(12.0, metric(r, "clipByNorm.norm.0_b"), 1e-6);
         }
 
         @Test
@@ -473,6 +474,14 @@ public abstract class StatelessConformance<T> {
             run(Transforms.normalize(Scope.LAYER), g);
             assertClose(new double[] {3 / 13.0, 4 / 13.0, 0, 0}, values(g.get(0).gradient()));
             assertClose(new double[] {12 / 13.0, 0}, values(g.get(1).gradient()));
+        }
+
+        @Test
+        void the_norm_and_coefficient_are_recorded_so_monitors_see_the_norm_before() {
+            GradientSet<T> g = set(grad("g", vector(30, 40)));
+            StepResult<T> r = run(Transforms.normalize(Scope.GLOBAL), g);
+            assertClose(50.0, metric(r, "normalizeGlobal.norm"), 1e-6);
+            assertClose(0.02, metric(r, "normalizeGlobal.coefficient"), 1e-6);
         }
 
         @Test
@@ -626,6 +635,15 @@ public abstract class StatelessConformance<T> {
             assertClose(new double[] {0, 0.6, 0.8}, values(g.get(0).gradient()));
             assertClose(5.0, metric(r, "clipByGlobalNorm.norm"), 1e-6);
             assertTrue(r.applies());
+        }
+
+        @Test
+        void a_listener_added_twice_is_called_once() {
+            int[] calls = {0};
+            StepListener l = (grads, result) -> calls[0]++;
+            GradientPipeline p = GradientPipeline.of(Transforms.clipByValue(1.0)).addListener(l).addListener(l);
+            p.step(set(grad("g", vector(5))), ops(), StepContext.ofBatch(1));
+            assertEquals(1, calls[0]);
         }
 
         @Test
