@@ -99,6 +99,28 @@ public final class GuardedTrainer {
         return runner.pipeline();
     }
 
+    /**
+     * Writes the pipeline's state (counters, accumulators, histories) as
+     * {@link GradientPipeline#saveState} does. Save the network next to it ({@code ModelSerializer.writeModel(net, out, true)}, updater included).
+     *
+     * @throws java.io.IOException if the stream fails
+     */
+    public void saveState(java.io.OutputStream out) throws java.io.IOException {
+        pipeline().saveState(out);
+    }
+
+    /**
+     * Restores a state written by {@link #saveState} onto this trainer's backend, before the next step
+     * (mid-window checkpoints resume bit-identically).
+     *
+     * @throws io.gradguard.core.StateFormatException if the state is truncated, corrupt, of another version
+     *     or from another pipeline; the pipeline is then left untouched
+     * @throws java.io.IOException if the stream fails
+     */
+    public void restoreState(java.io.InputStream in) throws java.io.IOException {
+        pipeline().restoreState(in, ops());
+    }
+
     /** The ND4J backend the pipeline's state lives on (for {@code pipeline().restoreState(in, trainer.ops())}). */
     public Nd4jOps ops() {
         return runner.ops();

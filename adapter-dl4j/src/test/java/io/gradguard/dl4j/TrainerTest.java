@@ -190,7 +190,7 @@ class TrainerTest {
         ByteArrayOutputStream model = new ByteArrayOutputStream();
         ModelSerializer.writeModel(net, model, true);
         ByteArrayOutputStream guard = new ByteArrayOutputStream();
-        trainer.pipeline().saveState(guard);
+        trainer.saveState(guard);
 
         for (int m = 6; m < 14; m++) {
             trainer.step(Nets.batch(8, 500 + m));
@@ -198,7 +198,7 @@ class TrainerTest {
 
         MultiLayerNetwork resumed = ModelSerializer.restoreMultiLayerNetwork(new ByteArrayInputStream(model.toByteArray()), true);
         GuardedTrainer again = GuardedTrainer.of(resumed, pipeline());
-        again.pipeline().restoreState(new ByteArrayInputStream(guard.toByteArray()), again.ops());
+        again.restoreState(new ByteArrayInputStream(guard.toByteArray()));
         for (int m = 6; m < 14; m++) {
             again.step(Nets.batch(8, 500 + m));
         }

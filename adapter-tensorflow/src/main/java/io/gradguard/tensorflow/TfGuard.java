@@ -389,6 +389,28 @@ public final class TfGuard implements AutoCloseable {
         return pipeline;
     }
 
+    /**
+     * Writes the pipeline's state (counters, accumulators, histories) as
+     * {@link GradientPipeline#saveState} does. Save TensorFlow's own checkpoint (`session.save`) next to it: its saver does not capture GradGuard's state.
+     *
+     * @throws java.io.IOException if the stream fails
+     */
+    public void saveState(java.io.OutputStream out) throws java.io.IOException {
+        pipeline().saveState(out);
+    }
+
+    /**
+     * Restores a state written by {@link #saveState} onto this guard's backend, before the next step
+     * (mid-window checkpoints resume bit-identically).
+     *
+     * @throws io.gradguard.core.StateFormatException if the state is truncated, corrupt, of another version
+     *     or from another pipeline; the pipeline is then left untouched
+     * @throws java.io.IOException if the stream fails
+     */
+    public void restoreState(java.io.InputStream in) throws java.io.IOException {
+        pipeline().restoreState(in, ops());
+    }
+
     /** The loss of the last step (NaN before the first). */
     public double lastLoss() {
         return lastLoss;

@@ -205,7 +205,7 @@ class StatefulTrainingTest {
                 step(g, m, data.get(i));
             }
             ByteArrayOutputStream out = new ByteArrayOutputStream();
-            g.pipeline().saveState(out);          // counters and the half-filled accumulator
+            g.saveState(out);          // counters and the half-filled accumulator
             state = out.toByteArray();
             m.session.save(prefix);               // the model variables
         }
@@ -215,7 +215,7 @@ class StatefulTrainingTest {
             m.session.restore(prefix);
             GradientPipeline p = checkpointed();
             try (TfGuard g = guard(m, p)) {
-                p.restoreState(new ByteArrayInputStream(state), g.ops());
+                g.restoreState(new ByteArrayInputStream(state));
                 for (int i = 5; i < data.size(); i++) {
                     step(g, m, data.get(i));
                 }
