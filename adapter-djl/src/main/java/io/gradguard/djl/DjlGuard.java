@@ -158,13 +158,15 @@ public final class DjlGuard {
     /**
      * Transforms the gradients of the last backward pass, then steps {@code trainer} if the
      * pipeline says so; otherwise resets the gradients and leaves the optimizer alone. Call it
-     * instead of {@code trainer.step()}.
+     * instead of {@code trainer.step()} on a plain DJL trainer (a {@link GuardedTrainer} made by
+     * {@link #newTrainer} runs the guard in its own {@code step()}).
      *
      * @return what happened; its metrics are host values
      * @throws IllegalArgumentException if {@code trainer} is null
-     * @throws IllegalStateException if the guard was used with another trainer, the trainer trains
-     *     on several devices, the model is not initialized, or a transform gives up (e.g. too many
-     *     consecutive non-finite steps)
+     * @throws IllegalStateException if {@code trainer} is a {@link GuardedTrainer} (its own
+     *     {@code step()} already runs the pipeline: call {@code trainer.step()}), the guard was used
+     *     with another trainer, the trainer trains on several devices, the model is not initialized,
+     *     or a transform gives up (e.g. too many consecutive non-finite steps)
      */
     public StepResult<NDArray> step(Trainer trainer) {
         return step(trainer, StepContext.empty());
@@ -179,6 +181,12 @@ public final class DjlGuard {
     public StepResult<NDArray> step(Trainer trainer, StepContext context) {
         if (trainer == null) {
             throw new IllegalArgumentException("trainer must not be null, got null");
+        }
+        if (trainer instanceof GuardedTrainer) {
+            // its step() is guard.run(...) again: the pipeline would run twice per batch
+            throw new IllegalStateException("this trainer already steps through its guard: call trainer.step() instead of"
+                    + " DjlGuard.step(trainer), which would run the pipeline twice per batch (clipping twice, counting"
+                    + " two micro-batches)");
         }
         return run(trainer, context, trainer::step);
     }

@@ -271,6 +271,32 @@ class DjlGuardTest {
     }
 
     @Test
+    void a_guarded_trainer_is_refused_by_guard_step_and_steps_once_through_its_own_step() {
+        DjlGuard guard = DjlGuard.of(Transforms.accumulate(2), Transforms.clipByGlobalNorm(1.0));
+        try (GuardedTrainer trainer = guard.newTrainer(Nets.mlp(4, 8, 3), Nets.config(Nets.sgd(LR)))) {
+            trainer.initialize(new Shape(1, 4));
+            Nets.backward(trainer, Nets.data(1, 4, 4, 1f), Nets.data(2, 4, 3, 1f));
+            Map<String, float[]> grads = Nets.grads(trainer);
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> guard.step(trainer));
+            assertTrue(e.getMessage().contains("this trainer already steps through its guard: call trainer.step()"),
+                    e.getMessage());
+            e = assertThrows(IllegalStateException.class, () -> guard.step(trainer, StepContext.ofBatch(4)));
+            assertTrue(e.getMessage().contains("call trainer.step()"), e.getMessage());
+            assertEquals(0, guard.pipeline().heldCount(), "the refused calls ran nothing");
+            assertEquals(0, guard.pipeline().stepCount());
+            Map<String, float[]> untouched = Nets.grads(trainer);
+            for (String k : grads.keySet()) {
+                assertArrayEquals(grads.get(k), untouched.get(k), "gradient of " + k);
+            }
+
+            trainer.step(); // the first of two micro-batches: held once, not applied
+            assertEquals(1, guard.pipeline().heldCount());
+            assertEquals(0, guard.pipeline().stepCount());
+            assertTrue(trainer.lastResult().orElseThrow().held());
+        }
+    }
+
+    @Test
     void an_uninitialized_model_is_a_clear_error() {
         Model model = Nets.mlp(4, 8, 3);
         try (Trainer t = model.newTrainer(Nets.config(Nets.sgd(LR)))) {

@@ -1,16 +1,21 @@
 package io.gradguard.core.monitor;
 
+import io.gradguard.core.StateFormatException;
+import io.gradguard.core.StateInput;
+import io.gradguard.core.StateOutput;
+import java.io.IOException;
 import java.util.ArrayList;
-import java.util.HashMap;
-import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 
 /**
- * The monitor's detectors and their running state. Each looks at a finished measurement (a record
- * without events) and returns what it noticed; none throws on data.
+ * The monitor's detectors: their configuration here, their running state (medians, counters) in a
+ * {@link State} that is part of the monitor's pipeline state. Each looks at a finished measurement
+ * (a record without events) and returns what it noticed; none throws on data.
  *
  * <ul>
  *   <li>Exploding: the pre-clip global norm above {@code factor} × the median of the last
@@ -39,13 +44,6 @@ final class Detectors {
     private final double vanishRelative;
     private final int vanishSteps;
 
-    private final RunningMedian global;
-    private final Map<String, RunningMedian> layerMedians = new HashMap<>();
-    private final Set<String> spikingLayers = new HashSet<>();
-    private final Map<String, Integer> lowCounts = new HashMap<>();
-    private boolean globalArmed = true;
-    private boolean inNonFinite;
-
     Detectors(boolean enabled, double factor, int window, int warmup, double vanishAbsolute, double vanishRelative,
             int vanishSteps) {
         this.enabled = enabled;
@@ -55,19 +53,28 @@ final class Detectors {
         this.vanishAbsolute = vanishAbsolute;
         this.vanishRelative = vanishRelative;
         this.vanishSteps = vanishSteps;
-        this.global = new RunningMedian(window);
+    }
+
+    /** A fresh running state: no history, every detector armed. */
+    State newState() {
+        return new State(window);
+    }
+
+    /** Reads a running state written by {@link State#write}, sized for this configuration's window. */
+    <T> State read(StateInput<T> in) throws IOException {
+        return State.read(in, window);
     }
 
     /** Whether this pre-clip global norm is a spike (so the monitor measures the layers to name one). */
-    boolean isSpike(double norm) {
+    boolean isSpike(State s, double norm) {
         if (!enabled) {
             return false;
         }
-        double med = global.median();
-        return Double.isInfinite(norm) || global.size() >= warmup && med > 0 && norm > factor * med;
+        double med = s.global.median();
+        return Double.isInfinite(norm) || s.global.size() >= warmup && med > 0 && norm > factor * med;
     }
 
-    List<MonitorEvent> check(StepRecord r) {
+    List<MonitorEvent> check(State s, StepRecord r) {
         List<MonitorEvent> events = new ArrayList<>();
         if (r.skipped()) {
             events.add(new MonitorEvent(MonitorEvent.Kind.SKIPPED, r.step(), "", "", r.normBefore(), Double.NaN,
@@ -77,23 +84,23 @@ final class Detectors {
         if (!enabled) {
             return events;
         }
-        nonFinite(r, events);
+        nonFinite(s, r, events);
         if (!r.skipped()) {
-            exploding(r, events);
-            vanishing(r, events);
+            exploding(s, r, events);
+            vanishing(s, r, events);
         }
         return events;
     }
 
-    private void nonFinite(StepRecord r, List<MonitorEvent> events) {
+    private void nonFinite(State s, StepRecord r, List<MonitorEvent> events) {
         if (r.nonFinite() <= 0) {
-            inNonFinite = false;
+            s.inNonFinite = false;
             return;
         }
-        if (inNonFinite) {
+        if (s.inNonFinite) {
             return;
         }
-        inNonFinite = true;
+        s.inNonFinite = true;
         if (Double.isNaN(r.clipCoefficient())) {
             events.add(new MonitorEvent(MonitorEvent.Kind.NON_FINITE, r.step(), "", "", r.nonFinite(), Double.NaN,
                     "non-finite gradient at step " + r.step() + ": clipping spread it to " + r.nonFinite()
@@ -115,37 +122,37 @@ final class Detectors {
                         + " NaN/Inf values, replaced by a pipeline stage before the monitor could see where"));
     }
 
-    private void exploding(StepRecord r, List<MonitorEvent> events) {
+    private void exploding(State s, StepRecord r, List<MonitorEvent> events) {
         double norm = r.normBefore();
         if (Double.isNaN(norm) || r.nonFinite() > 0) {
             return; // the non-finite detector speaks for this step
         }
-        double med = global.median();
-        boolean globalSpike = isSpike(norm);
+        double med = s.global.median();
+        boolean globalSpike = isSpike(s, norm);
         LayerStats offender = null;
         double offenderMedian = Double.NaN;
         boolean newLayerSpike = false;
-        Set<String> spikingNow = new HashSet<>();
+        Set<String> spikingNow = new LinkedHashSet<>();
         LayerStats largest = null;
         for (LayerStats l : r.layers()) {
             if (largest == null || l.norm() > largest.norm()) {
                 largest = l;
             }
-            RunningMedian m = layerMedians.get(l.layer());
+            RunningMedian m = s.layerMedians.get(l.layer());
             if (m == null || m.size() < LAYER_MIN_SAMPLES) {
                 continue;
             }
             double lm = m.median();
             if (lm > 0 && l.norm() > factor * lm && l.norm() >= MIN_LAYER_SHARE * med) {
                 spikingNow.add(l.layer());
-                newLayerSpike |= !spikingLayers.contains(l.layer());
+                newLayerSpike |= !s.spikingLayers.contains(l.layer());
                 if (offender == null) {
                     offender = l;
                     offenderMedian = lm;
                 }
             }
         }
-        if (globalSpike && globalArmed || newLayerSpike) {
+        if (globalSpike && s.globalArmed || newLayerSpike) {
             String message;
             if (offender != null) {
                 message = "layer " + offender.layer() + " gradient norm " + sci(offender.norm()) + " at step " + r.step() + ": "
@@ -160,22 +167,22 @@ final class Detectors {
                         norm, med, message));
             }
         }
-        globalArmed = !globalSpike;
+        s.globalArmed = !globalSpike;
         if (r.detailed()) {
-            spikingLayers.clear();
-            spikingLayers.addAll(spikingNow);
+            s.spikingLayers.clear();
+            s.spikingLayers.addAll(spikingNow);
             for (LayerStats l : r.layers()) {
                 if (Double.isFinite(l.norm())) {
-                    layerMedians.computeIfAbsent(l.layer(), k -> new RunningMedian(window)).add(l.norm());
+                    s.layerMedians.computeIfAbsent(l.layer(), k -> new RunningMedian(window)).add(l.norm());
                 }
             }
         }
         if (Double.isFinite(norm)) {
-            global.add(norm);
+            s.global.add(norm);
         }
     }
 
-    private void vanishing(StepRecord r, List<MonitorEvent> events) {
+    private void vanishing(State s, StepRecord r, List<MonitorEvent> events) {
         if (!r.detailed() || r.layers().isEmpty()) {
             return;
         }
@@ -188,9 +195,9 @@ final class Detectors {
         for (LayerStats l : r.layers()) {
             boolean belowAbsolute = l.norm() < vanishAbsolute;
             boolean belowRelative = largest != null && l != largest && l.norm() < vanishRelative * largest.norm();
-            int n = belowAbsolute || belowRelative ? lowCounts.merge(l.layer(), 1, Integer::sum) : 0;
+            int n = belowAbsolute || belowRelative ? s.lowCounts.merge(l.layer(), 1, Integer::sum) : 0;
             if (n == 0) {
-                lowCounts.remove(l.layer());
+                s.lowCounts.remove(l.layer());
             }
             if (n == vanishSteps) {
                 String why = belowAbsolute ? "below " + sci(vanishAbsolute)
@@ -200,6 +207,143 @@ final class Detectors {
                         "layer " + l.layer() + " gradient norm " + sci(l.norm()) + " at step " + r.step() + ": " + why + " for "
                                 + vanishSteps + " measured steps in a row"));
             }
+        }
+    }
+
+    /**
+     * The detectors' running state: the global and per-layer running medians (of the last
+     * {@code window} norms), the layers spiking on the last detailed step, the vanishing counters,
+     * and whether the exploding and non-finite detectors are armed. Maps keep the model's layer
+     * order, so a checkpoint of the same run is the same bytes.
+     */
+    static final class State {
+        /** More layers, or a longer name, than this in a checkpoint is corruption, not a model. */
+        static final int MAX_LAYERS = 1 << 20;
+        static final int MAX_NAME = 1 << 16;
+        static final int MAX_MEDIAN_VALUES = 1 << 24;
+
+        final RunningMedian global;
+        final Map<String, RunningMedian> layerMedians = new LinkedHashMap<>();
+        final Set<String> spikingLayers = new LinkedHashSet<>();
+        final Map<String, Integer> lowCounts = new LinkedHashMap<>();
+        boolean globalArmed = true;
+        boolean inNonFinite;
+
+        State(int window) {
+            this.global = new RunningMedian(window);
+        }
+
+        <T> void write(StateOutput<T> out) throws IOException {
+            out.writeBoolean(globalArmed);
+            out.writeBoolean(inNonFinite);
+            writeMedian(out, global);
+            out.writeInt(layerMedians.size());
+            for (Map.Entry<String, RunningMedian> e : layerMedians.entrySet()) {
+                writeString(out, e.getKey());
+                writeMedian(out, e.getValue());
+            }
+            out.writeInt(spikingLayers.size());
+            for (String layer : spikingLayers) {
+                writeString(out, layer);
+            }
+            out.writeInt(lowCounts.size());
+            for (Map.Entry<String, Integer> e : lowCounts.entrySet()) {
+                writeString(out, e.getKey());
+                out.writeInt(e.getValue());
+            }
+        }
+
+        /**
+         * Reads what {@link #write} wrote into a state of {@code window} values per median. A median
+         * saved with a longer window keeps its newest {@code window} values.
+         */
+        static <T> State read(StateInput<T> in, int window) throws IOException {
+            State s = new State(window);
+            s.globalArmed = in.readBoolean();
+            s.inNonFinite = in.readBoolean();
+            readMedian(in, s.global, "the global running median");
+            int layers = count(in, "layer running medians");
+            for (int i = 0; i < layers; i++) {
+                String layer = readString(in);
+                RunningMedian m = new RunningMedian(window);
+                readMedian(in, m, "the running median of layer " + layer);
+                if (s.layerMedians.put(layer, m) != null) {
+                    throw new StateFormatException("monitor state: layer " + layer + " has two running medians");
+                }
+            }
+            int spiking = count(in, "spiking layers");
+            for (int i = 0; i < spiking; i++) {
+                s.spikingLayers.add(readString(in));
+            }
+            int low = count(in, "vanishing counters");
+            for (int i = 0; i < low; i++) {
+                String layer = readString(in);
+                int n = in.readInt();
+                if (n < 1) {
+                    throw new StateFormatException("monitor state: the vanishing counter of layer " + layer + " is " + n
+                            + ", expected >= 1");
+                }
+                if (s.lowCounts.put(layer, n) != null) {
+                    throw new StateFormatException("monitor state: layer " + layer + " has two vanishing counters");
+                }
+            }
+            return s;
+        }
+
+        private static <T> void writeMedian(StateOutput<T> out, RunningMedian m) throws IOException {
+            double[] v = m.values();
+            out.writeInt(v.length);
+            for (double x : v) {
+                out.writeDouble(x);
+            }
+        }
+
+        private static <T> void readMedian(StateInput<T> in, RunningMedian m, String what) throws IOException {
+            int n = in.readInt();
+            if (n < 0 || n > MAX_MEDIAN_VALUES) {
+                throw new StateFormatException("monitor state: " + what + " claims " + n + " values, expected 0.."
+                        + MAX_MEDIAN_VALUES);
+            }
+            for (int i = 0; i < n; i++) {
+                double x = in.readDouble();
+                if (!(x >= 0) || Double.isInfinite(x)) {
+                    throw new StateFormatException("monitor state: " + what + " holds the norm " + x
+                            + ", expected a finite number >= 0");
+                }
+                m.add(x);
+            }
+        }
+
+        private static <T> int count(StateInput<T> in, String what) throws IOException {
+            int n = in.readInt();
+            if (n < 0 || n > MAX_LAYERS) {
+                throw new StateFormatException("monitor state: " + n + " " + what + ", expected 0.." + MAX_LAYERS);
+            }
+            return n;
+        }
+
+        /** A string as its length and one int per UTF-16 unit (StateOutput has no strings; layer names are short). */
+        static <T> void writeString(StateOutput<T> out, String s) throws IOException {
+            out.writeInt(s.length());
+            for (int i = 0; i < s.length(); i++) {
+                out.writeInt(s.charAt(i));
+            }
+        }
+
+        static <T> String readString(StateInput<T> in) throws IOException {
+            int n = in.readInt();
+            if (n < 0 || n > MAX_NAME) {
+                throw new StateFormatException("monitor state: a layer name of " + n + " characters, expected 0.." + MAX_NAME);
+            }
+            char[] c = new char[n];
+            for (int i = 0; i < n; i++) {
+                int u = in.readInt();
+                if (u < Character.MIN_VALUE || u > Character.MAX_VALUE) {
+                    throw new StateFormatException("monitor state: a layer name holds the character code " + u);
+                }
+                c[i] = (char) u;
+            }
+            return new String(c);
         }
     }
 

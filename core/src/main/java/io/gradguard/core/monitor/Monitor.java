@@ -8,12 +8,15 @@ import io.gradguard.core.GradientTransform;
 import io.gradguard.core.NormType;
 import io.gradguard.core.Norms;
 import io.gradguard.core.Step;
+import io.gradguard.core.StateFormatException;
+import io.gradguard.core.StateInput;
 import io.gradguard.core.StepContext;
 import io.gradguard.core.StepListener;
 import io.gradguard.core.StepResult;
 import io.gradguard.core.TransformState;
 import io.gradguard.core.internal.Checks;
 import io.gradguard.core.spi.TensorOps;
+import java.io.IOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -78,6 +81,27 @@ import org.slf4j.LoggerFactory;
  * begins (or on {@link #flush()} / {@link #close()}), with ‖Δθ‖/‖θ‖ per layer filled in; turn this
  * off with {@link Builder#updateRatios(boolean) updateRatios(false)} to get every record at once.
  *
+ * <h2>State and checkpoints</h2>
+ * The monitor object is configuration, sinks and listeners. What it carries from call to call —
+ * the next record's index, the micro-batches and loss of an unfinished accumulation window, the
+ * detectors' running medians and counters — is a {@link TransformState} that a pipeline creates
+ * with {@link #init} and owns, like any stage's. So {@link GradientPipeline#saveState} /
+ * {@link GradientPipeline#restoreState} checkpoint it (a run restored mid-window continues with the
+ * records the uninterrupted run makes) and {@link GradientPipeline#reset} starts it afresh. Only a
+ * monitor placed as a stage is checkpointed: one registered with {@link GradientPipeline#addListener}
+ * alone keeps its own state, which checkpoints and {@code reset()} do not touch. A record waiting
+ * for update ratios is delivery, not state: {@link #flush()} or {@link #close()} the old monitor
+ * before a restore.
+ *
+ * <pre>{@code
+ * Monitor monitor = Monitor.builder().sink(Sinks.jsonl(path)).build();
+ * GradientPipeline guard = GradientPipeline.of(Transforms.accumulate(4), Transforms.clipByGlobalNorm(1.0), monitor);
+ * ... train, then guard.saveState(out) ...
+ * // later, in a new process: the same stages, a new monitor
+ * GradientPipeline resumed = GradientPipeline.of(Transforms.accumulate(4), Transforms.clipByGlobalNorm(1.0), newMonitor);
+ * resumed.restoreState(in, ops);                   // record indexes, the open window and the detectors continue
+ * }</pre>
+ *
  * <p>The monitor never throws on training data; a sink that throws is reported once through SLF4J
  * and switched off. One monitor watches one pipeline, driven by one thread.
  */
@@ -91,10 +115,10 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
     private final List<MonitorListener> listeners = new CopyOnWriteArrayList<>();
     private final Set<MonitorListener> broken = ConcurrentHashMap.newKeySet();
 
-    private long index;
-    private int microBatches;
-    private double lossSum;
-    private double lossWeight;
+    /** The state of a monitor that is only a listener (no pipeline owns one for it). */
+    private final MonitorState own;
+    /** The state measurements go to: the pipeline's (as a stage) or {@link #own}. */
+    private MonitorState state;
     private StepRecord pending;
     private final Map<String, double[]> updates = new LinkedHashMap<>();
     private boolean closed;
@@ -107,6 +131,12 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         this.detectors = new Detectors(b.detectors, b.factor, b.window, b.warmup, b.vanishAbsolute, b.vanishRelative,
                 b.vanishSteps);
         this.listeners.addAll(b.sinks);
+        this.own = newState();
+        this.state = own;
+    }
+
+    private MonitorState newState() {
+        return new MonitorState(this, detectors.newState());
     }
 
     /** A builder with the defaults: name "run", every step detailed, detectors on, update ratios on, no sinks. */
@@ -164,10 +194,50 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         return "monitor";
     }
 
+    /**
+     * A fresh running state (record index 0, no micro-batches, detectors without history), owned
+     * by the pipeline from now on: {@link GradientPipeline#saveState} writes it,
+     * {@link GradientPipeline#reset} drops it.
+     */
+    @Override
+    public <T> TransformState init(GradientSet<T> gradients, TensorOps<T> ops) {
+        MonitorState s = newState();
+        state = s;
+        return s;
+    }
+
     /** Changes nothing: the monitor measures after the whole pipeline ran, in {@link #onStep}. */
     @Override
     public <T> Action update(Step<T> step, TransformState state) {
+        // the state the pipeline holds for this stage is the one onStep uses (this also recovers from a
+        // restore the pipeline rejected after this monitor read its state, without releasing that state)
+        this.state = (MonitorState) state;
         return Action.proceed();
+    }
+
+    /**
+     * Reads the running state a checkpoint holds (record index, the micro-batches and loss of an
+     * unfinished accumulation window, the detectors' running medians and counters). Running
+     * medians saved with a longer window than this monitor's keep their newest values.
+     *
+     * @throws StateFormatException if the state is of an unknown format or holds impossible values
+     *     (negative counters or norms, a non-finite loss weight, a layer listed twice)
+     */
+    @Override
+    public <T> TransformState readState(StateInput<T> in) throws IOException {
+        MonitorState s = MonitorState.read(in, this, detectors);
+        s.previous = state;
+        state = s;
+        return s;
+    }
+
+    /** The pipeline dropped {@code s}: after a failed restore go back to the state in use before it. */
+    void released(MonitorState s) {
+        if (state == s) {
+            state = s.previous != null ? s.previous : own;
+        } else if (state.previous == s) {
+            state.previous = null; // a restore replaced s for good
+        }
     }
 
     // ---- as the pipeline's listener ----------------------------------------------------------------
@@ -191,28 +261,25 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
                 LOG.warn("GradGuard monitor '{}' could not measure {}; training continues, later failures are not logged",
                         run, result, e);
             }
-            microBatches = 0;
-            lossSum = 0;
-            lossWeight = 0;
+            state.clearWindow();
         }
     }
 
     private <T> void observe(GradientSet<T> g, StepResult<T> r) {
         publishPending();
+        MonitorState s = state;
         StepContext ctx = r.context();
-        microBatches++;
+        s.microBatches++;
         if (ctx.hasLoss() && ctx.weight() > 0) {
-            lossSum += ctx.weight() * ctx.loss();
-            lossWeight += ctx.weight();
+            s.lossSum += ctx.weight() * ctx.loss();
+            s.lossWeight += ctx.weight();
         }
         if (r.held()) {
             return;
         }
-        double loss = lossWeight > 0 ? lossSum / lossWeight : Double.NaN;
-        int calls = microBatches;
-        microBatches = 0;
-        lossSum = 0;
-        lossWeight = 0;
+        double loss = s.lossWeight > 0 ? s.lossSum / s.lossWeight : Double.NaN;
+        int calls = s.microBatches;
+        s.clearWindow();
 
         Recorded rec = Recorded.scan(g, r);
         boolean skipped = r.skipped();
@@ -220,7 +287,7 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         if (!skipped && ctx.step() % every != 0) {
             m = Measured.global(g, r.ops(), rec);
             if (!Double.isFinite(m.normBefore) || !Double.isFinite(m.normAfter) || rec.nonFiniteTotal > 0
-                    || detectors.isSpike(m.normBefore)) {
+                    || detectors.isSpike(s.detectors, m.normBefore)) {
                 m = null; // something to explain: measure each tensor
             }
         }
@@ -230,10 +297,10 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         double coefficient = !rec.hasGroups ? rec.globalCoefficient
                 : Double.isNaN(m.normBefore) ? Double.NaN
                 : m.normBefore > 0 && Double.isFinite(m.normBefore) ? m.normAfter / m.normBefore : 1.0;
-        StepRecord record = new StepRecord(run, index++, ctx.step(), skipped, r.action().reason(), r.decidedBy(), calls, loss,
+        StepRecord record = new StepRecord(run, s.index++, ctx.step(), skipped, r.action().reason(), r.decidedBy(), calls, loss,
                 m.normBefore, m.normAfter, coefficient, rec.clipped, rec.threshold, m.nonFinite, m.detailed, m.layers,
                 m.tensors, List.of());
-        List<MonitorEvent> events = detectors.check(record);
+        List<MonitorEvent> events = detectors.check(s.detectors, record);
         if (!events.isEmpty()) {
             record = new StepRecord(record.run(), record.index(), record.step(), skipped, record.skipReason(), record.skippedBy(),
                     calls, loss, record.normBefore(), record.normAfter(), coefficient, record.clipped(), record.clipThreshold(),

@@ -22,6 +22,16 @@ final class RunningMedian {
         return size;
     }
 
+    /** The values held, oldest first (adding them in this order to an empty median rebuilds this one). */
+    double[] values() {
+        double[] out = new double[size];
+        int first = size < ring.length ? 0 : next;
+        for (int i = 0; i < size; i++) {
+            out[i] = ring[(first + i) % ring.length];
+        }
+        return out;
+    }
+
     /** The median of the values held, NaN when empty. */
     double median() {
         if (size == 0) {
