@@ -167,6 +167,23 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         }
     }
 
+    /** One device-to-host copy for all of them: the scalars are widened, concatenated on the device, then copied. */
+    @Override
+    public double[] toHost(java.util.List<NDArray> scalars) {
+        if (scalars.size() <= 1) {
+            return scalars.isEmpty() ? new double[0] : new double[] {toHost(scalars.get(0))};
+        }
+        ai.djl.ndarray.NDList parts = new ai.djl.ndarray.NDList(scalars.size());
+        for (NDArray s : scalars) {
+            if (s.getShape().size() != 1) {
+                throw new IllegalArgumentException("toHost needs single-element arrays, got shape " + s.getShape());
+            }
+            NDArray d = s.getDataType() == DataType.FLOAT64 ? s : track(s.toType(DataType.FLOAT64, false));
+            parts.add(track(d.reshape(1)));
+        }
+        return track(ai.djl.ndarray.NDArrays.concat(parts)).toDoubleArray();
+    }
+
     @Override
     public float[] toHostArray(NDArray x) {
         if (x.getDataType() == DataType.FLOAT32) {

@@ -497,6 +497,44 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         }
     }
 
+    /** All the scalars in one session run (those the step's last run already returned are not fetched again). */
+    @Override
+    public double[] toHost(List<TfTensor> scalars) {
+        double[] out = new double[scalars.size()];
+        List<Output<?>> fetches = new ArrayList<>();
+        List<Integer> at = new ArrayList<>();
+        for (int i = 0; i < out.length; i++) {
+            TfTensor scalar = scalars.get(i);
+            if (size(scalar.shapeRef()) != 1) {
+                throw new IllegalArgumentException("toHost needs single-element tensors, got shape " + Arrays.toString(scalar.shapeRef()));
+            }
+            Double kept = hook == null ? lastStepScalars.get(scalar.value()) : null;
+            if (kept != null) {
+                out[i] = kept;
+            } else {
+                fetches.add(fetchable(f64(scalar.value())));
+                at.add(i);
+            }
+        }
+        if (fetches.size() == 1) {
+            out[at.get(0)] = toHost(scalars.get(at.get(0)));
+        } else if (!fetches.isEmpty()) {
+            try (Result r = run(runner -> fetches.forEach(runner::fetch))) {
+                for (int k = 0; k < fetches.size(); k++) {
+                    out[at.get(k)] = hostScalar(r.get(k));
+                }
+            } catch (TFInvalidArgumentException e) {
+                if (hook == null && e.getMessage() != null && e.getMessage().contains("You must feed a value for placeholder")) {
+                    throw new IllegalStateException("a value of the last step is gone with the step's inputs: after a step, "
+                            + "only the scalars its update computed can be read (norms, coefficients); read other metrics "
+                            + "inside a StepListener", e);
+                }
+                throw e;
+            }
+        }
+        return out;
+    }
+
     /** A fed scalar slot cannot be fetched in the same run: fetch an identity of it. */
     private Output<?> fetchable(Output<?> o) {
         return o.op().type().equals("Placeholder") ? node("identity", null, o) : o;

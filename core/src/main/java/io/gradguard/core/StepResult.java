@@ -79,11 +79,26 @@ public final class StepResult<T> {
         return Collections.unmodifiableSet(metrics.keySet());
     }
 
-    /** Every metric copied to the host. */
+    /** Every metric copied to the host, all in one {@link TensorOps#toHost(java.util.List) batched copy}. */
+    @SuppressWarnings("unchecked")
     public Map<String, Double> hostMetrics() {
+        java.util.List<String> keys = new java.util.ArrayList<>();
+        java.util.List<T> scalars = new java.util.ArrayList<>();
+        for (Map.Entry<String, Object> e : metrics.entrySet()) {
+            if (!(e.getValue() instanceof Double)) {
+                keys.add(e.getKey());
+                scalars.add((T) e.getValue());
+            }
+        }
+        if (!scalars.isEmpty()) {
+            double[] values = ops.toHost(scalars);
+            for (int i = 0; i < values.length; i++) {
+                metrics.put(keys.get(i), values[i]);
+            }
+        }
         Map<String, Double> out = new LinkedHashMap<>();
-        for (String k : metrics.keySet().toArray(new String[0])) {
-            out.put(k, metric(k).orElse(Double.NaN));
+        for (Map.Entry<String, Object> e : metrics.entrySet()) {
+            out.put(e.getKey(), (Double) e.getValue());
         }
         return out;
     }

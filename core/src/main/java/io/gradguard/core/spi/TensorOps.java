@@ -45,6 +45,19 @@ public interface TensorOps<T> {
     double toHost(T scalar);
 
     /**
+     * Copies several scalar tensors to the host at once: one device-to-host sync (or one session run)
+     * instead of one per scalar. The default calls {@link #toHost(Object)} for each; backends with a
+     * device or a graph override it.
+     */
+    default double[] toHost(java.util.List<T> scalars) {
+        double[] out = new double[scalars.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = toHost(scalars.get(i));
+        }
+        return out;
+    }
+
+    /**
      * Copies a whole tensor to the host as float32, row-major. For checkpoints and tests only,
      * never on the per-step path.
      */

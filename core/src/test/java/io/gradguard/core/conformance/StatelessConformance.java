@@ -638,6 +638,36 @@ public abstract class StatelessConformance<T> {
         }
 
         @Test
+        void many_scalars_come_to_the_host_in_one_batch_with_the_same_values() {
+            T v = vector(3, 4);
+            T w = matrix(2, 2, 1, -2, Float.NaN, 4);
+            List<T> scalars = List.of(ops().scalar(1.5), ops().sumOfSquares(v), ops().maxAbs(v), ops().countNonFinite(w),
+                    ops().sqrt(ops().sumOfSquares(v)));
+            double[] batch = ops().toHost(scalars);
+            assertEquals(5, batch.length);
+            for (int i = 0; i < batch.length; i++) {
+                assertEquals(ops().toHost(scalars.get(i)), batch[i], 0.0, "scalar " + i);
+            }
+            assertArrayEquals(new double[] {1.5, 25, 4, 1, 5}, batch, 1e-6);
+            assertEquals(0, ops().toHost(List.<T>of()).length);
+        }
+
+        @Test
+        void host_metrics_equal_the_metrics_read_one_by_one() {
+            GradientPipeline p1 = GradientPipeline.of(Transforms.zeroNonFinite(), Transforms.clipByGlobalNorm(1.0));
+            GradientPipeline p2 = GradientPipeline.of(Transforms.zeroNonFinite(), Transforms.clipByGlobalNorm(1.0));
+            StepResult<T> one = p1.step(set(grad("a", vector(Float.NaN, 3)), grad("b", vector(4))), ops(), StepContext.empty());
+            StepResult<T> all = p2.step(set(grad("a", vector(Float.NaN, 3)), grad("b", vector(4))), ops(), StepContext.empty());
+            java.util.Map<String, Double> host = all.hostMetrics();
+            assertEquals(one.metricNames(), host.keySet());
+            for (String k : host.keySet()) {
+                assertEquals(metric(one, k), host.get(k), 0.0, k);
+            }
+            assertClose(5.0, host.get("clipByGlobalNorm.norm"), 1e-6);
+            assertEquals(1.0, host.get("zeroNonFinite.nonFinite.a"));
+        }
+
+        @Test
         void a_listener_added_twice_is_called_once() {
             int[] calls = {0};
             StepListener l = (grads, result) -> calls[0]++;
