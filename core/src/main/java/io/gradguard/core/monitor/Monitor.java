@@ -144,19 +144,28 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         return new Builder();
     }
 
+    /** The cadence of per-tensor statistics in the short forms {@link #toJsonl} and {@link #toLog}. */
+    public static final int SHORT_FORM_EVERY = 10;
+
     /**
      * A monitor writing one JSON line per step to {@code path}, with events logged as SLF4J warnings
-     * (the short form of DESIGN.md).
+     * (the short form of DESIGN.md). Global statistics are measured on every step, per-tensor
+     * statistics on every {@value #SHORT_FORM_EVERY}th step (and on every skipped, non-finite or
+     * spiking step), which keeps the cost a fraction of a training step; use {@link #builder()} with
+     * {@code every(1)} for every step.
      *
      * @throws IllegalArgumentException if the file cannot be created
      */
     public static Monitor toJsonl(Path path) {
-        return builder().sink(Sinks.jsonl(path)).sink(Sinks.slf4j(0)).build();
+        return builder().every(SHORT_FORM_EVERY).sink(Sinks.jsonl(path)).sink(Sinks.slf4j(0)).build();
     }
 
-    /** A monitor logging a summary every {@code everySteps} steps and events as warnings through SLF4J. */
+    /**
+     * A monitor logging a summary every {@code everySteps} steps and events as warnings through SLF4J,
+     * with per-tensor statistics every {@value #SHORT_FORM_EVERY}th step as {@link #toJsonl}.
+     */
     public static Monitor toLog(int everySteps) {
-        return builder().sink(Sinks.slf4j(everySteps)).build();
+        return builder().every(SHORT_FORM_EVERY).sink(Sinks.slf4j(everySteps)).build();
     }
 
     /** The monitors of a pipeline, placed as stages or added as listeners (for adapters reporting update ratios). */

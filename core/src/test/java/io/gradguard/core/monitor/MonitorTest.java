@@ -297,4 +297,21 @@ class MonitorTest {
                 assertThrows(IllegalArgumentException.class, () -> m.recordUpdate(OPS, noParam.get(0),
                         ReferenceTensor.of(new float[] {1}, 1))).getMessage());
     }
+
+    @Test
+    void the_short_form_writes_a_line_per_step_with_per_tensor_statistics_every_tenth_step(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) {
+        java.nio.file.Path file = dir.resolve("grad.jsonl");
+        Monitor monitor = Monitor.toJsonl(file);
+        GradientPipeline p = GradientPipeline.of(Transforms.clipByGlobalNorm(1.0), monitor);
+        for (int i = 0; i < 25; i++) {
+            p.step(set(grad("w", "dense", 3, 4)), ReferenceOps.INSTANCE, StepContext.ofBatch(1));
+        }
+        monitor.close();
+        List<StepRecord> records = RunRecording.readJsonl(file).records();
+        assertEquals(25, records.size());
+        for (StepRecord r : records) {
+            assertEquals(r.index() % Monitor.SHORT_FORM_EVERY == 0, r.detailed(), "record " + r.index());
+            assertEquals(5.0, r.normBefore(), 1e-6);
+        }
+    }
 }
