@@ -155,15 +155,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
     @Override
     public INDArray fromHost(float[] data, long[] shape) {
         checkLength(data.length, shape);
-        INDArray a = detached(DataType.FLOAT, shape, 'c');
-        if (data.length > 0) {
-            try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-                INDArray src = Nd4j.create(data, new long[] {data.length}, 'c');
-                a.assign(src.reshape('c', shape));
-                close(src);
-            }
-        }
-        return a;
+        return filled(DataType.FLOAT, shape, data.length, () -> Nd4j.create(data, new long[] {data.length}, 'c'));
     }
 
     /**
@@ -174,10 +166,15 @@ public final class Nd4jOps implements TensorOps<INDArray> {
     @Override
     public INDArray fromHost(double[] data, long[] shape) {
         checkLength(data.length, shape);
-        INDArray a = detached(DataType.DOUBLE, shape, 'c');
-        if (data.length > 0) {
+        return filled(DataType.DOUBLE, shape, data.length, () -> Nd4j.create(data, new long[] {data.length}, 'c'));
+    }
+
+    /** A detached array of the given type and shape holding the flat host values {@code source} creates. */
+    private INDArray filled(DataType type, long[] shape, int length, java.util.function.Supplier<INDArray> source) {
+        INDArray a = detached(type, shape, 'c');
+        if (length > 0) {
             try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-                INDArray src = Nd4j.create(data, new long[] {data.length}, 'c');
+                INDArray src = source.get();
                 a.assign(src.reshape('c', shape));
                 close(src);
             }
