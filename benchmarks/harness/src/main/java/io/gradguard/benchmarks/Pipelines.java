@@ -27,6 +27,14 @@ public final class Pipelines {
      */
     public static final float LEARNING_RATE = 1e-6f;
 
+    /**
+     * The norm bound of the "armed, not acting" rows: far above any gradient norm of the benchmark
+     * models, so the clip measures its norm on every step and never scales. That is the common case
+     * in stable training (a clip that acts on every step is a sign the bound is too small); backends
+     * that skip multiplying by exactly 1 then cost one read pass.
+     */
+    public static final double IDLE_NORM = 1e9;
+
     /** The element bound of the value clips. */
     public static final double MAX_VALUE = 1e-3;
 
@@ -52,6 +60,11 @@ public final class Pipelines {
     /** {@code clipByGlobalNorm(1e-3)}. */
     public static GradientPipeline globalClip() {
         return GradientPipeline.of(Transforms.clipByGlobalNorm(MAX_NORM));
+    }
+
+    /** {@code clipByGlobalNorm(1e9)}: measures the norm on every step, never acts on the benchmark models. */
+    public static GradientPipeline globalClipIdle() {
+        return GradientPipeline.of(Transforms.clipByGlobalNorm(IDLE_NORM));
     }
 
     /** {@code clipByValue(1e-3)}. */
