@@ -53,6 +53,12 @@ public final class ReferenceBench {
     /** Read (on all cores) before every sample: 64 MB, several times the private L2 caches. */
     private static final float[] SCRATCH = new float[16 << 20];
 
+    /**
+     * Row label prefix: the reference section runs twice, with the Vector API Σx² (the JVM started
+     * with --add-modules jdk.incubator.vector) and without it (-Dgradguard.simd=false).
+     */
+    private static final String LABEL = io.gradguard.core.reference.ReferenceOps.usesVectorApi() ? "reference " : "reference (scalar Σx²) ";
+
     private final Section section;
 
     private ReferenceBench(Section section) {
@@ -77,7 +83,7 @@ public final class ReferenceBench {
         });
         section.part(4, "reference cost vs size", () -> {
             for (int o = 0; o < OPS.length; o++) {
-                section.emit(Scaling.row("reference " + OPS[o], sizes, times[o]));
+                section.emit(Scaling.row(LABEL + OPS[o], sizes, times[o]));
             }
         });
     }
@@ -151,7 +157,7 @@ public final class ReferenceBench {
         for (int o = 0; o < OPS.length; o++) {
             times[o][slot] = m.get(OPS[o]);
             if (report) {
-                section.emit(Row.ratio(1, "reference " + OPS[o], Table.count(size), m.get(OPS[o]), FLOOR_NAMES[o],
+                section.emit(Row.ratio(1, LABEL + OPS[o], Table.count(size), m.get(OPS[o]), FLOOR_NAMES[o],
                         floors[o], 1.5, ""));
             }
         }

@@ -29,7 +29,7 @@ import java.util.concurrent.TimeUnit;
  * </pre>
  *
  * <p>Arguments: {@code --dir BENCHMARKS_DIR} (default {@code benchmarks}), {@code --mode tiny|full}
- * (default full), {@code --sections reference,dl4j,djl,tensorflow} (default all). A section whose
+ * (default full), {@code --sections reference,reference-scalar,dl4j,djl,tensorflow} (default all). A section whose
  * module is not built, whose JVM fails, or that runs out of time is reported by a row saying so;
  * the rows it wrote before are kept.
  */
@@ -40,7 +40,10 @@ public final class Runner {
 
     static final List<Spec> SECTIONS = List.of(
             new Spec("reference", "harness", "io.gradguard.benchmarks.ReferenceBench",
-                    List.of("-Xmx5g"), List.of("-Xmx1g"), Duration.ofMinutes(4)),
+                    List.of("-Xmx5g", "--add-modules", "jdk.incubator.vector"),
+                    List.of("-Xmx1g", "--add-modules", "jdk.incubator.vector"), Duration.ofMinutes(4)),
+            new Spec("reference-scalar", "harness", "io.gradguard.benchmarks.ReferenceBench",
+                    List.of("-Xmx5g", "-Dgradguard.simd=false"), List.of("-Xmx1g", "-Dgradguard.simd=false"), Duration.ofMinutes(4)),
             new Spec("dl4j", "dl4j", "io.gradguard.benchmarks.dl4j.Dl4jBench",
                     List.of("-Xmx2g", "-Dorg.bytedeco.javacpp.maxbytes=4g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"),
                     List.of("-Xmx1g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"), Duration.ofMinutes(3)),

@@ -22,7 +22,7 @@ class RunnerSmokeTest {
         Path dir = Path.of(System.getProperty("benchmarks.dir", "benchmarks"));
         StringWriter console = new StringWriter();
         Runner runner = new Runner(dir, true, new PrintWriter(console, true));
-        List<Row> rows = runner.run(List.of("reference", "dl4j", "djl", "tensorflow"));
+        List<Row> rows = runner.run(List.of("reference", "reference-scalar", "dl4j", "djl", "tensorflow"));
         String report = runner.report(rows);
 
         assertTrue(report.startsWith("Machine: "), report);
@@ -32,8 +32,9 @@ class RunnerSmokeTest {
                     + dir), "section problem: " + Table.format(r) + "\n" + console);
         }
         long part1 = rows.stream().filter(r -> r.part() == 1 && Double.isFinite(r.ratio()) && r.ratio() > 0).count();
-        assertEquals(10, part1, "five reference transforms at two tiny sizes, each with a ratio to its floor\n" + report);
-        assertEquals(5, rows.stream().filter(r -> r.part() == 4 && r.name().startsWith("reference")).count(), report);
+        assertEquals(20, part1, "five reference transforms at two tiny sizes, with and without the Vector API, each with a ratio to its floor\n" + report);
+        assertEquals(5, rows.stream().filter(r -> r.part() == 4 && r.name().startsWith("reference (scalar")).count(), report);
+        assertEquals(10, rows.stream().filter(r -> r.part() == 4 && r.name().startsWith("reference")).count(), report);
         for (String framework : List.of("dl4j", "djl", "tensorflow")) {
             assertTrue(rows.stream().anyMatch(r -> r.name().startsWith(framework) && Double.isFinite(r.ratio()) && r.ratio() > 0),
                     "a measured row from " + framework + "\n" + report);

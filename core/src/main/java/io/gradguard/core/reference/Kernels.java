@@ -6,43 +6,88 @@ final class Kernels {
     }
 
     /**
-     * Σ x² over [lo, hi) in float64, with eight independent accumulators: the float-to-double
-     * conversion and the add latency, not memory, bound this loop, and eight chains keep both
-     * floating-point ports busy. Each square is exact in float64 (24-bit mantissas).
+     * Σ x² over [lo, hi) in float64. Sixteen independent accumulators: accumulator k sums the squares
+     * of x[lo + 16m + k] in order of m, the remaining (hi − lo) mod 16 values are added to
+     * accumulators 0, 1, ... in order, and the sixteen are combined pairwise
+     * ((a0 + a1) + (a2 + a3)) + ... . Each square is exact in float64 (24-bit mantissas), so the
+     * result depends only on this order, which {@link VectorKernels} follows lane for lane: the
+     * SIMD path (taken when the JVM has {@code jdk.incubator.vector}, see {@link #SIMD}) and this
+     * loop return the same bits. Sixteen chains keep both floating-point ports busy; the
+     * float-to-double conversion, not memory, bounds the scalar loop.
      */
     static double sumSquares(float[] x, int lo, int hi) {
-        double s0 = 0;
-        double s1 = 0;
-        double s2 = 0;
-        double s3 = 0;
-        double s4 = 0;
-        double s5 = 0;
-        double s6 = 0;
-        double s7 = 0;
+        return SIMD ? VectorKernels.sumSquares(x, lo, hi) : sumSquaresScalar(x, lo, hi);
+    }
+
+    /** {@link #sumSquares(float[], int, int)} without the SIMD path. */
+    static double sumSquaresScalar(float[] x, int lo, int hi) {
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+        double s8 = 0, s9 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0, s14 = 0, s15 = 0;
         int i = lo;
-        for (; i + 7 < hi; i += 8) {
-            double a = x[i];
-            double b = x[i + 1];
-            double c = x[i + 2];
-            double d = x[i + 3];
-            double e = x[i + 4];
-            double f = x[i + 5];
-            double g = x[i + 6];
-            double h = x[i + 7];
-            s0 += a * a;
-            s1 += b * b;
-            s2 += c * c;
-            s3 += d * d;
-            s4 += e * e;
-            s5 += f * f;
-            s6 += g * g;
-            s7 += h * h;
+        for (; i + 15 < hi; i += 16) {
+            double a0 = x[i], a1 = x[i + 1], a2 = x[i + 2], a3 = x[i + 3];
+            double a4 = x[i + 4], a5 = x[i + 5], a6 = x[i + 6], a7 = x[i + 7];
+            double a8 = x[i + 8], a9 = x[i + 9], a10 = x[i + 10], a11 = x[i + 11];
+            double a12 = x[i + 12], a13 = x[i + 13], a14 = x[i + 14], a15 = x[i + 15];
+            s0 += a0 * a0;
+            s1 += a1 * a1;
+            s2 += a2 * a2;
+            s3 += a3 * a3;
+            s4 += a4 * a4;
+            s5 += a5 * a5;
+            s6 += a6 * a6;
+            s7 += a7 * a7;
+            s8 += a8 * a8;
+            s9 += a9 * a9;
+            s10 += a10 * a10;
+            s11 += a11 * a11;
+            s12 += a12 * a12;
+            s13 += a13 * a13;
+            s14 += a14 * a14;
+            s15 += a15 * a15;
         }
-        for (; i < hi; i++) {
+        double[] acc = {s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15};
+        return finishSumSquares(acc, x, i, hi);
+    }
+
+    /** Number of accumulators of {@link #sumSquares(float[], int, int)}. */
+    static final int LANES = 16;
+
+    /**
+     * Adds the squares of x[i, hi) (fewer than {@link #LANES}) to acc[0], acc[1], ... and combines
+     * the accumulators pairwise: the common tail of the scalar and the SIMD Σx².
+     */
+    static double finishSumSquares(double[] acc, float[] x, int i, int hi) {
+        for (int k = 0; i < hi; i++, k++) {
             double a = x[i];
-            s0 += a * a;
+            acc[k] += a * a;
         }
-        return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
+        for (int width = 1; width < LANES; width *= 2) {
+            for (int k = 0; k < LANES; k += 2 * width) {
+                acc[k] += acc[k + width];
+            }
+        }
+        return acc[0];
+    }
+
+    /**
+     * Whether {@link #sumSquares(float[], int, int)} runs on the Vector API: the JVM resolved
+     * {@code jdk.incubator.vector} (started with {@code --add-modules jdk.incubator.vector}), the
+     * CPU has 256- or 512-bit vectors, and {@code -Dgradguard.simd=false} was not given. Same
+     * results either way.
+     */
+    static final boolean SIMD = simdAvailable();
+
+    private static boolean simdAvailable() {
+        if (!Boolean.parseBoolean(System.getProperty("gradguard.simd", "true"))
+                || ModuleLayer.boot().findModule("jdk.incubator.vector").isEmpty()) {
+            return false;
+        }
+        try {
+            return VectorKernels.supported();
+        } catch (LinkageError e) {
+            return false;
+        }
     }
 
     /**

@@ -16,6 +16,64 @@ class ReferenceKernelsTest {
     private final ReferenceOps ops = ReferenceOps.INSTANCE;
 
     @Test
+    void coreTestsRunTheSimdSumOfSquares() {
+        // core's surefire starts the JVM with --add-modules jdk.incubator.vector (core/pom.xml); without
+        // it this test would silently compare the scalar loop with itself below
+        assertTrue(Kernels.SIMD, "the Vector API path is active (JVM with jdk.incubator.vector, 256/512-bit CPU)");
+    }
+
+    @Test
+    void sumOfSquaresFollowsItsDocumentedOrderBitForBitOnBothPaths() {
+        SplittableRandom r = new SplittableRandom(11);
+        float[] x = new float[70_000];
+        for (int i = 0; i < x.length; i++) {
+            // values spanning float's range: squares from 1e-76 to 1e76, all exact in float64
+            x[i] = (float) (r.nextGaussian() * Math.pow(10, r.nextInt(-38, 39)));
+        }
+        x[17] = Float.MAX_VALUE;
+        x[18] = Float.MIN_VALUE;
+        for (int t = 0; t < 400; t++) {
+            int lo = r.nextInt(0, 64);
+            int hi = lo + (t < 40 ? t : r.nextInt(0, x.length - 64));
+            long expected = Double.doubleToRawLongBits(documentedOrder(x, lo, hi));
+            assertEquals(expected, Double.doubleToRawLongBits(Kernels.sumSquaresScalar(x, lo, hi)), "scalar [" + lo + ", " + hi + ")");
+            assertEquals(expected, Double.doubleToRawLongBits(Kernels.sumSquares(x, lo, hi)), "SIMD [" + lo + ", " + hi + ")");
+        }
+    }
+
+    @Test
+    void sumOfSquaresPropagatesNonFiniteOnBothPaths() {
+        for (float bad : new float[] {Float.NaN, Float.POSITIVE_INFINITY, Float.NEGATIVE_INFINITY}) {
+            float[] x = random(100, 4);
+            x[37] = bad;
+            double expected = Float.isNaN(bad) ? Double.NaN : Double.POSITIVE_INFINITY;
+            assertEquals(expected, Kernels.sumSquaresScalar(x, 0, 100), 0.0, "scalar with " + bad);
+            assertEquals(expected, Kernels.sumSquares(x, 0, 100), 0.0, "SIMD with " + bad);
+        }
+    }
+
+    /** Kernels.sumSquares's documented order, written out plainly: 16 accumulators, tail, pairwise. */
+    private static double documentedOrder(float[] x, int lo, int hi) {
+        double[] acc = new double[16];
+        int full = lo + (hi - lo) / 16 * 16;
+        for (int i = lo; i < full; i++) {
+            acc[(i - lo) % 16] += (double) x[i] * x[i];
+        }
+        for (int i = full; i < hi; i++) {
+            acc[i - full] += (double) x[i] * x[i];
+        }
+        double[] level = acc;
+        while (level.length > 1) {
+            double[] next = new double[level.length / 2];
+            for (int k = 0; k < next.length; k++) {
+                next[k] = level[2 * k] + level[2 * k + 1];
+            }
+            level = next;
+        }
+        return level[0];
+    }
+
+    @Test
     void perUnitSumOfSquaresMatchesDefinitionForEveryKeptAxis() {
         long[] shape = {3, 5, 4};
         float[] x = random(60, 1);
