@@ -88,17 +88,19 @@ public final class DjlBench {
             Trainer clipped = trainer(Adam.adam().optLearningRateTracker(Tracker.fixed(Pipelines.LEARNING_RATE))
                     .optClipGrad((float) Pipelines.MAX_VALUE).build());
             Guarded global = new Guarded(trainer(adam()), DjlGuard.of(Pipelines.globalClip()));
+            Guarded idle = new Guarded(trainer(adam()), DjlGuard.of(Pipelines.globalClipIdle()));
             Guarded value = new Guarded(trainer(adam()), DjlGuard.of(Pipelines.valueClip()));
             Guarded monitored = new Guarded(trainer(adam()), DjlGuard.of(Pipelines.globalClipMonitored()));
             long params = 0;
             for (var p : plain.getModel().getBlock().getParameters().values()) {
                 params += p.getArray().size();
             }
-            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
+            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 80);
             r.add("unguarded", () -> step(plain, x, y, null));
             r.add("unguarded again", () -> step(plain2, x, y, null));
             r.add("optClipGrad", () -> step(clipped, x, y, null));
             r.add("guard global", () -> step(global.trainer(), x, y, global.guard()));
+            r.add("guard idle", () -> step(idle.trainer(), x, y, idle.guard()));
             r.add("guard value", () -> step(value.trainer(), x, y, value.guard()));
             r.add("guard monitored", () -> step(monitored.trainer(), x, y, monitored.guard()));
             Map<String, Double> m = r.run();
@@ -109,6 +111,9 @@ public final class DjlBench {
                     "unguarded step", base, Double.NaN, "two identical models: the spread of this machine"));
             section.emit(Row.ratio(2, "djl guarded step, clipByGlobalNorm (DjlGuard)", size, m.get("guard global"),
                     "unguarded step", base, 1.03, active));
+            String idleNote = Pipelines.clipActivity(step(idle.trainer(), x, y, idle.guard()).metric(Pipelines.COEFFICIENT));
+            section.emit(Row.ratio(2, "djl guarded step, clipByGlobalNorm armed, not acting (DjlGuard)", size, m.get("guard idle"),
+                    "unguarded step", base, 1.03, idleNote));
             section.emit(Row.ratio(2, "djl guarded step + monitor every step", size, m.get("guard monitored"),
                     "unguarded step", base, Double.NaN, "per-tensor statistics each step"));
             section.emit(Row.ratio(3, "djl GradGuard clipByValue vs built-in optClipGrad", size, m.get("guard value"),
