@@ -25,8 +25,13 @@ import org.tensorflow.Tensor;
 import org.tensorflow.framework.optimizers.Optimizer;
 import org.tensorflow.op.Op;
 import org.tensorflow.op.Ops;
+import org.tensorflow.op.core.Placeholder;
+import org.tensorflow.op.train.Restore;
+import org.tensorflow.ndarray.NdArrays;
+import org.tensorflow.ndarray.Shape;
 import org.tensorflow.types.TFloat32;
 import org.tensorflow.types.TFloat64;
+import org.tensorflow.types.TString;
 import org.tensorflow.types.family.TType;
 
 /**
@@ -68,6 +73,11 @@ public final class TfGuard implements AutoCloseable {
     private final Output<?>[] rawGradients;
     private final GradientSet<TfTensor> gradients;
     private final Map<List<Output<?>>, Op> applies = new HashMap<>();
+
+    private Saver saver;
+    /** A checkpoint restored before the apply op existed: the variables the apply op creates are restored from it. */
+    private String pendingRestore;
+    private Set<String> restoredVariables;
 
     private TfTensor[] gradientBuffers;
     private List<Op> fillBuffers;
@@ -279,11 +289,26 @@ public final class TfGuard implements AutoCloseable {
             if (!applies.isEmpty()) {
                 LOG.debug("GradGuard builds apply op #{} (the pipeline took a new branch)", applies.size() + 1);
             }
+            Op op;
             try {
-                return optimizer.applyGradients(gv, "gradguard_apply_" + APPLY_IDS.incrementAndGet());
+                op = optimizer.applyGradients(gv, "gradguard_apply_" + APPLY_IDS.incrementAndGet());
             } catch (IllegalArgumentException e) {
                 throw slotNameError(e);
             }
+            if (pendingRestore != null) {
+                // the optimizer's slots (and Adam's beta powers) appeared just now: restore them from the checkpoint
+                List<GraphOperation> created = new ArrayList<>();
+                for (GraphOperation v : graphVariables()) {
+                    if (!restoredVariables.contains(v.name())) {
+                        created.add(v);
+                    }
+                }
+                String prefix = pendingRestore;
+                pendingRestore = null;
+                restoredVariables = null;
+                restoreVariables(prefix, created);
+            }
+            return op;
         });
     }
 
@@ -390,8 +415,177 @@ public final class TfGuard implements AutoCloseable {
     }
 
     /**
+     * Writes ONE TensorFlow checkpoint (the V2 format {@code session.save} writes: {@code prefix.index}
+     * and {@code prefix.data-*}) that holds every {@code VariableV2} of the graph (the model and the
+     * optimizer's slots, under their op names, as {@code session.save} stores them) and GradGuard's
+     * whole state (counters, accumulators, histories, monitor state: the bytes of
+     * {@link GradientPipeline#saveState}) under the key {@value #STATE_KEY}. Call it between steps;
+     * resume with {@link #restore}. TensorFlow's {@code session.restore(prefix)} reads the same file
+     * and restores the model alone.
+     *
+     * <pre>{@code
+     * guard.save("/ckpt/model-1000");
+     * // later, in a new process: the same graph, a new guard with the same pipeline
+     * TfGuard guard = TfGuard.create(session, loss, variables, new Momentum(graph, 0.05f, 0.9f), pipeline);
+     * guard.restore("/ckpt/model-1000");   // before the first step
+     * }</pre>
+     *
+     * <p>Why not {@code session.save} alone: tensorflow-core-api 1.1 builds the graph's saver once,
+     * at the first {@code save} or {@code restore}, over the {@code VariableV2} ops that exist then,
+     * and GradGuard's state partly lives on the host (step and micro-step counters, skip counts,
+     * histories). A fresh graph restored with {@code session.restore} before the guard's first step
+     * also lacks the variables the guard builds lazily (the optimizer's slots appear with the apply
+     * op, on the first applying step), so they could not be restored; {@link #restore} restores them
+     * when they appear.
+     *
+     * @param prefix the checkpoint path prefix, as for {@code session.save}
+     * @throws IllegalArgumentException if prefix is null or empty
+     * @throws IllegalStateException if called during a step (from a listener)
+     * @throws java.io.IOException if the state cannot be serialized
+     */
+    public void save(String prefix) throws java.io.IOException {
+        require(prefix != null && !prefix.isEmpty(), "prefix must be a checkpoint path prefix, got " + (prefix == null ? "null" : "\"\""));
+        requireBetweenSteps("save");
+        java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+        pipeline.saveState(bytes);
+        List<GraphOperation> vars = graphVariables();
+        List<String> names = new ArrayList<>();
+        for (GraphOperation v : vars) {
+            names.add(v.name());
+        }
+        if (saver == null || !saver.names().equals(names)) {
+            saver = buildSaver(names, vars);
+        }
+        try (TString file = TString.scalarOf(prefix);
+                TString state = TString.tensorOfBytes(NdArrays.scalarOfObject(bytes.toByteArray()))) {
+            session.runner().addTarget(saver.op()).feed(saver.file(), file).feed(saver.state(), state).run().close();
+        }
+    }
+
+    /** The key of GradGuard's state in a checkpoint written by {@link #save}. */
+    public static final String STATE_KEY = "gradguard/pipeline_state";
+
+    private record Saver(List<String> names, Op op, Output<TString> file, Output<TString> state) {
+    }
+
+    private Saver buildSaver(List<String> names, List<GraphOperation> vars) {
+        Ops tf = Ops.create(session.graph()).withSubScope("gradguard_save");
+        Placeholder<TString> file = tf.placeholder(TString.class);
+        Placeholder<TString> state = tf.placeholder(TString.class, Placeholder.shape(Shape.scalar()));
+        List<String> keys = new ArrayList<>(names);
+        keys.add(STATE_KEY);
+        List<Operand<?>> tensors = new ArrayList<>();
+        for (GraphOperation v : vars) {
+            tensors.add(v.output(0));
+        }
+        tensors.add(state);
+        Operand<TString> k = strings(tf, keys.toArray(new String[0]));
+        Op save = tf.train.save(file, k, tf.zerosLike(k), tensors);
+        return new Saver(List.copyOf(names), save, file.output(), state.output());
+    }
+
+    /**
+     * Restores a checkpoint written by {@link #save}: GradGuard's state onto this guard's pipeline
+     * (checked first: nothing changes if it does not fit), then every {@code VariableV2} of the
+     * graph. Call it on a graph built as the saved one was, with a guard created with the same
+     * pipeline, before the first step (or between steps). Variables the guard creates later (the
+     * optimizer's slots, built with the apply op on the first applying step) are restored from the
+     * same checkpoint when they appear, so Momentum and Adam resume exactly; the run continues
+     * bit-identically, also in the middle of an accumulation window.
+     *
+     * @param prefix the prefix given to {@link #save}
+     * @throws IllegalArgumentException if prefix is null or empty, or names no checkpoint with
+     *     GradGuard's state (one written by {@code session.save}: restore it with
+     *     {@code session.restore}), or the checkpoint lacks a variable of this graph
+     * @throws io.gradguard.core.StateFormatException if the state was saved from another pipeline
+     *     (the message lists both pipelines' stages), or is corrupt; nothing is restored then
+     * @throws IllegalStateException if called during a step (from a listener)
+     * @throws java.io.IOException if the state cannot be read
+     */
+    public void restore(String prefix) throws java.io.IOException {
+        require(prefix != null && !prefix.isEmpty(), "prefix must be a checkpoint path prefix, got " + (prefix == null ? "null" : "\"\""));
+        requireBetweenSteps("restore");
+        byte[] state;
+        Ops tf = Ops.create(session.graph()).withSubScope("gradguard_restore");
+        Placeholder<TString> file = tf.placeholder(TString.class);
+        Operand<TString> key = strings(tf, STATE_KEY);
+        Restore read = tf.train.restore(file, key, tf.zerosLike(key), List.of(TString.class));
+        try (TString f = TString.scalarOf(prefix); Result r = session.runner().feed(file, f).fetch(read.tensors().get(0)).run()) {
+            state = ((TString) r.get(0)).asBytes().getObject();
+        } catch (org.tensorflow.exceptions.TensorFlowException e) {
+            throw new IllegalArgumentException("prefix " + prefix + " names no checkpoint with GradGuard's state (key " + STATE_KEY
+                    + "): restore a checkpoint written by TfGuard.save; one written by session.save holds the model alone "
+                    + "(restore it with session.restore). TensorFlow says: " + e.getMessage(), e);
+        }
+        pipeline.restoreState(new java.io.ByteArrayInputStream(state), ops);
+        List<GraphOperation> vars = graphVariables();
+        restoreVariables(prefix, vars);
+        if (applies.isEmpty()) {
+            pendingRestore = prefix;
+            restoredVariables = new HashSet<>();
+            for (GraphOperation v : vars) {
+                restoredVariables.add(v.name());
+            }
+        }
+    }
+
+    /** Restores these variables from the checkpoint (running the graph's pending initializers first, so they do not run later). */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private void restoreVariables(String prefix, List<GraphOperation> vars) {
+        if (vars.isEmpty()) {
+            return;
+        }
+        session.initialize();
+        Ops tf = Ops.create(session.graph()).withSubScope("gradguard_restore");
+        Placeholder<TString> file = tf.placeholder(TString.class);
+        String[] names = new String[vars.size()];
+        List<Class<? extends TType>> types = new ArrayList<>();
+        for (int i = 0; i < names.length; i++) {
+            names[i] = vars.get(i).name();
+            types.add((Class<? extends TType>) vars.get(i).output(0).type());
+        }
+        Operand<TString> keys = strings(tf, names);
+        Restore read = tf.train.restore(file, keys, tf.zerosLike(keys), types);
+        List<Op> assigns = new ArrayList<>();
+        for (int i = 0; i < names.length; i++) {
+            assigns.add(tf.assign((Operand) vars.get(i).output(0), (Operand) read.tensors().get(i)));
+        }
+        try (TString f = TString.scalarOf(prefix)) {
+            Session.Runner runner = session.runner().feed(file, f);
+            assigns.forEach(runner::addTarget);
+            runner.run().close();
+        } catch (org.tensorflow.exceptions.TensorFlowException e) {
+            throw new IllegalArgumentException("the checkpoint " + prefix + " does not fit this graph (variables " + List.of(names)
+                    + "): build the graph as the saved one was. TensorFlow says: " + e.getMessage(), e);
+        }
+    }
+
+    private static Operand<TString> strings(Ops tf, String... values) {
+        return tf.constant(org.tensorflow.ndarray.StdArrays.ndCopyOf(values));
+    }
+
+    /** The graph's {@code VariableV2} ops, as {@code session.save} collects them. */
+    private List<GraphOperation> graphVariables() {
+        List<GraphOperation> vars = new ArrayList<>();
+        for (var it = session.graph().operations(); it.hasNext(); ) {
+            GraphOperation op = it.next();
+            if (op.type().equals("VariableV2")) {
+                vars.add(op);
+            }
+        }
+        return vars;
+    }
+
+    private void requireBetweenSteps(String what) {
+        if (inPipeline) {
+            throw new IllegalStateException(what + "() was called during a step (from a listener): call it between steps");
+        }
+    }
+
+    /**
      * Writes the pipeline's state (counters, accumulators, histories) as
-     * {@link GradientPipeline#saveState} does. Save TensorFlow's own checkpoint (`session.save`) next to it: its saver does not capture GradGuard's state.
+     * {@link GradientPipeline#saveState} does, for a checkpoint of your own next to the model's
+     * ({@link #save} writes both into one TensorFlow checkpoint).
      *
      * @throws java.io.IOException if the stream fails
      */

@@ -23,6 +23,7 @@ import org.tensorflow.op.Ops;
 import org.tensorflow.op.core.Placeholder;
 import org.tensorflow.op.core.ReduceMax;
 import org.tensorflow.op.core.ReduceSum;
+import org.tensorflow.op.core.SwitchCond;
 import org.tensorflow.op.core.VarHandleOp;
 import org.tensorflow.op.math.Mean;
 import org.tensorflow.types.TBool;
@@ -352,6 +353,13 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
             case "add" -> tf.math.add(a, b).asOutput();
             case "sub" -> tf.math.sub(a, b).asOutput();
             case "mul" -> tf.math.mul(a, b).asOutput();
+            case "scaleUnlessOne" -> {
+                Output<?> one = as(node("const", 1.0), dtype(b.asOutput()));
+                SwitchCond<?> gate = tf.switchCond(a, (Operand<TBool>) node("notEqual", null, b.asOutput(), one));
+                Operand scaled = tf.math.mul(gate.outputTrue(), b);
+                yield tf.merge(List.of((Operand) gate.outputFalse(), scaled)).output().asOutput();
+            }
+            case "notEqual" -> tf.math.notEqual(a, b).asOutput();
             case "div" -> tf.math.div(a, b).asOutput();
             case "min" -> tf.math.minimum(a, b).asOutput();
             case "max" -> tf.math.maximum(a, b).asOutput();
@@ -786,10 +794,19 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
 
     // ---- in-place updates -----------------------------------------------------------------------------
 
+    /**
+     * {@code x ·= factor}. A single-element factor gates the multiply in the graph (v1 control flow,
+     * {@code Switch}/{@code Merge} on {@code factor != 1}): when the factor is exactly 1 (a clip that
+     * does not act, the common case in stable training) the multiply kernel does not run and
+     * {@code x} passes through unchanged, bit-identical to {@code x · 1}, with no host round trip.
+     */
     @Override
     public void scaleInPlace(TfTensor x, TfTensor factor) {
         requireFloat(x, "x");
-        x.rebind(node("mul", null, x.value(), as(factor.value(), dtype(x.value()))));
+        Output<?> f = as(factor.value(), dtype(x.value()));
+        x.rebind(factor.shapeRef().length == 0
+                ? node("scaleUnlessOne", null, x.value(), f)
+                : node("mul", null, x.value(), f));
     }
 
     @Override

@@ -41,15 +41,19 @@
  * </ol>
  *
  * <h2>Checkpoints</h2>
- * Save GradGuard's state with {@code pipeline.saveState(out)} next to TensorFlow's own checkpoint
- * of the model ({@code session.save(prefix)}), and restore both: a fresh graph and
- * {@code session.restore(prefix)}, a new {@code TfGuard} and pipeline, then
- * {@code pipeline.restoreState(in, guard.ops())} before the first step. Tested: a checkpoint in the
- * middle of an accumulation window resumes to exactly the variables of the uninterrupted run.
- * TensorFlow's saver alone does <em>not</em> capture the pipeline state: tensorflow-core-api 1.1's
- * {@code Session.save} stores only {@code VariableV2} variables, while GradGuard's buffers are
- * resource variables and its counters (step, micro-step, window, consecutive skips) live on the
- * host; restoring only the TensorFlow checkpoint starts a new accumulation window (also tested).
+ * {@link io.gradguard.tensorflow.TfGuard#save} writes one TensorFlow checkpoint (the V2 format of
+ * {@code session.save}): every {@code VariableV2} of the graph (model, optimizer slots) under its op
+ * name, and GradGuard's state (the bytes of {@code pipeline.saveState}) under
+ * {@value io.gradguard.tensorflow.TfGuard#STATE_KEY}. On a graph built the same way, a new guard with
+ * the same pipeline and {@link io.gradguard.tensorflow.TfGuard#restore} before the first step resume
+ * bit-identically (tested mid accumulation window with SGD, Momentum and Adam): the optimizer's slots,
+ * which the guard creates with the apply op on the first applying step, are restored from the same
+ * checkpoint when they appear. {@code session.restore(prefix)} reads the model alone from it.
+ * {@code session.save} alone does not capture GradGuard: tensorflow-core-api 1.1 builds the graph's
+ * saver once, at the first {@code save} or {@code restore}, over the {@code VariableV2} ops existing
+ * then; GradGuard's counters live on the host and its buffers are resource variables, and a fresh
+ * graph restored before the first step lacks the variables the guard creates later (also tested).
+ * {@code saveState}/{@code restoreState} still write GradGuard's state as a separate stream.
  *
  * <h2>Precision</h2>
  * By default reductions run in the gradients' dtype, as {@code tf.clip_by_global_norm} does

@@ -21,6 +21,11 @@ import java.util.Random;
 import java.util.function.Supplier;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import io.gradguard.core.StateFormatException;
+import org.tensorflow.framework.optimizers.Adam;
+import org.tensorflow.framework.optimizers.Optimizer;
 import org.tensorflow.Operand;
 import org.tensorflow.Tensor;
 import org.tensorflow.framework.optimizers.GradientDescent;
@@ -292,6 +297,90 @@ class StatefulTrainingTest {
                 }
                 assertWeights(uninterrupted, m, 0f, "resumed with float64 reductions");
             }
+        }
+    }
+
+    /**
+     * {@code guard.save} writes one TensorFlow checkpoint (model, optimizer slots, GradGuard's state);
+     * a new graph, a new guard and {@code guard.restore} resume exactly, in the middle of an
+     * accumulation window, and TensorFlow's own {@code session.restore} reads the model from it.
+     */
+    @ParameterizedTest(name = "{0}")
+    @ValueSource(strings = {"sgd", "momentum", "adam"})
+    void one_tensorflow_checkpoint_resumes_mid_window_exactly(String optimizerName, @TempDir Path dir) throws IOException {
+        java.util.function.Function<Mlp, Optimizer> optimizer = m -> switch (optimizerName) {
+            case "sgd" -> new GradientDescent(m.graph, LR);
+            case "momentum" -> new Momentum(m.graph, LR, 0.9f);
+            default -> new Adam(m.graph, 0.01f);
+        };
+        List<Batch> data = checkpointData();
+        List<float[]> uninterrupted;
+        try (Mlp m = new Mlp(IN, 16, OUT, 42, false); TfGuard g = TfGuard.create(m.session, m.loss, m.variables, optimizer.apply(m), checkpointed())) {
+            data.forEach(b -> step(g, m, b));
+            uninterrupted = weights(m);
+        }
+        String prefix = dir.resolve("model").toString();
+        List<float[]> atSave;
+        try (Mlp m = new Mlp(IN, 16, OUT, 42, false); TfGuard g = TfGuard.create(m.session, m.loss, m.variables, optimizer.apply(m), checkpointed())) {
+            for (int i = 0; i < 5; i++) {
+                step(g, m, data.get(i));
+            }
+            assertEquals(1, g.pipeline().microStep(), "the checkpoint falls in the middle of the second window");
+            g.save(prefix);
+            atSave = weights(m);
+        }
+
+        // a new process: the same graph, a new guard and pipeline, other initial weights
+        GradientPipeline p = checkpointed();
+        try (Mlp m = new Mlp(IN, 16, OUT, 99, false); TfGuard g = TfGuard.create(m.session, m.loss, m.variables, optimizer.apply(m), p)) {
+            g.restore(prefix);
+            assertEquals(1, p.stepCount());
+            assertEquals(1, p.microStep());
+            assertEquals(1, p.skippedCount());
+            assertWeights(atSave, m, 0f, "restored model");
+            for (int i = 5; i < data.size(); i++) {
+                step(g, m, data.get(i));
+            }
+            assertEquals(2, p.stepCount());
+            assertWeights(uninterrupted, m, 0f, optimizerName + " resumed from one TensorFlow checkpoint");
+        }
+
+        // TensorFlow's own restore reads the model from the same checkpoint
+        try (Mlp m = new Mlp(IN, 16, OUT, 99, false)) {
+            m.session.restore(prefix);
+            assertWeights(atSave, m, 0f, "session.restore of a TfGuard checkpoint");
+        }
+    }
+
+    @Test
+    void restoring_into_a_guard_with_another_pipeline_fails_and_changes_nothing(@TempDir Path dir) throws IOException {
+        String prefix = dir.resolve("model").toString();
+        try (Mlp m = new Mlp(IN, 16, OUT, 42); TfGuard g = guard(m, checkpointed())) {
+            checkpointData().subList(0, 2).forEach(b -> step(g, m, b));
+            g.save(prefix);
+        }
+        try (Mlp m = new Mlp(IN, 16, OUT, 99); TfGuard g = guard(m, GradientPipeline.of(Transforms.accumulate(3)))) {
+            List<float[]> before = weights(m);
+            StateFormatException e = assertThrows(StateFormatException.class, () -> g.restore(prefix));
+            assertTrue(e.getMessage().startsWith("the state was saved from a pipeline with stages [nonFinite"), e.getMessage());
+            assertWeights(before, m, 0f, "a refused restore leaves the model");
+            assertEquals(0, g.pipeline().microStep());
+        }
+    }
+
+    @Test
+    void restoring_a_checkpoint_without_gradguard_state_names_the_fix(@TempDir Path dir) throws IOException {
+        String prefix = dir.resolve("plain").toString();
+        try (Mlp m = new Mlp(IN, 16, OUT, 42)) {
+            m.value(m.variables.get(0));
+            m.session.save(prefix);
+        }
+        try (Mlp m = new Mlp(IN, 16, OUT, 99); TfGuard g = guard(m, checkpointed())) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> g.restore(prefix));
+            assertTrue(e.getMessage().startsWith("prefix " + prefix + " names no checkpoint with GradGuard's state (key gradguard/pipeline_state)"),
+                    e.getMessage());
+            IllegalArgumentException empty = assertThrows(IllegalArgumentException.class, () -> g.save(""));
+            assertEquals("prefix must be a checkpoint path prefix, got \"\"", empty.getMessage());
         }
     }
 }

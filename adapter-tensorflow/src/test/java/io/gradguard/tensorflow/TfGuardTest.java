@@ -226,4 +226,27 @@ class TfGuardTest {
                         GradientPipeline.of(Transforms.clipByGlobalNorm(1.0))));
         assertTrue(e.getMessage().startsWith("loss must be a scalar"), e.getMessage());
     }
+
+    /** A scalar factor gates the multiply (Switch/Merge on factor != 1): x passes through at 1, is scaled otherwise, NaN propagates. */
+    @Test
+    void scaling_by_a_scalar_skips_the_multiply_at_exactly_one_and_is_exact_otherwise() {
+        try (org.tensorflow.Graph graph = new org.tensorflow.Graph(); org.tensorflow.Session session = new org.tensorflow.Session(graph);
+                TfOps ops = new TfOps(session)) {
+            float[] x = {3f, -4f, 0.1f, Float.MIN_VALUE};
+            double[][] cases = {{1.0}, {0.5}, {1.0 + 1e-12}, {Double.NaN}};
+            for (double[] c : cases) {
+                TfTensor t = ops.fromHost(x, new long[] {4});
+                ops.scaleInPlace(t, ops.scalar(c[0]));
+                float[] got = ops.toHostArray(t);
+                for (int i = 0; i < x.length; i++) {
+                    assertEquals(Float.floatToIntBits(x[i] * (float) c[0]), Float.floatToIntBits(got[i]), "x[" + i + "] * " + c[0]);
+                }
+            }
+            boolean merged = false;
+            for (var it = graph.operations(); it.hasNext(); ) {
+                merged |= it.next().type().equals("Merge");
+            }
+            assertTrue(merged, "the scalar multiply is gated by Switch/Merge");
+        }
+    }
 }

@@ -106,6 +106,7 @@ public final class TfBench {
                 return out;
             });
             GuardedVariant guardGlobal = guard(Pipelines.globalClip());
+            GuardedVariant guardIdle = guard(Pipelines.globalClipIdle());
             Variant guardValue = guard(Pipelines.valueClip());
             Variant guardMonitored = guard(Pipelines.globalClipMonitored());
             Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
@@ -115,6 +116,7 @@ public final class TfBench {
             r.add("hand global f64", handGlobal64::step);
             r.add("hand value", handValue::step);
             r.add("guard global", guardGlobal::step);
+            r.add("guard global idle", guardIdle::step);
             r.add("guard value", guardValue::step);
             r.add("guard monitored", guardMonitored::step);
             Map<String, Double> m = r.run();
@@ -124,6 +126,8 @@ public final class TfBench {
                     "unguarded step", base, Double.NaN, "two identical graphs: the spread of this machine"));
             section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm (TfGuard)", size, m.get("guard global"),
                     "unguarded step", base, 1.03, Pipelines.clipActivity(guardGlobal.coefficient)));
+            section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm armed, not acting (TfGuard)", size,
+                    m.get("guard global idle"), "unguarded step", base, 1.03, Pipelines.clipActivity(guardIdle.coefficient)));
             section.emit(Row.ratio(2, "tensorflow guarded step + monitor every step", size, m.get("guard monitored"),
                     "unguarded step", base, Double.NaN, "per-tensor statistics each step (gradient buffers, 3 runs)"));
             section.emit(Row.ratio(3, "tensorflow GradGuard clipByGlobalNorm vs hand-written TF ops", size, m.get("guard global"),
