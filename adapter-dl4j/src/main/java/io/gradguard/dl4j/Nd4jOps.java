@@ -549,7 +549,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
     private boolean blasReduces(INDArray x) {
         DataType t = x.dataType();
         return (t == DataType.DOUBLE || t == DataType.FLOAT && !doubleAccumulation) && x.length() <= Integer.MAX_VALUE
-                && (x.length() == 1 || x.elementWiseStride() == 1);
+                && x.elementWiseStride() == 1;
     }
 
     /** A step temporary: z · c, in place (z is one), or z itself when c is 1. */
