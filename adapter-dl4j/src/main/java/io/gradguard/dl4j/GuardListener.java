@@ -20,9 +20,9 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * }</pre>
  *
  * <p><b>Thresholds mean the norm of the mean gradient</b> over the minibatch, as DL4J's own
- * {@code GradientNormalization} does: DL4J's gradient is the sum over the minibatch at this point,
- * so the listener divides it by the batch size before the pipeline and multiplies it back after
- * (DL4J's updater divides it again). Per-layer clipping groups parameters by layer (index in a
+ * {@code GradientNormalization} does: DL4J's gradient is the sum over the minibatch at this point
+ * (DL4J's updater divides it by the batch size afterwards); the pipeline sees the mean without the
+ * gradient being scaled for it (the backend folds 1/batch into norms and bounds). Per-layer clipping groups parameters by layer (index in a
  * MultiLayerNetwork, name in a ComputationGraph); see {@link Dl4jGradients} for names, roles and
  * layouts.
  *
@@ -37,6 +37,11 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * update and still holds it in the gradient views, so the listener reports ‖Δθ‖ / ‖θ‖ per layer with
  * θ the parameters before the step (rebuilt as θ + Δθ in one temporary per parameter, freed at
  * once). Steps the monitor does not measure cost one check per monitor.
+ *
+ * <p><b>Precision.</b> Norms reduce float32 gradients in float32 (one BLAS pass each, widened to
+ * float64 per tensor), as DL4J's own {@code GradientNormalization} does;
+ * {@link #accumulateInDouble()} reduces in float64 for gradients near 1e30 or 1e-30 (see
+ * {@link Nd4jOps}).
  *
  * <p>A warning is logged once if the network also has DL4J's {@code GradientNormalization}
  * configured (both would apply).
@@ -75,6 +80,28 @@ public final class GuardListener extends BaseTrainingListener {
         return new GuardListener(pipeline);
     }
 
+    /**
+     * Makes the pipeline's reductions accumulate in float64 ({@link Nd4jOps#accumulateInDouble()}):
+     * norms of float32 gradients near 1e30 or 1e-30 stay finite and non-zero, at the cost of a
+     * slower (non-vectorised) reduction. The default reduces in the gradients' type, as DL4J's own
+     * {@code GradientNormalization} does.
+     *
+     * <pre>{@code
+     * net.addListeners(GuardListener.of(pipeline).accumulateInDouble());
+     * }</pre>
+     *
+     * @return this
+     */
+    public GuardListener accumulateInDouble() {
+        runner.ops().accumulateInDouble();
+        return this;
+    }
+
+    /** Whether the pipeline's reductions accumulate in float64 (see {@link #accumulateInDouble()}). */
+    public boolean accumulatesInDouble() {
+        return runner.ops().accumulatesInDouble();
+    }
+
     /** The pipeline this listener runs. */
     public GradientPipeline pipeline() {
         return runner.pipeline();
@@ -92,7 +119,7 @@ public final class GuardListener extends BaseTrainingListener {
      */
     @Override
     public void onGradientCalculation(Model model) {
-        StepResult<INDArray> r = runner.run(model, true);
+        StepResult<INDArray> r = runner.run(model);
         last = r;
         if (!r.applies()) {
             throw new IllegalStateException("GuardListener: stage '" + r.decidedBy() + "' returned " + r.action()

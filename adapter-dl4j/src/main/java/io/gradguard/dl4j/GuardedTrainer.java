@@ -25,9 +25,9 @@ import org.nd4j.linalg.dataset.api.iterator.MultiDataSetIterator;
  * and {@code ModelSerializer} saves).
  *
  * <p>Per micro-batch, as DL4J's own {@code fit} does it: backprop
- * ({@code computeGradientAndScore}); the gradient, divided by the batch size (DL4J's sum becomes
- * the mean, so thresholds mean what DL4J's {@code GradientNormalization} means), goes through the
- * pipeline; then only if the pipeline proceeds: {@code updater.update(...)} (Adam moments,
+ * ({@code computeGradientAndScore}); the gradient goes through the pipeline as the batch mean (DL4J's
+ * sum with a pending factor of 1/batch that norms and bounds fold in, no pass over it: thresholds
+ * mean what DL4J's {@code GradientNormalization} means); then only if the pipeline proceeds: {@code updater.update(...)} (Adam moments,
  * schedules, regularization, DL4J's own normalization), {@code params -= update}, listeners'
  * {@code iterationDone}, iteration count + 1, constraints. A held micro-batch (accumulation) or a
  * skipped step leaves the parameters, the updater state and the iteration count exactly as they
@@ -52,6 +52,10 @@ import org.nd4j.linalg.dataset.api.iterator.MultiDataSetIterator;
  * the step; healthy training shows about 1e-3. Cost on those steps: two reductions per parameter,
  * no copy; on other steps one check per monitor. Constraints DL4J applies after the step are not
  * part of the update.
+ *
+ * <p><b>Precision.</b> Norms reduce float32 gradients in float32, as DL4J's own
+ * {@code GradientNormalization} does; {@link #accumulateInDouble()} reduces in float64 (see
+ * {@link Nd4jOps}).
  *
  * <p>With accumulation, a window left open at the end of an epoch carries over into the next one.
  * Training listeners attached to the network get {@code onEpochStart}, {@code iterationDone} (per
@@ -92,6 +96,23 @@ public final class GuardedTrainer {
             throw new IllegalArgumentException("graph must not be null");
         }
         return new GuardedTrainer(graph, pipeline);
+    }
+
+    /**
+     * Makes the pipeline's reductions accumulate in float64 ({@link Nd4jOps#accumulateInDouble()}):
+     * norms of float32 gradients near 1e30 or 1e-30 stay finite and non-zero, at the cost of a
+     * slower (non-vectorised) reduction. The default reduces in the gradients' type, as DL4J's own
+     * {@code GradientNormalization} does.
+     *
+     * <pre>{@code
+     * GuardedTrainer trainer = GuardedTrainer.of(net, pipeline).accumulateInDouble();
+     * }</pre>
+     *
+     * @return this
+     */
+    public GuardedTrainer accumulateInDouble() {
+        runner.ops().accumulateInDouble();
+        return this;
     }
 
     /** The pipeline this trainer runs. */
@@ -252,13 +273,13 @@ public final class GuardedTrainer {
         } else {
             ((ComputationGraph) model).computeGradientAndScore();
         }
-        StepResult<INDArray> r = runner.run(model, false);
+        StepResult<INDArray> r = runner.run(model);
         Gradient gradient = model.gradient();
         if (r.applies()) {
             int iteration = BaseOptimizer.getIterationCount(model);
             int epoch = BaseOptimizer.getEpochCount(model);
-            // the gradient is already the batch mean: a batch size of 1 keeps the updater from dividing again
-            updater().update(gradient, iteration, epoch, 1, LayerWorkspaceMgr.noWorkspaces());
+            // the views hold DL4J's sum again: the updater divides by the batch size, as in DL4J's own fit
+            updater().update(gradient, iteration, epoch, model.batchSize(), LayerWorkspaceMgr.noWorkspaces());
             if (runner.wantsUpdates()) {
                 runner.reportUpdates(model, false); // the update is in the gradient views, the parameters are still θ before
             }

@@ -3,7 +3,9 @@ package io.gradguard.dl4j;
 import io.gradguard.core.spi.TensorOps;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.IdentityHashMap;
 import java.util.List;
+import java.util.Map;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -12,6 +14,7 @@ import org.nd4j.linalg.api.ops.impl.reduce.floating.Norm1;
 import org.nd4j.linalg.api.ops.impl.reduce.floating.NormMax;
 import org.nd4j.linalg.api.ops.impl.reduce.floating.SquaredNorm;
 import org.nd4j.linalg.api.ops.impl.reduce.longer.MatchCondition;
+import org.nd4j.linalg.api.ops.impl.scalar.ScalarMultiplication;
 import org.nd4j.linalg.api.ops.impl.transforms.clip.ClipByValue;
 import org.nd4j.linalg.api.ops.impl.transforms.comparison.CompareAndSet;
 import org.nd4j.linalg.api.ops.impl.transforms.custom.Max;
@@ -29,10 +32,20 @@ import org.nd4j.linalg.indexing.conditions.Conditions;
  * arrays' own off-heap (or device) memory: gradients never travel to the Java heap, and only a
  * scalar a decision or a monitor needs is ever read back.
  *
- * <p>Reductions accumulate in float64 whatever the gradient's type: a float32 gradient is reduced
- * straight into a float64 result (libnd4j accumulates in the result's type), so Σx² of 1e30 or
- * 1e-30 float32 values neither overflows nor underflows and no float64 copy of the gradient is
- * made. Scalars and per-unit coefficients are float64; in-place updates keep the target's type.
+ * <p><b>Precision.</b> By default reductions run in the gradient's dtype, as DL4J's own
+ * {@code GradientNormalization}, TensorFlow's {@code tf.clip_by_global_norm} and PyTorch's
+ * {@code clip_grad_norm_} do: Σx² and Σ|x| of a contiguous float32 array are one vectorised BLAS
+ * pass in float32 ({@code sdot(x, x)}, {@code sasum(x)}), and only the per-tensor result is widened
+ * to a float64 scalar, so sums across tensors, norms and coefficients are float64.
+ * {@link #accumulatesInDouble()} is then {@code false}: Σx² of float32 values near 1e30 overflows
+ * to infinity, near 1e-30 underflows to 0. {@link #accumulateInDouble()} asks for float64
+ * reductions (a float32 gradient is reduced straight into a float64 result, libnd4j accumulating in
+ * the result's type, with no float64 copy) where that range matters more than speed: on this
+ * machine's ND4J CPU backend the float64 reduction of a 2M-element float32 array took 4&times; as
+ * long as the BLAS one. Per-unit sums of squares ({@link #sumOfSquares(INDArray, int[])}) are
+ * float64 either way (libnd4j's float32 loop is no faster), max-abs is exact in any type, and
+ * float64 arrays always reduce in float64. Scalars and per-unit coefficients are float64; in-place
+ * updates keep the target's type.
  *
  * <p><b>Temporaries.</b> Every array this backend creates for a reduction, a scalar or functional
  * math is a temporary of the current step: {@link #releaseTemporaries()} closes them all and frees
@@ -57,9 +70,68 @@ import org.nd4j.linalg.indexing.conditions.Conditions;
  */
 public final class Nd4jOps implements TensorOps<INDArray> {
     private final List<INDArray> temporaries = new ArrayList<>();
+    /** Pending factors: the true value of a key array is factor × its stored value (see {@link #setFactor}). */
+    private final Map<INDArray, Double> factors = new IdentityHashMap<>();
+    private boolean doubleAccumulation;
 
-    /** A new backend with no temporaries. */
+    /** A new backend with no temporaries, reducing float32 arrays in float32 (see "Precision"). */
     public Nd4jOps() {
+    }
+
+    /**
+     * Makes reductions accumulate in float64 (see "Precision" in the class comment): slower on
+     * float32 gradients, but Σx² of values near 1e30 or 1e-30 stays finite and non-zero. Takes
+     * effect from the next reduction.
+     *
+     * <pre>{@code
+     * Nd4jOps ops = new Nd4jOps().accumulateInDouble();
+     * }</pre>
+     *
+     * @return this
+     */
+    public Nd4jOps accumulateInDouble() {
+        doubleAccumulation = true;
+        return this;
+    }
+
+    /**
+     * Declares that {@code x}'s true values are {@code factor} × its stored values, until
+     * {@link #settle} or {@link #release}: every primitive then reads and writes true values, folding
+     * the factor into its result (Σx² × factor², a clamp bound ÷ factor, an axpy's alpha...) rather
+     * than scaling the array. The runner uses it to present DL4J's minibatch SUM as the MEAN
+     * (factor 1/batch) without two passes over the gradient. A write that cannot keep the factor
+     * exactly (a fill, an assign from an array with another factor, a value that does not survive
+     * the division in the array's type) stores true values and drops the factor.
+     *
+     * @throws IllegalArgumentException if the factor is not in (0, 1]
+     */
+    void setFactor(INDArray x, double factor) {
+        if (!(factor > 0 && factor <= 1)) {
+            throw new IllegalArgumentException("factor must be in (0, 1], got " + factor);
+        }
+        if (factor == 1.0) {
+            factors.remove(x);
+        } else {
+            factors.put(x, factor);
+        }
+    }
+
+    /** {@code x}'s pending factor: 1 if it has none. */
+    double factor(INDArray x) {
+        Double f = factors.get(x);
+        return f == null ? 1.0 : f;
+    }
+
+    /**
+     * Leaves {@code x} holding its true values divided by {@code factor} and forgets its pending
+     * factor: no work when its pending factor is still {@code factor}, one pass otherwise.
+     */
+    void settle(INDArray x, double factor) {
+        double f = factor(x);
+        factors.remove(x);
+        if (f != factor && !x.isEmpty()) {
+            x.muli(f / factor);
+        }
     }
 
     /**
@@ -72,6 +144,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
     public int releaseTemporaries() {
         int n = temporaries.size();
         for (INDArray t : temporaries) {
+            factors.remove(t);
             close(t);
         }
         temporaries.clear();
@@ -110,7 +183,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (scalar.length() != 1) {
             throw new IllegalArgumentException("scalar must have exactly one element, got shape " + Arrays.toString(scalar.shape()));
         }
-        return scalar.getDouble(0);
+        return scalar.getDouble(0) * factor(scalar);
     }
 
     @Override
@@ -126,7 +199,14 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             if (f != x) {
                 close(f);
             }
-            return out.length == x.length() ? out : Arrays.copyOf(out, (int) x.length());
+            out = out.length == x.length() ? out : Arrays.copyOf(out, (int) x.length());
+            double k = factor(x);
+            if (k != 1.0) {
+                for (int i = 0; i < out.length; i++) {
+                    out[i] = (float) (out[i] * k);
+                }
+            }
+            return out;
         }
     }
 
@@ -143,7 +223,14 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             if (d != x) {
                 close(d);
             }
-            return out.length == x.length() ? out : Arrays.copyOf(out, (int) x.length());
+            out = out.length == x.length() ? out : Arrays.copyOf(out, (int) x.length());
+            double f = factor(x);
+            if (f != 1.0) {
+                for (int i = 0; i < out.length; i++) {
+                    out[i] *= f;
+                }
+            }
+            return out;
         }
     }
 
@@ -192,9 +279,10 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         return x.dataType() == DataType.DOUBLE;
     }
 
+    /** {@code true} only after {@link #accumulateInDouble()} (see "Precision" in the class comment). */
     @Override
     public boolean accumulatesInDouble() {
-        return true;
+        return doubleAccumulation;
     }
 
     /** A long-lived zero array of {@code like}'s shape, type and memory order (DL4J views are 'f'). */
@@ -209,6 +297,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public void release(INDArray x) {
+        factors.remove(x);
         close(x);
     }
 
@@ -216,31 +305,44 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public INDArray sumOfSquares(INDArray x) {
-        INDArray z = scalarOut();
-        if (!x.isEmpty()) {
-            Nd4j.exec(new SquaredNorm(x, z));
+        double f = factor(x);
+        if (x.isEmpty()) {
+            return scalarOut();
         }
-        return z;
+        if (blasReduces(x)) {
+            return scalar(Nd4j.getBlasWrapper().level1().dot(x.length(), 1.0, x, x) * f * f);
+        }
+        INDArray z = scalarOut();
+        Nd4j.exec(new SquaredNorm(x, z));
+        return times(z, f * f);
     }
 
     @Override
     public INDArray sumOfAbs(INDArray x) {
-        INDArray z = scalarOut();
-        if (!x.isEmpty()) {
-            Nd4j.exec(new Norm1(x, z));
+        double f = factor(x);
+        if (x.isEmpty()) {
+            return scalarOut();
         }
-        return z;
+        if (blasReduces(x)) {
+            return scalar(Nd4j.getBlasWrapper().level1().asum(x) * f);
+        }
+        INDArray z = scalarOut();
+        Nd4j.exec(new Norm1(x, z));
+        return times(z, f);
     }
 
+    /** max |x|, reduced in x's own type (a maximum is exact in any type) and widened to float64. */
     @Override
     public INDArray maxAbs(INDArray x) {
-        INDArray z = scalarOut();
-        if (!x.isEmpty()) {
-            Nd4j.exec(new NormMax(x, z));
-            // libnd4j's max-abs reduction can skip a NaN: add NaN when there is one
-            z.addi(nanFlag(countNaN(x)));
+        if (x.isEmpty()) {
+            return scalarOut();
         }
-        return z;
+        INDArray m = detached(x.dataType().isFPType() ? x.dataType() : DataType.DOUBLE, new long[0], 'c');
+        Nd4j.exec(new NormMax(x, m));
+        INDArray z = track(castToDouble(m));
+        // libnd4j's max-abs reduction can skip a NaN: add NaN when there is one
+        z.addi(nanFlag(countNaN(x)));
+        return times(z, factor(x));
     }
 
     @Override
@@ -252,6 +354,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         return track(castToDouble(count));
     }
 
+    /** Σ x² over {@code axes}, accumulated in float64 in both precision modes (libnd4j's float32 loop is no faster). */
     @Override
     public INDArray sumOfSquares(INDArray x, int[] axes) {
         INDArray z = temp(DataType.DOUBLE, keptShape(x.shape(), axes));
@@ -262,7 +365,8 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             return z;
         }
         Nd4j.exec(new SquaredNorm(x, z, true, axes));
-        return z;
+        double f = factor(x);
+        return times(z, f * f);
     }
 
     /** The mean over {@code axes} (kept with size 1), in {@code x}'s type so it subtracts in place cheaply. */
@@ -272,13 +376,15 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (!x.isEmpty()) {
             Nd4j.exec(new Mean(x, z, true, axes));
         }
-        return z;
+        return times(z, factor(x));
     }
 
     // ---- functional element-wise math -------------------------------------------------------
 
     @Override
     public INDArray add(INDArray a, INDArray b) {
+        a = plain(a);
+        b = plain(b);
         INDArray z = binaryOut(a, b);
         Nd4j.exec(new AddOp(a, b, z));
         return z;
@@ -286,6 +392,8 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public INDArray mul(INDArray a, INDArray b) {
+        a = plain(a);
+        b = plain(b);
         INDArray z = binaryOut(a, b);
         Nd4j.exec(new MulOp(a, b, z));
         return z;
@@ -293,6 +401,8 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public INDArray div(INDArray a, INDArray b) {
+        a = plain(a);
+        b = plain(b);
         INDArray z = binaryOut(a, b);
         Nd4j.exec(new DivOp(a, b, z));
         return z;
@@ -300,6 +410,8 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public INDArray min(INDArray a, INDArray b) {
+        a = plain(a);
+        b = plain(b);
         INDArray z = binaryOut(a, b);
         Nd4j.exec(new Min(a, b, z));
         return propagateNaN(z, a, b);
@@ -307,6 +419,8 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public INDArray max(INDArray a, INDArray b) {
+        a = plain(a);
+        b = plain(b);
         INDArray z = binaryOut(a, b);
         Nd4j.exec(new Max(a, b, z));
         return propagateNaN(z, a, b);
@@ -314,6 +428,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public INDArray sqrt(INDArray a) {
+        a = plain(a);
         INDArray z = temp(a.dataType(), a.shape());
         if (!a.isEmpty()) {
             Nd4j.exec(new Sqrt(a, z));
@@ -323,12 +438,28 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     // ---- in-place updates -------------------------------------------------------------------
 
+    /**
+     * {@inheritDoc}
+     *
+     * <p>A one-element factor (a clip coefficient) is read to the host, a scalar read that costs
+     * nothing on the CPU backend, and multiplied in {@code x}'s own type; a factor of exactly 1 (a
+     * clip that does not bite) skips the multiplication: the result is bit-identical (x·1 = x, NaN
+     * and -0 included) and a full pass over the gradient is saved. A per-unit factor is multiplied
+     * in with broadcasting.
+     */
     @Override
     public void scaleInPlace(INDArray x, INDArray factor) {
         if (x.isEmpty()) {
             return;
         }
-        Nd4j.exec(new MulOp(x, factor, x));
+        if (factor.length() == 1) {
+            double c = toHost(factor);
+            if (c != 1.0) {
+                x.muli(c);
+            }
+            return;
+        }
+        Nd4j.exec(new MulOp(x, plain(factor), x));
     }
 
     @Override
@@ -336,17 +467,18 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (x.isEmpty()) {
             return;
         }
+        double a = alpha * factor(y) / factor(x); // x_true + alpha·y_true = fx·(x + alpha·fy/fx · y)
         if (Arrays.equals(x.shape(), y.shape()) && x.dataType() == y.dataType()) {
-            if (alpha == 1.0) {
+            if (a == 1.0) {
                 x.addi(y);
-            } else if (alpha == -1.0) {
+            } else if (a == -1.0) {
                 x.subi(y);
             } else {
-                Nd4j.exec(new Axpy(y, x, x, alpha));
+                Nd4j.exec(new Axpy(y, x, x, a));
             }
             return;
         }
-        INDArray scaled = alpha == 1.0 ? y : track(y.mul(alpha));
+        INDArray scaled = a == 1.0 ? y : track(y.mul(a));
         Nd4j.exec(new AddOp(x, scaled, x));
     }
 
@@ -355,7 +487,8 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (x.isEmpty()) {
             return;
         }
-        ClipByValue op = new ClipByValue(x, lo, hi);
+        double f = keepFactorFor(x, lo, hi, hi);
+        ClipByValue op = new ClipByValue(x, lo / f, hi / f);
         op.addOutputArgument(x);
         Nd4j.exec(op);
     }
@@ -365,20 +498,35 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (x.isEmpty()) {
             return;
         }
+        double f = keepFactorFor(x, nan, posInf, negInf);
         double maxFinite = x.dataType() == DataType.DOUBLE ? Double.MAX_VALUE : x.dataType() == DataType.FLOAT ? Float.MAX_VALUE : 65504.0;
         if (posInf != Double.POSITIVE_INFINITY) {
-            Nd4j.exec(new CompareAndSet(x, posInf, Conditions.greaterThan(maxFinite)));
+            Nd4j.exec(new CompareAndSet(x, posInf / f, Conditions.greaterThan(maxFinite)));
         }
         if (negInf != Double.NEGATIVE_INFINITY) {
-            Nd4j.exec(new CompareAndSet(x, negInf, Conditions.lessThan(-maxFinite)));
+            Nd4j.exec(new CompareAndSet(x, negInf / f, Conditions.lessThan(-maxFinite)));
         }
         if (!Double.isNaN(nan)) {
-            Nd4j.exec(new CompareAndSet(x, nan, Conditions.isNan()));
+            Nd4j.exec(new CompareAndSet(x, nan / f, Conditions.isNan()));
         }
     }
 
+    /** Copies {@code src}'s true values; {@code dst} keeps its pending factor only when {@code src} has the same one. */
     @Override
     public void assign(INDArray dst, INDArray src) {
+        double fs = factor(src);
+        if (fs != factor(dst)) {
+            factors.remove(dst);
+            if (fs != 1.0 && !dst.isEmpty()) {
+                if (dst.ordering() == src.ordering() && Arrays.equals(dst.shape(), src.shape())) {
+                    Nd4j.exec(new ScalarMultiplication(src, null, dst, fs));
+                } else {
+                    dst.assign(src);
+                    dst.muli(fs);
+                }
+                return;
+            }
+        }
         if (!dst.isEmpty()) {
             dst.assign(src);
         }
@@ -386,12 +534,76 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public void fill(INDArray x, double value) {
+        factors.remove(x); // every element is overwritten: no factor to keep
         if (!x.isEmpty()) {
             x.assign(value);
         }
     }
 
     // ---- helpers ------------------------------------------------------------------------------
+
+    /**
+     * Whether Σx² and Σ|x| of {@code x} run as one BLAS pass in its own type: a contiguous float32
+     * array in the default precision, or any contiguous float64 array.
+     */
+    private boolean blasReduces(INDArray x) {
+        DataType t = x.dataType();
+        return (t == DataType.DOUBLE || t == DataType.FLOAT && !doubleAccumulation) && x.length() <= Integer.MAX_VALUE
+                && x.elementWiseStride() == 1;
+    }
+
+    /** A step temporary: z · c, in place (z is one), or z itself when c is 1. */
+    private static INDArray times(INDArray z, double c) {
+        return c == 1.0 ? z : z.muli(c);
+    }
+
+    /**
+     * {@code a}'s true values: {@code a} itself without a pending factor, else a step temporary
+     * holding factor × a (functional math wants plain operands).
+     */
+    private INDArray plain(INDArray a) {
+        double f = factor(a);
+        if (f == 1.0) {
+            return a;
+        }
+        INDArray z = track(detached(a.dataType(), a.shape(), a.ordering()));
+        if (!a.isEmpty()) {
+            Nd4j.exec(new ScalarMultiplication(a, null, z, f));
+        }
+        return z;
+    }
+
+    /**
+     * The factor {@code x} keeps while {@code values} are written into it (stored as value ÷ factor):
+     * its pending factor when every value survives the division exactly in x's type, else 1, after
+     * scaling x to its true values (one pass) and dropping its factor.
+     */
+    private double keepFactorFor(INDArray x, double... values) {
+        double f = factor(x);
+        if (f == 1.0) {
+            return 1.0;
+        }
+        for (double v : values) {
+            if (!storable(v, f, x.dataType())) {
+                settle(x, 1.0);
+                return 1.0;
+            }
+        }
+        return f;
+    }
+
+    /** Whether v ÷ f, stored in type t and multiplied back by f, gives v (as t holds it) exactly. */
+    private static boolean storable(double v, double f, DataType t) {
+        if (Double.isNaN(v)) {
+            return true;
+        }
+        double s = v / f;
+        return switch (t) {
+            case DOUBLE -> s * f == v;
+            case FLOAT -> (float) ((float) s * f) == (float) v;
+            default -> false;
+        };
+    }
 
     private INDArray scalarOut() {
         INDArray z = temp(DataType.DOUBLE, new long[0]);

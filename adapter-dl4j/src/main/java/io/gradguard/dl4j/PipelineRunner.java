@@ -19,9 +19,14 @@ import org.slf4j.LoggerFactory;
  *
  * <p>DL4J's backprop leaves the SUM over the minibatch in the gradient views; its updater divides
  * by the batch size afterwards. GradGuard's thresholds mean the norm of the MEAN gradient (as DL4J's
- * own GradientNormalization, which runs after that division), so the runner scales the gradients
- * by 1/batch before the pipeline; the listener scales them back by batch afterwards (DL4J's updater
- * divides again), the step driver hands the mean to the updater with a batch size of 1.
+ * own GradientNormalization, which runs after that division). The runner does not scale the
+ * gradients for that: it gives each gradient view a pending factor of 1/batch on the backend
+ * ({@link Nd4jOps#setFactor}), so the pipeline sees the mean (norms, clamp bounds, accumulation
+ * weights fold the factor in) while the views keep holding the sum, scaled only by what the
+ * pipeline itself does (a clip coefficient). After the pipeline every view holds DL4J's sum again
+ * (a view whose factor a stage dropped, by filling or assigning it, is scaled back by batch), and
+ * DL4J's updater divides by the batch size as it always does: no pass over the gradient is spent
+ * on the change of units.
  *
  * <p>It also reports the optimizer's updates to the pipeline's monitors ({@link Monitor#in}), on the
  * steps they measure in detail: DL4J's updater turns the gradient views into the update in place,
@@ -54,10 +59,10 @@ final class PipelineRunner {
     }
 
     /**
-     * Scales the gradients to the batch mean, runs the pipeline, copies its metrics to the host,
-     * optionally restores DL4J's sum, and frees the step's temporaries.
+     * Runs the pipeline on the batch mean (pending factors, no pass over the gradients), copies its
+     * metrics to the host, leaves DL4J's sum in the gradient views, and frees the step's temporaries.
      */
-    StepResult<INDArray> run(Model model, boolean restoreSum) {
+    StepResult<INDArray> run(Model model) {
         if (!checkedConfiguration) {
             warnIfBuiltInNormalization(model);
             checkedConfiguration = true;
@@ -67,15 +72,18 @@ final class PipelineRunner {
         double divisor = Dl4jGradients.dividesByBatch(model) && batch > 1 ? batch : 1;
         try {
             if (divisor != 1) {
-                scale(gradients, 1.0 / divisor);
+                for (GradientTensor<INDArray> g : gradients) {
+                    ops.setFactor(g.gradient(), 1.0 / divisor);
+                }
             }
             StepResult<INDArray> result = pipeline.step(gradients, ops, StepContext.ofBatch(batch).withLoss(model.score()));
             result.hostMetrics(); // the metrics outlive the temporaries freed below
-            if (restoreSum && divisor != 1) {
-                scale(gradients, divisor);
-            }
             return result;
         } finally {
+            // DL4J's sum again: no work for a view that kept its factor, one pass for one that lost it
+            for (GradientTensor<INDArray> g : gradients) {
+                ops.settle(g.gradient(), 1.0 / divisor);
+            }
             ops.releaseTemporaries();
         }
     }
@@ -109,13 +117,6 @@ final class PipelineRunner {
             }
         } finally {
             ops.releaseTemporaries();
-        }
-    }
-
-    private void scale(GradientSet<INDArray> gradients, double factor) {
-        INDArray f = ops.scalar(factor);
-        for (GradientTensor<INDArray> g : gradients) {
-            ops.scaleInPlace(g.gradient(), f);
         }
     }
 

@@ -39,7 +39,8 @@ import org.nd4j.linalg.lossfunctions.LossFunctions;
  * <p>Variants: unguarded (twice: the A/A control shows the measurement noise); DL4J's
  * built-in {@code ClipL2PerLayer} and {@code ClipElementWiseAbsoluteValue}; GradGuard's
  * {@link GuardListener} with the {@link Pipelines} clips (thresholds on the mean gradient, as
- * DL4J's), and with a monitor every step.
+ * DL4J's), the global clip armed far above the gradient norm (not acting), and with a monitor every
+ * step.
  */
 public final class Dl4jBench {
     static final int[] FULL = {1000, 2000, 1500, 10};
@@ -69,6 +70,9 @@ public final class Dl4jBench {
             GuardListener globalListener = GuardListener.of(Pipelines.globalClip());
             MultiLayerNetwork guardGlobal = network(null, 0);
             guardGlobal.addListeners(globalListener);
+            GuardListener idleListener = GuardListener.of(Pipelines.globalClipIdle());
+            MultiLayerNetwork guardIdle = network(null, 0);
+            guardIdle.addListeners(idleListener);
             MultiLayerNetwork guardLayer = guarded(Pipelines.layerClip());
             MultiLayerNetwork guardValue = guarded(Pipelines.valueClip());
             MultiLayerNetwork monitored = guarded(Pipelines.globalClipMonitored());
@@ -86,6 +90,7 @@ public final class Dl4jBench {
             r.add("ClipL2PerLayer", () -> perLayer.fit(batch));
             r.add("ClipElementWiseAbsoluteValue", () -> perValue.fit(batch));
             r.add("guard global", () -> guardGlobal.fit(batch));
+            r.add("guard global idle", () -> guardIdle.fit(batch));
             r.add("guard layer", () -> guardLayer.fit(batch));
             r.add("guard value", () -> guardValue.fit(batch));
             r.add("guard monitored", () -> monitored.fit(batch));
@@ -100,6 +105,9 @@ public final class Dl4jBench {
                     m.get("ClipElementWiseAbsoluteValue"), "unguarded step", base, Double.NaN, "DL4J's own cost of the clip"));
             section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm (GuardListener)", size, m.get("guard global"),
                     "unguarded step", base, 1.03, Pipelines.clipActivity(globalListener.lastResult().metric(Pipelines.COEFFICIENT))));
+            section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm armed, not acting (GuardListener)", size,
+                    m.get("guard global idle"), "unguarded step", base, 1.03,
+                    Pipelines.clipActivity(idleListener.lastResult().metric(Pipelines.COEFFICIENT))));
             section.emit(Row.ratio(2, "dl4j guarded step + monitor every step", size, m.get("guard monitored"),
                     "unguarded step", base, Double.NaN, "per-tensor statistics each step"));
             section.emit(Row.ratio(3, "dl4j GradGuard clipByLayerNorm vs built-in ClipL2PerLayer", size, m.get("guard layer"),

@@ -1,0 +1,137 @@
+package io.gradguard.dl4j;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.gradguard.core.Action;
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.GradientTensor;
+import io.gradguard.core.GradientTransform;
+import io.gradguard.core.Step;
+import io.gradguard.core.TransformState;
+import io.gradguard.core.Transforms;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.learning.config.Sgd;
+
+/**
+ * The pending factor that presents DL4J's minibatch sum as the mean without scaling the gradient,
+ * the exact-1 shortcut of {@link Nd4jOps#scaleInPlace}, and the float64 reduction option. Every
+ * primitive's correctness on factored arrays is proven by {@link FactoredNd4jConformanceTest}.
+ */
+class PendingFactorTest {
+    private final Nd4jOps ops = new Nd4jOps();
+
+    @AfterEach
+    void free() {
+        ops.releaseTemporaries();
+    }
+
+    @Test
+    void a_factored_array_keeps_its_stored_values_until_a_write_cannot_keep_the_factor() {
+        INDArray g = ops.fromHost(new float[] {8, -4}, new long[] {2});
+        ops.setFactor(g, 0.25);
+        assertEquals(4 + 1, ops.toHost(ops.sumOfSquares(g)), 0.0);
+        ops.clampInPlace(g, -0.5, 0.5); // bounds stored as ±2: the factor stays
+        assertArrayEquals(new float[] {2, -2}, g.toFloatVector());
+        assertArrayEquals(new float[] {0.5f, -0.5f}, ops.toHostArray(g));
+        ops.settle(g, 0.25);
+        assertArrayEquals(new float[] {2, -2}, g.toFloatVector(), "kept factor: no pass");
+        assertEquals(1.0, ops.factor(g));
+
+        ops.setFactor(g, 0.25);
+        ops.fill(g, 3); // every element overwritten: the factor is dropped
+        assertEquals(1.0, ops.factor(g));
+        ops.setFactor(g, 1.0);
+        ops.settle(g, 0.25);
+        assertArrayEquals(new float[] {12, 12}, g.toFloatVector(), "true value 3 stored as 3 / 0.25");
+
+        ops.setFactor(g, 0.25);
+        ops.replaceNonFinite(g, 0, Float.MAX_VALUE, -Float.MAX_VALUE); // MAX_VALUE / 0.25 overflows: materialised first
+        assertEquals(1.0, ops.factor(g));
+        assertArrayEquals(new float[] {3, 3}, g.toFloatVector());
+        ops.release(g);
+    }
+
+    @Test
+    void a_factor_outside_0_1_is_refused_naming_it() {
+        INDArray g = ops.fromHost(new float[] {1}, new long[] {1});
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ops.setFactor(g, 2));
+        assertEquals("factor must be in (0, 1], got 2.0", e.getMessage());
+        ops.release(g);
+    }
+
+    @Test
+    void scaling_by_exactly_one_leaves_every_bit_and_other_factors_multiply_in_the_arrays_type() {
+        INDArray g = ops.fromHost(new float[] {-0f, Float.NaN, Float.NEGATIVE_INFINITY, 1e-45f}, new long[] {4});
+        ops.scaleInPlace(g, ops.scalar(1.0));
+        float[] v = g.toFloatVector();
+        assertEquals(Float.floatToRawIntBits(-0f), Float.floatToRawIntBits(v[0]));
+        assertTrue(Float.isNaN(v[1]));
+        assertEquals(Float.NEGATIVE_INFINITY, v[2]);
+        assertEquals(1e-45f, v[3]);
+        ops.scaleInPlace(g, ops.scalar(0.5));
+        assertArrayEquals(new float[] {-0f, Float.NaN, Float.NEGATIVE_INFINITY, 0f}, g.toFloatVector());
+        assertEquals(org.nd4j.linalg.api.buffer.DataType.FLOAT, g.dataType());
+        ops.release(g);
+    }
+
+    /** A stage that fills the first layer's weight gradient: its factor is dropped mid-step. */
+    private static final class FillFirst implements GradientTransform {
+        @Override
+        public String name() {
+            return "fillFirst";
+        }
+
+        @Override
+        public <T> Action update(Step<T> step, TransformState state) {
+            step.ops().fill(step.gradients().get(0).gradient(), 0.5);
+            return Action.proceed();
+        }
+    }
+
+    @Test
+    void a_gradient_view_that_lost_its_factor_is_handed_back_to_dl4j_as_the_sum() {
+        // plain SGD: the change of a parameter is lr × the mean gradient DL4J's updater computes
+        MultiLayerNetwork net = Nets.mlp(new Sgd(0.1));
+        GuardListener listener = GuardListener.of(GradientPipeline.of(new FillFirst()));
+        net.addListeners(listener);
+        double before = net.getParam("0_W").getDouble(0);
+        net.fit(Nets.batch(8, 1));
+        assertEquals(before - 0.1 * 0.5, net.getParam("0_W").getDouble(0), 1e-6);
+        for (GradientTensor<INDArray> t : Dl4jGradients.of(net)) {
+            assertEquals(1.0, listener.ops().factor(t.gradient()), t.name());
+        }
+
+        MultiLayerNetwork net2 = Nets.mlp(new Sgd(0.1));
+        GuardedTrainer trainer = GuardedTrainer.of(net2, GradientPipeline.of(new FillFirst()));
+        double before2 = net2.getParam("0_W").getDouble(0);
+        trainer.step(Nets.batch(8, 1));
+        assertEquals(before2 - 0.1 * 0.5, net2.getParam("0_W").getDouble(0), 1e-6);
+    }
+
+    @Test
+    void reductions_are_float32_by_default_and_float64_on_request() {
+        assertFalse(new Nd4jOps().accumulatesInDouble());
+        assertTrue(new Nd4jOps().accumulateInDouble().accumulatesInDouble());
+        GradientPipeline p = GradientPipeline.of(Transforms.clipByGlobalNorm(1.0));
+        assertFalse(GuardListener.of(p).accumulatesInDouble());
+        assertTrue(GuardListener.of(p).accumulateInDouble().accumulatesInDouble());
+        GuardedTrainer trainer = GuardedTrainer.of(Nets.mlp(new Sgd(0.1)), p);
+        assertFalse(trainer.ops().accumulatesInDouble());
+        assertTrue(trainer.accumulateInDouble().ops().accumulatesInDouble());
+
+        float[] big = {1e30f, 1e30f};
+        INDArray x = ops.fromHost(big, new long[] {2});
+        assertEquals(Double.POSITIVE_INFINITY, ops.toHost(ops.sumOfSquares(x)), "float32: Σx² overflows, as in DL4J");
+        Nd4jOps wide = new Nd4jOps().accumulateInDouble();
+        assertEquals(2e60, wide.toHost(wide.sumOfSquares(x)), 1e54);
+        wide.releaseTemporaries();
+        ops.release(x);
+    }
+}
