@@ -101,6 +101,7 @@ public final class DjlBench {
             Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 80);
             r.add("unguarded", () -> step(plain, x, y, null));
             r.add("unguarded again", () -> step(plain, x, y, null));
+            r.add("norm only", () -> step(plain, x, y, null, true));
             r.add("optClipGrad", () -> step(clipped, x, y, null));
             r.add("guard global", () -> step(plain, x, y, global));
             r.add("guard idle", () -> step(plain, x, y, idle));
@@ -112,6 +113,8 @@ public final class DjlBench {
             double base = m.get("unguarded");
             section.emit(Row.ratio(2, "djl unguarded step, A/A control (noise)", size, m.get("unguarded again"),
                     "unguarded step", base, Double.NaN, "the same step timed twice: the spread of this machine"));
+            section.emit(Row.ratio(2, "djl unguarded step + Σg² only, hand-written (context)", size, m.get("norm only"),
+                    "unguarded step", base, Double.NaN, "one read pass over the gradients (a dot each, to the host): the least a global norm costs"));
             section.emit(Row.ratio(2, "djl guarded step, clipByGlobalNorm (DjlGuard)", size, m.get("guard global"),
                     "unguarded step", base, 1.03, active));
             String idleNote = Pipelines.clipActivity(step(plain, x, y, idle).metric(Pipelines.COEFFICIENT));
@@ -194,6 +197,15 @@ public final class DjlBench {
      * @return the guard's result (metrics on the host), or null without a guard
      */
     static StepResult<NDArray> step(Trainer trainer, NDArray x, NDArray y, DjlGuard guard) {
+        return step(trainer, x, y, guard, false);
+    }
+
+    /**
+     * As {@link #step(Trainer, NDArray, NDArray, DjlGuard)}; {@code normOnly}: an unguarded step that
+     * also takes Σg² of every gradient (one fused dot each, summed on the host): one read pass over
+     * the gradients, the least any global norm costs.
+     */
+    static StepResult<NDArray> step(Trainer trainer, NDArray x, NDArray y, DjlGuard guard, boolean normOnly) {
         try (NDManager scope = trainer.getManager().newSubManager()) {
             NDArray xs = x.duplicate();
             NDArray ys = y.duplicate();
@@ -204,6 +216,15 @@ public final class DjlBench {
                 NDArray loss = trainer.getLoss().evaluate(new NDList(ys), pred);
                 gc.backward(loss);
             }
+            if (normOnly) {
+                double sum = 0;
+                for (var p : trainer.getModel().getBlock().getParameters().values()) {
+                    try (NDArray g = p.getArray().getGradient(); NDArray flat = g.reshape(-1); NDArray ss = flat.dot(flat)) {
+                        sum += ss.getFloat();
+                    }
+                }
+                sinkNorm = sum;
+            }
             if (guard == null) {
                 trainer.step();
                 return null;
@@ -211,6 +232,8 @@ public final class DjlBench {
             return guard.step(trainer, StepContext.ofBatch(BATCH));
         }
     }
+
+    private static volatile double sinkNorm;
 
     private void close() throws Exception {
         for (int i = open.size() - 1; i >= 0; i--) {

@@ -30,11 +30,13 @@ import org.tensorflow.types.family.TType;
 /**
  * Parts 2-4 on TensorFlow Java (graph mode, CPU): training steps of a ~5M-parameter MLP
  * (1000-2000-1500-10, ReLU, softmax cross-entropy, Adam) on batches of 64, each a single
- * {@code session.run} of the optimizer's apply op. Every variant is its own graph and session
- * with the same initial weights; variants are interleaved step by step ({@link Rounds}).
+ * {@code session.run} of the optimizer's apply op. Every variant trains the same variables in one
+ * graph and session (each with its own Adam slots); variants are interleaved step by step
+ * ({@link Rounds}).
  *
- * <p>Variants, each fetching the loss with its step: unguarded (twice: the A/A control shows the
- * measurement noise); hand-written TensorFlow clip ops between {@code tf.gradients} and
+ * <p>Variants, each fetching the loss with its step: unguarded (timed twice as two cases: the A/A
+ * control shows the measurement noise); unguarded fetching Σg² as well (one read pass: the floor
+ * of any global norm); hand-written TensorFlow clip ops between {@code tf.gradients} and
  * {@code applyGradients} (global-norm clip as {@code g · c / max(‖g‖, c)}, and
  * {@code tf.clipByValue}); GradGuard's {@link TfGuard} with the same clips ({@link Pipelines}), and
  * with a monitor reading per-tensor statistics on every step.
@@ -93,25 +95,32 @@ public final class TfBench {
 
     private void run() {
         section.part(2, "tensorflow training steps", () -> {
-            long params = net().params();
-            Variant plain = hand((tf, grads) -> grads);
-            Variant plain2 = hand((tf, grads) -> grads);
-            Variant handGlobal = hand(TfBench::clipByGlobalNorm);
-            Variant handGlobal64 = hand(TfBench::clipByGlobalNorm64);
-            Variant handValue = hand((tf, grads) -> {
+            // one graph, one session, one set of model variables for every variant (each with its own
+            // optimizer slots): the rows compare the ops between gradients and update, not two graphs
+            Net n = net();
+            Session session = new Session(n.graph());
+            open.add(session);
+            long params = n.params();
+            Variant plain = hand(n, session, "plain", (tf, grads) -> grads);
+            Variant normOnly = handNormOnly(n, session);
+            Variant handGlobal = hand(n, session, "hand_global", TfBench::clipByGlobalNorm);
+            Variant handGlobal64 = hand(n, session, "hand_global64", TfBench::clipByGlobalNorm64);
+            Variant handValue = hand(n, session, "hand_value", (tf, grads) -> {
                 List<Operand<TFloat32>> out = new ArrayList<>();
                 for (Operand<TFloat32> g : grads) {
                     out.add(tf.clipByValue(g, tf.constant((float) -Pipelines.MAX_VALUE), tf.constant((float) Pipelines.MAX_VALUE)));
                 }
                 return out;
             });
-            GuardedVariant guardGlobal = guard(Pipelines.globalClip());
-            GuardedVariant guardIdle = guard(Pipelines.globalClipIdle());
-            Variant guardValue = guard(Pipelines.valueClip());
-            Variant guardMonitored = guard(Pipelines.globalClipMonitored());
+            session.initialize();
+            GuardedVariant guardGlobal = guard(n, session, Pipelines.globalClip());
+            GuardedVariant guardIdle = guard(n, session, Pipelines.globalClipIdle());
+            Variant guardValue = guard(n, session, Pipelines.valueClip());
+            Variant guardMonitored = guard(n, session, Pipelines.globalClipMonitored());
             Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
             r.add("unguarded", plain::step);
-            r.add("unguarded again", plain2::step);
+            r.add("unguarded again", plain::step);
+            r.add("norm only", normOnly::step);
             r.add("hand global", handGlobal::step);
             r.add("hand global f64", handGlobal64::step);
             r.add("hand value", handValue::step);
@@ -123,7 +132,9 @@ public final class TfBench {
             String size = Table.count(params) + " params, batch " + BATCH;
             double base = m.get("unguarded");
             section.emit(Row.ratio(2, "tensorflow unguarded step, A/A control (noise)", size, m.get("unguarded again"),
-                    "unguarded step", base, Double.NaN, "two identical graphs: the spread of this machine"));
+                    "unguarded step", base, Double.NaN, "the same step timed twice: the spread of this machine"));
+            section.emit(Row.ratio(2, "tensorflow unguarded step + Σg² only, hand-written (context)", size, m.get("norm only"),
+                    "unguarded step", base, Double.NaN, "one read pass over the gradients (l2Loss each, fetched): the least a global norm costs"));
             section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm (TfGuard)", size, m.get("guard global"),
                     "unguarded step", base, 1.03, Pipelines.clipActivity(guardGlobal.coefficient)));
             section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm armed, not acting (TfGuard)", size,
@@ -206,23 +217,28 @@ public final class TfBench {
         };
     }
 
-    /** A step with the gradients transformed by hand-written TF ops (identity: unguarded), fetching the loss as the guard does. */
-    private Variant hand(BiFunction<Ops, List<Operand<TFloat32>>, List<Operand<TFloat32>>> transform) {
-        Net n = net();
+    /** The gradients of the model's loss with respect to its variables, as graph outputs. */
+    private static List<Operand<TFloat32>> gradients(Net n) {
         Gradients gradients = n.tf().gradients(n.loss(), n.vars());
         List<Operand<TFloat32>> grads = new ArrayList<>();
         for (int i = 0; i < n.vars().size(); i++) {
             grads.add(gradients.<TFloat32>dy(i));
         }
-        List<Operand<TFloat32>> transformed = transform.apply(n.tf(), grads);
+        return grads;
+    }
+
+    /** An Adam apply op named {@code name} for the (transformed) gradients. */
+    private static Op apply(Net n, List<Operand<TFloat32>> grads, String name) {
         List<GradAndVar<? extends TType>> pairs = new ArrayList<>();
         for (int i = 0; i < n.vars().size(); i++) {
-            pairs.add(new GradAndVar<>(transformed.get(i).asOutput(), n.vars().get(i).asOutput()));
+            pairs.add(new GradAndVar<>(grads.get(i).asOutput(), n.vars().get(i).asOutput()));
         }
-        Op train = new Adam(n.graph(), Pipelines.LEARNING_RATE).applyGradients(pairs, "train");
-        Session session = new Session(n.graph());
-        open.add(session);
-        session.initialize();
+        return new Adam(n.graph(), Pipelines.LEARNING_RATE).applyGradients(pairs, name);
+    }
+
+    /** A step with the gradients transformed by hand-written TF ops (identity: unguarded), fetching the loss as the guard does. */
+    private Variant hand(Net n, Session session, String name, BiFunction<Ops, List<Operand<TFloat32>>, List<Operand<TFloat32>>> transform) {
+        Op train = apply(n, transform.apply(n.tf(), gradients(n)), name);
         return () -> {
             try (Result r = session.runner().addTarget(train).fetch(n.loss()).run()) {
                 sink = r.size();
@@ -230,11 +246,28 @@ public final class TfBench {
         };
     }
 
-    /** A step through the TensorFlow adapter with the given pipeline. */
-    private GuardedVariant guard(GradientPipeline pipeline) {
-        Net n = net();
-        Session session = new Session(n.graph());
-        open.add(session);
+    /**
+     * The unguarded step that also fetches Σg² (l2Loss of every gradient, summed): one read pass
+     * over the gradients, the least any global norm costs, the gradients themselves unchanged.
+     */
+    private Variant handNormOnly(Net n, Session session) {
+        List<Operand<TFloat32>> grads = gradients(n);
+        Operand<TFloat32> sum = null;
+        for (Operand<TFloat32> g : grads) {
+            Operand<TFloat32> s = n.tf().nn.l2Loss(g);
+            sum = sum == null ? s : n.tf().math.add(sum, s);
+        }
+        Operand<TFloat32> half = sum;
+        Op train = apply(n, grads, "norm_only");
+        return () -> {
+            try (Result r = session.runner().addTarget(train).fetch(n.loss()).fetch(half).run()) {
+                sink = r.size();
+            }
+        };
+    }
+
+    /** A step through the TensorFlow adapter with the given pipeline, on the shared graph and session. */
+    private GuardedVariant guard(Net n, Session session, GradientPipeline pipeline) {
         TfGuard guard = TfGuard.create(session, n.loss(), n.vars(), new Adam(n.graph(), Pipelines.LEARNING_RATE), pipeline);
         open.add(guard);
         return new GuardedVariant(guard);
