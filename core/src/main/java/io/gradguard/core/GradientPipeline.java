@@ -138,8 +138,12 @@ public final class GradientPipeline {
         Action action = Action.proceed();
         String decidedBy = "";
         int decidedIndex = -1;
+        String lastChanging = "";
         for (int i = 0; i < transforms.size(); i++) {
             Action a = transforms.get(i).update(new Step<>(gradients, ops, ctx, names.get(i), metrics), states[i]);
+            if (transforms.get(i).changesGradients()) {
+                lastChanging = names.get(i);
+            }
             if (a.kind() != Action.Kind.PROCEED) {
                 action = a;
                 decidedBy = names.get(i);
@@ -167,7 +171,7 @@ public final class GradientPipeline {
                 }
             }
         }
-        StepResult<T> result = new StepResult<>(action, decidedBy, ctx, metrics, ops);
+        StepResult<T> result = new StepResult<>(action, decidedBy, ctx, metrics, ops, lastChanging);
         for (StepListener l : listeners) {
             notify(l, gradients, result);
         }

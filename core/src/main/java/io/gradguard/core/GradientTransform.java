@@ -47,6 +47,16 @@ public interface GradientTransform {
     }
 
     /**
+     * Whether {@link #update} may change gradient values (true unless the transform only observes or
+     * decides, like a monitor or a skip). The pipeline reports the last stage that may have changed
+     * them ({@link StepResult#lastChangingStage()}), so a monitor can take the norm that stage
+     * already measured instead of another pass over the gradients. When unsure, keep the default.
+     */
+    default boolean changesGradients() {
+        return true;
+    }
+
+    /**
      * Reads the state {@link TransformState#write} wrote. Stateless transforms keep the default,
      * which reads nothing.
      *

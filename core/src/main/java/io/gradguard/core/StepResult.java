@@ -22,13 +22,26 @@ public final class StepResult<T> {
     private final StepContext context;
     private final Map<String, Object> metrics;
     private final TensorOps<T> ops;
+    private final String lastChangingStage;
 
-    StepResult(Action action, String stage, StepContext context, Map<String, Object> metrics, TensorOps<T> ops) {
+    StepResult(Action action, String stage, StepContext context, Map<String, Object> metrics, TensorOps<T> ops,
+            String lastChangingStage) {
         this.action = action;
         this.stage = stage;
         this.context = context;
         this.metrics = metrics;
         this.ops = ops;
+        this.lastChangingStage = lastChangingStage;
+    }
+
+    /**
+     * The name of the last stage that ran on this step and may have changed the gradient values
+     * ({@link GradientTransform#changesGradients()}), or "" if none did: what that stage recorded
+     * about the gradients it left (say, a global clip's norm and coefficient) still holds after
+     * the pipeline.
+     */
+    public String lastChangingStage() {
+        return lastChangingStage;
     }
 
     /** What the adapter does: step the optimizer ({@code PROCEED}), or not ({@code HOLD}, {@code SKIP}). */

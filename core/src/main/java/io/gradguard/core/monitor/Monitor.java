@@ -199,6 +199,11 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
     // ---- as a pipeline stage -----------------------------------------------------------------
 
     @Override
+    public boolean changesGradients() {
+        return false;
+    }
+
+    @Override
     public String name() {
         return "monitor";
     }
@@ -559,7 +564,8 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         static <T> Measured global(GradientSet<T> g, TensorOps<T> ops, Recorded rec) {
             Measured m = new Measured();
             if (!rec.hasGroups) {
-                m.normAfter = ops.toHost(Norms.globalNorm(ops, g, NormType.L2));
+                double known = normLeftByLastStage(rec.result);
+                m.normAfter = !Double.isNaN(known) ? known : ops.toHost(Norms.globalNorm(ops, g, NormType.L2));
                 m.normBefore = unclipNorm(m.normAfter, rec.globalCoefficient);
                 return m;
             }
@@ -580,6 +586,29 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
             m.normAfter = after == null ? 0 : Math.sqrt(ops.toHost(after));
             m.normBefore = erased ? Double.POSITIVE_INFINITY : before == null ? 0 : Math.sqrt(ops.toHost(before));
             return m;
+        }
+
+        /**
+         * The global L2 norm the gradients leave the pipeline with, when the last stage that may
+         * change them already knows it, NaN otherwise (then it is measured). A global L2 clip
+         * (clipByGlobalNorm, autoClip, zClip) records the norm n of its input, its threshold and the
+         * coefficient c it multiplied every gradient by: the norm after it is n·c (up to one float
+         * rounding per value, far below what a monitor reports). This saves a read pass over every
+         * gradient on the steps that are not measured in detail.
+         */
+        private static double normLeftByLastStage(StepResult<?> r) {
+            String stage = r.lastChangingStage();
+            if (stage.isEmpty()) {
+                return Double.NaN;
+            }
+            java.util.OptionalDouble n = r.metric(stage + ".norm");
+            java.util.OptionalDouble c = r.metric(stage + ".coefficient");
+            if (n.isEmpty() || c.isEmpty() || r.metric(stage + ".threshold").isEmpty()) {
+                return Double.NaN;
+            }
+            double norm = n.getAsDouble();
+            double coefficient = c.getAsDouble();
+            return Double.isFinite(norm) && coefficient >= 0 && coefficient <= 1 ? norm * coefficient : Double.NaN;
         }
 
         /** Every tensor: Σg², max|g| and the NaN/Inf count, three scalars each. */

@@ -95,6 +95,12 @@ public final class NonFiniteGuard implements GradientTransform {
         return policy == Policy.SKIP;
     }
 
+    /** Only ZERO changes values (it zeroes the bad elements); the other policies count and decide. */
+    @Override
+    public boolean changesGradients() {
+        return policy == Policy.ZERO;
+    }
+
     @Override
     public String name() {
         return "nonFinite";

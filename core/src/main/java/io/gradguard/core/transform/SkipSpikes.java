@@ -81,6 +81,11 @@ public final class SkipSpikes implements GradientTransform {
     }
 
     @Override
+    public boolean changesGradients() {
+        return false; // it measures and decides; the values pass unchanged
+    }
+
+    @Override
     public String name() {
         return "skipSpikes";
     }

@@ -314,4 +314,71 @@ class MonitorTest {
             assertEquals(5.0, r.normBefore(), 1e-6);
         }
     }
+
+    @Test
+    void normAfterAGlobalClipIsTakenFromTheClipWithoutAnotherPass() {
+        int[] sumOfSquares = new int[1];
+        io.gradguard.core.spi.TensorOps<ReferenceTensor> counting = counting(sumOfSquares);
+        Monitor m = Monitor.builder().every(10).build();
+        RunRecorder rec = Sinks.memory();
+        m.addListener(rec);
+        GradientPipeline monitored = GradientPipeline.of(Transforms.clipByGlobalNorm(1.0), m);
+        GradientPipeline plain = GradientPipeline.of(Transforms.clipByGlobalNorm(1.0));
+        monitored.step(model(), counting, StepContext.empty()); // step 0: measured in detail
+        plain.step(model(), counting, StepContext.empty());
+        sumOfSquares[0] = 0;
+        plain.step(model(), counting, StepContext.empty());
+        int clipAlone = sumOfSquares[0];
+        sumOfSquares[0] = 0;
+        monitored.step(model(), counting, StepContext.empty()); // step 1: global norms only
+        m.close();
+        assertEquals(clipAlone, sumOfSquares[0], "the monitor adds no Σg² pass on a step not measured in detail");
+        StepRecord r = rec.recording().records().get(1);
+        assertFalse(r.detailed());
+        assertEquals(13, r.normBefore(), EPS);
+        assertEquals(1, r.normAfter(), EPS);
+        assertEquals(1 / 13.0, r.clipCoefficient(), EPS);
+    }
+
+    @Test
+    void aStageChangingGradientsAfterTheClipIsMeasuredNotAssumed() {
+        // the global clip does not act (13 < 20), then the value clip leaves [1, 1], [0], [1]: norm √3
+        Monitor m = Monitor.builder().every(10).build();
+        RunRecorder rec = Sinks.memory();
+        m.addListener(rec);
+        GradientPipeline p = GradientPipeline.of(Transforms.clipByGlobalNorm(20.0), Transforms.clipByValue(1.0), m);
+        p.step(model(), OPS, StepContext.empty());
+        p.step(model(), OPS, StepContext.empty());
+        m.close();
+        StepRecord r = rec.recording().records().get(1);
+        assertFalse(r.detailed());
+        assertEquals(Math.sqrt(3), r.normAfter(), EPS);
+        assertEquals(Math.sqrt(3), r.normBefore(), EPS, "no norm clip acted: before = after");
+    }
+
+    @Test
+    void observersDoNotHideTheLastChangingStage() {
+        GradientPipeline p = GradientPipeline.of(Transforms.clipByGlobalNorm(1.0),
+                Transforms.skipNonFinite(3), Transforms.skipSpikes(3.0), Monitor.builder().build());
+        assertEquals("clipByGlobalNorm", p.step(model(), OPS, StepContext.empty()).lastChangingStage());
+        GradientPipeline q = GradientPipeline.of(Transforms.clipByGlobalNorm(1.0), Transforms.centralize());
+        assertEquals("centralize", q.step(model(), OPS, StepContext.empty()).lastChangingStage());
+        assertEquals("", GradientPipeline.of(Monitor.builder().build()).step(model(), OPS, StepContext.empty()).lastChangingStage());
+    }
+
+    /** The reference backend, counting its sumOfSquares calls (whole-tensor and per-unit). */
+    @SuppressWarnings("unchecked")
+    private static io.gradguard.core.spi.TensorOps<ReferenceTensor> counting(int[] sumOfSquares) {
+        return (io.gradguard.core.spi.TensorOps<ReferenceTensor>) java.lang.reflect.Proxy.newProxyInstance(
+                MonitorTest.class.getClassLoader(), new Class<?>[] {io.gradguard.core.spi.TensorOps.class}, (proxy, method, args) -> {
+                    if (method.getName().equals("sumOfSquares")) {
+                        sumOfSquares[0]++;
+                    }
+                    try {
+                        return method.invoke(OPS, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+    }
 }
