@@ -73,6 +73,12 @@ public final class TfGuard implements AutoCloseable {
     private final Output<?>[] rawGradients;
     private final GradientSet<TfTensor> gradients;
     private final Map<List<Output<?>>, Op> applies = new HashMap<>();
+    /** Per apply op, in creation order: the variables the optimizer created for it (slots, Adam's beta powers). */
+    private final List<List<GraphOperation>> slotSets = new ArrayList<>();
+    private final Map<Op, Integer> slotSetOf = new HashMap<>();
+    private final Map<Long, Op> slotCopies = new HashMap<>();
+    /** The slot set holding the optimizer's live state; -1 before the first update. */
+    private int liveSlots = -1;
 
     private Saver saver;
     /** A checkpoint restored before the apply op existed: the variables the apply op creates are restored from it. */
@@ -217,7 +223,9 @@ public final class TfGuard implements AutoCloseable {
             List<Output<?>> roots = new ArrayList<>();
             List<Op> targets = new ArrayList<>(ops.commit(roots));
             if (result.applies()) {
-                targets.add(applyOp());
+                Op apply = applyOp();
+                useSlotsOf(apply);
+                targets.add(apply);
                 for (GradientTensor<TfTensor> g : gradients) {
                     roots.add(g.gradient().value());
                 }
@@ -282,12 +290,17 @@ public final class TfGuard implements AutoCloseable {
             finals.add(g.gradient().value());
         }
         return applies.computeIfAbsent(finals, k -> {
+            List<Output<?>> gated = gateAll(k);
             List<Optimizer.GradAndVar<? extends TType>> gv = new ArrayList<>();
             for (int i = 0; i < k.size(); i++) {
-                gv.add(gradAndVar(k.get(i), variables.get(i)));
+                gv.add(gradAndVar(gated.get(i), variables.get(i)));
             }
             if (!applies.isEmpty()) {
                 LOG.debug("GradGuard builds apply op #{} (the pipeline took a new branch)", applies.size() + 1);
+            }
+            Set<String> before = new HashSet<>();
+            for (GraphOperation v : graphVariables()) {
+                before.add(v.name());
             }
             Op op;
             try {
@@ -295,6 +308,15 @@ public final class TfGuard implements AutoCloseable {
             } catch (IllegalArgumentException e) {
                 throw slotNameError(e);
             }
+            List<GraphOperation> slots = new ArrayList<>();
+            for (GraphOperation v : graphVariables()) {
+                if (!before.contains(v.name())) {
+                    slots.add(v);
+                }
+            }
+            requireSameSlots(slots);
+            slotSetOf.put(op, slotSets.size());
+            slotSets.add(slots);
             if (pendingRestore != null) {
                 // the optimizer's slots (and Adam's beta powers) appeared just now: restore them from the checkpoint
                 List<GraphOperation> created = new ArrayList<>();
@@ -310,6 +332,96 @@ public final class TfGuard implements AutoCloseable {
             }
             return op;
         });
+    }
+
+    /**
+     * The gradients, each passed on only once all of them are computed (Python TensorFlow 1's
+     * {@code gate_gradients=GATE_GRAPH}; an Identity forwards its input, nothing is copied).
+     * tensorflow-framework does not gate: the update of a later layer's weights could otherwise run
+     * while the backward pass still reads those weights for an earlier layer's gradient, and with
+     * ref variables the write races with the read. Python TensorFlow's default (GATE_OP) prevents
+     * the same race.
+     */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private List<Output<?>> gateAll(List<Output<?>> finals) {
+        Ops tf = Ops.create(session.graph()).withSubScope("gradguard_gate");
+        List<Op> computed = new ArrayList<>();
+        for (Output<?> f : finals) {
+            computed.add(tf.identity((Operand) f));
+        }
+        Ops after = tf.withControlDependencies(computed);
+        List<Output<?>> out = new ArrayList<>();
+        for (Output<?> f : finals) {
+            out.add(after.identity((Operand) f).asOutput());
+        }
+        return out;
+    }
+
+    /**
+     * tensorflow-framework's optimizers create new slot variables (Momentum's accumulators, Adam's
+     * moments and beta powers) on every {@code applyGradients} call. A pipeline whose ops differ
+     * from step to step (a transform deciding on the host, a batch of another size) gets one apply
+     * op per branch, each with its own slots; left alone, the optimizer's state would restart on
+     * a new branch and split between branches. So before an apply op runs, its slots receive the
+     * live state from the slots of the apply op that ran last (one copy of the optimizer state,
+     * only when the branch changes): the optimizer sees one continuous state, as on DJL and DL4J.
+     */
+    private void useSlotsOf(Op apply) {
+        int k = slotSetOf.get(apply);
+        if (liveSlots >= 0 && liveSlots != k) {
+            copySlots(liveSlots, k);
+        }
+        liveSlots = k;
+    }
+
+    /** Copies the optimizer state of slot set {@code from} into slot set {@code to} (one session run). */
+    private void copySlots(int from, int to) {
+        if (slotSets.get(from).isEmpty()) {
+            return; // a stateless optimizer (GradientDescent)
+        }
+        Op copy = slotCopies.computeIfAbsent(((long) from << 32) | to, key -> {
+            Ops tf = Ops.create(session.graph()).withSubScope("gradguard_slots");
+            List<Op> assigns = new ArrayList<>();
+            List<GraphOperation> src = slotSets.get(from);
+            List<GraphOperation> dst = slotSets.get(to);
+            for (int i = 0; i < src.size(); i++) {
+                assigns.add(assign(tf, dst.get(i).output(0), src.get(i).output(0)));
+            }
+            return tf.withControlDependencies(assigns).noOp();
+        });
+        session.runner().addTarget(copy).run().close();
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static Op assign(Ops tf, Output<?> ref, Output<?> value) {
+        return tf.assign((Operand) ref, (Operand) value);
+    }
+
+    /** Every apply op's slots match the first's, variable for variable (same optimizer, same variables). */
+    private void requireSameSlots(List<GraphOperation> slots) {
+        if (slotSets.isEmpty()) {
+            return;
+        }
+        List<GraphOperation> first = slotSets.get(0);
+        boolean same = first.size() == slots.size();
+        for (int i = 0; same && i < slots.size(); i++) {
+            Output<?> a = first.get(i).output(0);
+            Output<?> b = slots.get(i).output(0);
+            same = a.dataType() == b.dataType() && a.shape().equals(b.shape());
+        }
+        if (!same) {
+            throw new IllegalStateException("optimizer " + optimizer.getClass().getSimpleName() + " created other state variables "
+                    + "for a new branch of the pipeline (" + opNames(slots) + ") than for the first (" + opNames(first) + "), so its state "
+                    + "cannot be carried over: use an optimizer that creates the same slots on every applyGradients call");
+        }
+    }
+
+    private static List<String> opNames(List<GraphOperation> ops) {
+        List<String> out = new ArrayList<>();
+        for (GraphOperation o : ops) {
+            out.add(o.name());
+        }
+        return out;
     }
 
     /**
@@ -446,6 +558,13 @@ public final class TfGuard implements AutoCloseable {
     public void save(String prefix) throws java.io.IOException {
         require(prefix != null && !prefix.isEmpty(), "prefix must be a checkpoint path prefix, got " + (prefix == null ? "null" : "\"\""));
         requireBetweenSteps("save");
+        // every branch's slots get the live optimizer state, so a restore that rebuilds the branches
+        // in another order still finds it under whichever names come first
+        for (int k = 0; k < slotSets.size(); k++) {
+            if (liveSlots >= 0 && k != liveSlots) {
+                copySlots(liveSlots, k);
+            }
+        }
         java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
         pipeline.saveState(bytes);
         List<GraphOperation> vars = graphVariables();

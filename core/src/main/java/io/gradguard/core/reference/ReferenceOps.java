@@ -271,6 +271,9 @@ public final class ReferenceOps implements TensorOps<ReferenceTensor> {
     public void scaleInPlace(ReferenceTensor x, ReferenceTensor factor) {
         if (factor.size() == 1 && factor.shapeRef().length <= x.shapeRef().length) {
             double c = factor.get(0);
+            if (c == 1.0) {
+                return; // x·1 == x, bit for bit (NaN and -0 included): no pass over x
+            }
             float[] f = x.floats();
             if (f != null) {
                 float cf = (float) c;

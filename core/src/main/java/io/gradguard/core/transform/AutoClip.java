@@ -64,21 +64,19 @@ public final class AutoClip implements GradientTransform {
         T norm = Norms.globalNorm(ops, step.gradients(), NormType.L2);
         double n = ops.toHost(norm);
         step.recordValue("norm", n);
-        if (!Double.isFinite(n)) {
-            return Action.proceed();
-        }
-        h.add(n);
-        double threshold = h.percentile(percentile);
-        step.recordValue("threshold", threshold);
-        if (threshold > 0 && n > threshold) {
-            double coef = threshold / n;
-            T c = ops.scalar(coef);
-            for (GradientTensor<T> g : step.gradients()) {
-                ops.scaleInPlace(g.gradient(), c);
-            }
+        double coef = 1.0;
+        if (Double.isFinite(n)) {
+            h.add(n);
+            double threshold = h.percentile(percentile);
+            step.recordValue("threshold", threshold);
+            coef = threshold > 0 && n > threshold ? threshold / n : 1.0;
             step.recordValue("coefficient", coef);
-        } else {
-            step.recordValue("coefficient", 1.0);
+        }
+        // always the same ops, by 1 when the clip does not act: graph backends build one branch (the
+        // backends skip a multiply by exactly 1)
+        T c = ops.scalar(coef);
+        for (GradientTensor<T> g : step.gradients()) {
+            ops.scaleInPlace(g.gradient(), c);
         }
         return Action.proceed();
     }

@@ -115,6 +115,7 @@ public final class ZClip implements GradientTransform {
         double n = ops.toHost(Norms.globalNorm(ops, step.gradients(), NormType.L2));
         step.recordValue("norm", n);
         if (!Double.isFinite(n)) {
+            scale(step, 1.0);
             return Action.proceed();
         }
         double threshold = n;
@@ -152,13 +153,19 @@ public final class ZClip implements GradientTransform {
         double coef = threshold > 0 && n > threshold ? threshold / n : 1.0;
         step.recordValue("threshold", threshold);
         step.recordValue("coefficient", coef);
-        if (coef < 1.0) {
-            T c = ops.scalar(coef);
-            for (GradientTensor<T> g : step.gradients()) {
-                ops.scaleInPlace(g.gradient(), c);
-            }
-        }
+        scale(step, coef);
         return Action.proceed();
+    }
+
+    /**
+     * Scales every gradient by {@code coef}, by 1 too when the clip does not act: always the same
+     * ops, so graph backends build one branch (the backends skip a multiply by exactly 1).
+     */
+    private static <T> void scale(Step<T> step, double coef) {
+        T c = step.ops().scalar(coef);
+        for (GradientTensor<T> g : step.gradients()) {
+            step.ops().scaleInPlace(g.gradient(), c);
+        }
     }
 
     @Override
