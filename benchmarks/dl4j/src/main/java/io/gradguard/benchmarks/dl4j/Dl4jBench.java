@@ -21,6 +21,7 @@ import org.deeplearning4j.optimize.api.TrainingListener;
 import org.deeplearning4j.nn.conf.GradientNormalization;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
+import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
@@ -37,8 +38,8 @@ import org.nd4j.linalg.lossfunctions.LossFunctions;
  * Parts 2-4 on Deeplearning4j (ND4J CPU backend): training steps of a ~5M-parameter MLP
  * (1000-2000-1500-10, ReLU, softmax cross-entropy, Adam) on batches of 64, timed with
  * {@link MultiLayerNetwork#fit(DataSet)}; variants are interleaved step by step ({@link Rounds}).
- * Part 2's variants train one network and differ only in its listener; part 3's compare networks
- * configured differently (DL4J's built-in clips are configuration), each built alike with the same seed.
+ * Every variant trains one network and differs only in its listener or in the built-in
+ * GradientNormalization set on its layers for that step (DL4J's updater reads it on every step).
  *
  * <p>Variants: unguarded (timed twice as two cases: the A/A control shows the measurement noise);
  * unguarded taking Σg² of every gradient (one read pass: the floor of any global norm); DL4J's
@@ -68,17 +69,15 @@ public final class Dl4jBench {
 
     private void run() {
         section.part(2, "dl4j training steps", () -> {
-            // part 2's rows train one network, swapping only its listener: the same parameter and
+            // every row trains one network, swapping only its listener or its layers' built-in
+            // GradientNormalization (read by DL4J's updater on every step): the same parameter and
             // gradient arrays for every variant, so the rows compare what runs between backprop and update
             MultiLayerNetwork shared = network(null, 0);
-            MultiLayerNetwork perLayer = network(GradientNormalization.ClipL2PerLayer, Pipelines.MAX_NORM);
-            MultiLayerNetwork perValue = network(GradientNormalization.ClipElementWiseAbsoluteValue, Pipelines.MAX_VALUE);
             GuardListener globalListener = GuardListener.of(Pipelines.globalClip());
             GuardListener idleListener = GuardListener.of(Pipelines.globalClipIdle());
             GuardListener monitoredListener = GuardListener.of(Pipelines.globalClipMonitored());
-            // part 3 compares networks configured differently: each its own network, built alike
-            MultiLayerNetwork guardLayer = guarded(Pipelines.layerClip());
-            MultiLayerNetwork guardValue = guarded(Pipelines.valueClip());
+            GuardListener layerListener = GuardListener.of(Pipelines.layerClip());
+            GuardListener valueListener = GuardListener.of(Pipelines.valueClip());
             long params = shared.numParams();
             Nd4j.getRandom().setSeed(7);
             INDArray x = Nd4j.rand(BATCH, widths[0]);
@@ -91,12 +90,13 @@ public final class Dl4jBench {
             r.add("unguarded", () -> fit(shared, batch));
             r.add("unguarded again", () -> fit(shared, batch));
             r.add("norm only", () -> fit(shared, batch, new NormOnly()));
-            r.add("ClipL2PerLayer", () -> perLayer.fit(batch));
-            r.add("ClipElementWiseAbsoluteValue", () -> perValue.fit(batch));
+            r.add("ClipL2PerLayer", () -> fitBuiltIn(shared, batch, GradientNormalization.ClipL2PerLayer, Pipelines.MAX_NORM));
+            r.add("ClipElementWiseAbsoluteValue", () -> fitBuiltIn(shared, batch,
+                    GradientNormalization.ClipElementWiseAbsoluteValue, Pipelines.MAX_VALUE));
             r.add("guard global", () -> fit(shared, batch, globalListener));
             r.add("guard global idle", () -> fit(shared, batch, idleListener));
-            r.add("guard layer", () -> guardLayer.fit(batch));
-            r.add("guard value", () -> guardValue.fit(batch));
+            r.add("guard layer", () -> fit(shared, batch, layerListener));
+            r.add("guard value", () -> fit(shared, batch, valueListener));
             r.add("guard monitored", () -> fit(shared, batch, monitoredListener));
             Map<String, Double> m = r.run();
             String size = Table.count(params) + " params, batch " + BATCH;
@@ -164,6 +164,24 @@ public final class Dl4jBench {
 
     private static volatile double sinkNorm;
 
+    /** One {@code fit} with DL4J's own GradientNormalization set on every layer for it, no listener. */
+    private static void fitBuiltIn(MultiLayerNetwork net, DataSet batch, GradientNormalization clip, double threshold) {
+        setBuiltIn(net, clip, threshold);
+        try {
+            fit(net, batch);
+        } finally {
+            setBuiltIn(net, GradientNormalization.None, 1.0);
+        }
+    }
+
+    private static void setBuiltIn(MultiLayerNetwork net, GradientNormalization clip, double threshold) {
+        for (org.deeplearning4j.nn.api.Layer l : net.getLayers()) {
+            BaseLayer conf = (BaseLayer) l.conf().getLayer();
+            conf.setGradientNormalization(clip);
+            conf.setGradientNormalizationThreshold(threshold);
+        }
+    }
+
     /**
      * Takes Σg² of every gradient view right after backprop (BLAS sdot, as GradGuard's ND4J
      * backend does) and changes nothing: one read pass, the least a global norm costs.
@@ -177,12 +195,6 @@ public final class Dl4jBench {
             }
             sinkNorm = sum;
         }
-    }
-
-    private MultiLayerNetwork guarded(GradientPipeline pipeline) {
-        MultiLayerNetwork net = network(null, 0);
-        net.addListeners(GuardListener.of(pipeline));
-        return net;
     }
 
     private MultiLayerNetwork network(GradientNormalization clip, double threshold) {
