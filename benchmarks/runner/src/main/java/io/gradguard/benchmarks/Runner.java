@@ -214,8 +214,9 @@ public final class Runner {
                 read = Σx in float with 8 accumulators; rw = x *= 1; axpy = x += y.
                 clipByGlobalNorm: read + rw; clipByValue: rw; adaptiveClip: 2 reads (weights, gradient) + rw;
                 accumulate(4), one window of four micro-batches: 4 axpy + rw.
-                "A/A control" rows time two identical unguarded models: their ratio is the noise of this
-                machine during the run.
+                "A/A control" rows time the same unguarded step twice, as two cases: their ratio is the
+                noise of this machine during the run. "Σg² only" rows: the unguarded step plus one read
+                of every gradient, the least any global-norm clip costs.
                 """);
         return sb.toString();
     }
