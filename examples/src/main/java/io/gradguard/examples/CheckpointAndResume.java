@@ -4,8 +4,6 @@ import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.Transforms;
 import io.gradguard.tensorflow.TfGuard;
 import java.io.IOException;
-import java.io.InputStream;
-import java.io.OutputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -26,21 +24,18 @@ import org.tensorflow.types.TFloat32;
 
 /**
  * Checkpoint and resume: a pipeline with state (here the accumulator of {@code accumulate(4)},
- * stopped in the middle of an accumulation window) is saved with
- * {@link GradientPipeline#saveState} next to the model's checkpoint, and a fresh process restores
- * both and continues exactly where the first one stopped:
+ * stopped in the middle of an accumulation window) is saved with the model in ONE TensorFlow
+ * checkpoint, and a fresh process restores both and continues exactly where the first one stopped:
  *
  * <pre>{@code
- * session.save(dir + "/model");                                     // the model (TensorFlow)
- * try (OutputStream out = Files.newOutputStream(dir.resolve("guard.state"))) {
- *     pipeline.saveState(out);                                      // the guard (GradGuard)
- * }
- * // ... later, in a new process, with the same graph and an equal pipeline:
- * session.restore(dir + "/model");
- * try (InputStream in = Files.newInputStream(dir.resolve("guard.state"))) {
- *     pipeline.restoreState(in, guard.ops());
- * }
+ * guard.save(dir + "/ckpt");          // every variable of the graph + GradGuard's state, one TF checkpoint
+ * // ... later, in a new process, with the same graph and an equal pipeline, before the first step:
+ * guard.restore(dir + "/ckpt");
  * }</pre>
+ *
+ * <p>({@code session.restore(dir + "/ckpt")} reads the model alone from the same files; other
+ * frameworks use {@link GradientPipeline#saveState} / {@code restoreState} next to their own
+ * checkpoint.)
  *
  * <p>The program (argument: the checkpoint folder, by default a new temporary one) trains 20 micro-batches straight through, then 10, checkpoint, and 10 more in a
  * new graph and session, and prints the largest difference between the final weights: 0 when the
@@ -96,13 +91,10 @@ public final class CheckpointAndResume {
             try (TfGuard guard = TfGuard.create(session, loss, List.of(w, b), new GradientDescent(graph, 0.1f), pipeline)) {
                 if (restore == null) {
                     session.initialize();
+                } else if (restoreGuard) {
+                    guard.restore(restore.resolve("ckpt").toString());        // model and guard
                 } else {
-                    session.restore(restore.resolve("model").toString());
-                    if (restoreGuard) {
-                        try (InputStream in = Files.newInputStream(restore.resolve("guard.state"))) {
-                            pipeline.restoreState(in, guard.ops());
-                        }
-                    }
+                    session.restore(restore.resolve("ckpt").toString());      // the model alone
                 }
                 for (int step = from; step < to; step++) {
                     Random data = new Random(step);                 // micro-batch "step" of the data set
@@ -118,10 +110,7 @@ public final class CheckpointAndResume {
                     }
                 }
                 if (save != null) {
-                    session.save(save.resolve("model").toString());
-                    try (OutputStream out = Files.newOutputStream(save.resolve("guard.state"))) {
-                        pipeline.saveState(out);
-                    }
+                    guard.save(save.resolve("ckpt").toString());
                 }
                 try (Result r = session.runner().fetch(w).run()) {
                     float[] weights = new float[4];
