@@ -12,8 +12,10 @@ package io.gradguard.core.spi;
  *
  * <p>Three kinds of methods:
  * <ul>
- *   <li><b>Reductions</b> return a new scalar tensor (rank 0). Backends should accumulate in
- *       float64 where they can ({@link #accumulatesInDouble()}).</li>
+ *   <li><b>Reductions</b> return a new scalar tensor (rank 0), accumulated in float64 or, as the
+ *       frameworks' own clips do, in the tensor's dtype; {@link #accumulatesInDouble()} says which
+ *       (the reference backend: float64; TensorFlow and ND4J: float32 by default, float64 on
+ *       request; DJL: float32).</li>
  *   <li><b>Functional element-wise math</b> ({@link #add}, {@link #mul}, {@link #div},
  *       {@link #min}, {@link #max}, {@link #sqrt}) returns a new tensor and is meant for scalars
  *       and small per-unit tensors (numpy broadcasting of equal ranks or of a rank-0 operand).</li>
