@@ -310,7 +310,12 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             return scalarOut();
         }
         if (blasReduces(x)) {
-            return scalar(Nd4j.getBlasWrapper().level1().dot(x.length(), 1.0, x, x) * f * f);
+            double ss = Nd4j.getBlasWrapper().level1().dot(x.length(), 1.0, x, x);
+            if (!Double.isInfinite(ss)) {
+                return scalar(ss * f * f);
+            }
+            // float32 overflowed, maybe only because DL4J's stored sum is batch × the mean: reduce in
+            // float64 (one more pass, on such steps only)
         }
         INDArray z = scalarOut();
         Nd4j.exec(new SquaredNorm(x, z));
@@ -324,7 +329,10 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             return scalarOut();
         }
         if (blasReduces(x)) {
-            return scalar(Nd4j.getBlasWrapper().level1().asum(x) * f);
+            double sa = Nd4j.getBlasWrapper().level1().asum(x);
+            if (!Double.isInfinite(sa)) {
+                return scalar(sa * f);
+            }
         }
         INDArray z = scalarOut();
         Nd4j.exec(new Norm1(x, z));
@@ -518,7 +526,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (fs != factor(dst)) {
             factors.remove(dst);
             if (fs != 1.0 && !dst.isEmpty()) {
-                if (dst.ordering() == src.ordering() && Arrays.equals(dst.shape(), src.shape())) {
+                if (dst.ordering() == src.ordering() && dst.dataType() == src.dataType() && Arrays.equals(dst.shape(), src.shape())) {
                     Nd4j.exec(new ScalarMultiplication(src, null, dst, fs));
                 } else {
                     dst.assign(src);

@@ -128,7 +128,13 @@ class PendingFactorTest {
 
         float[] big = {1e30f, 1e30f};
         INDArray x = ops.fromHost(big, new long[] {2});
-        assertEquals(Double.POSITIVE_INFINITY, ops.toHost(ops.sumOfSquares(x)), "float32: Σx² overflows, as in DL4J");
+        // float32 would overflow (and DL4J's stored sum is batch × the mean): the default mode then
+        // reduces that tensor again in float64
+        assertEquals(2e60, ops.toHost(ops.sumOfSquares(x)), 1e54, "float32 overflow falls back to float64");
+        float[] tiny = {1e-30f, 1e-30f};
+        INDArray t = ops.fromHost(tiny, new long[] {2});
+        assertEquals(0.0, ops.toHost(ops.sumOfSquares(t)), "float32: squares of 1e-30 underflow (accumulatesInDouble() is false)");
+        ops.release(t);
         Nd4jOps wide = new Nd4jOps().accumulateInDouble();
         assertEquals(2e60, wide.toHost(wide.sumOfSquares(x)), 1e54);
         wide.releaseTemporaries();

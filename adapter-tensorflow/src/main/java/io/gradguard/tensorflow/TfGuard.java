@@ -84,6 +84,8 @@ public final class TfGuard implements AutoCloseable {
     /** A checkpoint restored before the apply op existed: the variables the apply op creates are restored from it. */
     private String pendingRestore;
     private Set<String> restoredVariables;
+    /** The variables the pending checkpoint holds that this graph does not have yet (slots of a later apply op). */
+    private Set<String> pendingVariables = Set.of();
 
     private TfTensor[] gradientBuffers;
     private List<Op> fillBuffers;
@@ -314,22 +316,25 @@ public final class TfGuard implements AutoCloseable {
                     slots.add(v);
                 }
             }
-            requireSameSlots(slots);
-            slotSetOf.put(op, slotSets.size());
-            slotSets.add(slots);
             if (pendingRestore != null) {
-                // the optimizer's slots (and Adam's beta powers) appeared just now: restore them from the checkpoint
+                // the optimizer's slots (and Adam's beta powers) appeared just now: restore those the
+                // checkpoint holds (one saved before the first update holds none: they keep their
+                // initial values, the state of an optimizer that never updated)
                 List<GraphOperation> created = new ArrayList<>();
                 for (GraphOperation v : graphVariables()) {
-                    if (!restoredVariables.contains(v.name())) {
+                    if (!restoredVariables.contains(v.name()) && pendingVariables.contains(v.name())) {
                         created.add(v);
                     }
                 }
                 String prefix = pendingRestore;
                 pendingRestore = null;
                 restoredVariables = null;
+                pendingVariables = Set.of();
                 restoreVariables(prefix, created);
             }
+            requireSameSlots(slots);
+            slotSetOf.put(op, slotSets.size());
+            slotSets.add(slots);
             return op;
         });
     }
@@ -558,6 +563,11 @@ public final class TfGuard implements AutoCloseable {
     public void save(String prefix) throws java.io.IOException {
         require(prefix != null && !prefix.isEmpty(), "prefix must be a checkpoint path prefix, got " + (prefix == null ? "null" : "\"\""));
         requireBetweenSteps("save");
+        if (pendingRestore != null && !pendingVariables.isEmpty()) {
+            throw new IllegalStateException("save() after restore(" + pendingRestore + ") and before the first applying step would lose "
+                    + "the optimizer state that checkpoint holds for variables the guard creates with its first update " + pendingVariables
+                    + ": take a step that applies an update first, or keep the restored checkpoint");
+        }
         // every branch's slots get the live optimizer state, so a restore that rebuilds the branches
         // in another order still finds it under whichever names come first
         for (int k = 0; k < slotSets.size(); k++) {
@@ -584,6 +594,9 @@ public final class TfGuard implements AutoCloseable {
     /** The key of GradGuard's state in a checkpoint written by {@link #save}. */
     public static final String STATE_KEY = "gradguard/pipeline_state";
 
+    /** The key of the names of the variables a checkpoint written by {@link #save} holds, one per line. */
+    public static final String VARIABLES_KEY = "gradguard/variables";
+
     private record Saver(List<String> names, Op op, Output<TString> file, Output<TString> state) {
     }
 
@@ -593,11 +606,13 @@ public final class TfGuard implements AutoCloseable {
         Placeholder<TString> state = tf.placeholder(TString.class, Placeholder.shape(Shape.scalar()));
         List<String> keys = new ArrayList<>(names);
         keys.add(STATE_KEY);
+        keys.add(VARIABLES_KEY);
         List<Operand<?>> tensors = new ArrayList<>();
         for (GraphOperation v : vars) {
             tensors.add(v.output(0));
         }
         tensors.add(state);
+        tensors.add(tf.constant(String.join("\n", names)));
         Operand<TString> k = strings(tf, keys.toArray(new String[0]));
         Op save = tf.train.save(file, k, tf.zerosLike(k), tensors);
         return new Saver(List.copyOf(names), save, file.output(), state.output());
@@ -625,19 +640,34 @@ public final class TfGuard implements AutoCloseable {
         require(prefix != null && !prefix.isEmpty(), "prefix must be a checkpoint path prefix, got " + (prefix == null ? "null" : "\"\""));
         requireBetweenSteps("restore");
         byte[] state;
+        Set<String> saved;
         Ops tf = Ops.create(session.graph()).withSubScope("gradguard_restore");
         Placeholder<TString> file = tf.placeholder(TString.class);
-        Operand<TString> key = strings(tf, STATE_KEY);
-        Restore read = tf.train.restore(file, key, tf.zerosLike(key), List.of(TString.class));
-        try (TString f = TString.scalarOf(prefix); Result r = session.runner().feed(file, f).fetch(read.tensors().get(0)).run()) {
+        Operand<TString> key = strings(tf, STATE_KEY, VARIABLES_KEY);
+        Restore read = tf.train.restore(file, key, tf.zerosLike(key), List.of(TString.class, TString.class));
+        try (TString f = TString.scalarOf(prefix);
+                Result r = session.runner().feed(file, f).fetch(read.tensors().get(0)).fetch(read.tensors().get(1)).run()) {
             state = ((TString) r.get(0)).asBytes().getObject();
+            saved = new HashSet<>(List.of(((TString) r.get(1)).getObject().split("\n")));
         } catch (org.tensorflow.exceptions.TensorFlowException e) {
             throw new IllegalArgumentException("prefix " + prefix + " names no checkpoint with GradGuard's state (key " + STATE_KEY
                     + "): restore a checkpoint written by TfGuard.save; one written by session.save holds the model alone "
                     + "(restore it with session.restore). TensorFlow says: " + e.getMessage(), e);
         }
-        pipeline.restoreState(new java.io.ByteArrayInputStream(state), ops);
         List<GraphOperation> vars = graphVariables();
+        List<String> missing = new ArrayList<>();
+        for (GraphOperation v : vars) {
+            if (!saved.contains(v.name())) {
+                missing.add(v.name());
+            }
+        }
+        if (!missing.isEmpty()) {
+            // checked before anything changes
+            throw new IllegalArgumentException("the checkpoint " + prefix + " lacks variables of this graph " + missing
+                    + " (it holds " + new java.util.TreeSet<>(saved) + "): build the graph as the saved one was"
+                    + (applies.isEmpty() ? "" : ", and restore before the first step"));
+        }
+        pipeline.restoreState(new java.io.ByteArrayInputStream(state), ops);
         restoreVariables(prefix, vars);
         if (applies.isEmpty()) {
             pendingRestore = prefix;
@@ -645,6 +675,8 @@ public final class TfGuard implements AutoCloseable {
             for (GraphOperation v : vars) {
                 restoredVariables.add(v.name());
             }
+            pendingVariables = new HashSet<>(saved);
+            pendingVariables.removeAll(restoredVariables);
         }
     }
 

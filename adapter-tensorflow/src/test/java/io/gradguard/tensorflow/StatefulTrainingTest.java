@@ -447,4 +447,56 @@ class StatefulTrainingTest {
         }
         return n;
     }
+
+    @Test
+    void a_checkpoint_from_before_the_first_update_resumes_exactly(@TempDir Path dir) throws IOException {
+        List<Batch> data = checkpointData();
+        List<float[]> uninterrupted;
+        try (Mlp m = new Mlp(IN, 16, OUT, 42, false);
+                TfGuard g = TfGuard.create(m.session, m.loss, m.variables, new Momentum(m.graph, LR, 0.9f), checkpointed())) {
+            data.forEach(b -> step(g, m, b));
+            uninterrupted = weights(m);
+        }
+        String prefix = dir.resolve("early").toString();
+        try (Mlp m = new Mlp(IN, 16, OUT, 42, false);
+                TfGuard g = TfGuard.create(m.session, m.loss, m.variables, new Momentum(m.graph, LR, 0.9f), checkpointed())) {
+            step(g, m, data.get(0));
+            step(g, m, data.get(1));
+            assertEquals(0, g.pipeline().stepCount(), "no update yet: the optimizer has no slots in the graph");
+            g.save(prefix);
+        }
+        // the slots appear with the first update after the restore and keep their initial values
+        try (Mlp m = new Mlp(IN, 16, OUT, 99, false);
+                TfGuard g = TfGuard.create(m.session, m.loss, m.variables, new Momentum(m.graph, LR, 0.9f), checkpointed())) {
+            g.restore(prefix);
+            for (int i = 2; i < data.size(); i++) {
+                step(g, m, data.get(i));
+            }
+            assertWeights(uninterrupted, m, 0f, "resumed from a checkpoint saved before the first update");
+        }
+    }
+
+    @Test
+    void saving_after_a_restore_before_the_first_update_is_refused_rather_than_losing_optimizer_state(@TempDir Path dir)
+            throws IOException {
+        List<Batch> data = checkpointData();
+        String prefix = dir.resolve("late").toString();
+        try (Mlp m = new Mlp(IN, 16, OUT, 42, false);
+                TfGuard g = TfGuard.create(m.session, m.loss, m.variables, new Momentum(m.graph, LR, 0.9f), checkpointed())) {
+            for (int i = 0; i < 4; i++) {
+                step(g, m, data.get(i));
+            }
+            g.save(prefix); // holds the Momentum slots
+        }
+        try (Mlp m = new Mlp(IN, 16, OUT, 42, false);
+                TfGuard g = TfGuard.create(m.session, m.loss, m.variables, new Momentum(m.graph, LR, 0.9f), checkpointed())) {
+            g.restore(prefix);
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> g.save(dir.resolve("again").toString()));
+            assertTrue(e.getMessage().contains("take a step that applies an update first"), e.getMessage());
+            for (int i = 4; i < 7; i++) {
+                step(g, m, data.get(i)); // closes the window: the slots exist and hold the restored state
+            }
+            g.save(dir.resolve("again").toString());
+        }
+    }
 }

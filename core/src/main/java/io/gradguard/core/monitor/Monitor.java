@@ -598,8 +598,8 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
          */
         private static double normLeftByLastStage(StepResult<?> r) {
             String stage = r.lastChangingStage();
-            if (stage.isEmpty()) {
-                return Double.NaN;
+            if (stage.isEmpty() || stage.startsWith("masked(")) {
+                return Double.NaN; // a masked clip measured and scaled a subset only
             }
             java.util.OptionalDouble n = r.metric(stage + ".norm");
             java.util.OptionalDouble c = r.metric(stage + ".coefficient");

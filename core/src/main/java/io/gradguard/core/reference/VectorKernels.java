@@ -11,8 +11,9 @@ import jdk.incubator.vector.VectorSpecies;
  * eight (or four) at a time, squared and summed in sixteen float64 lanes, about three times the
  * scalar loop's speed (C2 on JDK 17 does not vectorize the float-to-double conversion itself).
  * The lanes follow {@link Kernels#sumSquares(float[], int, int)} exactly (lane k sums
- * x[lo + 16m + k]; the square of a float is exact in float64, so a fused multiply-add rounds once,
- * as the scalar add does), and the same code finishes both: the two paths return the same bits.
+ * x[lo + 16m + k]; the square of a float is exact in float64, so only the add rounds, as in the
+ * scalar loop; a plain multiply and add, not {@code fma}, which a CPU without FMA would emulate
+ * slowly), and the same code finishes both: the two paths return the same bits.
  *
  * <p>Loaded only when {@link Kernels#SIMD} found the module; otherwise never touched, so the
  * library runs on a JVM without {@code --add-modules jdk.incubator.vector}.
@@ -42,8 +43,8 @@ final class VectorKernels {
         for (; i + 15 < hi; i += 16) {
             DoubleVector d0 = widen(x, i);
             DoubleVector d1 = widen(x, i + 8);
-            a0 = d0.fma(d0, a0);
-            a1 = d1.fma(d1, a1);
+            a0 = a0.add(d0.mul(d0));
+            a1 = a1.add(d1.mul(d1));
         }
         double[] acc = new double[Kernels.LANES];
         a0.intoArray(acc, 0);
@@ -62,10 +63,10 @@ final class VectorKernels {
             DoubleVector d1 = widen(x, i + 4);
             DoubleVector d2 = widen(x, i + 8);
             DoubleVector d3 = widen(x, i + 12);
-            a0 = d0.fma(d0, a0);
-            a1 = d1.fma(d1, a1);
-            a2 = d2.fma(d2, a2);
-            a3 = d3.fma(d3, a3);
+            a0 = a0.add(d0.mul(d0));
+            a1 = a1.add(d1.mul(d1));
+            a2 = a2.add(d2.mul(d2));
+            a3 = a3.add(d3.mul(d3));
         }
         double[] acc = new double[Kernels.LANES];
         a0.intoArray(acc, 0);

@@ -357,6 +357,21 @@ class MonitorTest {
     }
 
     @Test
+    void aMaskedClipIsMeasuredNotAssumed() {
+        // the clip sees layer "0" only (norm 5, scaled to 1); layer "1" keeps 12: √(1 + 144) after
+        Monitor m = Monitor.builder().every(10).build();
+        RunRecorder rec = Sinks.memory();
+        m.addListener(rec);
+        GradientPipeline p = GradientPipeline.of(Transforms.matching("^0/.*", Transforms.clipByGlobalNorm(1.0)), m);
+        p.step(model(), OPS, StepContext.empty());
+        p.step(model(), OPS, StepContext.empty());
+        m.close();
+        StepRecord r = rec.recording().records().get(1);
+        assertFalse(r.detailed());
+        assertEquals(Math.sqrt(145), r.normAfter(), EPS);
+    }
+
+    @Test
     void observersDoNotHideTheLastChangingStage() {
         GradientPipeline p = GradientPipeline.of(Transforms.clipByGlobalNorm(1.0),
                 Transforms.skipNonFinite(3), Transforms.skipSpikes(3.0), Monitor.builder().build());
