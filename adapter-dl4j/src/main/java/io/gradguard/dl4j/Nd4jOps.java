@@ -391,47 +391,43 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public INDArray add(INDArray a, INDArray b) {
-        a = plain(a);
-        b = plain(b);
-        INDArray z = binaryOut(a, b);
-        Nd4j.exec(new AddOp(a, b, z));
-        return z;
+        return binary(plain(a), plain(b), AddOp::new);
     }
 
     @Override
     public INDArray mul(INDArray a, INDArray b) {
-        a = plain(a);
-        b = plain(b);
-        INDArray z = binaryOut(a, b);
-        Nd4j.exec(new MulOp(a, b, z));
-        return z;
+        return binary(plain(a), plain(b), MulOp::new);
     }
 
     @Override
     public INDArray div(INDArray a, INDArray b) {
-        a = plain(a);
-        b = plain(b);
-        INDArray z = binaryOut(a, b);
-        Nd4j.exec(new DivOp(a, b, z));
-        return z;
+        return binary(plain(a), plain(b), DivOp::new);
     }
 
     @Override
     public INDArray min(INDArray a, INDArray b) {
-        a = plain(a);
-        b = plain(b);
-        INDArray z = binaryOut(a, b);
-        Nd4j.exec(new Min(a, b, z));
-        return propagateNaN(z, a, b);
+        INDArray pa = plain(a);
+        INDArray pb = plain(b);
+        return propagateNaN(binary(pa, pb, Min::new), pa, pb);
     }
 
     @Override
     public INDArray max(INDArray a, INDArray b) {
-        a = plain(a);
-        b = plain(b);
+        INDArray pa = plain(a);
+        INDArray pb = plain(b);
+        return propagateNaN(binary(pa, pb, Max::new), pa, pb);
+    }
+
+    /** An ND4J op computing z from a and b. */
+    private interface BinaryOp {
+        org.nd4j.linalg.api.ops.CustomOp of(INDArray a, INDArray b, INDArray z);
+    }
+
+    /** A new temporary z = op(a, b) of plain (unfactored) operands, broadcast as numpy does. */
+    private INDArray binary(INDArray a, INDArray b, BinaryOp op) {
         INDArray z = binaryOut(a, b);
-        Nd4j.exec(new Max(a, b, z));
-        return propagateNaN(z, a, b);
+        Nd4j.exec(op.of(a, b, z));
+        return z;
     }
 
     @Override
