@@ -278,8 +278,9 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         if (empty(x)) {
             return scalar(0.0);
         }
-        try (NDArray abs = x.abs()) {
-            return widen(abs.max());
+        // max(|max x|, |min x|): two reductions, no |x| copy of the whole tensor; NaN propagates
+        try (NDArray hi = x.max(); NDArray lo = x.min(); NDArray absHi = hi.abs(); NDArray absLo = lo.abs()) {
+            return widen(absHi.maximum(absLo));
         }
     }
 

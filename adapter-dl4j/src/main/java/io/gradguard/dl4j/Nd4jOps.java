@@ -348,8 +348,11 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         INDArray m = detached(x.dataType().isFPType() ? x.dataType() : DataType.DOUBLE, new long[0], 'c');
         Nd4j.exec(new NormMax(x, m));
         INDArray z = track(castToDouble(m));
-        // libnd4j's max-abs reduction can skip a NaN: add NaN when there is one
-        z.addi(nanFlag(countNaN(x)));
+        // libnd4j's max-abs reduction can skip a NaN: add NaN when there is one. A Σx² that is not
+        // NaN proves there is none (one BLAS pass, against libnd4j's MatchCondition at ~4 ns a value)
+        if (Double.isNaN(squaresOrNaN(x))) {
+            z.addi(nanFlag(countNaN(x)));
+        }
         return times(z, factor(x));
     }
 
@@ -358,8 +361,26 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (x.isEmpty()) {
             return scalarOut();
         }
+        if (Double.isFinite(squaresOrNaN(x))) {
+            return scalarOut(); // a finite Σx² proves every value finite: no count needed
+        }
         INDArray count = Nd4j.exec(new MatchCondition(x, Conditions.notFinite()));
         return track(castToDouble(count));
+    }
+
+    /**
+     * Σx² of the stored values by one BLAS pass where x allows it (either precision mode), else NaN
+     * (unknown). Squares are never negative, so a NaN value makes the sum NaN and an infinite one
+     * makes it infinite: a finite result proves every value finite, and a result that is not NaN
+     * proves there is no NaN. libnd4j's MatchCondition, which counts exactly, runs at several ns per
+     * value (10 ms for 3M floats here); it now runs only when this check cannot rule the case out.
+     */
+    private static double squaresOrNaN(INDArray x) {
+        DataType t = x.dataType();
+        if ((t == DataType.FLOAT || t == DataType.DOUBLE) && x.length() <= Integer.MAX_VALUE && x.elementWiseStride() == 1) {
+            return Nd4j.getBlasWrapper().level1().dot(x.length(), 1.0, x, x);
+        }
+        return Double.NaN;
     }
 
     /** Σ x² over {@code axes}, accumulated in float64 in both precision modes (libnd4j's float32 loop is no faster). */

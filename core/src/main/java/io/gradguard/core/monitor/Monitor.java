@@ -622,11 +622,31 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
             boolean nan = false;
             boolean erased = false;
             long nonFinite = 0;
-            for (int i = 0; i < g.size(); i++) {
+            // Σg² and max|g| of every tensor in one host copy; NaN/Inf counted only where Σg² is not
+            // finite (a NaN makes Σg² NaN, an infinity makes it infinite: a finite Σg² proves none)
+            int n = g.size();
+            List<T> scalars = new ArrayList<>(2 * n);
+            for (GradientTensor<T> t : g) {
+                scalars.add(ops.sumOfSquares(t.gradient()));
+            }
+            for (GradientTensor<T> t : g) {
+                scalars.add(ops.maxAbs(t.gradient()));
+            }
+            double[] host = ops.toHost(scalars);
+            List<T> counts = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                if (!Double.isFinite(host[i])) {
+                    counts.add(ops.countNonFinite(g.get(i).gradient()));
+                }
+            }
+            double[] counted = counts.isEmpty() ? new double[0] : ops.toHost(counts);
+            int nextCount = 0;
+            for (int i = 0; i < n; i++) {
                 GradientTensor<T> t = g.get(i);
-                double ss = ops.toHost(ops.sumOfSquares(t.gradient()));
-                double maxAbs = ops.toHost(ops.maxAbs(t.gradient()));
-                long bad = Math.max(Math.round(ops.toHost(ops.countNonFinite(t.gradient()))), rec.recordedNonFinite(t.name()));
+                double ss = host[i];
+                double maxAbs = host[n + i];
+                long found = Double.isFinite(ss) ? 0 : Math.round(counted[nextCount++]);
+                long bad = Math.max(found, rec.recordedNonFinite(t.name()));
                 double c = rec.coefficient[i];
                 double norm = unclip(Math.sqrt(ss), c);
                 tensors.add(new TensorStats(t.name(), t.layer(), norm, unclip(maxAbs, c), bad));
