@@ -171,7 +171,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
     @Override
     public INDArray scalar(double value) {
         INDArray s = temp(DataType.DOUBLE, new long[0]);
-        s.assign(value);
+        s.putScalar(0, value);
         return s;
     }
 
@@ -412,21 +412,24 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public INDArray add(INDArray a, INDArray b) {
-        return binary(plain(a), plain(b), AddOp::new);
+        return scalars(a, b) ? onHost(a, b, Double::sum) : binary(plain(a), plain(b), AddOp::new);
     }
 
     @Override
     public INDArray mul(INDArray a, INDArray b) {
-        return binary(plain(a), plain(b), MulOp::new);
+        return scalars(a, b) ? onHost(a, b, (x, y) -> x * y) : binary(plain(a), plain(b), MulOp::new);
     }
 
     @Override
     public INDArray div(INDArray a, INDArray b) {
-        return binary(plain(a), plain(b), DivOp::new);
+        return scalars(a, b) ? onHost(a, b, (x, y) -> x / y) : binary(plain(a), plain(b), DivOp::new);
     }
 
     @Override
     public INDArray min(INDArray a, INDArray b) {
+        if (scalars(a, b)) {
+            return onHost(a, b, Math::min); // NaN propagates
+        }
         INDArray pa = plain(a);
         INDArray pb = plain(b);
         return propagateNaN(binary(pa, pb, Min::new), pa, pb);
@@ -434,9 +437,29 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public INDArray max(INDArray a, INDArray b) {
+        if (scalars(a, b)) {
+            return onHost(a, b, Math::max);
+        }
         INDArray pa = plain(a);
         INDArray pb = plain(b);
         return propagateNaN(binary(pa, pb, Max::new), pa, pb);
+    }
+
+    private static boolean scalars(INDArray a, INDArray b) {
+        return a.length() == 1 && b.length() == 1;
+    }
+
+    /**
+     * One-element operands (norms, coefficients: the tree math of every step) are combined on the
+     * host, where the CPU backend keeps them anyway: a libnd4j op dispatch costs tens of µs, and a
+     * NaN-propagating min/max took ten of them. IEEE float64 +, −, ×, ÷, min, max give the bits
+     * libnd4j's kernels give; a float32 result is the float64 one rounded once, which for these
+     * operations on float32 inputs is the correctly rounded float32 result too.
+     */
+    private INDArray onHost(INDArray a, INDArray b, java.util.function.DoubleBinaryOperator op) {
+        INDArray z = binaryOut(a, b);
+        z.putScalar(0, op.applyAsDouble(a.getDouble(0) * factor(a), b.getDouble(0) * factor(b)));
+        return z;
     }
 
     /** An ND4J op computing z from a and b. */
@@ -453,6 +476,11 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public INDArray sqrt(INDArray a) {
+        if (a.length() == 1) {
+            INDArray z = temp(a.dataType(), a.shape());
+            z.putScalar(0, Math.sqrt(a.getDouble(0) * factor(a)));
+            return z;
+        }
         a = plain(a);
         INDArray z = temp(a.dataType(), a.shape());
         if (!a.isEmpty()) {
@@ -579,7 +607,14 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     /** A step temporary: z · c, in place (z is one), or z itself when c is 1. */
     private static INDArray times(INDArray z, double c) {
-        return c == 1.0 ? z : z.muli(c);
+        if (c == 1.0) {
+            return z;
+        }
+        if (z.length() == 1) {
+            z.putScalar(0, z.getDouble(0) * c);
+            return z;
+        }
+        return z.muli(c);
     }
 
     /**
