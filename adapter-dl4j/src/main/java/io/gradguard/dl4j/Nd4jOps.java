@@ -376,11 +376,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
      * value (10 ms for 3M floats here); it now runs only when this check cannot rule the case out.
      */
     private static double squaresOrNaN(INDArray x) {
-        DataType t = x.dataType();
-        if ((t == DataType.FLOAT || t == DataType.DOUBLE) && x.length() <= Integer.MAX_VALUE && x.elementWiseStride() == 1) {
-            return Nd4j.getBlasWrapper().level1().dot(x.length(), 1.0, x, x);
-        }
-        return Double.NaN;
+        return blasReadable(x) ? Nd4j.getBlasWrapper().level1().dot(x.length(), 1.0, x, x) : Double.NaN;
     }
 
     /** Σ x² over {@code axes}, accumulated in float64 in both precision modes (libnd4j's float32 loop is no faster). */
@@ -600,9 +596,13 @@ public final class Nd4jOps implements TensorOps<INDArray> {
      * array in the default precision, or any contiguous float64 array.
      */
     private boolean blasReduces(INDArray x) {
+        return blasReadable(x) && !(x.dataType() == DataType.FLOAT && doubleAccumulation);
+    }
+
+    /** Whether BLAS level-1 can read x directly: float32 or float64, contiguous, an int length. */
+    private static boolean blasReadable(INDArray x) {
         DataType t = x.dataType();
-        return (t == DataType.DOUBLE || t == DataType.FLOAT && !doubleAccumulation) && x.length() <= Integer.MAX_VALUE
-                && x.elementWiseStride() == 1;
+        return (t == DataType.FLOAT || t == DataType.DOUBLE) && x.length() <= Integer.MAX_VALUE && x.elementWiseStride() == 1;
     }
 
     /** A step temporary: z · c, in place (z is one), or z itself when c is 1. */

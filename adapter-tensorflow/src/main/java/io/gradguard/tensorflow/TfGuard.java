@@ -83,7 +83,6 @@ public final class TfGuard implements AutoCloseable {
     private Saver saver;
     /** A checkpoint restored before the apply op existed: the variables the apply op creates are restored from it. */
     private String pendingRestore;
-    private Set<String> restoredVariables;
     /** The variables the pending checkpoint holds that this graph does not have yet (slots of a later apply op). */
     private Set<String> pendingVariables = Set.of();
 
@@ -322,13 +321,12 @@ public final class TfGuard implements AutoCloseable {
                 // initial values, the state of an optimizer that never updated)
                 List<GraphOperation> created = new ArrayList<>();
                 for (GraphOperation v : graphVariables()) {
-                    if (!restoredVariables.contains(v.name()) && pendingVariables.contains(v.name())) {
+                    if (pendingVariables.contains(v.name())) {
                         created.add(v);
                     }
                 }
                 String prefix = pendingRestore;
                 pendingRestore = null;
-                restoredVariables = null;
                 pendingVariables = Set.of();
                 restoreVariables(prefix, created);
             }
@@ -671,12 +669,10 @@ public final class TfGuard implements AutoCloseable {
         restoreVariables(prefix, vars);
         if (applies.isEmpty()) {
             pendingRestore = prefix;
-            restoredVariables = new HashSet<>();
-            for (GraphOperation v : vars) {
-                restoredVariables.add(v.name());
-            }
             pendingVariables = new HashSet<>(saved);
-            pendingVariables.removeAll(restoredVariables);
+            for (GraphOperation v : vars) {
+                pendingVariables.remove(v.name());
+            }
         }
     }
 
