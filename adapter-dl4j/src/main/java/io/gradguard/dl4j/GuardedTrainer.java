@@ -4,6 +4,7 @@ import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.StepResult;
 import java.util.Collection;
 import org.deeplearning4j.nn.api.Model;
+import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.graph.util.ComputationGraphUtil;
@@ -27,9 +28,14 @@ import org.nd4j.linalg.dataset.api.iterator.MultiDataSetIterator;
  * <p>Per micro-batch, as DL4J's own {@code fit} does it: backprop
  * ({@code computeGradientAndScore}); the gradient goes through the pipeline as the batch mean (DL4J's
  * sum with a pending factor of 1/batch that norms and bounds fold in, no pass over it: thresholds
- * mean what DL4J's {@code GradientNormalization} means); then only if the pipeline proceeds: {@code updater.update(...)} (Adam moments,
- * schedules, regularization, DL4J's own normalization), {@code params -= update}, listeners'
- * {@code iterationDone}, iteration count + 1, constraints. A held micro-batch (accumulation) or a
+ * mean what DL4J's {@code GradientNormalization} means); then only if the pipeline proceeds: one pass
+ * turns the views into the batch mean, with the pipeline's scaling (an acting clip's coefficient)
+ * in the same pass, and {@code updater.update(...)} runs without its own division by the batch size
+ * (Adam moments, schedules, regularization, DL4J's own normalization), {@code params -= update},
+ * listeners' {@code iterationDone}, iteration count + 1, constraints. So a clip that acts costs
+ * this driver no pass of its own (a {@link GuardListener} cannot do that: DL4J divides after its
+ * listeners, and an acting clip costs it one pass); with the pipeline not scaling, the division is
+ * DL4J's own, bit for bit. A held micro-batch (accumulation) or a
  * skipped step leaves the parameters, the updater state and the iteration count exactly as they
  * were; a skip also zeroes the gradient so no NaN stays behind (DL4J overwrites the gradient on
  * every backprop, so a held one needs no reset).
@@ -273,13 +279,12 @@ public final class GuardedTrainer {
         } else {
             ((ComputationGraph) model).computeGradientAndScore();
         }
-        StepResult<INDArray> r = runner.run(model);
+        StepResult<INDArray> r = runner.run(model, true);
         Gradient gradient = model.gradient();
         if (r.applies()) {
             int iteration = BaseOptimizer.getIterationCount(model);
             int epoch = BaseOptimizer.getEpochCount(model);
-            // the views hold DL4J's sum again: the updater divides by the batch size, as in DL4J's own fit
-            updater().update(gradient, iteration, epoch, model.batchSize(), LayerWorkspaceMgr.noWorkspaces());
+            updateMean(gradient, iteration, epoch);
             if (runner.wantsUpdates()) {
                 runner.reportUpdates(model, false); // the update is in the gradient views, the parameters are still θ before
             }
@@ -293,6 +298,27 @@ public final class GuardedTrainer {
             gradient.gradient().assign(0); // clears NaN and Inf too
         }
         return r;
+    }
+
+    /**
+     * DL4J's updater on gradient views that already hold the batch mean: the runner divided by the
+     * batch size in the same pass that applied the pipeline's scaling (so an acting clip costs no
+     * pass of its own), so the updater's own division ({@code NeuralNetConfiguration.isMiniBatch},
+     * read by the updater only to divide) is switched off for this call and restored after it.
+     */
+    private void updateMean(Gradient gradient, int iteration, int epoch) {
+        NeuralNetConfiguration conf = model.conf();
+        boolean divides = conf != null && conf.isMiniBatch();
+        if (divides) {
+            conf.setMiniBatch(false);
+        }
+        try {
+            updater().update(gradient, iteration, epoch, model.batchSize(), LayerWorkspaceMgr.noWorkspaces());
+        } finally {
+            if (divides) {
+                conf.setMiniBatch(true);
+            }
+        }
     }
 
     private BaseMultiLayerUpdater<?> updater() {

@@ -124,13 +124,22 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     /**
      * Leaves {@code x} holding its true values divided by {@code factor} and forgets its pending
-     * factor: no work when its pending factor is still {@code factor}, one pass otherwise.
+     * factor: no work when its pending factor is still {@code factor}, one pass otherwise. A pass
+     * by 1/n for a whole n divides by n, as DL4J's updater divides by the batch size, so that the
+     * result is the same bits as DL4J's own division.
      */
     void settle(INDArray x, double factor) {
         double f = factor(x);
         factors.remove(x);
-        if (f != factor && !x.isEmpty()) {
-            x.muli(f / factor);
+        if (f == factor || x.isEmpty()) {
+            return;
+        }
+        double c = f / factor;
+        double n = 1.0 / c;
+        if (n == Math.rint(n) && 1.0 / n == c) {
+            x.divi(n);
+        } else {
+            x.muli(c);
         }
     }
 
@@ -493,8 +502,12 @@ public final class Nd4jOps implements TensorOps<INDArray> {
      * <p>A one-element factor (a clip coefficient) is read to the host, a scalar read that costs
      * nothing on the CPU backend, and multiplied in {@code x}'s own type; a factor of exactly 1 (a
      * clip that does not bite) skips the multiplication: the result is bit-identical (x·1 = x, NaN
-     * and -0 included) and a full pass over the gradient is saved. A per-unit factor is multiplied
-     * in with broadcasting.
+     * and -0 included) and a full pass over the gradient is saved. On an array with a pending
+     * factor ({@link #setFactor}: a DL4J gradient view during a step) a coefficient in (0, 1) joins
+     * that factor instead, with no pass: the runner's {@link #settle} applies both in the one pass it
+     * makes anyway (for the {@link GuardedTrainer}, the division by the batch size). Zero, NaN and a
+     * factor that would leave the normal range are multiplied in at once. A per-unit factor is
+     * multiplied in with broadcasting.
      */
     @Override
     public void scaleInPlace(INDArray x, INDArray factor) {
@@ -503,7 +516,13 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         }
         if (factor.length() == 1) {
             double c = toHost(factor);
-            if (c != 1.0) {
+            Double pending = factors.get(x);
+            if (c == 1.0) {
+                return;
+            }
+            if (pending != null && c > 0 && c < 1 && pending * c >= Double.MIN_NORMAL) {
+                factors.put(x, pending * c);
+            } else {
                 x.muli(c);
             }
             return;

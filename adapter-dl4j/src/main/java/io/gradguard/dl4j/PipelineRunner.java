@@ -63,6 +63,17 @@ final class PipelineRunner {
      * metrics to the host, leaves DL4J's sum in the gradient views, and frees the step's temporaries.
      */
     StepResult<INDArray> run(Model model) {
+        return run(model, false);
+    }
+
+    /**
+     * As {@link #run(Model)}; {@code leaveMean}: the views are left holding the batch mean instead
+     * of DL4J's sum, for a caller that runs DL4J's updater without its division by the batch size
+     * ({@link GuardedTrainer}). That costs one pass over each view, and the pass takes the
+     * pipeline's own scaling with it: an acting clip costs nothing more than DL4J's division it
+     * replaces.
+     */
+    StepResult<INDArray> run(Model model, boolean leaveMean) {
         if (!checkedConfiguration) {
             warnIfBuiltInNormalization(model);
             checkedConfiguration = true;
@@ -80,9 +91,10 @@ final class PipelineRunner {
             result.hostMetrics(); // the metrics outlive the temporaries freed below
             return result;
         } finally {
-            // DL4J's sum again: no work for a view that kept its factor, one pass for one that lost it
+            // DL4J's sum again: no work for a view that kept its factor, one pass for one that lost
+            // it; or the mean: one pass for each view (the division DL4J's updater would have made)
             for (GradientTensor<INDArray> g : gradients) {
-                ops.settle(g.gradient(), 1.0 / divisor);
+                ops.settle(g.gradient(), leaveMean ? 1.0 : 1.0 / divisor);
             }
             ops.releaseTemporaries();
         }

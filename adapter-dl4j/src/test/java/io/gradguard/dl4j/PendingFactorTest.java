@@ -21,7 +21,8 @@ import org.nd4j.linalg.learning.config.Sgd;
 
 /**
  * The pending factor that presents DL4J's minibatch sum as the mean without scaling the gradient,
- * the exact-1 shortcut of {@link Nd4jOps#scaleInPlace}, and the float64 reduction option. Every
+ * the exact-1 shortcut of {@link Nd4jOps#scaleInPlace} and the coefficients it folds into a pending
+ * factor, and the float64 reduction option. Every
  * primitive's correctness on factored arrays is proven by {@link FactoredNd4jConformanceTest}.
  */
 class PendingFactorTest {
@@ -79,6 +80,36 @@ class PendingFactorTest {
         assertArrayEquals(new float[] {-0f, Float.NaN, Float.NEGATIVE_INFINITY, 0f}, g.toFloatVector());
         assertEquals(org.nd4j.linalg.api.buffer.DataType.FLOAT, g.dataType());
         ops.release(g);
+    }
+
+    @Test
+    void a_coefficient_on_a_factored_array_joins_its_factor_and_settle_applies_both_in_one_pass() {
+        INDArray g = ops.fromHost(new float[] {8, -4, Float.NaN}, new long[] {3});
+        ops.setFactor(g, 0.25);
+        ops.scaleInPlace(g, ops.scalar(0.5));
+        assertArrayEquals(new float[] {8, -4}, java.util.Arrays.copyOf(g.toFloatVector(), 2), "no pass: the stored values are untouched");
+        assertEquals(0.125, ops.factor(g));
+        assertArrayEquals(new float[] {1, -0.5f, Float.NaN}, ops.toHostArray(g), "true values: 0.5 × the mean");
+        ops.settle(g, 0.25);
+        assertArrayEquals(new float[] {4, -2, Float.NaN}, g.toFloatVector(), "the sum convention: the coefficient applied");
+        assertEquals(1.0, ops.factor(g));
+
+        ops.setFactor(g, 0.25);
+        ops.scaleInPlace(g, ops.scalar(0.5));
+        ops.settle(g, 1.0);
+        assertArrayEquals(new float[] {0.5f, -0.25f, Float.NaN}, g.toFloatVector(), "the mean: coefficient and division in one pass");
+
+        ops.setFactor(g, 0.25);
+        ops.scaleInPlace(g, ops.scalar(0.0)); // zero (an infinite norm's coefficient) is multiplied in: NaN stays NaN
+        assertArrayEquals(new float[] {0, -0f, Float.NaN}, g.toFloatVector());
+        assertEquals(0.25, ops.factor(g));
+        ops.release(g);
+
+        INDArray plain = ops.fromHost(new float[] {8, -4}, new long[] {2});
+        ops.scaleInPlace(plain, ops.scalar(0.5)); // no pending factor: the caller reads the array, so it is scaled now
+        assertArrayEquals(new float[] {4, -2}, plain.toFloatVector());
+        assertEquals(1.0, ops.factor(plain));
+        ops.release(plain);
     }
 
     /** A stage that fills the first layer's weight gradient: its factor is dropped mid-step. */

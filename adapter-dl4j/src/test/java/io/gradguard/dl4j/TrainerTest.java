@@ -65,6 +65,57 @@ class TrainerTest {
         assertTrue(Nets.maxAbsDiff(byGlobal, byLayer) > 1e-3, "the two clips differ");
     }
 
+    // ---- the driver's own division by the batch size --------------------------------------------
+
+    @Test
+    void a_pipeline_that_does_not_scale_trains_as_fit_does_bit_for_bit() {
+        // the driver divides by the batch size itself (fused with the pipeline's scaling) and runs
+        // DL4J's updater without its division: with nothing scaled that is DL4J's own division, so
+        // the result must be fit's to the last bit (batch 10: 1/10 is not exact in binary)
+        MultiLayerNetwork reference = Nets.mlp(new Adam(0.01));
+        MultiLayerNetwork guarded = Nets.mlp(new Adam(0.01));
+        GuardedTrainer trainer = GuardedTrainer.of(guarded, GradientPipeline.of(Transforms.clipByGlobalNorm(1e9)));
+        ComputationGraph referenceGraph = Nets.graph(new Adam(0.01));
+        ComputationGraph guardedGraph = Nets.graph(new Adam(0.01));
+        GuardedTrainer graphTrainer = GuardedTrainer.of(guardedGraph, GradientPipeline.of(Transforms.clipByGlobalNorm(1e9)));
+        for (int s = 0; s < 4; s++) {
+            DataSet d = Nets.batch(10, 50 + s);
+            reference.fit(d);
+            assertEquals(1.0, trainer.step(d).metric("clipByGlobalNorm.coefficient").orElseThrow(), "the clip must not act");
+            referenceGraph.fit(d);
+            graphTrainer.step(d);
+        }
+        assertArrayEquals(Nets.params(reference), Nets.params(guarded), "multi-layer network");
+        assertArrayEquals(state(reference.getUpdater().getStateViewArray()), state(guarded.getUpdater().getStateViewArray()), "Adam moments");
+        assertArrayEquals(Nets.params(referenceGraph), Nets.params(guardedGraph), "computation graph");
+        assertTrue(guarded.conf().isMiniBatch(), "the network's own division is switched back on after each update");
+        assertTrue(guardedGraph.conf().isMiniBatch(), "the graph's own division is switched back on after each update");
+    }
+
+    @Test
+    void an_acting_clip_folded_into_the_division_matches_the_listener_inside_fit() {
+        // the listener scales and DL4J divides afterwards (two passes); the driver does both in one:
+        // the same math, rounded once instead of twice
+        for (boolean graph : new boolean[] {false, true}) {
+            org.deeplearning4j.nn.api.Model viaFit = graph ? Nets.graph(new Adam(0.01)) : Nets.mlp(new Adam(0.01));
+            org.deeplearning4j.nn.api.Model viaTrainer = graph ? Nets.graph(new Adam(0.01)) : Nets.mlp(new Adam(0.01));
+            GuardListener listener = GuardListener.of(GradientPipeline.of(Transforms.clipByGlobalNorm(0.05)));
+            GuardedTrainer trainer = viaTrainer instanceof ComputationGraph g ? GuardedTrainer.of(g, GradientPipeline.of(Transforms.clipByGlobalNorm(0.05)))
+                    : GuardedTrainer.of((MultiLayerNetwork) viaTrainer, GradientPipeline.of(Transforms.clipByGlobalNorm(0.05)));
+            viaFit.setListeners(listener);
+            for (int s = 0; s < 4; s++) {
+                DataSet d = Nets.batch(10, 70 + s, 5.0);
+                OracleTest.fit(viaFit, d);
+                StepResult<INDArray> r = trainer.step(d);
+                assertTrue(r.metric("clipByGlobalNorm.coefficient").orElseThrow() < 0.5, "the clip must act");
+                assertEquals(listener.lastResult().metric("clipByGlobalNorm.norm").orElseThrow(),
+                        r.metric("clipByGlobalNorm.norm").orElseThrow(), 1e-5, "the same norm at step " + s);
+            }
+            assertEquals(0, Nets.maxRelDiff(Nets.params(viaFit), Nets.params(viaTrainer)), 1e-5, graph ? "graph" : "multi-layer network");
+            assertTrue(viaTrainer.conf().isMiniBatch(), "division switched back on");
+        }
+    }
+
     private static double[] change(GradientPipeline p, DataSet d) {
         MultiLayerNetwork net = Nets.mlp(new Sgd(1.0));
         double[] before = Nets.params(net);

@@ -8,7 +8,8 @@ import java.io.OutputStream;
 
 /**
  * The GradGuard pipelines every framework section times, so that all backends run the same
- * guard: {@code clipByGlobalNorm(1e-3)} (part 2's guarded step), {@code clipByValue(1e-3)}, and the
+ * guard: {@code clipByGlobalNorm(1e-3)} with a norm monitor (part 2's guarded step), the clip alone
+ * (part 4), {@code clipByValue(1e-3)}, and the
  * global clip with full per-layer monitoring on every step, its records serialised as JSON lines
  * (to a discarding stream, so the disk is not measured).
  */
@@ -65,6 +66,27 @@ public final class Pipelines {
     /** {@code clipByGlobalNorm(1e9)}: measures the norm on every step, never acts on the benchmark models. */
     public static GradientPipeline globalClipIdle() {
         return GradientPipeline.of(Transforms.clipByGlobalNorm(IDLE_NORM));
+    }
+
+    /**
+     * The guarded step of the speed goals, "global-norm clip + norm monitoring":
+     * {@code clipByGlobalNorm(1e-3)} and a monitor in its short form (the global norm on every step,
+     * per-tensor statistics on every {@value Monitor#SHORT_FORM_EVERY}th, records as JSON lines to a
+     * discarding stream). A median over the rounds is a step without per-tensor statistics; those
+     * steps cost what the "monitor every step" rows show.
+     */
+    public static GradientPipeline guarded() {
+        return GradientPipeline.of(Transforms.clipByGlobalNorm(MAX_NORM), normMonitor());
+    }
+
+    /** {@link #guarded()} with the clip armed at {@link #IDLE_NORM}: it measures, never scales. */
+    public static GradientPipeline guardedIdle() {
+        return GradientPipeline.of(Transforms.clipByGlobalNorm(IDLE_NORM), normMonitor());
+    }
+
+    private static Monitor normMonitor() {
+        return Monitor.builder().name("benchmark").every(Monitor.SHORT_FORM_EVERY)
+                .sink(Sinks.jsonl(OutputStream.nullOutputStream())).build();
     }
 
     /** {@code clipByValue(1e-3)}. */
