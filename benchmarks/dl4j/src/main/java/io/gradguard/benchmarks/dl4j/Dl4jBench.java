@@ -94,7 +94,7 @@ public final class Dl4jBench {
             fit(shared, batch);
             warmUp(shared, Pipelines.guarded(), Pipelines.guardedIdle(), Pipelines.globalClipMonitored(), Pipelines.layerClip(),
                     Pipelines.valueClip());
-            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
+            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 100);
             r.add("unguarded", () -> fit(shared, batch));
             r.add("unguarded again", () -> fit(shared, batch));
             r.add("norm only", () -> fit(shared, batch, new NormOnly()));

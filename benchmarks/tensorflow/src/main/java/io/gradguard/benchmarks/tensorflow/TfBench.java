@@ -117,6 +117,15 @@ public final class TfBench {
             GuardedVariant guardIdle = guard(n, session, Pipelines.globalClipIdle());
             Variant guardValue = guard(n, session, Pipelines.valueClip());
             Variant guardMonitored = guard(n, session, Pipelines.globalClipMonitored());
+            GuardedVariant guardWatched = guard(n, session, Pipelines.guarded());
+            GuardedVariant guardWatchedIdle = guard(n, session, Pipelines.guardedIdle());
+            // JIT warm-up of GradGuard's host code (the rounds' own warm-up gives it a few dozen
+            // steps, the interpreter's share of a real run's first seconds): real steps on the shared graph
+            for (int i = 0; i < (section.tiny() ? 1 : WARM_UP_STEPS); i++) {
+                for (Variant v : List.of(guardGlobal, guardIdle, guardValue, guardMonitored, guardWatched, guardWatchedIdle)) {
+                    v.step();
+                }
+            }
             Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 60);
             r.add("unguarded", plain::step);
             r.add("unguarded again", plain::step);
@@ -128,6 +137,8 @@ public final class TfBench {
             r.add("guard global idle", guardIdle::step);
             r.add("guard value", guardValue::step);
             r.add("guard monitored", guardMonitored::step);
+            r.add("guard watched", guardWatched::step);
+            r.add("guard watched idle", guardWatchedIdle::step);
             Map<String, Double> m = r.run();
             String size = Table.count(params) + " params, batch " + BATCH;
             double base = m.get("unguarded");
@@ -135,10 +146,12 @@ public final class TfBench {
                     "unguarded step", base, Double.NaN, "the same step timed twice: the spread of this machine"));
             section.emit(Row.ratio(2, "tensorflow unguarded step + Σg² only, hand-written (context)", size, m.get("norm only"),
                     "unguarded step", base, Double.NaN, "one read pass over the gradients (l2Loss each, fetched): the least a global norm costs"));
-            section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm (TfGuard)", size, m.get("guard global"),
-                    "unguarded step", base, 1.03, Pipelines.clipActivity(guardGlobal.coefficient)));
-            section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm armed, not acting (TfGuard)", size,
-                    m.get("guard global idle"), "unguarded step", base, 1.03, Pipelines.clipActivity(guardIdle.coefficient)));
+            section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm + norm monitor (TfGuard)", size, m.get("guard watched"),
+                    "unguarded step", base, 1.03, Pipelines.clipActivity(guardWatched.coefficient)));
+            section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm + norm monitor, armed, not acting (TfGuard)", size,
+                    m.get("guard watched idle"), "unguarded step", base, 1.03, Pipelines.clipActivity(guardWatchedIdle.coefficient)));
+            section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm alone, armed, not acting (context)", size,
+                    m.get("guard global idle"), "unguarded step", base, Double.NaN, Pipelines.clipActivity(guardIdle.coefficient)));
             section.emit(Row.ratio(2, "tensorflow guarded step + monitor every step", size, m.get("guard monitored"),
                     "unguarded step", base, Double.NaN, "per-tensor statistics each step (gradient buffers, 3 runs)"));
             section.emit(Row.ratio(3, "tensorflow GradGuard clipByGlobalNorm vs hand-written TF ops", size, m.get("guard global"),
@@ -267,6 +280,8 @@ public final class TfBench {
     }
 
     /** A step through the TensorFlow adapter with the given pipeline, on the shared graph and session. */
+    private static final int WARM_UP_STEPS = 300;
+
     private GuardedVariant guard(Net n, Session session, GradientPipeline pipeline) {
         TfGuard guard = TfGuard.create(session, n.loss(), n.vars(), new Adam(n.graph(), Pipelines.LEARNING_RATE), pipeline);
         open.add(guard);
