@@ -174,22 +174,26 @@ public final class Dl4jBench {
 
     /**
      * JIT warm-up: a throwaway listener for each pipeline (the timed ones start with fresh state:
-     * a monitor's running medians, say) runs {@value #WARM_UP_CALLS} times on one backprop's gradient,
-     * doubled before each call so that clips act, with no update; then the rounds time GradGuard's
-     * code compiled, as it is after the first thousand steps of a real run, while DL4J's own code is
-     * hot from every row's {@code fit}. (Without it the guard's Java ran interpreted for most of the
-     * rounds: 1.4 ms a step instead of 1.1.) The step drivers run the same classes.
+     * a monitor's running medians, say) runs {@value #WARM_UP_CALLS} times on one backprop's
+     * gradient, restored before each call so the clips act as in the rounds (doubling it instead
+     * overflowed to infinity within 130 calls of a clip that does not act, and compiled the
+     * non-finite paths), with no update. The rounds then time GradGuard's code compiled, as it is
+     * after the first thousand steps of a real run, while DL4J's own code is hot from every row's
+     * {@code fit} (without it the guard's Java ran interpreted for most of the rounds: 1.4 ms a step
+     * instead of 1.1). The step drivers run the same classes.
      */
     private void warmUp(MultiLayerNetwork net, GradientPipeline... pipelines) {
         int calls = section.tiny() ? 2 : WARM_UP_CALLS;
         net.computeGradientAndScore();
         INDArray gradient = net.getFlattenedGradients();
-        for (GradientPipeline p : pipelines) {
-            GuardListener l = GuardListener.of(p);
-            for (int i = 0; i < calls; i++) {
-                gradient.muli(2);
-                l.onGradientCalculation(net);
-                l.iterationDone(net, 0, 0);
+        try (INDArray original = gradient.dup()) {
+            for (GradientPipeline p : pipelines) {
+                GuardListener l = GuardListener.of(p);
+                for (int i = 0; i < calls; i++) {
+                    gradient.assign(original); // the same finite gradient every call (a clip may have scaled it)
+                    l.onGradientCalculation(net);
+                    l.iterationDone(net, 0, 0);
+                }
             }
         }
     }
