@@ -99,7 +99,8 @@ public final class Nd4jOps implements TensorOps<INDArray> {
      * {@link #settle} or {@link #release}: every primitive then reads and writes true values, folding
      * the factor into its result (Σx² × factor², a clamp bound ÷ factor, an axpy's alpha...) rather
      * than scaling the array. The runner uses it to present DL4J's minibatch SUM as the MEAN
-     * (factor 1/batch) without two passes over the gradient. A write that cannot keep the factor
+     * (factor 1/batch) without two passes over the gradient; a clip coefficient in (0, 1) then
+     * joins the factor ({@link #scaleInPlace}) and {@link #settle} applies both. A write that cannot keep the factor
      * exactly (a fill, an assign from an array with another factor, a value that does not survive
      * the division in the array's type) stores true values and drops the factor.
      *

@@ -22,11 +22,13 @@ import org.slf4j.LoggerFactory;
  * own GradientNormalization, which runs after that division). The runner does not scale the
  * gradients for that: it gives each gradient view a pending factor of 1/batch on the backend
  * ({@link Nd4jOps#setFactor}), so the pipeline sees the mean (norms, clamp bounds, accumulation
- * weights fold the factor in) while the views keep holding the sum, scaled only by what the
- * pipeline itself does (a clip coefficient). After the pipeline every view holds DL4J's sum again
- * (a view whose factor a stage dropped, by filling or assigning it, is scaled back by batch), and
- * DL4J's updater divides by the batch size as it always does: no pass over the gradient is spent
- * on the change of units.
+ * weights fold the factor in) while the views keep holding the sum; a clip coefficient joins the
+ * factor too. For a {@link GuardListener} every view holds DL4J's sum again after the pipeline (no
+ * work for a view whose factor is still 1/batch; one pass for a view a clip scaled or whose factor
+ * a stage dropped, by filling or assigning it), and DL4J's updater divides by the batch size as it
+ * always does. For the {@link GuardedTrainer} every view is left holding the mean, in one pass that
+ * applies the clip's coefficient and the division together, and the trainer runs DL4J's updater
+ * without its own division: a clip that acts costs the trainer no pass of its own.
  *
  * <p>It also reports the optimizer's updates to the pipeline's monitors ({@link Monitor#in}), on the
  * steps they measure in detail: DL4J's updater turns the gradient views into the update in place,
