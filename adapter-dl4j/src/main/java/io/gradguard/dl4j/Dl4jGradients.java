@@ -71,6 +71,28 @@ final class Dl4jGradients {
         return GradientSet.of(out);
     }
 
+    /**
+     * Whether the gradients {@link #of} returns are exactly the ones DL4J's updater divides by the
+     * batch size (every parameter with {@code updaterDivideByMinibatch}, nothing else): then the
+     * {@link GuardedTrainer} may make that division itself. Not so with a batch normalization the
+     * running statistics of which {@link #of} does not recognise (inside a wrapper layer) or a
+     * parameter without a gradient entry (a frozen layer): the trainer then leaves the division to DL4J.
+     */
+    static boolean coversMinibatchDivision(Model model) {
+        Map<String, INDArray> grads = model.gradient().gradientForVariable();
+        for (Layer layer : layers(model)) {
+            String layerName = layerName(model, layer);
+            org.deeplearning4j.nn.conf.layers.Layer conf = layer.conf().getLayer();
+            for (String key : layer.paramTable(false).keySet()) {
+                boolean ours = grads.get(layerName + "_" + key) != null && !isRunningStatistic(conf, key);
+                if (ours != layer.updaterDivideByMinibatch(key)) {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
     /** Layers that have DL4J's own gradient normalization configured, with the mode (layer name → mode). */
     static Map<String, GradientNormalization> builtInNormalization(Model model) {
         Map<String, GradientNormalization> out = new LinkedHashMap<>();

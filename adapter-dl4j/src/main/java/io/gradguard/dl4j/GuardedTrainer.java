@@ -35,7 +35,12 @@ import org.nd4j.linalg.dataset.api.iterator.MultiDataSetIterator;
  * listeners' {@code iterationDone}, iteration count + 1, constraints. So a clip that acts costs
  * this driver no pass of its own (a {@link GuardListener} cannot do that: DL4J divides after its
  * listeners, and an acting clip costs it one pass); with the pipeline not scaling, the division is
- * DL4J's own, bit for bit. A held micro-batch (accumulation) or a
+ * DL4J's own, bit for bit. Where GradGuard's gradients are not exactly the ones DL4J divides (a
+ * batch normalization inside a wrapper layer, a frozen layer) the trainer leaves the division to
+ * DL4J, as {@code fit} does. The switch is {@code NeuralNetConfiguration.miniBatch} of
+ * {@code net.conf()}, off for the updater call only; a {@code ComputationGraph} shares that object
+ * with its {@code ComputationGraphConfiguration}, so graphs built from one configuration object
+ * must not train at the same moment on different threads while one of them uses a trainer. A held micro-batch (accumulation) or a
  * skipped step leaves the parameters, the updater state and the iteration count exactly as they
  * were; a skip also zeroes the gradient so no NaN stays behind (DL4J overwrites the gradient on
  * every backprop, so a held one needs no reset).
@@ -74,6 +79,11 @@ import org.nd4j.linalg.dataset.api.iterator.MultiDataSetIterator;
 public final class GuardedTrainer {
     private final Model model;
     private final PipelineRunner runner;
+    /**
+     * Whether this trainer makes DL4J's division by the batch size itself (see the class comment):
+     * decided at the first step, when the network's gradients first exist.
+     */
+    private Boolean foldsDivision;
 
     private GuardedTrainer(Model model, GradientPipeline pipeline) {
         this.model = model;
@@ -279,12 +289,21 @@ public final class GuardedTrainer {
         } else {
             ((ComputationGraph) model).computeGradientAndScore();
         }
-        StepResult<INDArray> r = runner.run(model, true);
+        if (foldsDivision == null) {
+            foldsDivision = Dl4jGradients.dividesByBatch(model) && model.conf() != null
+                    && Dl4jGradients.coversMinibatchDivision(model);
+        }
+        StepResult<INDArray> r = runner.run(model, foldsDivision);
         Gradient gradient = model.gradient();
         if (r.applies()) {
             int iteration = BaseOptimizer.getIterationCount(model);
             int epoch = BaseOptimizer.getEpochCount(model);
-            updateMean(gradient, iteration, epoch);
+            if (foldsDivision) {
+                updateMean(gradient, iteration, epoch);
+            } else {
+                // the views hold DL4J's sum: the updater divides by the batch size, as in DL4J's own fit
+                updater().update(gradient, iteration, epoch, model.batchSize(), LayerWorkspaceMgr.noWorkspaces());
+            }
             if (runner.wantsUpdates()) {
                 runner.reportUpdates(model, false); // the update is in the gradient views, the parameters are still θ before
             }
@@ -308,16 +327,12 @@ public final class GuardedTrainer {
      */
     private void updateMean(Gradient gradient, int iteration, int epoch) {
         NeuralNetConfiguration conf = model.conf();
-        boolean divides = conf != null && conf.isMiniBatch();
-        if (divides) {
-            conf.setMiniBatch(false);
-        }
+        boolean divides = conf.isMiniBatch();
+        conf.setMiniBatch(false);
         try {
             updater().update(gradient, iteration, epoch, model.batchSize(), LayerWorkspaceMgr.noWorkspaces());
         } finally {
-            if (divides) {
-                conf.setMiniBatch(true);
-            }
+            conf.setMiniBatch(divides);
         }
     }
 

@@ -136,12 +136,21 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             return;
         }
         double c = f / factor;
-        double n = 1.0 / c;
-        if (n == Math.rint(n) && 1.0 / n == c) {
+        double n = wholeInverse(c);
+        if (n > 0) {
             x.divi(n);
         } else {
             x.muli(c);
         }
+    }
+
+    /**
+     * n when f is exactly 1/n (as a double) for a whole n from 1 to 2^24 (a batch size, times
+     * micro-batches: exact in float32), else 0.
+     */
+    private static double wholeInverse(double f) {
+        double n = Math.rint(1.0 / f);
+        return n >= 1 && n <= (1 << 24) && 1.0 / n == f ? n : 0;
     }
 
     /**
@@ -521,7 +530,8 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             if (c == 1.0) {
                 return;
             }
-            if (pending != null && c > 0 && c < 1 && pending * c >= Double.MIN_NORMAL) {
+            if (pending != null && c > 0 && c < 1 && pending * c >= MIN_JOINED_FACTOR
+                    && (x.dataType() == DataType.FLOAT || x.dataType() == DataType.DOUBLE)) {
                 factors.put(x, pending * c);
             } else {
                 x.muli(c);
@@ -530,6 +540,13 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         }
         Nd4j.exec(new MulOp(x, plain(factor), x));
     }
+
+    /**
+     * The smallest factor a coefficient may leave pending: far from float32's subnormals (the
+     * factor is cast to the array's type when applied) and from float64 underflow of factor²
+     * (norms fold in factor²); a smaller product is multiplied into the array at once.
+     */
+    private static final double MIN_JOINED_FACTOR = 1e-30;
 
     @Override
     public void addInPlace(INDArray x, INDArray y, double alpha) {
@@ -557,7 +574,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             return;
         }
         double f = keepFactorFor(x, lo, hi, hi);
-        ClipByValue op = new ClipByValue(x, lo / f, hi / f);
+        ClipByValue op = new ClipByValue(x, stored(lo, f), stored(hi, f));
         op.addOutputArgument(x);
         Nd4j.exec(op);
     }
@@ -570,13 +587,13 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         double f = keepFactorFor(x, nan, posInf, negInf);
         double maxFinite = x.dataType() == DataType.DOUBLE ? Double.MAX_VALUE : x.dataType() == DataType.FLOAT ? Float.MAX_VALUE : 65504.0;
         if (posInf != Double.POSITIVE_INFINITY) {
-            Nd4j.exec(new CompareAndSet(x, posInf / f, Conditions.greaterThan(maxFinite)));
+            Nd4j.exec(new CompareAndSet(x, stored(posInf, f), Conditions.greaterThan(maxFinite)));
         }
         if (negInf != Double.NEGATIVE_INFINITY) {
-            Nd4j.exec(new CompareAndSet(x, negInf / f, Conditions.lessThan(-maxFinite)));
+            Nd4j.exec(new CompareAndSet(x, stored(negInf, f), Conditions.lessThan(-maxFinite)));
         }
         if (!Double.isNaN(nan)) {
-            Nd4j.exec(new CompareAndSet(x, nan / f, Conditions.isNan()));
+            Nd4j.exec(new CompareAndSet(x, stored(nan, f), Conditions.isNan()));
         }
     }
 
@@ -654,17 +671,21 @@ public final class Nd4jOps implements TensorOps<INDArray> {
     }
 
     /**
-     * The factor {@code x} keeps while {@code values} are written into it (stored as value ÷ factor):
-     * its pending factor when every value survives the division exactly in x's type, else 1, after
-     * scaling x to its true values (one pass) and dropping its factor.
+     * The factor {@code x} keeps while {@code values} are written into it (stored as
+     * {@link #stored value × n} for a factor of 1/n): its pending factor when that factor is 1/n for a
+     * whole n (the batch factor; {@link #settle} then divides by n, as DL4J does) and every value
+     * comes back exactly from that division in x's type; else 1, after scaling x to its true values
+     * (one pass) and dropping its factor. A factor a clip coefficient joined is thus applied before
+     * a clamp, so the clamp's bound holds to the last bit.
      */
     private double keepFactorFor(INDArray x, double... values) {
         double f = factor(x);
         if (f == 1.0) {
             return 1.0;
         }
+        double n = wholeInverse(f);
         for (double v : values) {
-            if (!storable(v, f, x.dataType())) {
+            if (n == 0 || !storable(v, n, x.dataType())) {
                 settle(x, 1.0);
                 return 1.0;
             }
@@ -672,15 +693,20 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         return f;
     }
 
-    /** Whether v ÷ f, stored in type t and multiplied back by f, gives v (as t holds it) exactly. */
-    private static boolean storable(double v, double f, DataType t) {
+    /** v as stored in an array with pending factor f (1, or 1/n for a whole n: see {@link #keepFactorFor}). */
+    private static double stored(double v, double f) {
+        return f == 1.0 ? v : v * wholeInverse(f);
+    }
+
+    /** Whether v · n, stored in type t and divided by n there (as {@link #settle} and DL4J do), gives v as t holds it. */
+    private static boolean storable(double v, double n, DataType t) {
         if (Double.isNaN(v)) {
             return true;
         }
-        double s = v / f;
+        double s = v * n;
         return switch (t) {
-            case DOUBLE -> s * f == v;
-            case FLOAT -> (float) ((float) s * f) == (float) v;
+            case DOUBLE -> s / n == v;
+            case FLOAT -> (float) ((float) s / n) == (float) v; // float ÷ whole n ≤ 2^24: double then float rounds once
             default -> false;
         };
     }

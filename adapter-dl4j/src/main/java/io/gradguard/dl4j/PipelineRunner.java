@@ -69,11 +69,12 @@ final class PipelineRunner {
     }
 
     /**
-     * As {@link #run(Model)}; {@code leaveMean}: the views are left holding the batch mean instead
-     * of DL4J's sum, for a caller that runs DL4J's updater without its division by the batch size
-     * ({@link GuardedTrainer}). That costs one pass over each view, and the pass takes the
-     * pipeline's own scaling with it: an acting clip costs nothing more than DL4J's division it
-     * replaces.
+     * As {@link #run(Model)}; {@code leaveMean}: when the step applies, the views are left holding
+     * the batch mean instead of DL4J's sum, for a caller that runs DL4J's updater without its
+     * division by the batch size ({@link GuardedTrainer}; only where {@link
+     * Dl4jGradients#coversMinibatchDivision} holds). That costs one pass over each view, and the
+     * pass takes the pipeline's own scaling with it: an acting clip costs nothing more than DL4J's
+     * division it replaces. A held or skipped step leaves the sum (no work).
      */
     StepResult<INDArray> run(Model model, boolean leaveMean) {
         if (!checkedConfiguration) {
@@ -83,20 +84,22 @@ final class PipelineRunner {
         GradientSet<INDArray> gradients = Dl4jGradients.of(model);
         int batch = model.batchSize();
         double divisor = Dl4jGradients.dividesByBatch(model) && batch > 1 ? batch : 1;
+        StepResult<INDArray> result = null;
         try {
             if (divisor != 1) {
                 for (GradientTensor<INDArray> g : gradients) {
                     ops.setFactor(g.gradient(), 1.0 / divisor);
                 }
             }
-            StepResult<INDArray> result = pipeline.step(gradients, ops, StepContext.ofBatch(batch).withLoss(model.score()));
+            result = pipeline.step(gradients, ops, StepContext.ofBatch(batch).withLoss(model.score()));
             result.hostMetrics(); // the metrics outlive the temporaries freed below
             return result;
         } finally {
             // DL4J's sum again: no work for a view that kept its factor, one pass for one that lost
             // it; or the mean: one pass for each view (the division DL4J's updater would have made)
+            boolean toMean = leaveMean && result != null && result.applies();
             for (GradientTensor<INDArray> g : gradients) {
-                ops.settle(g.gradient(), leaveMean ? 1.0 : 1.0 / divisor);
+                ops.settle(g.gradient(), toMean ? 1.0 : 1.0 / divisor);
             }
             ops.releaseTemporaries();
         }

@@ -112,6 +112,52 @@ class PendingFactorTest {
         ops.release(plain);
     }
 
+    @Test
+    void settling_divides_by_a_whole_batch_as_dl4j_does_and_multiplies_a_joined_factor_once() {
+        float[] v = {8, -3, 0.7f};
+        INDArray g = ops.fromHost(v, new long[] {3});
+        ops.setFactor(g, 1.0 / 99); // 1/(1/99) is not exactly 99 in double
+        ops.settle(g, 1.0);
+        assertArrayEquals(new float[] {8f / 99, -3f / 99, 0.7f / 99}, g.toFloatVector(), "DL4J's own divi(99), bit for bit");
+
+        g.assign(ops.fromHost(v, new long[] {3}));
+        ops.setFactor(g, 0.1);
+        ops.scaleInPlace(g, ops.scalar(0.3));
+        ops.settle(g, 1.0);
+        float c = (float) (0.1 * 0.3);
+        assertArrayEquals(new float[] {8 * c, -3 * c, 0.7f * c}, g.toFloatVector(), "one multiply by the joined factor");
+
+        g.assign(ops.fromHost(v, new long[] {3}));
+        ops.setFactor(g, 0.1);
+        ops.scaleInPlace(g, ops.scalar(0.3)); // factor 0.03: not 1/n, so a clamp applies it first
+        ops.clampInPlace(g, -0.1, 0.1);
+        assertEquals(1.0, ops.factor(g));
+        float c3 = (float) 0.03;
+        assertArrayEquals(new float[] {0.1f, -3 * c3, 0.7f * c3}, g.toFloatVector(), "the bound holds to the last bit");
+
+        g.assign(ops.fromHost(v, new long[] {3}));
+        ops.setFactor(g, 0.1);
+        ops.scaleInPlace(g, ops.scalar(0.5)); // factor 0.05 = 1/20 exactly: kept, the bound stored as 0.1 × 20
+        ops.clampInPlace(g, -0.1, 0.1);
+        assertEquals(0.05, ops.factor(g));
+        ops.settle(g, 1.0);
+        assertArrayEquals(new float[] {0.1f, -0.1f, 0.7f / 20}, g.toFloatVector(), "÷ 20 brings the bound back exactly");
+
+        g.assign(ops.fromHost(v, new long[] {3}));
+        ops.setFactor(g, 1e-3);
+        ops.scaleInPlace(g, ops.scalar(1e-29)); // the product would be 1e-32: too small to leave pending
+        assertEquals(1e-3, ops.factor(g));
+        assertArrayEquals(new float[] {8e-29f, -3e-29f, 0.7e-29f}, g.toFloatVector(), 1e-34f);
+        ops.release(g);
+
+        INDArray half = org.nd4j.linalg.factory.Nd4j.createFromArray(v).castTo(org.nd4j.linalg.api.buffer.DataType.HALF);
+        ops.setFactor(half, 0.25);
+        ops.scaleInPlace(half, ops.scalar(0.5)); // float16: the factor is not left pending
+        assertEquals(0.25, ops.factor(half));
+        assertEquals(4.0, half.getDouble(0));
+        ops.release(half);
+    }
+
     /** A stage that fills the first layer's weight gradient: its factor is dropped mid-step. */
     private static final class FillFirst implements GradientTransform {
         @Override

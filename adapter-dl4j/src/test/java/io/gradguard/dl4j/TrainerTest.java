@@ -71,15 +71,16 @@ class TrainerTest {
     void a_pipeline_that_does_not_scale_trains_as_fit_does_bit_for_bit() {
         // the driver divides by the batch size itself (fused with the pipeline's scaling) and runs
         // DL4J's updater without its division: with nothing scaled that is DL4J's own division, so
-        // the result must be fit's to the last bit (batch 10: 1/10 is not exact in binary)
+        // the result must be fit's to the last bit (batches of 10, 49, 99: none a power of two)
         MultiLayerNetwork reference = Nets.mlp(new Adam(0.01));
         MultiLayerNetwork guarded = Nets.mlp(new Adam(0.01));
         GuardedTrainer trainer = GuardedTrainer.of(guarded, GradientPipeline.of(Transforms.clipByGlobalNorm(1e9)));
         ComputationGraph referenceGraph = Nets.graph(new Adam(0.01));
         ComputationGraph guardedGraph = Nets.graph(new Adam(0.01));
         GuardedTrainer graphTrainer = GuardedTrainer.of(guardedGraph, GradientPipeline.of(Transforms.clipByGlobalNorm(1e9)));
-        for (int s = 0; s < 4; s++) {
-            DataSet d = Nets.batch(10, 50 + s);
+        int[] sizes = {10, 49, 99, 10}; // 1/49 and 1/99 do not invert exactly in double
+        for (int s = 0; s < sizes.length; s++) {
+            DataSet d = Nets.batch(sizes[s], 50 + s);
             reference.fit(d);
             assertEquals(1.0, trainer.step(d).metric("clipByGlobalNorm.coefficient").orElseThrow(), "the clip must not act");
             referenceGraph.fit(d);
@@ -90,6 +91,46 @@ class TrainerTest {
         assertArrayEquals(Nets.params(referenceGraph), Nets.params(guardedGraph), "computation graph");
         assertTrue(guarded.conf().isMiniBatch(), "the network's own division is switched back on after each update");
         assertTrue(guardedGraph.conf().isMiniBatch(), "the graph's own division is switched back on after each update");
+    }
+
+    @Test
+    void where_dl4j_divides_other_parameters_than_gradguard_sees_the_trainer_leaves_the_division_to_dl4j() {
+        // a batch normalization's running mean and variance are parameters DL4J does not divide; a
+        // frozen layer's parameters have no gradient entry. Either way fit's bits must come out.
+        MultiLayerNetwork withNorm = normNet(false);
+        assertTrue(Dl4jGradients.coversMinibatchDivision(trained(withNorm)), "top-level batch norm: GradGuard sees DL4J's set");
+        MultiLayerNetwork frozen = normNet(true);
+        assertTrue(!Dl4jGradients.coversMinibatchDivision(trained(frozen)), "a frozen layer: DL4J divides a view GradGuard leaves out");
+        for (boolean freeze : new boolean[] {false, true}) {
+            MultiLayerNetwork reference = normNet(freeze);
+            MultiLayerNetwork guarded = normNet(freeze);
+            GuardedTrainer trainer = GuardedTrainer.of(guarded, GradientPipeline.of(Transforms.clipByGlobalNorm(1e9)));
+            for (int s = 0; s < 3; s++) {
+                DataSet d = Nets.batch(10, 80 + s);
+                reference.fit(d);
+                trainer.step(d);
+            }
+            assertArrayEquals(Nets.params(reference), Nets.params(guarded), freeze ? "frozen first layer" : "batch norm");
+        }
+    }
+
+    private static MultiLayerNetwork trained(MultiLayerNetwork net) {
+        net.fit(Nets.batch(10, 1));
+        return net;
+    }
+
+    /** dense, batch norm, output; with the first layer frozen on request. */
+    private static MultiLayerNetwork normNet(boolean freezeFirst) {
+        org.deeplearning4j.nn.conf.layers.Layer first = new org.deeplearning4j.nn.conf.layers.DenseLayer.Builder()
+                .nIn(Nets.IN).nOut(8).activation(org.nd4j.linalg.activations.Activation.TANH).build();
+        MultiLayerNetwork net = new MultiLayerNetwork(Nets.base(new Adam(0.01), null, 0).list()
+                .layer(freezeFirst ? new org.deeplearning4j.nn.conf.layers.misc.FrozenLayer(first) : first)
+                .layer(new org.deeplearning4j.nn.conf.layers.BatchNormalization.Builder().nOut(8).build())
+                .layer(new org.deeplearning4j.nn.conf.layers.OutputLayer.Builder(org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction.MCXENT)
+                        .nIn(8).nOut(Nets.OUT).activation(org.nd4j.linalg.activations.Activation.SOFTMAX).build())
+                .build());
+        net.init();
+        return net;
     }
 
     @Test

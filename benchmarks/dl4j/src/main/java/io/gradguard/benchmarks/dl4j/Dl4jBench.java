@@ -80,6 +80,7 @@ public final class Dl4jBench {
             // the step driver on the same network (it takes its listeners, so it is given it with none)
             GuardedTrainer globalTrainer = GuardedTrainer.of(shared, Pipelines.guarded());
             GuardedTrainer idleTrainer = GuardedTrainer.of(shared, Pipelines.guardedIdle());
+            GuardedTrainer emptyTrainer = GuardedTrainer.of(shared, GradientPipeline.of());
             GuardListener monitoredListener = GuardListener.of(Pipelines.globalClipMonitored());
             GuardListener layerListener = GuardListener.of(Pipelines.layerClip());
             GuardListener valueListener = GuardListener.of(Pipelines.valueClip());
@@ -108,6 +109,7 @@ public final class Dl4jBench {
             r.add("guard monitored", () -> fit(shared, batch, monitoredListener));
             r.add("trainer global", () -> step(shared, globalTrainer, batch));
             r.add("trainer global idle", () -> step(shared, idleTrainer, batch));
+            r.add("trainer empty", () -> step(shared, emptyTrainer, batch));
             Map<String, Double> m = r.run();
             String size = Table.count(params) + " params, batch " + BATCH;
             double base = m.get("unguarded");
@@ -130,6 +132,8 @@ public final class Dl4jBench {
                     + "; the scaling rides in the division by the batch"));
             section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm + norm monitor, armed, not acting (GuardedTrainer)", size,
                     m.get("trainer global idle"), "unguarded step", base, 1.03, Pipelines.clipActivity(step(shared, idleTrainer, batch).metric(Pipelines.COEFFICIENT))));
+            section.emit(Row.ratio(2, "dl4j GuardedTrainer step, empty pipeline (context)", size, m.get("trainer empty"),
+                    "unguarded step", base, Double.NaN, "the step driver's own loop against fit's: what the GuardedTrainer rows include besides the guard"));
             section.emit(Row.ratio(2, "dl4j guarded step + monitor every step", size, m.get("guard monitored"),
                     "unguarded step", base, Double.NaN, "per-tensor statistics each step"));
             section.emit(Row.ratio(3, "dl4j GradGuard clipByLayerNorm vs built-in ClipL2PerLayer", size, m.get("guard layer"),

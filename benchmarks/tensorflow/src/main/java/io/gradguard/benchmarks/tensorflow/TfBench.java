@@ -279,9 +279,10 @@ public final class TfBench {
         };
     }
 
-    /** A step through the TensorFlow adapter with the given pipeline, on the shared graph and session. */
+    /** Real steps each guarded variant takes before the rounds, to JIT-compile GradGuard's host code. */
     private static final int WARM_UP_STEPS = 300;
 
+    /** A step through the TensorFlow adapter with the given pipeline, on the shared graph and session. */
     private GuardedVariant guard(Net n, Session session, GradientPipeline pipeline) {
         TfGuard guard = TfGuard.create(session, n.loss(), n.vars(), new Adam(n.graph(), Pipelines.LEARNING_RATE), pipeline);
         open.add(guard);
