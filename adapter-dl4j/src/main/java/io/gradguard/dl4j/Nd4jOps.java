@@ -684,11 +684,13 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             return 1.0;
         }
         double n = wholeInverse(f);
+        boolean keep = n > 0;
         for (double v : values) {
-            if (n == 0 || !storable(v, n, x.dataType())) {
-                settle(x, 1.0);
-                return 1.0;
-            }
+            keep &= storable(v, n, x.dataType());
+        }
+        if (!keep) {
+            settle(x, 1.0);
+            return 1.0;
         }
         return f;
     }
