@@ -5,9 +5,11 @@ import io.gradguard.core.GradientTensor;
 import io.gradguard.core.Layout;
 import io.gradguard.core.Role;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.conf.GradientNormalization;
@@ -79,18 +81,19 @@ final class Dl4jGradients {
      * parameter without a gradient entry (a frozen layer): the trainer then leaves the division to DL4J.
      */
     static boolean coversMinibatchDivision(Model model) {
-        Map<String, INDArray> grads = model.gradient().gradientForVariable();
+        Set<String> divided = new HashSet<>();
         for (Layer layer : layers(model)) {
-            String layerName = layerName(model, layer);
-            org.deeplearning4j.nn.conf.layers.Layer conf = layer.conf().getLayer();
             for (String key : layer.paramTable(false).keySet()) {
-                boolean ours = grads.get(layerName + "_" + key) != null && !isRunningStatistic(conf, key);
-                if (ours != layer.updaterDivideByMinibatch(key)) {
-                    return false;
+                if (layer.updaterDivideByMinibatch(key)) {
+                    divided.add(layerName(model, layer) + "_" + key);
                 }
             }
         }
-        return true;
+        Set<String> ours = new HashSet<>();
+        for (GradientTensor<INDArray> t : of(model)) {
+            ours.add(t.name());
+        }
+        return ours.equals(divided);
     }
 
     /** Layers that have DL4J's own gradient normalization configured, with the mode (layer name → mode). */

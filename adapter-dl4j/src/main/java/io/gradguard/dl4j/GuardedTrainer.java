@@ -40,10 +40,11 @@ import org.nd4j.linalg.dataset.api.iterator.MultiDataSetIterator;
  * DL4J, as {@code fit} does. The switch is {@code NeuralNetConfiguration.miniBatch} of
  * {@code net.conf()}, off for the updater call only; a {@code ComputationGraph} shares that object
  * with its {@code ComputationGraphConfiguration}, so graphs built from one configuration object
- * must not train at the same moment on different threads while one of them uses a trainer. A held micro-batch (accumulation) or a
- * skipped step leaves the parameters, the updater state and the iteration count exactly as they
- * were; a skip also zeroes the gradient so no NaN stays behind (DL4J overwrites the gradient on
- * every backprop, so a held one needs no reset).
+ * must not train at the same moment on different threads while one of them uses a trainer.
+ *
+ * <p>A held micro-batch (accumulation) or a skipped step leaves the parameters, the updater state
+ * and the iteration count exactly as they were; a skip also zeroes the gradient so no NaN stays
+ * behind (DL4J overwrites the gradient on every backprop, so a held one needs no reset).
  *
  * <pre>{@code
  * GradientPipeline guard = GradientPipeline.of(
@@ -290,8 +291,7 @@ public final class GuardedTrainer {
             ((ComputationGraph) model).computeGradientAndScore();
         }
         if (foldsDivision == null) {
-            foldsDivision = Dl4jGradients.dividesByBatch(model) && model.conf() != null
-                    && Dl4jGradients.coversMinibatchDivision(model);
+            foldsDivision = model.conf() != null && Dl4jGradients.coversMinibatchDivision(model);
         }
         StepResult<INDArray> r = runner.run(model, foldsDivision);
         Gradient gradient = model.gradient();

@@ -526,10 +526,10 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         }
         if (factor.length() == 1) {
             double c = toHost(factor);
-            Double pending = factors.get(x);
             if (c == 1.0) {
                 return;
             }
+            Double pending = factors.get(x);
             if (pending != null && c > 0 && c < 1 && pending * c >= MIN_JOINED_FACTOR
                     && (x.dataType() == DataType.FLOAT || x.dataType() == DataType.DOUBLE)) {
                 factors.put(x, pending * c);
