@@ -14,7 +14,6 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
 import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CopyOnWriteArrayList;
@@ -134,13 +133,13 @@ public final class GradientPipeline {
         Checks.notNull("context", context);
         ensureState(gradients, ops);
         StepContext ctx = context.at(step, microStep);
-        Map<String, Object> metrics = new LinkedHashMap<>();
+        StepRecords records = new StepRecords();
         Action action = Action.proceed();
         String decidedBy = "";
         int decidedIndex = -1;
         String lastChanging = "";
         for (int i = 0; i < transforms.size(); i++) {
-            Action a = transforms.get(i).update(new Step<>(gradients, ops, ctx, names.get(i), metrics), states[i]);
+            Action a = transforms.get(i).update(new Step<>(gradients, ops, ctx, names.get(i), records, false), states[i]);
             if (transforms.get(i).changesGradients()) {
                 lastChanging = names.get(i);
             }
@@ -171,7 +170,7 @@ public final class GradientPipeline {
                 }
             }
         }
-        StepResult<T> result = new StepResult<>(action, decidedBy, ctx, metrics, ops, lastChanging);
+        StepResult<T> result = new StepResult<>(action, decidedBy, ctx, records, ops, lastChanging);
         for (StepListener l : listeners) {
             notify(l, gradients, result);
         }

@@ -21,15 +21,17 @@ public final class StepResult<T> {
     private final String stage;
     private final StepContext context;
     private final Map<String, Object> metrics;
+    private final java.util.List<StepRecords.Entry> entries;
     private final TensorOps<T> ops;
     private final String lastChangingStage;
 
-    StepResult(Action action, String stage, StepContext context, Map<String, Object> metrics, TensorOps<T> ops,
+    StepResult(Action action, String stage, StepContext context, StepRecords records, TensorOps<T> ops,
             String lastChangingStage) {
         this.action = action;
         this.stage = stage;
         this.context = context;
-        this.metrics = metrics;
+        this.metrics = records.metrics;
+        this.entries = records.entries;
         this.ops = ops;
         this.lastChangingStage = lastChangingStage;
     }
@@ -114,6 +116,43 @@ public final class StepResult<T> {
             out.put(e.getKey(), (Double) e.getValue());
         }
         return out;
+    }
+
+    /**
+     * What the scaling stages (clips, normalizations) did on this step, in the order they ran, with
+     * host values (copied on first read, like {@link #metric}).
+     */
+    public java.util.List<Scaling> scalings() {
+        java.util.List<Scaling> out = new java.util.ArrayList<>(entries.size());
+        for (StepRecords.Entry e : entries) {
+            if (!e.nonFinite()) {
+                double norm = e.normKey() == null ? Double.NaN : metric(e.normKey()).orElse(Double.NaN);
+                out.add(new Scaling(e.stage(), e.group(), e.partial(), norm, metric(e.coefficientKey()).orElse(1.0),
+                        e.threshold()));
+            }
+        }
+        return out;
+    }
+
+    /** The counts of non-finite values the stages reported on this step, with host values. */
+    public java.util.List<NonFiniteCount> nonFiniteCounts() {
+        java.util.List<NonFiniteCount> out = new java.util.ArrayList<>(2);
+        for (StepRecords.Entry e : entries) {
+            if (e.nonFinite()) {
+                out.add(new NonFiniteCount(e.stage(), e.group(), metric(e.coefficientKey()).orElse(0)));
+            }
+        }
+        return out;
+    }
+
+    /** Whether a scaling stage made some gradients smaller on this step ({@link Scaling#clipped()}). */
+    public boolean clipped() {
+        for (StepRecords.Entry e : entries) {
+            if (!e.nonFinite() && metric(e.coefficientKey()).orElse(1.0) < 1) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** The backend the metrics live on. */

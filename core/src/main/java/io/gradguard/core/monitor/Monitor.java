@@ -56,16 +56,16 @@ import org.slf4j.LoggerFactory;
  * Detailed steps are every {@link Builder#every n}-th step, every skipped step, and every step
  * whose norm is non-finite or spikes (so a detector can name the layer).
  *
- * <p>Norms "before clipping" are reconstructed exactly from the clip coefficients that clipping
- * stages record ({@code <stage>.coefficient} for the whole model, {@code <stage>.coefficient.<layer
- * or tensor>} per group, as {@code clipByGlobalNorm}, {@code clipByLayerNorm} and
- * {@code clipByNorm} do): norm clipping multiplies a group by one coefficient, so the pre-clip norm
- * is the measured norm divided by it, whatever norm type the clip uses. This holds for the order of
- * DESIGN.md (accumulate, then clip). Coefficients of {@code masked(...)} stages are ignored (their
- * subset is unknown to the monitor), and element-wise changes without a coefficient
- * ({@code clipByValue}, {@code adaptiveClip}) are seen as they left the gradient. Non-finite counts
- * that a stage recorded before replacing the values ({@code <stage>.nonFinite[.<tensor>]}, as
- * {@code zeroNonFinite} does) are included.
+ * <p>Norms "before clipping" are reconstructed exactly from the {@link io.gradguard.core.Scaling}s
+ * that scaling stages report ({@link StepResult#scalings()}: one coefficient for the whole model or
+ * per layer or tensor, as {@code clipByGlobalNorm}, {@code clipByLayerNorm} and {@code clipByNorm}
+ * report): norm clipping multiplies a group by one coefficient, so the pre-clip norm is the measured
+ * norm divided by it, whatever norm type the clip uses. This holds for the order of DESIGN.md
+ * (accumulate, then clip). Scalings of a subset ({@code masked(...)}, {@link
+ * io.gradguard.core.Scaling#partial()}) are ignored (the monitor cannot name the subset), and
+ * element-wise changes without a coefficient ({@code clipByValue}, {@code adaptiveClip}) are seen as
+ * they left the gradient. Non-finite counts that a stage reported before replacing the values
+ * ({@link StepResult#nonFiniteCounts()}, as {@code zeroNonFinite} does) are included.
  *
  * <h2>Update-to-parameter ratios (for adapters)</h2>
  * After the optimizer has stepped, an adapter may report each parameter's update, when
@@ -473,40 +473,32 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         double threshold = Double.NaN;
         double nonFiniteTotal;
         double[] coefficient; // per tensor, product of every coefficient that applies to it
-        final Map<String, List<String>> nonFiniteKeys = new HashMap<>();
+        final Map<String, Double> nonFiniteByTensor = new HashMap<>();
         StepResult<?> result;
 
         static Recorded scan(GradientSet<?> g, StepResult<?> r) {
             Recorded rec = new Recorded();
             rec.result = r;
             Map<String, Double> groups = new HashMap<>();
-            for (String key : r.metricNames().toArray(new String[0])) {
-                int c = key.indexOf(".coefficient");
-                if (c > 0 && !key.startsWith("masked(")) {
-                    String rest = key.substring(c + ".coefficient".length());
-                    if (rest.isEmpty() || rest.startsWith(".")) {
-                        double v = r.metric(key).orElse(1.0);
-                        rec.clipped |= v < 1;
-                        if (rest.isEmpty()) {
-                            rec.globalCoefficient *= v;
-                        } else {
-                            groups.merge(rest.substring(1), v, (a, b) -> a * b);
-                        }
-                    }
-                    continue;
+            for (io.gradguard.core.Scaling s : r.scalings()) {
+                if (s.partial()) {
+                    continue; // a masked stage scaled a subset the monitor cannot name
                 }
-                if (key.endsWith(".threshold") && !key.startsWith("masked(")) {
-                    rec.threshold = r.metric(key).orElse(Double.NaN);
-                    continue;
+                rec.clipped |= s.clipped();
+                if (s.group().isEmpty()) {
+                    rec.globalCoefficient *= s.coefficient();
+                } else {
+                    groups.merge(s.group(), s.coefficient(), (a, b) -> a * b);
                 }
-                int n = key.indexOf(".nonFinite");
-                if (n > 0) {
-                    String rest = key.substring(n + ".nonFinite".length());
-                    if (rest.isEmpty()) {
-                        rec.nonFiniteTotal += r.metric(key).orElse(0);
-                    } else if (rest.startsWith(".")) {
-                        rec.nonFiniteKeys.computeIfAbsent(rest.substring(1), k -> new ArrayList<>()).add(key);
-                    }
+                if (!Double.isNaN(s.threshold())) {
+                    rec.threshold = s.threshold();
+                }
+            }
+            for (io.gradguard.core.NonFiniteCount c : r.nonFiniteCounts()) {
+                if (c.tensor().isEmpty()) {
+                    rec.nonFiniteTotal += c.count();
+                } else {
+                    rec.nonFiniteByTensor.merge(c.tensor(), c.count(), Double::sum);
                 }
             }
             rec.coefficient = new double[g.size()];
@@ -528,17 +520,9 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
             return rec;
         }
 
-        /** What stages recorded as removed NaN/Inf values of one tensor. */
+        /** What stages reported as NaN/Inf values of one tensor. */
         long recordedNonFinite(String tensor) {
-            List<String> keys = nonFiniteKeys.get(tensor);
-            if (keys == null) {
-                return 0;
-            }
-            double n = 0;
-            for (String k : keys) {
-                n += result.metric(k).orElse(0);
-            }
-            return (long) n;
+            return Math.round(nonFiniteByTensor.getOrDefault(tensor, 0.0));
         }
     }
 
@@ -598,17 +582,17 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
          */
         private static double normLeftByLastStage(StepResult<?> r) {
             String stage = r.lastChangingStage();
-            if (stage.isEmpty() || stage.startsWith("masked(")) {
-                return Double.NaN; // a masked clip measured and scaled a subset only
+            double left = Double.NaN;
+            for (io.gradguard.core.Scaling s : r.scalings()) {
+                if (s.stage().equals(stage)) {
+                    if (!s.global() || Double.isNaN(s.threshold()) || !Double.isNaN(left)) {
+                        return Double.NaN; // a subset, a per-group or normalizing stage: measure instead
+                    }
+                    double c = s.coefficient();
+                    left = Double.isFinite(s.norm()) && c >= 0 && c <= 1 ? s.norm() * c : Double.NaN;
+                }
             }
-            java.util.OptionalDouble n = r.metric(stage + ".norm");
-            java.util.OptionalDouble c = r.metric(stage + ".coefficient");
-            if (n.isEmpty() || c.isEmpty() || r.metric(stage + ".threshold").isEmpty()) {
-                return Double.NaN;
-            }
-            double norm = n.getAsDouble();
-            double coefficient = c.getAsDouble();
-            return Double.isFinite(norm) && coefficient >= 0 && coefficient <= 1 ? norm * coefficient : Double.NaN;
+            return left;
         }
 
         /** Every tensor: Σg², max|g| and the NaN/Inf count, three scalars each. */

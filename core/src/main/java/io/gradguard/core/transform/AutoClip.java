@@ -63,14 +63,14 @@ public final class AutoClip implements GradientTransform {
         TensorOps<T> ops = step.ops();
         T norm = Norms.globalNorm(ops, step.gradients(), NormType.L2);
         double n = ops.toHost(norm);
-        step.recordValue("norm", n);
         double coef = 1.0;
         if (Double.isFinite(n)) {
             h.add(n);
             double threshold = h.percentile(percentile);
-            step.recordValue("threshold", threshold);
             coef = threshold > 0 && n > threshold ? threshold / n : 1.0;
-            step.recordValue("coefficient", coef);
+            step.reportScaling("", n, coef, threshold);
+        } else {
+            step.recordValue("norm", n); // nothing scaled: no coefficient to report
         }
         // always the same ops, by 1 when the clip does not act: graph backends build one branch (the
         // backends skip a multiply by exactly 1)

@@ -86,12 +86,9 @@ public final class ClipByNorm implements GradientTransform {
             for (GradientTensor<T> g : group) {
                 ops.scaleInPlace(g.gradient(), coef);
             }
-            String suffix = scope == Scope.GLOBAL ? "" : "." + Norms.groupName(group, scope);
-            step.record("norm" + suffix, norm);
-            step.record("coefficient" + suffix, coef);
-        }
-        if (scope == Scope.GLOBAL && normType == NormType.L2) {
-            step.recordValue("threshold", maxNorm);
+            boolean global = scope == Scope.GLOBAL;
+            step.reportScaling(global ? "" : Norms.groupName(group, scope), norm, coef,
+                    global && normType == NormType.L2 ? maxNorm : Double.NaN);
         }
         return Action.proceed();
     }

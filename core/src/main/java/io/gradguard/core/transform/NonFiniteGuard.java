@@ -126,7 +126,7 @@ public final class NonFiniteGuard implements GradientTransform {
         if (found == null) {
             found = ops.scalar(0.0);
         }
-        step.record("nonFinite", found);
+        step.reportNonFinite("", found);
         if (policy == Policy.PROPAGATE) {
             return Action.proceed();
         }

@@ -64,9 +64,7 @@ public final class Normalize implements GradientTransform {
             for (GradientTensor<T> g : group) {
                 ops.scaleInPlace(g.gradient(), coef);
             }
-            String suffix = scope == Scope.GLOBAL ? "" : "." + Norms.groupName(group, scope);
-            step.record("norm" + suffix, norm);
-            step.record("coefficient" + suffix, coef);
+            step.reportScaling(scope == Scope.GLOBAL ? "" : Norms.groupName(group, scope), norm, coef, Double.NaN);
         }
         return Action.proceed();
     }

@@ -151,8 +151,7 @@ public final class ZClip implements GradientTransform {
             threshold = Math.min(threshold, cap);
         }
         double coef = threshold > 0 && n > threshold ? threshold / n : 1.0;
-        step.recordValue("threshold", threshold);
-        step.recordValue("coefficient", coef);
+        step.reportScaling("", n, coef, threshold);
         scale(step, coef);
         return Action.proceed();
     }

@@ -50,7 +50,7 @@ public final class ZeroNonFinite implements GradientTransform {
         T total = null;
         for (GradientTensor<T> g : step.gradients()) {
             T count = ops.countNonFinite(g.gradient());
-            step.record("nonFinite." + g.name(), count);
+            step.reportNonFinite(g.name(), count);
             total = total == null ? count : ops.add(total, count);
             if (nanOnly) {
                 ops.replaceNonFinite(g.gradient(), 0.0, Double.POSITIVE_INFINITY, Double.NEGATIVE_INFINITY);
@@ -58,7 +58,7 @@ public final class ZeroNonFinite implements GradientTransform {
                 ops.replaceNonFinite(g.gradient(), 0.0, 0.0, 0.0);
             }
         }
-        step.record("nonFinite", total == null ? ops.scalar(0.0) : total);
+        step.reportNonFinite("", total == null ? ops.scalar(0.0) : total);
         return Action.proceed();
     }
 
