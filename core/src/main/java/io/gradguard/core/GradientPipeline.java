@@ -59,6 +59,9 @@ public final class GradientPipeline {
     private int microStep;
     private long skippedSteps;
     private long heldCalls;
+    private long clippedSteps;
+    private Object guard;
+    private long calls;
     private int firstHoldingStage = Integer.MAX_VALUE;
 
     private GradientPipeline(List<String> names, List<GradientTransform> transforms) {
@@ -132,7 +135,7 @@ public final class GradientPipeline {
         Checks.notNull("ops", ops);
         Checks.notNull("context", context);
         ensureState(gradients, ops);
-        StepContext ctx = context.at(step, microStep);
+        StepContext ctx = context.at(step, microStep, calls);
         StepRecords records = new StepRecords();
         Action action = Action.proceed();
         String decidedBy = "";
@@ -153,10 +156,13 @@ public final class GradientPipeline {
                 break;
             }
         }
+        calls++;
+        StepResult<T> result = new StepResult<>(action, decidedBy, ctx, records, ops, lastChanging);
         switch (action.kind()) {
             case PROCEED -> {
                 step++;
                 microStep = 0;
+                result.onClipped(() -> clippedSteps++);
             }
             case HOLD -> {
                 microStep++;
@@ -170,7 +176,6 @@ public final class GradientPipeline {
                 }
             }
         }
-        StepResult<T> result = new StepResult<>(action, decidedBy, ctx, records, ops, lastChanging);
         for (StepListener l : listeners) {
             notify(l, gradients, result);
         }
@@ -236,6 +241,35 @@ public final class GradientPipeline {
         return skippedSteps;
     }
 
+    /**
+     * Applied steps on which a scaling stage made some gradients smaller ({@link
+     * StepResult#clipped()}): a clip that acted. A step is counted when its metrics reach the host
+     * ({@link StepResult#hostMetrics()}, which every adapter calls), so counting never adds a
+     * device sync of its own.
+     */
+    public long clippedCount() {
+        return clippedSteps;
+    }
+
+    /**
+     * Marks this pipeline as run by {@code owner} (a {@link Guard}): its state belongs to that
+     * guard's model.
+     *
+     * @throws IllegalStateException if another guard already runs it
+     */
+    synchronized void claim(Object owner) {
+        if (guard != null && guard != owner) {
+            throw new IllegalStateException("this pipeline is already run by " + guard + " (its state belongs to that"
+                    + " model): use one pipeline per model, e.g. build a new GradientPipeline.of(...) for each guard");
+        }
+        guard = owner;
+    }
+
+    /** Every call of {@link #step} since the start: the micro-batches the user fed, held and skipped ones included. */
+    public long callCount() {
+        return calls;
+    }
+
     /** Calls absorbed by accumulation since the start. */
     public long heldCount() {
         return heldCalls;
@@ -253,19 +287,20 @@ public final class GradientPipeline {
     /** The first four bytes of a GradGuard state file: "GGST". */
     public static final int STATE_MAGIC = 0x47475354;
     /** The version of the state format this class writes and reads. */
-    public static final int STATE_VERSION = 2;
+    public static final int STATE_VERSION = 3;
 
     /**
      * Writes the whole pipeline state — counters, the model signature, every stage's state
      * (accumulators, histories, EMAs) — so that {@link #restoreState} continues bit-identically,
      * also in the middle of an accumulation window.
      *
-     * <p>Format (version 2, big-endian, {@link DataOutputStream}):
+     * <p>Format (version 3, big-endian, {@link DataOutputStream}; version 2 files, without the clipped
+ * and call counters, are read too):
      * <pre>
      * int    magic "GGST", int version
      * int    stage count; per stage: UTF name, UTF transform class
      * bool   initialised
-     * long   step, int microStep, long skipped, long held
+     * long   step, int microStep, long skipped, long held, long clipped, long calls
      * if initialised: int tensor count; per tensor: UTF name, int rank, long[rank] dims
      *                 per stage: int byte length, the stage's bytes ({@link TransformState#write})
      * long   CRC-32 of every byte before it
@@ -289,6 +324,8 @@ public final class GradientPipeline {
         d.writeInt(microStep);
         d.writeLong(skippedSteps);
         d.writeLong(heldCalls);
+        d.writeLong(clippedSteps);
+        d.writeLong(calls);
         if (states != null) {
             d.writeInt(signatureNames.length);
             for (int i = 0; i < signatureNames.length; i++) {
@@ -335,7 +372,7 @@ public final class GradientPipeline {
             throw new StateFormatException("not a GradGuard state: the magic number \"GGST\" is missing");
         }
         int version = d.readInt();
-        if (version != STATE_VERSION) {
+        if (version != STATE_VERSION && version != 2) {
             throw new StateFormatException("state format version " + version + " is not supported; this GradGuard reads version " + STATE_VERSION);
         }
         CRC32 crc = new CRC32();
@@ -363,7 +400,9 @@ public final class GradientPipeline {
             int newMicro = d.readInt();
             long newSkipped = d.readLong();
             long newHeld = d.readLong();
-            if (newStep < 0 || newMicro < 0 || newSkipped < 0 || newHeld < 0) {
+            long newClipped = version >= 3 ? d.readLong() : 0;
+            long newCalls = version >= 3 ? d.readLong() : newStep + newSkipped + newHeld;
+            if (newStep < 0 || newMicro < 0 || newSkipped < 0 || newHeld < 0 || newClipped < 0 || newCalls < 0) {
                 throw new StateFormatException("the state holds negative counters");
             }
             String[] sigNames = null;
@@ -428,6 +467,8 @@ public final class GradientPipeline {
             microStep = newMicro;
             skippedSteps = newSkipped;
             heldCalls = newHeld;
+            clippedSteps = newClipped;
+            calls = newCalls;
             created.clear();
         } catch (EOFException e) {
             releaseCreated(ops);
@@ -458,6 +499,8 @@ public final class GradientPipeline {
         microStep = 0;
         skippedSteps = 0;
         heldCalls = 0;
+        clippedSteps = 0;
+        calls = 0;
         firstHoldingStage = Integer.MAX_VALUE;
     }
 

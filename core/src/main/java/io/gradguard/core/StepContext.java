@@ -15,11 +15,14 @@ import io.gradguard.core.internal.Checks;
  *
  * @param step       the index of the real optimizer step this call contributes to (0-based)
  * @param microStep  the index of this call inside the current step (0 without accumulation)
+ * @param call       the index of this call among every call of the pipeline since it started
+ *                   (0-based): the micro-batch, or loop iteration, as the user counts it; it
+ *                   differs from {@code step} under accumulation and after skipped steps
  * @param batchSize  examples in this micro-batch, or 0 when unknown
  * @param loss       the loss of this micro-batch, or NaN when unknown
  * @param weight     the micro-batch's weight for weighted accumulation (default: 1)
  */
-public record StepContext(long step, int microStep, long batchSize, double loss, double weight) {
+public record StepContext(long step, int microStep, long call, long batchSize, double loss, double weight) {
 
     /**
      * @throws IllegalArgumentException for a negative counter or batch size, or a weight that is
@@ -28,31 +31,32 @@ public record StepContext(long step, int microStep, long batchSize, double loss,
     public StepContext {
         Checks.require(step >= 0, "step", "be >= 0", step);
         Checks.require(microStep >= 0, "microStep", "be >= 0", microStep);
+        Checks.require(call >= 0, "call", "be >= 0", call);
         Checks.require(batchSize >= 0, "batchSize", "be >= 0", batchSize);
         Checks.require(Double.isFinite(weight) && weight >= 0, "weight", "be a finite number >= 0", weight);
     }
 
     /** Nothing known. */
     public static StepContext empty() {
-        return new StepContext(0, 0, 0, Double.NaN, 1.0);
+        return new StepContext(0, 0, 0, 0, Double.NaN, 1.0);
     }
 
     /** A micro-batch of {@code batchSize} examples. */
     public static StepContext ofBatch(long batchSize) {
-        return new StepContext(0, 0, batchSize, Double.NaN, 1.0);
+        return new StepContext(0, 0, 0, batchSize, Double.NaN, 1.0);
     }
 
     public StepContext withLoss(double newLoss) {
-        return new StepContext(step, microStep, batchSize, newLoss, weight);
+        return new StepContext(step, microStep, call, batchSize, newLoss, weight);
     }
 
     public StepContext withWeight(double newWeight) {
-        return new StepContext(step, microStep, batchSize, loss, newWeight);
+        return new StepContext(step, microStep, call, batchSize, loss, newWeight);
     }
 
     /** The same facts at the given counters (the pipeline calls this). */
-    public StepContext at(long newStep, int newMicroStep) {
-        return new StepContext(newStep, newMicroStep, batchSize, loss, weight);
+    public StepContext at(long newStep, int newMicroStep, long newCall) {
+        return new StepContext(newStep, newMicroStep, newCall, batchSize, loss, weight);
     }
 
     /** Whether the loss is known. */

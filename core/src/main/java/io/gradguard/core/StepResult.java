@@ -24,6 +24,7 @@ public final class StepResult<T> {
     private final java.util.List<StepRecords.Entry> entries;
     private final TensorOps<T> ops;
     private final String lastChangingStage;
+    private Runnable clipCounter;
 
     StepResult(Action action, String stage, StepContext context, StepRecords records, TensorOps<T> ops,
             String lastChangingStage) {
@@ -111,6 +112,13 @@ public final class StepResult<T> {
                 metrics.put(keys.get(i), values[i]);
             }
         }
+        if (clipCounter != null) {
+            Runnable count = clipCounter;
+            clipCounter = null;
+            if (clipped()) {
+                count.run();
+            }
+        }
         Map<String, Double> out = new LinkedHashMap<>();
         for (Map.Entry<String, Object> e : metrics.entrySet()) {
             out.put(e.getKey(), (Double) e.getValue());
@@ -153,6 +161,11 @@ public final class StepResult<T> {
             }
         }
         return false;
+    }
+
+    /** The pipeline's clipped-step counter, run once when the metrics of this applied step reach the host. */
+    void onClipped(Runnable counter) {
+        clipCounter = counter;
     }
 
     /** The backend the metrics live on. */
