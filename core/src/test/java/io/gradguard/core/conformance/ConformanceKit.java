@@ -498,7 +498,7 @@ public abstract class ConformanceKit<T> extends StatelessConformance<T> {
         void a_state_of_another_version_is_rejected_naming_both_versions() throws IOException {
             byte[] bad = save(halfway().pipeline);
             bad[7] = 9;
-            assertRejectedAndUntouched(bad, "version 9 is not supported; this GradGuard reads version 2");
+            assertRejectedAndUntouched(bad, "version 9 is not supported; this GradGuard reads versions 2 and 3");
         }
 
         @Test
