@@ -373,7 +373,7 @@ public final class GradientPipeline {
         }
         int version = d.readInt();
         if (version != STATE_VERSION && version != 2) {
-            throw new StateFormatException("state format version " + version + " is not supported; this GradGuard reads version " + STATE_VERSION);
+            throw new StateFormatException("state format version " + version + " is not supported; this GradGuard reads versions 2 and " + STATE_VERSION);
         }
         CRC32 crc = new CRC32();
         crc.update(all, 0, all.length - 8);
