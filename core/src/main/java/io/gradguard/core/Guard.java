@@ -42,8 +42,9 @@ import org.slf4j.LoggerFactory;
  * <p>A guard is not thread-safe: one guard per model and training thread.
  *
  * @param <T> the framework's tensor type
+ * @param <G> the adapter's guard class (so that the withers return it)
  */
-public abstract class Guard<T> implements AutoCloseable {
+public abstract class Guard<T, G extends Guard<T, G>> implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger("io.gradguard");
 
     private final GradientPipeline pipeline;
@@ -100,33 +101,44 @@ public abstract class Guard<T> implements AutoCloseable {
         return pipeline.callCount();
     }
 
-    /** Whether reductions (norms, sums across tensors) run in float64 ({@code accumulateInDouble()}). */
+    /** Whether reductions (norms, sums across tensors) run in float64 ({@link #accumulateInDouble()}). */
     public final boolean accumulatesInDouble() {
         return inDouble;
     }
 
     /**
-     * Asks for float64 reductions; the adapter's {@code accumulateInDouble()} wither calls it.
+     * Reductions (norms, sums across tensors) in float64 instead of the gradients' dtype: norms of
+     * values near 1e30 or 1e-30 stay finite and non-zero, at the price of a conversion pass on
+     * backends that reduce float32 natively.
      *
-     * @throws IllegalStateException if the guard has already run a step (the backend is bound)
+     * @return this guard
+     * @throws IllegalStateException if the guard has already run a step (its backend is bound)
      */
-    protected final void requestDoubleAccumulation() {
+    public final G accumulateInDouble() {
         if (ops != null) {
             throw new IllegalStateException("accumulateInDouble() must be called before the first step: "
-                    + "build the guard with it, e.g. Guard.of(pipeline).accumulateInDouble()");
+                    + "build the guard with it, e.g. " + getClass().getSimpleName() + ".of(pipeline).accumulateInDouble()");
         }
         inDouble = true;
+        return self();
     }
 
     /**
-     * Sets how often the INFO summary is logged: every {@code n} applied steps (0: only when the
-     * guard is closed).
+     * How often the INFO summary ({@link #summary()}) is logged: every {@code n} applied steps
+     * (default 1000), and always when the guard is closed; 0: only when it is closed.
      *
+     * @return this guard
      * @throws IllegalArgumentException if {@code n} is negative
      */
-    protected final void setSummaryEvery(long n) {
+    public final G summaryEvery(long n) {
         Checks.require(n >= 0, "n", "be >= 0 (0: only when the guard is closed)", n);
         summaryEvery = n;
+        return self();
+    }
+
+    @SuppressWarnings("unchecked")
+    private G self() {
+        return (G) this;
     }
 
     /** Whether a monitor of the pipeline waits for this step's updates (no allocation: checked on every step). */

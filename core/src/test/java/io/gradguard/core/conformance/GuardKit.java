@@ -120,7 +120,7 @@ public abstract class GuardKit {
     /** The kit's model in one framework, trained through the adapter's guard by the framework's own loop. */
     public interface Trainee extends AutoCloseable {
         /** The guard that guards this model. */
-        Guard<?> guard();
+        Guard<?, ?> guard();
 
         /** One micro-batch: forward, backward, the guarded step (the framework's optimizer runs if it applies). */
         StepResult<?> train(Batch batch);

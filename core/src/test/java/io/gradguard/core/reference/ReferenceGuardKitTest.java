@@ -30,7 +30,7 @@ import java.util.List;
 class ReferenceGuardKitTest extends GuardKit {
 
     /** The whole adapter: a guard whose model is a host MLP. */
-    static final class ReferenceGuard extends Guard<ReferenceTensor> {
+    static final class ReferenceGuard extends Guard<ReferenceTensor, ReferenceGuard> {
         ReferenceGuard(GradientPipeline pipeline) {
             super(pipeline);
         }
@@ -210,7 +210,7 @@ class ReferenceGuardKitTest extends GuardKit {
         }
 
         @Override
-        public Guard<?> guard() {
+        public Guard<?, ?> guard() {
             return guard;
         }
 
