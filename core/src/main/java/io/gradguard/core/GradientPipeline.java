@@ -160,6 +160,7 @@ public final class GradientPipeline {
         StepResult<T> result = new StepResult<>(action, decidedBy, ctx, records, ops, lastChanging);
         switch (action.kind()) {
             case PROCEED -> {
+                result.closesWindow(true);
                 step++;
                 microStep = 0;
                 result.onClipped(() -> clippedSteps++);
@@ -172,6 +173,7 @@ public final class GradientPipeline {
                 skippedSteps++;
                 // a skip decided after a stage that had been holding consumed the window it closed
                 if (decidedIndex > firstHoldingStage) {
+                    result.closesWindow(true);
                     microStep = 0;
                 }
             }

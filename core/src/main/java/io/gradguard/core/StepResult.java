@@ -25,6 +25,7 @@ public final class StepResult<T> {
     private final TensorOps<T> ops;
     private final String lastChangingStage;
     private Runnable clipCounter;
+    private boolean closesWindow;
 
     StepResult(Action action, String stage, StepContext context, StepRecords records, TensorOps<T> ops,
             String lastChangingStage) {
@@ -161,6 +162,19 @@ public final class StepResult<T> {
             }
         }
         return false;
+    }
+
+    /**
+     * Whether this call ended the current optimizer step's window: it applies, or a stage skipped
+     * the accumulated step. False while accumulation holds, and for a micro-batch skipped before
+     * it reached accumulation (the window goes on without it).
+     */
+    public boolean closesWindow() {
+        return closesWindow;
+    }
+
+    void closesWindow(boolean closes) {
+        closesWindow = closes;
     }
 
     /** The pipeline's clipped-step counter, run once when the metrics of this applied step reach the host. */

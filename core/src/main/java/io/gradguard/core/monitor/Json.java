@@ -23,6 +23,7 @@ final class Json {
         field(b, "run").append(str(r.run())).append(',');
         field(b, "index").append(r.index()).append(',');
         field(b, "step").append(r.step()).append(',');
+        field(b, "call").append(r.call()).append(',');
         field(b, "skipped").append(r.skipped()).append(',');
         field(b, "skipReason").append(str(r.skipReason())).append(',');
         field(b, "skippedBy").append(str(r.skippedBy())).append(',');
@@ -140,6 +141,7 @@ final class Json {
                     (String) e.get("message")));
         }
         return new StepRecord((String) m.get("run"), (long) dbl(m.get("index")), (long) dbl(m.get("step")),
+                m.containsKey("call") ? (long) dbl(m.get("call")) : -1,
                 (Boolean) m.get("skipped"), (String) m.get("skipReason"), (String) m.get("skippedBy"),
                 (int) dbl(m.get("microBatches")), dbl(m.get("loss")), dbl(m.get("normBefore")), dbl(m.get("normAfter")),
                 dbl(m.get("clipCoefficient")), (Boolean) m.get("clipped"), dbl(m.get("clipThreshold")),

@@ -283,17 +283,25 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         publishPending();
         MonitorState s = state;
         StepContext ctx = r.context();
-        s.microBatches++;
-        if (ctx.hasLoss() && ctx.weight() > 0) {
-            s.lossSum += ctx.weight() * ctx.loss();
-            s.lossWeight += ctx.weight();
+        double loss;
+        int calls;
+        if (r.skipped() && !r.closesWindow()) {
+            // dropped before accumulation: this micro-batch alone, the window it interrupted goes on
+            loss = ctx.hasLoss() ? ctx.loss() : Double.NaN;
+            calls = 1;
+        } else {
+            s.microBatches++;
+            if (ctx.hasLoss() && ctx.weight() > 0) {
+                s.lossSum += ctx.weight() * ctx.loss();
+                s.lossWeight += ctx.weight();
+            }
+            if (r.held()) {
+                return;
+            }
+            loss = s.lossWeight > 0 ? s.lossSum / s.lossWeight : Double.NaN;
+            calls = s.microBatches;
+            s.clearWindow();
         }
-        if (r.held()) {
-            return;
-        }
-        double loss = s.lossWeight > 0 ? s.lossSum / s.lossWeight : Double.NaN;
-        int calls = s.microBatches;
-        s.clearWindow();
 
         Recorded rec = Recorded.scan(g, r);
         boolean skipped = r.skipped();
@@ -311,12 +319,12 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         double coefficient = !rec.hasGroups ? rec.globalCoefficient
                 : Double.isNaN(m.normBefore) ? Double.NaN
                 : m.normBefore > 0 && Double.isFinite(m.normBefore) ? m.normAfter / m.normBefore : 1.0;
-        StepRecord record = new StepRecord(run, s.index++, ctx.step(), skipped, r.action().reason(), r.decidedBy(), calls, loss,
+        StepRecord record = new StepRecord(run, s.index++, ctx.step(), ctx.call(), skipped, r.action().reason(), r.decidedBy(), calls, loss,
                 m.normBefore, m.normAfter, coefficient, rec.clipped, rec.threshold, m.nonFinite, m.detailed, m.layers,
                 m.tensors, List.of());
         List<MonitorEvent> events = detectors.check(s.detectors, record);
         if (!events.isEmpty()) {
-            record = new StepRecord(record.run(), record.index(), record.step(), skipped, record.skipReason(), record.skippedBy(),
+            record = new StepRecord(record.run(), record.index(), record.step(), record.call(), skipped, record.skipReason(), record.skippedBy(),
                     calls, loss, record.normBefore(), record.normAfter(), coefficient, record.clipped(), record.clipThreshold(),
                     record.nonFinite(), record.detailed(), record.layers(), record.tensors(), events);
             for (MonitorEvent e : events) {

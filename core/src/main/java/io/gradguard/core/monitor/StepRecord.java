@@ -15,10 +15,14 @@ import java.util.List;
  * @param index           0-based position of this record in the run
  * @param step            the optimizer step (a skipped step carries the number the next applied
  *                        step will get: skipping does not advance the optimizer)
+ * @param call            the pipeline call that completed this record (0-based): the micro-batch,
+ *                        or loop iteration, as the user counts it ({@link io.gradguard.core.StepContext#call()})
  * @param skipped         whether the pipeline skipped this step on purpose
  * @param skipReason      why ("" unless skipped)
  * @param skippedBy       the stage that skipped it ("" unless skipped)
- * @param microBatches    pipeline calls that made up this step (1 without accumulation)
+ * @param microBatches    micro-batches the optimizer received the mean of (1 without accumulation); a
+ *                        skipped record counts the calls it dropped (a micro-batch skipped inside an
+ *                        accumulation window drops itself alone: the window goes on)
  * @param loss            the step's loss, weighted mean over its micro-batches; NaN when unknown
  * @param normBefore      global L2 norm before the pipeline's norm clipping
  * @param normAfter       global L2 norm of what the optimizer receives (after every stage)
@@ -32,7 +36,7 @@ import java.util.List;
  * @param tensors         per-tensor statistics in model order (empty unless detailed)
  * @param events          what the detectors reported at this step
  */
-public record StepRecord(String run, long index, long step, boolean skipped, String skipReason, String skippedBy,
+public record StepRecord(String run, long index, long step, long call, boolean skipped, String skipReason, String skippedBy,
         int microBatches, double loss, double normBefore, double normAfter, double clipCoefficient, boolean clipped,
         double clipThreshold, long nonFinite, boolean detailed, List<LayerStats> layers, List<TensorStats> tensors,
         List<MonitorEvent> events) {
@@ -51,7 +55,7 @@ public record StepRecord(String run, long index, long step, boolean skipped, Str
 
     /** The same record with other layer statistics (the monitor adds update ratios this way). */
     public StepRecord withLayers(List<LayerStats> newLayers) {
-        return new StepRecord(run, index, step, skipped, skipReason, skippedBy, microBatches, loss, normBefore,
+        return new StepRecord(run, index, step, call, skipped, skipReason, skippedBy, microBatches, loss, normBefore,
                 normAfter, clipCoefficient, clipped, clipThreshold, nonFinite, detailed, newLayers, tensors, events);
     }
 }

@@ -66,6 +66,34 @@ class MonitorTest {
     }
 
     @Test
+    void aMicroBatchSkippedInsideAWindowIsRecordedAloneAndTheStepCountsTheBatchesTheOptimizerGot() {
+        Monitor m = Monitor.builder().build();
+        GradientPipeline p = GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.accumulate(4), m);
+        RunRecorder rec = Sinks.memory();
+        m.addListener(rec);
+        for (int call = 0; call < 5; call++) { // calls 0, 1 good; 2 poisoned; 3, 4 good: 4 good batches, one step
+            GradientSet<ReferenceTensor> g = call == 2 ? set(grad("0/W", "0", Float.NaN, 4), grad("0/b", "0", 0),
+                    grad("1/W", "1", 12)) : model();
+            p.step(g, OPS, StepContext.ofBatch(8).withLoss(call == 2 ? Double.NaN : call));
+        }
+        m.close();
+        List<StepRecord> records = rec.recording().records();
+        assertEquals(2, records.size(), records.toString());
+        StepRecord skipped = records.get(0);
+        assertTrue(skipped.skipped());
+        assertEquals(1, skipped.microBatches(), "the poisoned micro-batch alone was dropped");
+        assertEquals(2, skipped.call(), "the user's call index");
+        assertEquals(0, skipped.step());
+        StepRecord applied = records.get(1);
+        assertFalse(applied.skipped());
+        assertEquals(4, applied.microBatches(), "the optimizer received the mean of 4 good micro-batches");
+        assertEquals(4, applied.call());
+        assertEquals((0 + 1 + 3 + 4) / 4.0, applied.loss(), EPS, "the mean loss of the batches it got");
+        assertEquals(1, p.skippedCount());
+        assertEquals(5, p.callCount());
+    }
+
+    @Test
     void withoutClippingBeforeEqualsAfter() {
         Monitor m = Monitor.builder().build();
         StepRecord r = run(GradientPipeline.of(m), m, 1, StepContext.empty()).recording().records().get(0);
