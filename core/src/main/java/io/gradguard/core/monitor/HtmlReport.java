@@ -133,10 +133,32 @@ public final class HtmlReport {
         h.append("</table>\n");
     }
 
+    /** How many times the largest positive value must exceed the smallest for a log axis. */
+    static final double LOG_AXIS_RANGE = 100;
+
+    /**
+     * Whether a chart of {@code value} needs a log axis: its positive finite values span more than
+     * {@link #LOG_AXIS_RANGE}x (a diverging loss of 4e36 next to a healthy 0.1 flattens a linear axis).
+     */
+    static boolean wideRange(List<StepRecord> records, java.util.function.ToDoubleFunction<StepRecord> value) {
+        double lo = Double.POSITIVE_INFINITY;
+        double hi = 0;
+        for (StepRecord r : records) {
+            double v = value.applyAsDouble(r);
+            if (!r.skipped() && Double.isFinite(v) && v > 0) {
+                lo = Math.min(lo, v);
+                hi = Math.max(hi, v);
+            }
+        }
+        return hi > 0 && hi / lo > LOG_AXIS_RANGE;
+    }
+
     private static void overview(StringBuilder h, List<RunRecording> runs) {
         h.append("<section><h2>All runs</h2>\n");
         Chart norms = new Chart(WIDTH, 300, 70, true, "gradient L2 norm before clipping");
-        Chart losses = new Chart(WIDTH, 220, 70, false, "loss");
+        List<StepRecord> all = new java.util.ArrayList<>();
+        runs.forEach(run -> all.addAll(run.records()));
+        Chart losses = new Chart(WIDTH, 220, 70, wideRange(all, StepRecord::loss), "loss");
         boolean anyLoss = false;
         for (RunRecording run : runs) {
             for (StepRecord r : run.records()) {
@@ -213,7 +235,7 @@ public final class HtmlReport {
 
         Series loss = Series.of(run, StepRecord::loss);
         if (loss.finite > 0) {
-            Chart lc = new Chart(WIDTH, 200, left, false, "loss");
+            Chart lc = new Chart(WIDTH, 200, left, wideRange(run.records(), StepRecord::loss), "loss");
             for (StepRecord r : run.records()) {
                 lc.include(r.step(), Double.NaN);
             }

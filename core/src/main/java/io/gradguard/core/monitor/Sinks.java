@@ -18,7 +18,7 @@ import java.util.List;
  *     .sink(Sinks.slf4j(100))                              // summary every 100 steps, events as warnings
  *     .sink(Sinks.jsonl(Path.of("out/grad.jsonl")))        // one JSON object per step
  *     .sink(Sinks.csv(Path.of("out/grad.csv")))            // one row per step, a column per layer
- *     .sink(Sinks.html(Path.of("out/grad.html")))          // written on close
+ *     .sink(Sinks.html(Path.of("out/grad.html")))          // rewritten every 500 records and on close
  *     .sink(Sinks.tensorBoard(Path.of("runs/mlp")))        // tensorboard --logdir runs
  *     .build();
  * }</pre>
@@ -92,22 +92,46 @@ public final class Sinks {
     }
 
     /**
-     * A self-contained HTML report of this run, written when the monitor is closed. For several runs
-     * in one report use {@link #memory()} and {@link HtmlReport#write}.
+     * A self-contained HTML report of this run, rewritten every {@link #HTML_EVERY} records (so a
+     * long run can be looked at while it trains) and when the monitor is closed (closing the guard
+     * closes its monitors). For several runs in one report use {@link #memory()} and
+     * {@link HtmlReport#write}.
      *
      * @throws IllegalArgumentException if path is null
      */
     public static MonitorListener html(Path path) {
+        return html(path, HTML_EVERY);
+    }
+
+    /** How many records {@link #html(Path)} waits between rewrites of its report. */
+    public static final int HTML_EVERY = 500;
+
+    /**
+     * As {@link #html(Path)}, rewritten every {@code every} records (0: only on close).
+     *
+     * @throws IllegalArgumentException if path is null or every is negative
+     */
+    public static MonitorListener html(Path path, int every) {
         Checks.notNull("path", path);
+        Checks.require(every >= 0, "every", "be >= 0 (0: written on close only)", every);
         RunRecorder recorder = new RunRecorder();
         return new MonitorListener() {
+            private long seen;
+
             @Override
             public void onRecord(StepRecord record) {
                 recorder.onRecord(record);
+                if (every > 0 && ++seen % every == 0) {
+                    write();
+                }
             }
 
             @Override
             public void close() {
+                write();
+            }
+
+            private void write() {
                 try {
                     HtmlReport.write(path, List.of(recorder.recording()));
                 } catch (IllegalArgumentException e) {

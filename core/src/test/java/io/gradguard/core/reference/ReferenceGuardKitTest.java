@@ -299,4 +299,46 @@ class ReferenceGuardKitTest extends GuardKit {
         other.backward(Batch.of(1, 4));
         t.guard.step(other, 4, 0);
     }
+
+    // ---- what the reference guard shows beyond the kit -------------------------------------------
+
+    @org.junit.jupiter.api.Test
+    void closing_the_guard_closes_its_monitors_and_their_reports_are_written(@org.junit.jupiter.api.io.TempDir Path dir)
+            throws IOException {
+        Path html = dir.resolve("run.html");
+        io.gradguard.core.monitor.Monitor monitor = io.gradguard.core.monitor.Monitor.builder()
+                .sink(io.gradguard.core.monitor.Sinks.html(html, 2)).build();
+        HostTrainee t = new HostTrainee(GradientPipeline.of(io.gradguard.core.Transforms.clipByGlobalNorm(1.0), monitor),
+                Optimizer.SGD);
+        for (int s = 0; s < 3; s++) {
+            t.train(Batch.of(s, 4));
+        }
+        org.junit.jupiter.api.Assertions.assertTrue(Files.exists(html), "the report is rewritten while the run goes on");
+        long before = Files.size(html);
+        t.close();
+        org.junit.jupiter.api.Assertions.assertTrue(Files.size(html) > before, "closing the guard wrote the last records");
+        org.junit.jupiter.api.Assertions.assertTrue(t.guard.isClosed());
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class, () -> t.train(Batch.of(9, 4)));
+    }
+
+    @org.junit.jupiter.api.Test
+    void a_state_restored_before_the_first_step_is_applied_then_and_saved_back_unchanged() throws IOException {
+        HostTrainee a = new HostTrainee(GradientPipeline.of(io.gradguard.core.Transforms.accumulate(3)), Optimizer.SGD);
+        a.train(Batch.of(1, 4));
+        a.train(Batch.of(2, 4));
+        java.io.ByteArrayOutputStream saved = new java.io.ByteArrayOutputStream();
+        a.guard.saveState(saved);
+        HostTrainee b = new HostTrainee(GradientPipeline.of(io.gradguard.core.Transforms.accumulate(3)), Optimizer.SGD);
+        b.guard.restoreState(new java.io.ByteArrayInputStream(saved.toByteArray()));
+        java.io.ByteArrayOutputStream again = new java.io.ByteArrayOutputStream();
+        b.guard.saveState(again);
+        org.junit.jupiter.api.Assertions.assertArrayEquals(saved.toByteArray(), again.toByteArray(),
+                "saving right after restoring writes the restored state");
+        org.junit.jupiter.api.Assertions.assertTrue(b.train(Batch.of(3, 4)).applies(), "the third micro-batch of the window applies");
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class, () -> b.guard.accumulateInDouble(),
+                "accumulateInDouble() after the first step");
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, () -> b.guard.summaryEvery(-1));
+        a.close();
+        b.close();
+    }
 }
