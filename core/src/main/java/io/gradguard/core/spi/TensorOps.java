@@ -115,7 +115,14 @@ public interface TensorOps<T> {
 
     // ---- in-place updates ---------------------------------------------------------------------
 
-    /** x ← x · factor, where factor is a scalar or broadcasts against x. */
+    /**
+     * x ← x · factor, where factor is a scalar or broadcasts against x.
+     *
+     * <p><b>Contract:</b> scaling by a scalar that is exactly 1 changes nothing and costs no pass
+     * over x. Transforms scale unconditionally (a clip that does not act multiplies by 1, so graph
+     * backends build one branch and GPU backends never sync to decide); backends must make that
+     * free. The conformance kit checks it with a signalling NaN, which a real multiply would quiet.
+     */
     void scaleInPlace(T x, T factor);
 
     /** x ← x + alpha · y, where y has x's shape or broadcasts against it. */

@@ -135,6 +135,33 @@ public abstract class StatelessConformance<T> {
                 grad("0_b", "0", Role.BIAS, Layout.outputLast(), vector(12, 0), null));
     }
 
+    // ---- the SPI's contracts ------------------------------------------------------------------
+
+    @Nested
+    class Contracts {
+        /** A signalling NaN: any arithmetic on it (x · 1 included) returns a quiet NaN with other bits. */
+        static final int SIGNALLING_NAN = 0x7f800001;
+
+        @Test
+        void scaling_by_exactly_one_changes_no_bit_and_makes_no_pass() {
+            float[] data = {Float.intBitsToFloat(SIGNALLING_NAN), -0f, 1.5f, Float.POSITIVE_INFINITY, Float.MIN_VALUE};
+            T x = vector(data);
+            int[] before = bits(values(x));
+            org.junit.jupiter.api.Assumptions.assumeTrue(before[0] == SIGNALLING_NAN,
+                    "this backend does not keep a signalling NaN through fromHost/toHostArray, so a pass cannot be seen");
+            ops().scaleInPlace(x, ops().scalar(1.0));
+            assertArrayEquals(before, bits(values(x)), "scaling by exactly 1 must not touch the tensor (no pass)");
+        }
+
+        private int[] bits(float[] v) {
+            int[] b = new int[v.length];
+            for (int i = 0; i < v.length; i++) {
+                b[i] = Float.floatToRawIntBits(v[i]);
+            }
+            return b;
+        }
+    }
+
     // ---- clip by value ------------------------------------------------------------------------
 
     @Nested
