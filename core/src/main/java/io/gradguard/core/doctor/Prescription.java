@@ -73,7 +73,7 @@ public record Prescription(int skipMaxConsecutive, int accumulate, double clipNo
      */
     public String javaSource() {
         if (isEmpty()) {
-            return "// nothing to change: the run looks healthy";
+            return "// no guard stage to add";
         }
         StringBuilder b = new StringBuilder("GradientPipeline guard = GradientPipeline.of(\n");
         for (String s : stages()) {
