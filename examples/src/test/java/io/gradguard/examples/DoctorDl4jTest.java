@@ -40,7 +40,7 @@ class DoctorDl4jTest {
     @Test
     void deepSigmoidMlpIsVanishingWithTheLowerLayersNamed() {
         for (long seed : new long[] {1, 2, 3}) {
-            MultiLayerNetwork net = mlp(seed, DEPTH, Activation.SIGMOID, WeightInit.XAVIER, 0.5);
+            MultiLayerNetwork net = mlp(seed, DEPTH, Activation.SIGMOID, WeightInit.XAVIER, 0.05);
             INDArray firstBefore = net.getParam("0_W").dup();
             INDArray outBefore = net.getParam(DEPTH + "_W").dup();
             Diagnosis d = train(net, seed, "sigmoid seed " + seed);
