@@ -200,14 +200,12 @@ public final class Doctor {
         final List<Double> healthyLosses = new ArrayList<>();
         final Map<String, List<Double>> healthyLayers = new LinkedHashMap<>();
         final Set<String> recurrentLayers = new LinkedHashSet<>();
-        final Map<Long, StepRecord> byStep = new LinkedHashMap<>();
         long firstHealthyStep = -1;
         long lastHealthyStep = -1;
-        /** Loss ratio of the first spike (NaN if none) and the step it came from. */
+        /** The first loss spike's ratio to its healthy median, and that median (NaN if none). */
         double spikeRatio = Double.NaN;
         double spikeBaseline = Double.NaN;
         double explodingNorm = Double.NaN;
-        long nonFiniteValues;
         int applied;
 
         Reading(RunRecording run) {
@@ -226,7 +224,6 @@ public final class Doctor {
             int vanishingStreak = 0;
             Finding vanishing = null;
             for (StepRecord r : run.records()) {
-                byStep.putIfAbsent(r.step(), r);
                 for (TensorStats t : r.tensors()) {
                     if (RECURRENT_PARAMETER.matcher(t.name()).find()) {
                         recurrentLayers.add(t.layer());
@@ -289,7 +286,6 @@ public final class Doctor {
         }
 
         private Finding nonFiniteFinding(StepRecord r) {
-            nonFiniteValues = r.nonFinite();
             String where = "";
             String param = "";
             for (TensorStats t : r.tensors()) {
