@@ -43,6 +43,7 @@ public final class Compare {
         try {
             Comparison c = Comparison.run(options, out);
             out.println("report: " + Report.print(c, out));
+            io.gradguard.examples.compare.DoctorSummary.print(c, out);
             return 0;
         } catch (RuntimeException | java.io.IOException | LinkageError e) {
             err.println("compare: failed: " + e);

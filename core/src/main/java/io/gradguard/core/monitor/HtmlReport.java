@@ -1,5 +1,10 @@
 package io.gradguard.core.monitor;
 
+import io.gradguard.core.doctor.DepthProfile;
+import io.gradguard.core.doctor.Diagnosis;
+import io.gradguard.core.doctor.Doctor;
+import io.gradguard.core.doctor.Finding;
+import io.gradguard.core.doctor.Remedy;
 import io.gradguard.core.internal.Checks;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -24,7 +29,9 @@ import java.util.Set;
  * norm and loss and a summary table; then, per run: the global norm before and after clipping
  * over the steps with the clip threshold, skipped steps and detector events marked on the timeline
  * (hover a marker for its message); the loss; a heat map of per-layer gradient norms (log colour
- * scale); the update-to-parameter ratio per layer where the adapter reported it; the event list.
+ * scale); the update-to-parameter ratio per layer where the adapter reported it; the event list;
+ * the {@link Doctor}'s diagnosis (what went wrong first, the depth profile, ranked remedies with
+ * their evidence, and the suggested guard as Java source).
  * The data behind the charts is embedded as JSON in {@code <script type="application/json"
  * id="gradguard-data">} for reuse.
  *
@@ -254,7 +261,41 @@ public final class HtmlReport {
             ratios(h, run, layers, left);
         }
         eventTable(h, run);
+        diagnosis(h, Doctor.diagnose(run));
         h.append("</section>\n");
+    }
+
+    /** The doctor's conclusions: status, findings, depth profile, ranked remedies, the suggested guard. */
+    private static void diagnosis(StringBuilder h, Diagnosis d) {
+        h.append("<h3>Diagnosis</h3>\n<p class=\"diag ").append(d.status().name().toLowerCase(Locale.ROOT)).append("\"><b>")
+                .append(d.status()).append("</b>: ").append(esc(d.reason())).append("</p>\n");
+        if (d.status() != Diagnosis.Status.PROBLEMS) {
+            return;
+        }
+        h.append("<ol class=\"findings\">");
+        for (Finding f : d.findings()) {
+            h.append("<li><b>").append(f.kind()).append("</b> at step ").append(f.step()).append(": ").append(esc(f.message())).append("</li>");
+        }
+        h.append("</ol>\n");
+        DepthProfile p = d.profile();
+        if (p != null && p.layers().size() > 1) {
+            h.append("<p>Gradient norm per layer at step ").append(p.step()).append(", output first: ").append(esc(p.describe()))
+                    .append("</p>\n<table class=\"profile\"><tr><th>layer</th><th>norm</th><th>factor vs the layer above</th></tr>");
+            List<Double> factors = p.factors();
+            for (int i = p.layers().size() - 1; i >= 0; i--) {
+                h.append("<tr><td>").append(esc(p.layers().get(i))).append("</td><td>").append(Detectors.sci(p.norms().get(i)))
+                        .append("</td><td>").append(i == p.layers().size() - 1 ? "output end"
+                                : String.format(Locale.ROOT, "x%.2f", factors.get(i))).append("</td></tr>");
+            }
+            h.append("</table>\n");
+        }
+        h.append("<table class=\"remedies\"><tr><th>#</th><th>remedy</th><th>evidence</th></tr>");
+        for (int i = 0; i < d.remedies().size(); i++) {
+            Remedy r = d.remedies().get(i);
+            h.append("<tr><td>").append(i + 1).append("</td><td>").append(esc(r.advice())).append("</td><td>").append(esc(r.evidence()))
+                    .append("</td></tr>");
+        }
+        h.append("</table>\n<p>Suggested guard:</p><pre>").append(esc(d.prescription().javaSource())).append("</pre>\n");
     }
 
     private static void events(Chart c, RunRecording run) {
@@ -802,5 +843,7 @@ public final class HtmlReport {
             + ".legend{font-size:12px;color:#444;margin:0 0 10px}.legend>span{margin-right:12px;white-space:nowrap}"
             + ".swatch{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;vertical-align:-1px}"
             + ".swatch.bar{width:4px}.swatch.dashed{height:0;border-top:2px dashed #444;vertical-align:3px}"
-            + ".marker:hover line{stroke-width:3}a{color:inherit}";
+            + ".marker:hover line{stroke-width:3}a{color:inherit}"
+            + "pre{background:#f6f6f6;padding:8px 10px;overflow-x:auto}.diag.healthy b{color:#2ca02c}.diag.problems b{color:#d62728}"
+            + "table.remedies td:nth-child(3){color:#555;font-size:12px}";
 }

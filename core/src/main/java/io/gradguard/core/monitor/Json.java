@@ -119,9 +119,38 @@ final class Json {
         return v;
     }
 
+    /** The fields every record line holds (a line without them is not a GradGuard record). */
+    static final List<String> FIELDS = List.of("run", "index", "step", "skipped", "skipReason", "skippedBy", "microBatches", "loss",
+            "normBefore", "normAfter", "clipCoefficient", "clipped", "clipThreshold", "nonFinite", "detailed", "layers", "tensors",
+            "events");
+
+    /**
+     * The record a parsed line holds.
+     *
+     * @throws IllegalArgumentException naming the missing fields, or the field of the wrong type, when
+     *                                  the JSON is not a GradGuard step record
+     */
     @SuppressWarnings("unchecked")
     static StepRecord toRecord(Object json) {
+        if (!(json instanceof Map)) {
+            throw new IllegalArgumentException("expected a JSON object (a GradGuard step record), got "
+                    + (json == null ? "null" : json instanceof List ? "an array" : "a " + json.getClass().getSimpleName().toLowerCase()));
+        }
         Map<String, Object> m = (Map<String, Object>) json;
+        List<String> missing = FIELDS.stream().filter(f -> !m.containsKey(f)).toList();
+        if (!missing.isEmpty()) {
+            throw new IllegalArgumentException("not a GradGuard step record: missing field" + (missing.size() > 1 ? "s " : " ")
+                    + String.join(", ", missing));
+        }
+        try {
+            return fields(m);
+        } catch (ClassCastException | NullPointerException e) {
+            throw new IllegalArgumentException("not a GradGuard step record: a field has the wrong type (" + e.getMessage() + ")", e);
+        }
+    }
+
+    @SuppressWarnings("unchecked")
+    private static StepRecord fields(Map<String, Object> m) {
         List<LayerStats> layers = new ArrayList<>();
         for (Object o : (List<Object>) m.get("layers")) {
             Map<String, Object> l = (Map<String, Object>) o;
