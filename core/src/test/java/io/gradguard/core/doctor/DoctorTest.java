@@ -44,7 +44,7 @@ class DoctorTest {
             List<TensorStats> tensors = List.of(new TensorStats("hidden/Wh", "hidden", norms[i] / 10, 1, 0),
                     new TensorStats("out/W", "out", norms[i], 1, 0));
             long nf = Double.isFinite(norms[i]) ? 0 : 5;
-            rs.add(new StepRecord("synthetic", i, i, false, "", "", 1, losses[i], norms[i], norms[i], 1, false, Double.NaN, nf, true,
+            rs.add(new StepRecord("synthetic", i, i, i, false, "", "", 1, losses[i], norms[i], norms[i], 1, false, Double.NaN, nf, true,
                     layers, tensors, List.of()));
         }
         return new RunRecording("synthetic", rs);
