@@ -87,6 +87,9 @@ public final class GradientPipeline {
         for (int i = 0; i < transforms.size(); i++) {
             GradientTransform t = transforms.get(i);
             Checks.require(t != null, "transforms[" + i + "]", "not be null", null);
+            Checks.require(!(t instanceof io.gradguard.core.transform.LossScale) || i == 0, "transforms[" + i + "]",
+                    "not be a loss scale: a loss scale must be the first stage (every other stage must see unscaled"
+                    + " gradients)", t);
             int n = seen.merge(t.name(), 1, Integer::sum);
             names.add(n == 1 ? t.name() : t.name() + "#" + n);
         }
@@ -265,6 +268,17 @@ public final class GradientPipeline {
                     + " model): use one pipeline per model, e.g. build a new GradientPipeline.of(...) for each guard");
         }
         guard = owner;
+    }
+
+    /**
+     * The loss scale the adapter multiplies the next loss by: the current scale of the pipeline's
+     * {@link io.gradguard.core.transform.LossScale} stage (its first), 1 without one.
+     */
+    public double lossScale() {
+        if (transforms.isEmpty() || !(transforms.get(0) instanceof io.gradguard.core.transform.LossScale ls)) {
+            return 1.0;
+        }
+        return ls.currentScale(states == null ? null : states[0]);
     }
 
     /** Every call of {@link #step} since the start: the micro-batches the user fed, held and skipped ones included. */

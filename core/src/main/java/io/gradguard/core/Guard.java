@@ -101,6 +101,14 @@ public abstract class Guard<T, G extends Guard<T, G>> implements AutoCloseable {
         return pipeline.callCount();
     }
 
+    /**
+     * The loss scale to multiply the next loss by before backward: the pipeline's
+     * {@link io.gradguard.core.transform.LossScale} stage's current scale, 1 without one.
+     */
+    public final double lossScale() {
+        return pipeline.lossScale();
+    }
+
     /** Whether reductions (norms, sums across tensors) run in float64 ({@link #accumulateInDouble()}). */
     public final boolean accumulatesInDouble() {
         return inDouble;

@@ -104,6 +104,12 @@ public final class Step<T> {
         records.entries.add(new StepRecords.Entry(stage, tensor, partial, null, key, Double.NaN, true));
     }
 
+    /** Reports the loss scale this call's loss was multiplied by (a loss-scale stage does). */
+    public void reportLossScale(double scale) {
+        records.lossScale = scale;
+        records.metrics.put(stage + ".scale", scale);
+    }
+
     /** The same step, restricted to a subset of the gradients (for masked transforms); its reports say {@code partial}. */
     public Step<T> withGradients(GradientSet<T> subset) {
         return new Step<>(subset, ops, context, stage, records, true);

@@ -18,4 +18,5 @@ final class StepRecords {
 
     final Map<String, Object> metrics = new LinkedHashMap<>();
     final List<Entry> entries = new ArrayList<>(4);
+    double lossScale = Double.NaN;
 }

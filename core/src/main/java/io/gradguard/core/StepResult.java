@@ -26,6 +26,7 @@ public final class StepResult<T> {
     private final String lastChangingStage;
     private Runnable clipCounter;
     private boolean closesWindow;
+    private final double lossScale;
 
     StepResult(Action action, String stage, StepContext context, StepRecords records, TensorOps<T> ops,
             String lastChangingStage) {
@@ -34,6 +35,7 @@ public final class StepResult<T> {
         this.context = context;
         this.metrics = records.metrics;
         this.entries = records.entries;
+        this.lossScale = records.lossScale;
         this.ops = ops;
         this.lastChangingStage = lastChangingStage;
     }
@@ -152,6 +154,11 @@ public final class StepResult<T> {
             }
         }
         return out;
+    }
+
+    /** The loss scale this call's loss was multiplied by, where a loss-scale stage ran ({@link io.gradguard.core.transform.LossScale}). */
+    public java.util.OptionalDouble lossScale() {
+        return Double.isNaN(lossScale) ? java.util.OptionalDouble.empty() : java.util.OptionalDouble.of(lossScale);
     }
 
     /** Whether a scaling stage made some gradients smaller on this step ({@link Scaling#clipped()}). */

@@ -2,6 +2,7 @@ package io.gradguard.core;
 
 import io.gradguard.core.internal.Checks;
 import io.gradguard.core.transform.Accumulate;
+import io.gradguard.core.transform.LossScale;
 import io.gradguard.core.transform.AdaptiveClip;
 import io.gradguard.core.transform.AutoClip;
 import io.gradguard.core.transform.Centralize;
@@ -105,6 +106,32 @@ public final class Transforms {
     }
 
     // ---- stateful ---------------------------------------------------------------------------------
+
+    /**
+     * Dynamic loss scaling for float16 training with PyTorch GradScaler's defaults (2¹⁶, ×2 after
+     * 2000 finite calls, ×0.5 on overflow); must be the pipeline's first stage ({@link LossScale}).
+     */
+    public static LossScale dynamicLossScale() {
+        return LossScale.dynamic();
+    }
+
+    /**
+     * Dynamic loss scaling with every value chosen ({@link LossScale#dynamic(double, double, double, int)}).
+     *
+     * @throws IllegalArgumentException if a value is out of range (see {@link LossScale})
+     */
+    public static LossScale dynamicLossScale(double initialScale, double growth, double backoff, int growthInterval) {
+        return LossScale.dynamic(initialScale, growth, backoff, growthInterval);
+    }
+
+    /**
+     * A fixed loss scale: gradients divided by {@code scale}, overflowing steps skipped.
+     *
+     * @throws IllegalArgumentException if scale is not finite and &gt; 0
+     */
+    public static LossScale lossScale(double scale) {
+        return LossScale.fixed(scale);
+    }
 
     /** The mean of every k micro-batches as one optimizer step (see {@link Accumulate} for weights, sums, schedules). */
     public static Accumulate accumulate(int k) {

@@ -255,6 +255,22 @@ public final class HtmlReport {
             h.append(lc.svg());
         }
 
+        List<StepRecord> scaled = run.records().stream().filter(r -> Double.isFinite(r.lossScale())).toList();
+        if (!scaled.isEmpty()) { // every call's scale, overflows (skipped steps) included: that is where it backs off
+            Chart sc = new Chart(WIDTH, 160, left, true, "loss scale");
+            double[] xs = new double[scaled.size()];
+            double[] ys = new double[scaled.size()];
+            for (int i = 0; i < xs.length; i++) {
+                xs[i] = scaled.get(i).step();
+                ys[i] = scaled.get(i).lossScale();
+                sc.include(xs[i], ys[i]);
+            }
+            sc.axes();
+            sc.line(xs, ys, "#9467bd", 1.3, null, "loss scale");
+            events(sc, run);
+            h.append(sc.svg());
+        }
+
         if (!layers.isEmpty()) {
             h.append("<h3>Per-layer gradient norm before clipping (log scale)</h3>\n");
             heatMap(h, run, layers, left, index);

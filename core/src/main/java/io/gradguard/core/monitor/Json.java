@@ -36,6 +36,9 @@ final class Json {
         field(b, "clipThreshold").append(num(r.clipThreshold())).append(',');
         field(b, "nonFinite").append(r.nonFinite()).append(',');
         field(b, "detailed").append(r.detailed()).append(',');
+        if (!Double.isNaN(r.lossScale())) {
+            field(b, "lossScale").append(num(r.lossScale())).append(',');
+        }
         field(b, "layers").append('[');
         for (int i = 0; i < r.layers().size(); i++) {
             LayerStats l = r.layers().get(i);
@@ -174,7 +177,8 @@ final class Json {
                 (Boolean) m.get("skipped"), (String) m.get("skipReason"), (String) m.get("skippedBy"),
                 (int) dbl(m.get("microBatches")), dbl(m.get("loss")), dbl(m.get("normBefore")), dbl(m.get("normAfter")),
                 dbl(m.get("clipCoefficient")), (Boolean) m.get("clipped"), dbl(m.get("clipThreshold")),
-                (long) dbl(m.get("nonFinite")), (Boolean) m.get("detailed"), layers, tensors, events);
+                (long) dbl(m.get("nonFinite")), (Boolean) m.get("detailed"), layers, tensors, events,
+                m.containsKey("lossScale") ? dbl(m.get("lossScale")) : Double.NaN);
     }
 
     /** A number written by {@link #num}. */

@@ -321,12 +321,12 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
                 : m.normBefore > 0 && Double.isFinite(m.normBefore) ? m.normAfter / m.normBefore : 1.0;
         StepRecord record = new StepRecord(run, s.index++, ctx.step(), ctx.call(), skipped, r.action().reason(), r.decidedBy(), calls, loss,
                 m.normBefore, m.normAfter, coefficient, rec.clipped, rec.threshold, m.nonFinite, m.detailed, m.layers,
-                m.tensors, List.of());
+                m.tensors, List.of(), r.lossScale().orElse(Double.NaN));
         List<MonitorEvent> events = detectors.check(s.detectors, record);
         if (!events.isEmpty()) {
             record = new StepRecord(record.run(), record.index(), record.step(), record.call(), skipped, record.skipReason(), record.skippedBy(),
                     calls, loss, record.normBefore(), record.normAfter(), coefficient, record.clipped(), record.clipThreshold(),
-                    record.nonFinite(), record.detailed(), record.layers(), record.tensors(), events);
+                    record.nonFinite(), record.detailed(), record.layers(), record.tensors(), events, record.lossScale());
             for (MonitorEvent e : events) {
                 for (MonitorListener l : listeners) {
                     deliver(l, e, null);

@@ -35,11 +35,13 @@ import java.util.List;
  * @param layers          per-layer statistics in model order (empty unless detailed)
  * @param tensors         per-tensor statistics in model order (empty unless detailed)
  * @param events          what the detectors reported at this step
+ * @param lossScale       the loss scale of the step's last call ({@link io.gradguard.core.transform.LossScale}),
+ *                        NaN without loss scaling
  */
 public record StepRecord(String run, long index, long step, long call, boolean skipped, String skipReason, String skippedBy,
         int microBatches, double loss, double normBefore, double normAfter, double clipCoefficient, boolean clipped,
         double clipThreshold, long nonFinite, boolean detailed, List<LayerStats> layers, List<TensorStats> tensors,
-        List<MonitorEvent> events) {
+        List<MonitorEvent> events, double lossScale) {
 
     /** Copies the lists (records are immutable). */
     public StepRecord {
@@ -56,6 +58,6 @@ public record StepRecord(String run, long index, long step, long call, boolean s
     /** The same record with other layer statistics (the monitor adds update ratios this way). */
     public StepRecord withLayers(List<LayerStats> newLayers) {
         return new StepRecord(run, index, step, call, skipped, skipReason, skippedBy, microBatches, loss, normBefore,
-                normAfter, clipCoefficient, clipped, clipThreshold, nonFinite, detailed, newLayers, tensors, events);
+                normAfter, clipCoefficient, clipped, clipThreshold, nonFinite, detailed, newLayers, tensors, events, lossScale);
     }
 }

@@ -45,7 +45,7 @@ class DoctorTest {
                     new TensorStats("out/W", "out", norms[i], 1, 0));
             long nf = Double.isFinite(norms[i]) ? 0 : 5;
             rs.add(new StepRecord("synthetic", i, i, i, false, "", "", 1, losses[i], norms[i], norms[i], 1, false, Double.NaN, nf, true,
-                    layers, tensors, List.of()));
+                    layers, tensors, List.of(), Double.NaN));
         }
         return new RunRecording("synthetic", rs);
     }
