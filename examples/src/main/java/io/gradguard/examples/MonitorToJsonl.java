@@ -64,6 +64,7 @@ public final class MonitorToJsonl {
         Monitor monitor = Monitor.builder().name("tf-linear")
                 .sink(Sinks.jsonl(dir.resolve("gradients.jsonl")))
                 .sink(Sinks.html(dir.resolve("gradients.html")))
+                .sink(Sinks.slf4j(25))                      // a summary line every 25 steps, events as warnings
                 .build();
         GradientPipeline pipeline = GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0), monitor);
         try (Graph graph = new Graph(); Session session = new Session(graph)) {
