@@ -61,7 +61,7 @@
  * are widened to float64 scalars, so sums across tensors, norms and coefficients are float64.
  * {@code TfGuard.accumulateInDouble()} (or {@code TfOps.accumulateInDouble()}) reduces in float64
  * instead, for norms of values near 1e30 or 1e-30, at the cost of a float64 copy of each gradient
- * per reduction (measured on a 5M-parameter MLP: see the benchmark).
+ * per reduction (docs/performance.md has the measured cost).
  *
  * <p>Layout: TensorFlow dense kernels are [in, out] and convolution kernels HWIO, so every
  * gradient is declared {@link io.gradguard.core.Layout#outputLast()}. Roles: rank &ge; 2 weight,
