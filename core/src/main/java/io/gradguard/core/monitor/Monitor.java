@@ -61,7 +61,7 @@ import org.slf4j.LoggerFactory;
  * or tensor>} per group, as {@code clipByGlobalNorm}, {@code clipByLayerNorm} and
  * {@code clipByNorm} do): norm clipping multiplies a group by one coefficient, so the pre-clip norm
  * is the measured norm divided by it, whatever norm type the clip uses. This holds for the order of
- * DESIGN.md (accumulate, then clip). Coefficients of {@code masked(...)} stages are ignored (their
+ * docs/transforms.md (accumulate, then clip). Coefficients of {@code masked(...)} stages are ignored (their
  * subset is unknown to the monitor), and element-wise changes without a coefficient
  * ({@code clipByValue}, {@code adaptiveClip}) are seen as they left the gradient. Non-finite counts
  * that a stage recorded before replacing the values ({@code <stage>.nonFinite[.<tensor>]}, as
@@ -148,8 +148,8 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
     public static final int SHORT_FORM_EVERY = 10;
 
     /**
-     * A monitor writing one JSON line per step to {@code path}, with events logged as SLF4J warnings
-     * (the short form of DESIGN.md). Global statistics are measured on every step, per-tensor
+     * A monitor writing one JSON line per step to {@code path}, with events logged as SLF4J warnings.
+     * Global statistics are measured on every step, per-tensor
      * statistics on every {@value #SHORT_FORM_EVERY}th step (and on every skipped, non-finite or
      * spiking step), which keeps the cost a fraction of a training step; use {@link #builder()} with
      * {@code every(1)} for every step.
