@@ -92,7 +92,7 @@ public final class Runner {
     private final String note = System.getProperty("gradguard.bench.note", "").trim();
 
     Runner(Path dir, boolean tiny, PrintWriter console) {
-        this.dir = dir;
+        this.dir = dir.toAbsolutePath().normalize();
         this.tiny = tiny;
         this.console = console;
         this.machine = Machine.now();
@@ -155,7 +155,7 @@ public final class Runner {
         Path module = dir.resolve(spec.module()).resolve("target");
         Path cpFile = module.resolve("section.classpath");
         if (!Files.isRegularFile(cpFile)) {
-            return List.of(Row.note(0, spec.name(), "skipped: " + cpFile + " is missing; build with "
+            return List.of(Row.note(0, spec.name(), "skipped: " + shown(cpFile) + " is missing; build with "
                     + "mvn -pl benchmarks/runner -am package"));
         }
         try {
@@ -191,9 +191,9 @@ public final class Runner {
                 }
             }
             if (!done) {
-                rows.add(Row.note(0, spec.name(), "TIMED OUT after " + limit.toSeconds() + " s; rows above were measured before; log: " + log));
+                rows.add(Row.note(0, spec.name(), "TIMED OUT after " + limit.toSeconds() + " s; rows above were measured before; log: " + shown(log)));
             } else if (p.exitValue() != 0) {
-                rows.add(Row.note(0, spec.name(), "FAILED: exit code " + p.exitValue() + "; log: " + log));
+                rows.add(Row.note(0, spec.name(), "FAILED: exit code " + p.exitValue() + "; log: " + shown(log)));
             }
             console.printf("== %s: %d rows in %d s%n", spec.name(), rows.size(), Duration.between(start, Instant.now()).toSeconds());
             return rows;
@@ -203,6 +203,13 @@ public final class Runner {
             Thread.currentThread().interrupt();
             return List.of(Row.note(0, spec.name(), "FAILED: interrupted"));
         }
+    }
+
+    /** A path as the page shows it: relative to the repository root (the benchmarks folder's parent). */
+    private String shown(Path p) {
+        Path root = dir.getParent();
+        Path abs = p.toAbsolutePath().normalize();
+        return root != null && abs.startsWith(root) ? root.relativize(abs).toString() : abs.toString();
     }
 
     /** Copies the child's output to its log and shows its own progress lines (not the frameworks' logs). */
@@ -296,6 +303,12 @@ public final class Runner {
                 sb.append(String.format(Locale.ROOT, "  - missed: %s%s: %.3f against ≤ %.2f%s%n", r.name(),
                         r.size().isEmpty() || r.part() != 1 ? "" : " (" + r.size() + ")", r.ratio(), r.goal(),
                         withinNoise ? " (within this run's noise of the goal)" : ""));
+            }
+        }
+        for (Row r : rows) {
+            if (r.part() == 0 && !r.note().isEmpty()) {
+                sb.append("- **Not judged: ").append(r.name()).append("**, whose section did not complete (")
+                        .append(r.note()).append("): its goals are not judged on this page.\n");
             }
         }
         if (sb.length() == 0) {
