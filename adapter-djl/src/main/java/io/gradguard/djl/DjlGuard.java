@@ -81,7 +81,7 @@ import org.slf4j.LoggerFactory;
  * (accumulators) live under the trainer's manager and are freed when the trainer is closed.
  *
  * <p>Reference: DJL {@code EasyTrain.trainBatch} / {@code Trainer.step}; PyTorch
- * {@code clip_grad_norm_}; DESIGN.md, "skipping a step must really skip it".
+ * {@code clip_grad_norm_}; docs/design.md, "a skip is a real skip".
  */
 public final class DjlGuard {
     private static final Logger LOG = LoggerFactory.getLogger(DjlGuard.class);

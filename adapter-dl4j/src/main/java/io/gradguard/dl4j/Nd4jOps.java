@@ -40,9 +40,8 @@ import org.nd4j.linalg.indexing.conditions.Conditions;
  * {@link #accumulatesInDouble()} is then {@code false}: Σx² of float32 values near 1e30 overflows
  * to infinity, near 1e-30 underflows to 0. {@link #accumulateInDouble()} asks for float64
  * reductions (a float32 gradient is reduced straight into a float64 result, libnd4j accumulating in
- * the result's type, with no float64 copy) where that range matters more than speed: on this
- * machine's ND4J CPU backend the float64 reduction of a 2M-element float32 array took 4&times; as
- * long as the BLAS one. Per-unit sums of squares ({@link #sumOfSquares(INDArray, int[])}) are
+ * the result's type, with no float64 copy) where that range matters more than speed: libnd4j's
+ * float64 reduction of a float32 array is several times slower than the BLAS pass. Per-unit sums of squares ({@link #sumOfSquares(INDArray, int[])}) are
  * float64 either way (libnd4j's float32 loop is no faster), max-abs is exact in any type, and
  * float64 arrays always reduce in float64. Scalars and per-unit coefficients are float64; in-place
  * updates keep the target's type.
@@ -368,7 +367,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         Nd4j.exec(new NormMax(x, m));
         INDArray z = track(castToDouble(m));
         // libnd4j's max-abs reduction can skip a NaN: add NaN when there is one. A Σx² that is not
-        // NaN proves there is none (one BLAS pass, against libnd4j's MatchCondition at ~4 ns a value)
+        // NaN proves there is none (one BLAS pass, much cheaper than libnd4j's MatchCondition)
         if (Double.isNaN(squaresOrNaN(x))) {
             z.addi(nanFlag(countNaN(x)));
         }
@@ -391,8 +390,8 @@ public final class Nd4jOps implements TensorOps<INDArray> {
      * Σx² of the stored values by one BLAS pass where x allows it (either precision mode), else NaN
      * (unknown). Squares are never negative, so a NaN value makes the sum NaN and an infinite one
      * makes it infinite: a finite result proves every value finite, and a result that is not NaN
-     * proves there is no NaN. libnd4j's MatchCondition, which counts exactly, runs at several ns per
-     * value (10 ms for 3M floats here); it now runs only when this check cannot rule the case out.
+     * proves there is no NaN. libnd4j's MatchCondition, which counts exactly, is several times slower
+     * than the BLAS pass, so it runs only when this check cannot rule the case out.
      */
     private static double squaresOrNaN(INDArray x) {
         return blasReadable(x) ? Nd4j.getBlasWrapper().level1().dot(x.length(), 1.0, x, x) : Double.NaN;
@@ -466,8 +465,8 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     /**
      * One-element operands (norms, coefficients: the tree math of every step) are combined on the
-     * host, where the CPU backend keeps them anyway: a libnd4j op dispatch costs tens of µs, and a
-     * NaN-propagating min/max took ten of them. IEEE float64 +, −, ×, ÷, min, max give the bits
+     * host, where the CPU backend keeps them anyway: a libnd4j op dispatch costs far more than the
+     * arithmetic, and a NaN-propagating min/max needs several. IEEE float64 +, −, ×, ÷, min, max give the bits
      * libnd4j's kernels give; a float32 result is the float64 one rounded once, which for these
      * operations on float32 inputs is the correctly rounded float32 result too.
      */
@@ -791,7 +790,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
                 : a.dataType();
         long[] shape = broadcastShape(a.shape(), b.shape());
         // laid out as the full-size operand (DL4J's views are 'f'): one contiguous pass, where a
-        // 'c' output of 'f' inputs sent libnd4j down a strided loop (7 ns a value, measured)
+        // 'c' output of 'f' inputs sent libnd4j down a much slower strided loop
         char order = Arrays.equals(a.shape(), shape) ? a.ordering() : Arrays.equals(b.shape(), shape) ? b.ordering() : 'c';
         return track(detached(type, shape, order));
     }

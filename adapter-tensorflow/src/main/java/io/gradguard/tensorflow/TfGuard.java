@@ -622,8 +622,10 @@ public final class TfGuard implements AutoCloseable {
      * graph. Call it on a graph built as the saved one was, with a guard created with the same
      * pipeline, before the first step (or between steps). Variables the guard creates later (the
      * optimizer's slots, built with the apply op on the first applying step) are restored from the
-     * same checkpoint when they appear, so Momentum and Adam resume exactly; the run continues
-     * bit-identically, also in the middle of an accumulation window.
+     * same checkpoint when they appear, so slot optimizers (Momentum, RMSProp, Adam) resume with
+     * their state; the run continues bit-identically, also in the middle of an accumulation window
+     * (tested with SGD, Momentum and RMSProp; tensorflow-framework 1.0's Adam is not deterministic
+     * even without GradGuard).
      *
      * @param prefix the prefix given to {@link #save}
      * @throws IllegalArgumentException if prefix is null or empty, or names no checkpoint with

@@ -46,7 +46,7 @@
  * name, and GradGuard's state (the bytes of {@code pipeline.saveState}) under
  * {@value io.gradguard.tensorflow.TfGuard#STATE_KEY}. On a graph built the same way, a new guard with
  * the same pipeline and {@link io.gradguard.tensorflow.TfGuard#restore} before the first step resume
- * bit-identically (tested mid accumulation window with SGD, Momentum and Adam): the optimizer's slots,
+ * bit-identically (tested mid accumulation window with SGD, Momentum and RMSProp): the optimizer's slots,
  * which the guard creates with the apply op on the first applying step, are restored from the same
  * checkpoint when they appear. {@code session.restore(prefix)} reads the model alone from it.
  * {@code session.save} alone does not capture GradGuard: tensorflow-core-api 1.1 builds the graph's
@@ -61,7 +61,7 @@
  * are widened to float64 scalars, so sums across tensors, norms and coefficients are float64.
  * {@code TfGuard.accumulateInDouble()} (or {@code TfOps.accumulateInDouble()}) reduces in float64
  * instead, for norms of values near 1e30 or 1e-30, at the cost of a float64 copy of each gradient
- * per reduction (measured on a 5M-parameter MLP: see the benchmark).
+ * per reduction (docs/performance.md has the measured cost).
  *
  * <p>Layout: TensorFlow dense kernels are [in, out] and convolution kernels HWIO, so every
  * gradient is declared {@link io.gradguard.core.Layout#outputLast()}. Roles: rank &ge; 2 weight,

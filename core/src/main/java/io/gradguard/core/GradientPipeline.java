@@ -34,7 +34,7 @@ import org.slf4j.LoggerFactory;
  * if (r.applies()) optimizer.step();
  * }</pre>
  *
- * <p>Recommended order, as in DESIGN.md: unscale → non-finite policy → accumulate → clip /
+ * <p>Recommended order (docs/transforms.md): unscale → non-finite policy → accumulate → clip /
  * normalize → monitor. Stages run in the order given; each has a stable, unique name (its
  * transform's name, with {@code #2}, {@code #3}... for repeats) that addresses its state and
  * prefixes its metrics.

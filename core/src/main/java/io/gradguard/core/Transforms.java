@@ -139,8 +139,10 @@ public final class Transforms {
     }
 
     /**
-     * Skip steps with NaN/Inf gradients (optimizer and its state untouched); throw after more than
-     * {@code maxConsecutive} in a row. @throws IllegalArgumentException if maxConsecutive &lt; 0
+     * Skip steps with NaN/Inf gradients (optimizer and its state untouched), up to
+     * {@code maxConsecutive} in a row; the next consecutive one throws an
+     * {@link IllegalStateException}: {@code skipNonFinite(3)} skips 3 bad steps in a row and throws on
+     * the 4th. A finite step resets the count. @throws IllegalArgumentException if maxConsecutive &lt; 0
      */
     public static NonFiniteGuard skipNonFinite(int maxConsecutive) {
         return NonFiniteGuard.skip(maxConsecutive);

@@ -49,7 +49,7 @@ public final class GuardDjlLoop {
         System.setProperty("ai.djl.offline", "true");                  // no downloads
         Engine.getEngine("PyTorch").setRandomSeed(7);
         DjlGuard guard = DjlGuard.of(
-                Transforms.skipNonFinite(3),                              // a NaN/Inf gradient: skip the step
+                Transforms.skipNonFinite(3),                              // skip NaN/Inf steps; the 4th in a row throws
                 Transforms.accumulate(4),                                 // 4 batches of 16 per optimizer step
                 Transforms.clipByGlobalNorm(1.0));
         try (Model model = Model.newInstance("mlp", Device.cpu(), "PyTorch")) {

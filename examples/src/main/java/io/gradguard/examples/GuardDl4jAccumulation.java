@@ -23,7 +23,7 @@ import org.nd4j.linalg.lossfunctions.LossFunctions;
  *
  * <pre>{@code
  * GuardedTrainer trainer = GuardedTrainer.of(net, GradientPipeline.of(
- *         Transforms.skipNonFinite(3),          // a NaN/Inf gradient: skip the step, give up after 3 in a row
+ *         Transforms.skipNonFinite(3),          // skip NaN/Inf steps; the 4th in a row throws
  *         Transforms.accumulate(4),             // 4 micro-batches per optimizer step
  *         Transforms.clipByGlobalNorm(1.0)));
  * for (int epoch = 0; epoch < epochs; epoch++) {

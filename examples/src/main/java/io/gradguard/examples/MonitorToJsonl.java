@@ -41,7 +41,8 @@ import org.tensorflow.types.TFloat32;
  *
  * <p>The monitor measures on the framework's tensors (here TensorFlow's, through {@link TfGuard});
  * a few scalars per step come to the host. One batch of the 100 steps is poisoned with a NaN, so
- * the log shows a skipped step. Run it from the repository root (the files go to the folder given
+ * the log (the monitor's SLF4J sink: a summary every 25 steps, events as warnings) shows a skipped
+ * step as a WARN line on stderr. Run it from the repository root (the files go to the folder given
  * as the argument, by default {@code gradguard-out}):
  * <pre>
  * mvn -B -q -pl examples -am package exec:java -DskipTests -Dexec.mainClass=io.gradguard.examples.MonitorToJsonl
@@ -64,6 +65,7 @@ public final class MonitorToJsonl {
         Monitor monitor = Monitor.builder().name("tf-linear")
                 .sink(Sinks.jsonl(dir.resolve("gradients.jsonl")))
                 .sink(Sinks.html(dir.resolve("gradients.html")))
+                .sink(Sinks.slf4j(25))                      // a summary line every 25 steps, events as warnings
                 .build();
         GradientPipeline pipeline = GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0), monitor);
         try (Graph graph = new Graph(); Session session = new Session(graph)) {

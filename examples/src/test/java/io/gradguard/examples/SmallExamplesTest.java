@@ -65,7 +65,18 @@ class SmallExamplesTest {
 
     @Test
     void monitorToJsonl_writesOneLinePerStepAndTheReport() throws Exception {
-        run(MonitorToJsonl::main, dir.toString());
+        PrintStream originalErr = System.err;
+        ByteArrayOutputStream log = new ByteArrayOutputStream();
+        System.setErr(new PrintStream(log, true, StandardCharsets.UTF_8));   // slf4j-simple writes to System.err
+        try {
+            run(MonitorToJsonl::main, dir.toString());
+        } finally {
+            System.setErr(originalErr);
+        }
+        originalErr.print(log.toString(StandardCharsets.UTF_8));
+        assertTrue(log.toString(StandardCharsets.UTF_8).contains(
+                "WARN io.gradguard.core.monitor.Slf4jSink - GradGuard SKIPPED: step 50 skipped by nonFinite"),
+                "the skipped step is logged as a warning (simplelogger.properties keeps io.gradguard at INFO)");
         List<String> lines = Files.readAllLines(dir.resolve("gradients.jsonl"));
         assertEquals(100, lines.size());
         assertEquals(1, lines.stream().filter(l -> l.contains("\"skipped\":true")).count(), "the poisoned step was skipped");

@@ -35,7 +35,7 @@ import java.util.stream.IntStream;
  *
  * <p>Every sample starts with cold private caches (a 64 MB scratch array is read, untimed, on all
  * cores before it), so no case inherits a warm L2 from the case before it; a shared L3 larger than
- * the arrays (this machine reports 480 MiB) still holds the 1M and 10M arrays for all cases alike.
+ * the arrays still holds the 1M and 10M arrays for all cases alike.
  *
  * <p>Run it through the runner ({@code Runner}); alone: {@code java -Xmx4g -cp ... io.gradguard.benchmarks.ReferenceBench --mode full}.
  */

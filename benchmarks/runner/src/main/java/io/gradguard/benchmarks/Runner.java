@@ -2,6 +2,7 @@ package io.gradguard.benchmarks;
 
 import java.io.BufferedReader;
 import java.io.IOException;
+import java.io.InputStream;
 import java.io.InputStreamReader;
 import java.io.PrintWriter;
 import java.io.UncheckedIOException;
@@ -10,28 +11,40 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.time.Instant;
+import java.time.ZoneOffset;
+import java.time.ZonedDateTime;
+import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
+import java.util.Optional;
+import java.util.TreeMap;
+import java.util.TreeSet;
 import java.util.concurrent.TimeUnit;
 
 /**
  * Runs every benchmark section, each in its own JVM with its own classpath (TensorFlow Java and
- * ND4J bring different JavaCPP versions), and prints one table of ratios measured in this run,
- * with the machine it ran on. The same report is written as Markdown to
- * {@code benchmarks/target/benchmark-report.md}.
+ * ND4J bring different JavaCPP versions), and writes the performance page: the machine it ran on
+ * (read at run time), the command, the goals met and missed (computed from the ratios) and the table
+ * of ratios measured in this run, followed by how they are measured. A full run writes the page to
+ * {@code docs/performance.md} (next to the benchmarks folder) and every run to
+ * {@code benchmarks/target/benchmark-report.md}; the console gets the page without the method text.
  *
  * <p>From the repository root:
  * <pre>
- * mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=full package   # everything: about 2-3 min on 2 cores
+ * mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=full package   # everything, writes docs/performance.md
  * mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=tiny -Dbench.sections=reference,dl4j package
  * </pre>
  *
  * <p>Arguments: {@code --dir BENCHMARKS_DIR} (default {@code benchmarks}), {@code --mode tiny|full}
- * (default full), {@code --sections reference,reference-scalar,dl4j,djl,tensorflow} (default all). A section whose
- * module is not built, whose JVM fails, or that runs out of time is reported by a row saying so;
- * the rows it wrote before are kept.
+ * (default full), {@code --sections reference,reference-scalar,dl4j,djl,tensorflow} (default all). The
+ * system property {@code gradguard.bench.note} (Maven: {@code -Dbench.note="..."}) adds a line about
+ * the machine's conditions to the page, e.g. other work sharing its cores. A section whose module is not built, whose JVM fails, or that
+ * runs out of time is reported by a row saying so; the rows it wrote before are kept.
+ *
+ * @throws IllegalArgumentException (from {@code main}) for an unknown argument, mode or section
  */
 public final class Runner {
     /** One section: a module, its main class, and the JVM options it needs. */
@@ -57,25 +70,32 @@ public final class Runner {
     /**
      * OpenMP threads of ND4J and PyTorch sleep rather than spin while they wait (unless the caller
      * set OMP_WAIT_POLICY): on a shared machine a spinning thread that loses its core stalls every
-     * parallel region (a DJL step measured 918 ms with spinning threads and 138 ms with passive ones,
-     * minutes apart, at load averages of 7-12 on 2 cores). It applies to guarded and unguarded steps
-     * alike.
+     * parallel region (docs/performance.md has the measurement). It applies to guarded and unguarded
+     * steps alike.
      */
     static final String OMP_WAIT_POLICY = "PASSIVE";
 
     /** The one command that runs everything, from the repository root. */
     static final String COMMAND = "mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=full package";
 
+    /** What each part's goal is, for the summary of goals met and missed. */
+    static final Map<Integer, String> GOALS = Map.of(
+            1, "Reference backend within 1.5× of the bandwidth floor",
+            2, "Guarded training step (global-norm clip + norm monitoring) within 3% of the unguarded step",
+            3, "GradGuard within 5% of the framework's built-in for the same clip");
+
     private final Path dir;
     private final boolean tiny;
     private final PrintWriter console;
-    private final String machine;
+    private final Machine machine;
+    private List<String> sections = SECTIONS.stream().map(Spec::name).toList();
+    private final String note = System.getProperty("gradguard.bench.note", "").trim();
 
     Runner(Path dir, boolean tiny, PrintWriter console) {
-        this.dir = dir;
+        this.dir = dir.toAbsolutePath().normalize();
         this.tiny = tiny;
         this.console = console;
-        this.machine = Machine.describe();
+        this.machine = Machine.now();
     }
 
     public static void main(String[] args) {
@@ -101,10 +121,10 @@ public final class Runner {
         }
         PrintWriter console = new PrintWriter(System.out, true, StandardCharsets.UTF_8);
         Runner r = new Runner(dir, tiny, console);
-        String report = r.report(r.run(sections));
+        List<Row> rows = r.run(sections);
         console.println();
-        console.println(report);
-        r.write(report);
+        console.println(r.page(rows, false));
+        r.write(r.page(rows, true));
     }
 
     private static String require(String v, String flag) {
@@ -120,6 +140,7 @@ public final class Runner {
      * @throws IllegalArgumentException for an unknown section name
      */
     List<Row> run(List<String> names) {
+        sections = List.copyOf(names);
         List<Row> rows = new ArrayList<>();
         for (String name : names) {
             Spec spec = SECTIONS.stream().filter(s -> s.name().equals(name)).findFirst()
@@ -134,7 +155,7 @@ public final class Runner {
         Path module = dir.resolve(spec.module()).resolve("target");
         Path cpFile = module.resolve("section.classpath");
         if (!Files.isRegularFile(cpFile)) {
-            return List.of(Row.note(0, spec.name(), "skipped: " + cpFile + " is missing; build with "
+            return List.of(Row.note(0, spec.name(), "skipped: " + shown(cpFile) + " is missing; build with "
                     + "mvn -pl benchmarks/runner -am package"));
         }
         try {
@@ -170,9 +191,9 @@ public final class Runner {
                 }
             }
             if (!done) {
-                rows.add(Row.note(0, spec.name(), "TIMED OUT after " + limit.toSeconds() + " s; rows above were measured before; log: " + log));
+                rows.add(Row.note(0, spec.name(), "TIMED OUT after " + limit.toSeconds() + " s; rows above were measured before; log: " + shown(log)));
             } else if (p.exitValue() != 0) {
-                rows.add(Row.note(0, spec.name(), "FAILED: exit code " + p.exitValue() + "; log: " + log));
+                rows.add(Row.note(0, spec.name(), "FAILED: exit code " + p.exitValue() + "; log: " + shown(log)));
             }
             console.printf("== %s: %d rows in %d s%n", spec.name(), rows.size(), Duration.between(start, Instant.now()).toSeconds());
             return rows;
@@ -182,6 +203,13 @@ public final class Runner {
             Thread.currentThread().interrupt();
             return List.of(Row.note(0, spec.name(), "FAILED: interrupted"));
         }
+    }
+
+    /** A path as the page shows it: relative to the repository root (the benchmarks folder's parent). */
+    private String shown(Path p) {
+        Path root = dir.getParent();
+        Path abs = p.toAbsolutePath().normalize();
+        return root != null && abs.startsWith(root) ? root.relativize(abs).toString() : abs.toString();
     }
 
     /** Copies the child's output to its log and shows its own progress lines (not the frameworks' logs). */
@@ -200,74 +228,182 @@ public final class Runner {
         }
     }
 
-    /** The Markdown report: machine, command, table, how the baselines are defined. */
-    String report(List<Row> rows) {
+    /**
+     * The performance page in Markdown: mode, command, machine, goals met and missed, the table and,
+     * with {@code method}, how everything is measured.
+     */
+    String page(List<Row> rows, boolean method) {
         StringBuilder sb = new StringBuilder();
-        sb.append("Machine: ").append(machine).append("; ").append(Machine.load()).append(" at the end\n");
-        sb.append("Mode: ").append(tiny ? "tiny (smoke test sizes: not a measurement)" : "full").append('\n');
-        sb.append("Command: ").append(COMMAND).append('\n');
-        sb.append('\n').append(Table.format(rows)).append('\n');
-        sb.append("""
-                Ratios are medians of interleaved rounds (every case once per round, shuffled order),
-                measured in this run. Part 1 floors: the plainest Java loops over the same arrays, on one
-                thread and in the reference backend's chunks on all cores, whichever is faster:
-                read = Σx in float with 8 accumulators; rw = x *= 1; axpy = x += y.
-                clipByGlobalNorm: read + rw; clipByValue: rw; adaptiveClip: 2 reads (weights, gradient) + rw;
-                accumulate(4), one window of four micro-batches: 4 axpy + rw.
-                "A/A control" rows time the same unguarded step twice, as two cases: their ratio is the
-                noise of this machine during the run. "Σg² only" rows: the unguarded step plus one read
-                of every gradient, the least any global-norm clip costs.
-                """);
+        sb.append("# Performance\n\n");
+        sb.append("<!-- Generated by the benchmark runner (benchmarks/runner, io.gradguard.benchmarks.Runner). "
+                + "Do not edit: run the command below again. -->\n\n");
+        sb.append("Every number on this page comes from one run of the benchmark runner, ")
+                .append(machine.date()).append(", in **").append(tiny ? "tiny mode (smoke-test sizes: not a measurement)"
+                        : "full mode").append("**");
+        if (!sections.equals(SECTIONS.stream().map(Spec::name).toList())) {
+            sb.append(", sections ").append(String.join(", ", sections));
+        }
+        sb.append(". Ratios compare cases measured in the same run, on the same machine.\n\n");
+        sb.append("## Command\n\nFrom the repository root (builds what it needs first):\n\n```bash\n")
+                .append(command()).append("\n```\n\n");
+        sb.append("## Machine\n\n").append(machine.markdown(Machine.load()));
+        if (!note.isEmpty()) {
+            sb.append("- Conditions: ").append(note).append('\n');
+        }
+        sb.append('\n');
+        sb.append("## Goals met and missed\n\n").append(goals(rows)).append('\n');
+        sb.append("## Results\n\n").append(Table.format(rows)).append('\n');
+        if (method) {
+            sb.append(methodText());
+        }
         return sb.toString();
     }
 
-    private void write(String report) {
-        try {
-            Path out = Files.createDirectories(dir.resolve("target"));
-            Files.writeString(out.resolve("benchmark-report.md"), report, StandardCharsets.UTF_8);
+    /** The Maven command that reproduces this run. */
+    String command() {
+        String c = tiny ? COMMAND.replace("-Dbench=full", "-Dbench=tiny") : COMMAND;
+        if (!sections.equals(SECTIONS.stream().map(Spec::name).toList())) {
+            c = c.replace(" package", " -Dbench.sections=" + String.join(",", sections) + " package");
+        }
+        return c;
+    }
+
+    /**
+     * The goals summary, computed from the rows' ratios: per part, how many rows meet the goal, and
+     * each row that misses it; for the training-step goal also the A/A control of each framework (the
+     * noise of the run), with a miss marked when it lies within that noise of the goal.
+     */
+    static String goals(List<Row> rows) {
+        StringBuilder sb = new StringBuilder();
+        Map<String, Double> noise = new TreeMap<>();
+        for (Row r : rows) {
+            if (r.name().contains("A/A control") && Double.isFinite(r.ratio())) {
+                noise.put(framework(r), Math.abs(r.ratio() - 1));
+            }
+        }
+        for (int part : new TreeSet<>(GOALS.keySet())) {
+            List<Row> judged = rows.stream().filter(r -> r.part() == part && (r.verdict().equals("meets")
+                    || r.verdict().equals("MISSES"))).toList();
+            if (judged.isEmpty()) {
+                continue;
+            }
+            List<Row> missed = judged.stream().filter(r -> r.verdict().equals("MISSES")).toList();
+            sb.append(String.format(Locale.ROOT, "- **%s: %s** (%d of %d rows meet it).", GOALS.get(part),
+                    missed.isEmpty() ? "met" : missed.size() == judged.size() ? "missed" : "partly met",
+                    judged.size() - missed.size(), judged.size()));
+            if (part == 2 && !noise.isEmpty()) {
+                sb.append(" Noise of this run (A/A control, |ratio − 1|): ");
+                sb.append(String.join(", ", noise.entrySet().stream()
+                        .map(e -> String.format(Locale.ROOT, "%s %.3f", e.getKey(), e.getValue())).toList())).append('.');
+            }
+            sb.append('\n');
+            for (Row r : missed) {
+                Double n = noise.get(framework(r));
+                boolean withinNoise = part == 2 && n != null && r.ratio() - r.goal() <= n;
+                sb.append(String.format(Locale.ROOT, "  - missed: %s%s: %.3f against ≤ %.2f%s%n", r.name(),
+                        r.size().isEmpty() || r.part() != 1 ? "" : " (" + r.size() + ")", r.ratio(), r.goal(),
+                        withinNoise ? " (within this run's noise of the goal)" : ""));
+            }
+        }
+        for (Row r : rows) {
+            if (r.part() == 0 && !r.note().isEmpty()) {
+                sb.append("- **Not judged: ").append(r.name()).append("**, whose section did not complete (")
+                        .append(r.note()).append("): its goals are not judged on this page.\n");
+            }
+        }
+        if (sb.length() == 0) {
+            sb.append("No row with a goal was measured.\n");
+        }
+        return sb.toString();
+    }
+
+    /** The first word of a row's name: the framework or backend it measures. */
+    private static String framework(Row r) {
+        int space = r.name().indexOf(' ');
+        return space < 0 ? r.name() : r.name().substring(0, space);
+    }
+
+    /** How the benchmarks are measured (a resource next to this class). */
+    static String methodText() {
+        try (InputStream in = Runner.class.getResourceAsStream("performance-method.md")) {
+            if (in == null) {
+                throw new IllegalStateException("performance-method.md is missing from the runner's classpath: rebuild the runner");
+            }
+            return new String(in.readAllBytes(), StandardCharsets.UTF_8);
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write the report under " + dir.resolve("target"), e);
+            throw new UncheckedIOException("cannot read performance-method.md", e);
         }
     }
 
-    /** The machine the benchmark ran on, from /proc where available. */
-    static final class Machine {
-        private Machine() {
+    /** Writes the page: always to benchmarks/target/benchmark-report.md, a full run also to docs/performance.md. */
+    private void write(String page) {
+        try {
+            Path out = Files.createDirectories(dir.resolve("target"));
+            Files.writeString(out.resolve("benchmark-report.md"), page, StandardCharsets.UTF_8);
+            console.println("report: " + out.resolve("benchmark-report.md"));
+            if (!tiny) {
+                Path docs = Files.createDirectories(dir.toAbsolutePath().normalize().resolveSibling("docs"));
+                Files.writeString(docs.resolve("performance.md"), page, StandardCharsets.UTF_8);
+                console.println("page:   " + docs.resolve("performance.md"));
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write the performance page", e);
         }
+    }
 
-        static String describe() {
+    /**
+     * The machine the benchmark runs on, read at run time (from /proc where available, else from the
+     * JVM's properties), with the load average when the run started.
+     */
+    record Machine(String cpu, int cores, String memory, String os, String jdk, String loadAtStart, String date) {
+
+        static Machine now() {
             String cpu = firstValue(Path.of("/proc/cpuinfo"), "model name").orElse(System.getProperty("os.arch"));
             String mem = firstValue(Path.of("/proc/meminfo"), "MemTotal")
-                    .map(s -> String.format(Locale.ROOT, "%.1f GiB RAM", Long.parseLong(s.replaceAll("[^0-9]", "")) / 1048576.0))
-                    .orElse("RAM unknown");
-            return String.format(Locale.ROOT, "%s, %d cores, %s, %s %s, Java %s (%s), %s at start", cpu,
-                    Runtime.getRuntime().availableProcessors(), mem, System.getProperty("os.name"),
-                    System.getProperty("os.version"), System.getProperty("java.version"), System.getProperty("java.vm.name"), load()) + threads();
+                    .map(s -> String.format(Locale.ROOT, "%.1f GiB", Long.parseLong(s.replaceAll("[^0-9]", "")) / 1048576.0))
+                    .orElse("unknown");
+            return new Machine(cpu, Runtime.getRuntime().availableProcessors(), mem,
+                    System.getProperty("os.name") + " " + System.getProperty("os.version") + " (" + System.getProperty("os.arch") + ")",
+                    System.getProperty("java.version") + " (" + System.getProperty("java.vm.name") + ", "
+                            + System.getProperty("java.vendor") + ")",
+                    load(), DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm 'UTC'", Locale.ROOT).format(ZonedDateTime.now(ZoneOffset.UTC)));
+        }
+
+        /** A Markdown list, with the load average at the end of the run. */
+        String markdown(String loadAtEnd) {
+            return "- CPU: " + cpu + ", " + cores + " cores available to the JVM\n"
+                    + "- Memory: " + memory + "\n"
+                    + "- OS: " + os + "\n"
+                    + "- JDK: " + jdk + "\n"
+                    + "- Load average (1, 5, 15 min): " + loadAtStart + " at the start, " + loadAtEnd + " at the end; it counts "
+                    + "the benchmark's own threads and any other work on the machine: a load near or above the core count "
+                    + "means the cases shared the cores, which the A/A control rows show as noise\n"
+                    + "- OpenMP: " + threads() + "\n";
         }
 
         /** The OpenMP settings the sections' native code runs with. */
         static String threads() {
             String threads = System.getenv("OMP_NUM_THREADS");
             String wait = System.getenv("OMP_WAIT_POLICY");
-            return (threads == null ? "" : ", OMP_NUM_THREADS=" + threads) + ", OMP_WAIT_POLICY="
-                    + (wait == null ? OMP_WAIT_POLICY + " (the runner's default)" : wait);
+            return "OMP_WAIT_POLICY=" + (wait == null ? OMP_WAIT_POLICY + " (the runner's default)" : wait)
+                    + (threads == null ? "" : ", OMP_NUM_THREADS=" + threads);
         }
 
         /** The 1, 5 and 15 minute load averages (other work on the machine makes timings noisy). */
         static String load() {
-            return read(Path.of("/proc/loadavg")).map(s -> "load average " + String.join(" ", Arrays.copyOf(s.trim().split(" "), 3)))
-                    .orElse("load unknown");
+            return read(Path.of("/proc/loadavg")).map(s -> String.join(" ", Arrays.copyOf(s.trim().split(" "), 3)))
+                    .orElse("unknown");
         }
 
-        private static java.util.Optional<String> read(Path p) {
+        private static Optional<String> read(Path p) {
             try {
-                return java.util.Optional.of(Files.readString(p));
+                return Optional.of(Files.readString(p));
             } catch (IOException | RuntimeException e) {
-                return java.util.Optional.empty();
+                return Optional.empty();
             }
         }
 
-        private static java.util.Optional<String> firstValue(Path p, String key) {
+        private static Optional<String> firstValue(Path p, String key) {
             return read(p).flatMap(text -> text.lines().filter(l -> l.startsWith(key)).findFirst())
                     .map(l -> l.substring(l.indexOf(':') + 1).trim());
         }

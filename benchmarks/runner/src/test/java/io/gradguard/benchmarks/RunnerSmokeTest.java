@@ -23,13 +23,17 @@ class RunnerSmokeTest {
         StringWriter console = new StringWriter();
         Runner runner = new Runner(dir, true, new PrintWriter(console, true));
         List<Row> rows = runner.run(List.of("reference", "reference-scalar", "dl4j", "djl", "tensorflow"));
-        String report = runner.report(rows);
+        String report = runner.page(rows, true);
 
-        assertTrue(report.startsWith("Machine: "), report);
+        assertTrue(report.startsWith("# Performance"), report);
+        for (String heading : List.of("## Command", "## Machine", "## Goals met and missed", "## Results", "## How it is measured")) {
+            assertTrue(report.contains("\n" + heading + "\n"), heading + "\n" + report);
+        }
+        assertTrue(report.contains("tiny mode") && report.contains("-Dbench=tiny"), report);
+        assertTrue(report.contains("- Load average (1, 5, 15 min): "), report);
         assertTrue(report.contains(Table.header()), report);
         for (Row r : rows) {
-            assertFalse(r.note().startsWith("FAILED") || r.note().startsWith("TIMED OUT") || r.note().startsWith("skipped: "
-                    + dir), "section problem: " + Table.format(r) + "\n" + console);
+            assertFalse(r.note().startsWith("FAILED") || r.note().startsWith("TIMED OUT") || r.note().startsWith("skipped: "), "section problem: " + Table.format(r) + "\n" + console);
         }
         long part1 = rows.stream().filter(r -> r.part() == 1 && Double.isFinite(r.ratio()) && r.ratio() > 0).count();
         assertEquals(20, part1, "five reference transforms at two tiny sizes, with and without the Vector API, each with a ratio to its floor\n" + report);
@@ -39,6 +43,30 @@ class RunnerSmokeTest {
             assertTrue(rows.stream().anyMatch(r -> r.name().startsWith(framework) && Double.isFinite(r.ratio()) && r.ratio() > 0),
                     "a measured row from " + framework + "\n" + report);
         }
+    }
+
+    @Test
+    void goalsAreComputedFromTheRatios() {
+        List<Row> rows = List.of(
+                Row.ratio(1, "reference clipByGlobalNorm", "100M", 30, "floor read+rw", 40, 1.5, ""),
+                Row.ratio(1, "reference clipByValue", "1M", 0.45, "floor rw", 0.15, 1.5, ""),
+                Row.ratio(2, "dl4j unguarded step, A/A control (noise)", "5.02M params", 47.0, "unguarded step", 46.7, Double.NaN, ""),
+                Row.ratio(2, "dl4j guarded step", "5.02M params", 48.1, "unguarded step", 46.7, 1.03, ""),
+                Row.ratio(2, "djl unguarded step, A/A control (noise)", "5.02M params", 35.6, "unguarded step", 35.9, Double.NaN, ""),
+                Row.ratio(2, "djl guarded step", "5.02M params", 38.0, "unguarded step", 35.9, 1.03, ""),
+                Row.note(4, "reference clipByGlobalNorm, 1M..100M params", "t ≈ 0.3 ns/param · n"),
+                Row.note(0, "tensorflow", "TIMED OUT after 300 s"));
+        String goals = Runner.goals(rows);
+
+        assertTrue(goals.contains("- **Reference backend within 1.5× of the bandwidth floor: partly met** (1 of 2 rows meet it)."), goals);
+        assertTrue(goals.contains("  - missed: reference clipByValue (1M): 3.000 against ≤ 1.50\n"), goals);
+        assertTrue(goals.contains("within 3% of the unguarded step: partly met** (1 of 2 rows meet it)."), goals);
+        assertTrue(goals.contains("djl 0.008, dl4j 0.006"), goals);
+        assertTrue(goals.contains("  - missed: djl guarded step: 1.058 against ≤ 1.03\n"), goals);
+        assertFalse(goals.contains("within this run's noise"), "a miss of 0.028 is outside an A/A noise of 0.008: " + goals);
+        assertFalse(goals.contains("built-in"), "no part-3 row, no part-3 line: " + goals);
+        assertTrue(goals.contains("- **Not judged: tensorflow**, whose section did not complete (TIMED OUT after 300 s)"), goals);
+        assertFalse(goals.contains("Not judged: reference"), "a part-4 note is a result, not a failure: " + goals);
     }
 
     @Test

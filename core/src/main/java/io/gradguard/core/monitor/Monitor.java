@@ -60,8 +60,8 @@ import org.slf4j.LoggerFactory;
  * that scaling stages report ({@link StepResult#scalings()}: one coefficient for the whole model or
  * per layer or tensor, as {@code clipByGlobalNorm}, {@code clipByLayerNorm} and {@code clipByNorm}
  * report): norm clipping multiplies a group by one coefficient, so the pre-clip norm is the measured
- * norm divided by it, whatever norm type the clip uses. This holds for the order of DESIGN.md
- * (accumulate, then clip). Scalings of a subset ({@code masked(...)}, {@link
+ * norm divided by it, whatever norm type the clip uses. This holds for the order of
+ * docs/transforms.md (accumulate, then clip). Scalings of a subset ({@code masked(...)}, {@link
  * io.gradguard.core.Scaling#partial()}) are ignored (the monitor cannot name the subset), and
  * element-wise changes without a coefficient ({@code clipByValue}, {@code adaptiveClip}) are seen as
  * they left the gradient. Non-finite counts that a stage reported before replacing the values
@@ -148,8 +148,8 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
     public static final int SHORT_FORM_EVERY = 10;
 
     /**
-     * A monitor writing one JSON line per step to {@code path}, with events logged as SLF4J warnings
-     * (the short form of DESIGN.md). Global statistics are measured on every step, per-tensor
+     * A monitor writing one JSON line per step to {@code path}, with events logged as SLF4J warnings.
+     * Global statistics are measured on every step, per-tensor
      * statistics on every {@value #SHORT_FORM_EVERY}th step (and on every skipped, non-finite or
      * spiking step), which keeps the cost a fraction of a training step; use {@link #builder()} with
      * {@code every(1)} for every step.

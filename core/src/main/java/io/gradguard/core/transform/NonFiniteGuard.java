@@ -18,8 +18,9 @@ import java.io.IOException;
  * <ul>
  *   <li>{@link Policy#SKIP} (recommended: {@code Transforms.skipNonFinite(3)}): the step is skipped —
  *       the optimizer update and its state (moments, iteration count) do not move, the gradient is
- *       reset, the skip is counted. After {@code maxConsecutive} skips in a row the next bad step
- *       throws an {@link IllegalStateException} instead of training on silently, or, with
+ *       reset, the skip is counted. It skips up to {@code maxConsecutive} bad steps in a row; the
+ *       next consecutive bad one ({@code skipNonFinite(3)}: the 4th in a row) throws an
+ *       {@link IllegalStateException} instead of training on silently, or, with
  *       {@link #letThroughWhenExhausted()}, is let through as Optax's {@code apply_if_finite} does.</li>
  *   <li>{@link Policy#ZERO}: exactly {@link ZeroNonFinite} (the bad elements become 0, counted per tensor
  *       in the metrics {@code nonFinite.<tensor>} and {@code nonFinite}); the step proceeds.</li>
@@ -66,7 +67,7 @@ public final class NonFiniteGuard implements GradientTransform {
         this.letThrough = letThrough;
     }
 
-    /** Skip bad steps, at most {@code maxConsecutive} in a row. */
+    /** Skip bad steps, up to {@code maxConsecutive} in a row; the next consecutive bad step throws. */
     public static NonFiniteGuard skip(int maxConsecutive) {
         return new NonFiniteGuard(Policy.SKIP, maxConsecutive, false);
     }

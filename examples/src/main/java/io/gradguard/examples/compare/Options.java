@@ -50,7 +50,7 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
               --steps N         SGD steps per run, N >= 1                                 (default: 500)
               --seed S          seed of the initial weights and the data                  (default: 42)
               --pipeline SPEC   the guard, comma-separated stages, applied in this order  (default: skip,clip)
-                                  skip[=N]       skip a step with NaN/Inf gradients; give up after N in a row (3)
+                                  skip[=N]       skip NaN/Inf steps, up to N in a row; the next one in a row throws (3)
                                   zero           replace NaN/Inf gradient elements by 0
                                   clip[=C]       clip the global L2 norm to C (default per task: mlp 5, adding 1)
                                   clipLayer=C    clip each layer's L2 norm to C

@@ -183,8 +183,7 @@ public final class Dl4jBench {
      * overflowed to infinity within 130 calls of a clip that does not act, and compiled the
      * non-finite paths), with no update. The rounds then time GradGuard's code compiled, as it is
      * after the first thousand steps of a real run, while DL4J's own code is hot from every row's
-     * {@code fit} (without it the guard's Java ran interpreted for most of the rounds: 1.4 ms a step
-     * instead of 1.1). The step drivers run the same classes.
+     * {@code fit} (without it the guard's Java would run interpreted for most of the rounds). The step drivers run the same classes.
      */
     private void warmUp(MultiLayerNetwork net, GradientPipeline... pipelines) {
         int calls = section.tiny() ? 2 : WARM_UP_CALLS;
