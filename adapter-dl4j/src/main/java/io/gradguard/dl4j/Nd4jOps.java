@@ -35,8 +35,9 @@ import org.nd4j.linalg.indexing.conditions.Conditions;
  * {@code clip_grad_norm_} do: Σx² and Σ|x| of a contiguous float32 array are one vectorised BLAS
  * pass in float32 ({@code sdot(x, x)}, {@code sasum(x)}), and only the per-tensor result is widened
  * to a float64 scalar, so sums across tensors, norms and coefficients are float64.
- * {@link #accumulatesInDouble()} is then {@code false}: Σx² of float32 values near 1e30 overflows
- * to infinity, near 1e-30 underflows to 0. {@link #accumulateInDouble()} asks for float64
+ * {@link #accumulatesInDouble()} is then {@code false}: Σx² of float32 values near 1e-30
+ * underflows to 0, and near 1e30 the BLAS pass overflows, so that tensor is reduced again in float64
+ * (a second pass, on such steps only). {@link #accumulateInDouble()} asks for float64
  * reductions (a float32 gradient is reduced straight into a float64 result, libnd4j accumulating in
  * the result's type, with no float64 copy) where that range matters more than speed: on this
  * machine's ND4J CPU backend the float64 reduction of a 2M-element float32 array took 4&times; as
