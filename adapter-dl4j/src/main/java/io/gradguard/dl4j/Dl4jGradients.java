@@ -76,9 +76,9 @@ final class Dl4jGradients {
     /**
      * Whether the gradients {@link #of} returns are exactly the ones DL4J's updater divides by the
      * batch size (every parameter with {@code updaterDivideByMinibatch}, nothing else): then the
-     * {@link GuardedTrainer} may make that division itself. Not so with a batch normalization the
+     * {@link Dl4jTrainer} may make that division itself. Not so with a batch normalization the
      * running statistics of which {@link #of} does not recognise (inside a wrapper layer) or a
-     * parameter without a gradient entry (a frozen layer): the trainer then leaves the division to DL4J.
+     * parameter without a gradient entry (a frozen layer): the driver then leaves the division to DL4J.
      */
     static boolean coversMinibatchDivision(Model model) {
         Set<String> divided = new HashSet<>();

@@ -3,9 +3,7 @@ package io.gradguard.dl4j;
 import io.gradguard.core.spi.TensorOps;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.IdentityHashMap;
 import java.util.List;
-import java.util.Map;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -37,8 +35,9 @@ import org.nd4j.linalg.indexing.conditions.Conditions;
  * {@code clip_grad_norm_} do: Σx² and Σ|x| of a contiguous float32 array are one vectorised BLAS
  * pass in float32 ({@code sdot(x, x)}, {@code sasum(x)}), and only the per-tensor result is widened
  * to a float64 scalar, so sums across tensors, norms and coefficients are float64.
- * {@link #accumulatesInDouble()} is then {@code false}: Σx² of float32 values near 1e30 overflows
- * to infinity, near 1e-30 underflows to 0. {@link #accumulateInDouble()} asks for float64
+ * {@link #accumulatesInDouble()} is then {@code false}: Σx² of float32 values near 1e-30
+ * underflows to 0, and near 1e30 the BLAS pass overflows, so that tensor is reduced again in float64
+ * (a second pass, on such steps only). {@link #accumulateInDouble()} asks for float64
  * reductions (a float32 gradient is reduced straight into a float64 result, libnd4j accumulating in
  * the result's type, with no float64 copy) where that range matters more than speed: libnd4j's
  * float64 reduction of a float32 array is several times slower than the BLAS pass. Per-unit sums of squares ({@link #sumOfSquares(INDArray, int[])}) are
@@ -69,8 +68,6 @@ import org.nd4j.linalg.indexing.conditions.Conditions;
  */
 public final class Nd4jOps implements TensorOps<INDArray> {
     private final List<INDArray> temporaries = new ArrayList<>();
-    /** Pending factors: the true value of a key array is factor × its stored value (see {@link #setFactor}). */
-    private final Map<INDArray, Double> factors = new IdentityHashMap<>();
     private boolean doubleAccumulation;
 
     /** A new backend with no temporaries, reducing float32 arrays in float32 (see "Precision"). */
@@ -94,65 +91,6 @@ public final class Nd4jOps implements TensorOps<INDArray> {
     }
 
     /**
-     * Declares that {@code x}'s true values are {@code factor} × its stored values, until
-     * {@link #settle} or {@link #release}: every primitive then reads and writes true values, folding
-     * the factor into its result (Σx² × factor², a clamp bound ÷ factor, an axpy's alpha...) rather
-     * than scaling the array. The runner uses it to present DL4J's minibatch SUM as the MEAN
-     * (factor 1/batch) without two passes over the gradient; a clip coefficient in (0, 1) then
-     * joins the factor ({@link #scaleInPlace}) and {@link #settle} applies both. A write that cannot keep the factor
-     * exactly (a fill, an assign from an array with another factor, a value that does not survive
-     * the division in the array's type) stores true values and drops the factor.
-     *
-     * @throws IllegalArgumentException if the factor is not in (0, 1]
-     */
-    void setFactor(INDArray x, double factor) {
-        if (!(factor > 0 && factor <= 1)) {
-            throw new IllegalArgumentException("factor must be in (0, 1], got " + factor);
-        }
-        if (factor == 1.0) {
-            factors.remove(x);
-        } else {
-            factors.put(x, factor);
-        }
-    }
-
-    /** {@code x}'s pending factor: 1 if it has none. */
-    double factor(INDArray x) {
-        Double f = factors.get(x);
-        return f == null ? 1.0 : f;
-    }
-
-    /**
-     * Leaves {@code x} holding its true values divided by {@code factor} and forgets its pending
-     * factor: no work when its pending factor is still {@code factor}, one pass otherwise. A pass
-     * by 1/n for a whole n divides by n, as DL4J's updater divides by the batch size, so that the
-     * result is the same bits as DL4J's own division.
-     */
-    void settle(INDArray x, double factor) {
-        double f = factor(x);
-        factors.remove(x);
-        if (f == factor || x.isEmpty()) {
-            return;
-        }
-        double c = f / factor;
-        double n = wholeInverse(c);
-        if (n > 0) {
-            x.divi(n);
-        } else {
-            x.muli(c);
-        }
-    }
-
-    /**
-     * n when f is exactly 1/n (as a double) for a whole n from 1 to 2^24 (a batch size, times
-     * micro-batches: exact in float32), else 0.
-     */
-    private static double wholeInverse(double f) {
-        double n = Math.rint(1.0 / f);
-        return n >= 1 && n <= (1 << 24) && 1.0 / n == f ? n : 0;
-    }
-
-    /**
      * Closes every temporary array created since the last call (reductions, scalars, functional
      * results), freeing their off-heap memory now. Call it once per step, after the step's metrics
      * were read. Arrays from {@link #zerosLike} and {@link #fromHost} are not affected.
@@ -162,7 +100,6 @@ public final class Nd4jOps implements TensorOps<INDArray> {
     public int releaseTemporaries() {
         int n = temporaries.size();
         for (INDArray t : temporaries) {
-            factors.remove(t);
             close(t);
         }
         temporaries.clear();
@@ -201,7 +138,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (scalar.length() != 1) {
             throw new IllegalArgumentException("scalar must have exactly one element, got shape " + Arrays.toString(scalar.shape()));
         }
-        return scalar.getDouble(0) * factor(scalar);
+        return scalar.getDouble(0);
     }
 
     @Override
@@ -217,14 +154,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             if (f != x) {
                 close(f);
             }
-            out = out.length == x.length() ? out : Arrays.copyOf(out, (int) x.length());
-            double k = factor(x);
-            if (k != 1.0) {
-                for (int i = 0; i < out.length; i++) {
-                    out[i] = (float) (out[i] * k);
-                }
-            }
-            return out;
+            return out.length == x.length() ? out : Arrays.copyOf(out, (int) x.length());
         }
     }
 
@@ -241,14 +171,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             if (d != x) {
                 close(d);
             }
-            out = out.length == x.length() ? out : Arrays.copyOf(out, (int) x.length());
-            double f = factor(x);
-            if (f != 1.0) {
-                for (int i = 0; i < out.length; i++) {
-                    out[i] *= f;
-                }
-            }
-            return out;
+            return out.length == x.length() ? out : Arrays.copyOf(out, (int) x.length());
         }
     }
 
@@ -315,7 +238,6 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public void release(INDArray x) {
-        factors.remove(x);
         close(x);
     }
 
@@ -323,38 +245,36 @@ public final class Nd4jOps implements TensorOps<INDArray> {
 
     @Override
     public INDArray sumOfSquares(INDArray x) {
-        double f = factor(x);
         if (x.isEmpty()) {
             return scalarOut();
         }
         if (blasReduces(x)) {
             double ss = Nd4j.getBlasWrapper().level1().dot(x.length(), 1.0, x, x);
             if (!Double.isInfinite(ss)) {
-                return scalar(ss * f * f);
+                return scalar(ss);
             }
-            // float32 overflowed, maybe only because DL4J's stored sum is batch × the mean: reduce in
-            // float64 (one more pass, on such steps only)
+            // float32 overflowed (DL4J's stored sum is batch × the mean, so it can happen while the
+            // mean's norm is finite): reduce in float64 (one more pass, on such steps only)
         }
         INDArray z = scalarOut();
         Nd4j.exec(new SquaredNorm(x, z));
-        return times(z, f * f);
+        return z;
     }
 
     @Override
     public INDArray sumOfAbs(INDArray x) {
-        double f = factor(x);
         if (x.isEmpty()) {
             return scalarOut();
         }
         if (blasReduces(x)) {
             double sa = Nd4j.getBlasWrapper().level1().asum(x);
             if (!Double.isInfinite(sa)) {
-                return scalar(sa * f);
+                return scalar(sa);
             }
         }
         INDArray z = scalarOut();
         Nd4j.exec(new Norm1(x, z));
-        return times(z, f);
+        return z;
     }
 
     /** max |x|, reduced in x's own type (a maximum is exact in any type) and widened to float64. */
@@ -371,7 +291,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (Double.isNaN(squaresOrNaN(x))) {
             z.addi(nanFlag(countNaN(x)));
         }
-        return times(z, factor(x));
+        return z;
     }
 
     @Override
@@ -408,8 +328,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
             return z;
         }
         Nd4j.exec(new SquaredNorm(x, z, true, axes));
-        double f = factor(x);
-        return times(z, f * f);
+        return z;
     }
 
     /** The mean over {@code axes} (kept with size 1), in {@code x}'s type so it subtracts in place cheaply. */
@@ -419,24 +338,24 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (!x.isEmpty()) {
             Nd4j.exec(new Mean(x, z, true, axes));
         }
-        return times(z, factor(x));
+        return z;
     }
 
     // ---- functional element-wise math -------------------------------------------------------
 
     @Override
     public INDArray add(INDArray a, INDArray b) {
-        return scalars(a, b) ? onHost(a, b, Double::sum) : binary(plain(a), plain(b), AddOp::new);
+        return scalars(a, b) ? onHost(a, b, Double::sum) : binary(a, b, AddOp::new);
     }
 
     @Override
     public INDArray mul(INDArray a, INDArray b) {
-        return scalars(a, b) ? onHost(a, b, (x, y) -> x * y) : binary(plain(a), plain(b), MulOp::new);
+        return scalars(a, b) ? onHost(a, b, (x, y) -> x * y) : binary(a, b, MulOp::new);
     }
 
     @Override
     public INDArray div(INDArray a, INDArray b) {
-        return scalars(a, b) ? onHost(a, b, (x, y) -> x / y) : binary(plain(a), plain(b), DivOp::new);
+        return scalars(a, b) ? onHost(a, b, (x, y) -> x / y) : binary(a, b, DivOp::new);
     }
 
     @Override
@@ -444,9 +363,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (scalars(a, b)) {
             return onHost(a, b, Math::min); // NaN propagates
         }
-        INDArray pa = plain(a);
-        INDArray pb = plain(b);
-        return propagateNaN(binary(pa, pb, Min::new), pa, pb);
+        return propagateNaN(binary(a, b, Min::new), a, b);
     }
 
     @Override
@@ -454,9 +371,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (scalars(a, b)) {
             return onHost(a, b, Math::max);
         }
-        INDArray pa = plain(a);
-        INDArray pb = plain(b);
-        return propagateNaN(binary(pa, pb, Max::new), pa, pb);
+        return propagateNaN(binary(a, b, Max::new), a, b);
     }
 
     private static boolean scalars(INDArray a, INDArray b) {
@@ -472,7 +387,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
      */
     private INDArray onHost(INDArray a, INDArray b, java.util.function.DoubleBinaryOperator op) {
         INDArray z = binaryOut(a, b);
-        z.putScalar(0, op.applyAsDouble(a.getDouble(0) * factor(a), b.getDouble(0) * factor(b)));
+        z.putScalar(0, op.applyAsDouble(a.getDouble(0), b.getDouble(0)));
         return z;
     }
 
@@ -481,7 +396,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         org.nd4j.linalg.api.ops.CustomOp of(INDArray a, INDArray b, INDArray z);
     }
 
-    /** A new temporary z = op(a, b) of plain (unfactored) operands, broadcast as numpy does. */
+    /** A new temporary z = op(a, b), broadcast as numpy does. */
     private INDArray binary(INDArray a, INDArray b, BinaryOp op) {
         INDArray z = binaryOut(a, b);
         Nd4j.exec(op.of(a, b, z));
@@ -492,10 +407,9 @@ public final class Nd4jOps implements TensorOps<INDArray> {
     public INDArray sqrt(INDArray a) {
         if (a.length() == 1) {
             INDArray z = temp(a.dataType(), a.shape());
-            z.putScalar(0, Math.sqrt(a.getDouble(0) * factor(a)));
+            z.putScalar(0, Math.sqrt(a.getDouble(0)));
             return z;
         }
-        a = plain(a);
         INDArray z = temp(a.dataType(), a.shape());
         if (!a.isEmpty()) {
             Nd4j.exec(new Sqrt(a, z));
@@ -511,12 +425,8 @@ public final class Nd4jOps implements TensorOps<INDArray> {
      * <p>A one-element factor (a clip coefficient) is read to the host, a scalar read that costs
      * nothing on the CPU backend, and multiplied in {@code x}'s own type; a factor of exactly 1 (a
      * clip that does not bite) skips the multiplication: the result is bit-identical (x·1 = x, NaN
-     * and -0 included) and a full pass over the gradient is saved. On an array with a pending
-     * factor ({@link #setFactor}: a DL4J gradient view during a step) a coefficient in (0, 1) joins
-     * that factor instead, with no pass: the runner's {@link #settle} applies both in the one pass it
-     * makes anyway (for the {@link GuardedTrainer}, the division by the batch size). Zero, NaN and a
-     * factor that would leave the normal range are multiplied in at once. A per-unit factor is
-     * multiplied in with broadcasting.
+     * and -0 included) and a full pass over the gradient is saved. A per-unit factor is multiplied
+     * in with broadcasting.
      */
     @Override
     public void scaleInPlace(INDArray x, INDArray factor) {
@@ -525,45 +435,30 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         }
         if (factor.length() == 1) {
             double c = toHost(factor);
-            if (c == 1.0) {
-                return;
-            }
-            Double pending = factors.get(x);
-            if (pending != null && c > 0 && c < 1 && pending * c >= MIN_JOINED_FACTOR
-                    && (x.dataType() == DataType.FLOAT || x.dataType() == DataType.DOUBLE)) {
-                factors.put(x, pending * c);
-            } else {
+            if (c != 1.0) {
                 x.muli(c);
             }
             return;
         }
-        Nd4j.exec(new MulOp(x, plain(factor), x));
+        Nd4j.exec(new MulOp(x, factor, x));
     }
-
-    /**
-     * The smallest factor a coefficient may leave pending: far from float32's subnormals (the
-     * factor is cast to the array's type when applied) and from float64 underflow of factor²
-     * (norms fold in factor²); a smaller product is multiplied into the array at once.
-     */
-    private static final double MIN_JOINED_FACTOR = 1e-30;
 
     @Override
     public void addInPlace(INDArray x, INDArray y, double alpha) {
         if (x.isEmpty()) {
             return;
         }
-        double a = alpha * factor(y) / factor(x); // x_true + alpha·y_true = fx·(x + alpha·fy/fx · y)
         if (Arrays.equals(x.shape(), y.shape()) && x.dataType() == y.dataType()) {
-            if (a == 1.0) {
+            if (alpha == 1.0) {
                 x.addi(y);
-            } else if (a == -1.0) {
+            } else if (alpha == -1.0) {
                 x.subi(y);
             } else {
-                Nd4j.exec(new Axpy(y, x, x, a));
+                Nd4j.exec(new Axpy(y, x, x, alpha));
             }
             return;
         }
-        INDArray scaled = a == 1.0 ? y : track(y.mul(a));
+        INDArray scaled = alpha == 1.0 ? y : track(y.mul(alpha));
         Nd4j.exec(new AddOp(x, scaled, x));
     }
 
@@ -572,8 +467,7 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (x.isEmpty()) {
             return;
         }
-        double f = keepFactorFor(x, lo, hi, hi);
-        ClipByValue op = new ClipByValue(x, stored(lo, f), stored(hi, f));
+        ClipByValue op = new ClipByValue(x, lo, hi);
         op.addOutputArgument(x);
         Nd4j.exec(op);
     }
@@ -583,43 +477,52 @@ public final class Nd4jOps implements TensorOps<INDArray> {
         if (x.isEmpty()) {
             return;
         }
-        double f = keepFactorFor(x, nan, posInf, negInf);
         double maxFinite = x.dataType() == DataType.DOUBLE ? Double.MAX_VALUE : x.dataType() == DataType.FLOAT ? Float.MAX_VALUE : 65504.0;
         if (posInf != Double.POSITIVE_INFINITY) {
-            Nd4j.exec(new CompareAndSet(x, stored(posInf, f), Conditions.greaterThan(maxFinite)));
+            Nd4j.exec(new CompareAndSet(x, posInf, Conditions.greaterThan(maxFinite)));
         }
         if (negInf != Double.NEGATIVE_INFINITY) {
-            Nd4j.exec(new CompareAndSet(x, stored(negInf, f), Conditions.lessThan(-maxFinite)));
+            Nd4j.exec(new CompareAndSet(x, negInf, Conditions.lessThan(-maxFinite)));
         }
         if (!Double.isNaN(nan)) {
-            Nd4j.exec(new CompareAndSet(x, stored(nan, f), Conditions.isNan()));
+            Nd4j.exec(new CompareAndSet(x, nan, Conditions.isNan()));
         }
     }
 
-    /** Copies {@code src}'s true values; {@code dst} keeps its pending factor only when {@code src} has the same one. */
     @Override
     public void assign(INDArray dst, INDArray src) {
-        double fs = factor(src);
-        if (fs != factor(dst)) {
-            factors.remove(dst);
-            if (fs != 1.0 && !dst.isEmpty()) {
-                if (dst.ordering() == src.ordering() && dst.dataType() == src.dataType() && Arrays.equals(dst.shape(), src.shape())) {
-                    Nd4j.exec(new ScalarMultiplication(src, null, dst, fs));
-                } else {
-                    dst.assign(src);
-                    dst.muli(fs);
-                }
-                return;
-            }
-        }
         if (!dst.isEmpty()) {
             dst.assign(src);
         }
     }
 
+    /**
+     * dst ← factor × src in one pass (for {@link PendingFactorOps}: a copy of an array with a pending
+     * factor), in dst's type.
+     */
+    void assignScaled(INDArray dst, INDArray src, double factor) {
+        if (dst.isEmpty()) {
+            return;
+        }
+        if (dst.ordering() == src.ordering() && dst.dataType() == src.dataType() && Arrays.equals(dst.shape(), src.shape())) {
+            Nd4j.exec(new ScalarMultiplication(src, null, dst, factor));
+        } else {
+            dst.assign(src);
+            dst.muli(factor);
+        }
+    }
+
+    /** A step temporary holding factor × a, in a's type, shape and memory order. */
+    INDArray scaledCopy(INDArray a, double factor) {
+        INDArray z = track(detached(a.dataType(), a.shape(), a.ordering()));
+        if (!a.isEmpty()) {
+            Nd4j.exec(new ScalarMultiplication(a, null, z, factor));
+        }
+        return z;
+    }
+
     @Override
     public void fill(INDArray x, double value) {
-        factors.remove(x); // every element is overwritten: no factor to keep
         if (!x.isEmpty()) {
             x.assign(value);
         }
@@ -639,77 +542,6 @@ public final class Nd4jOps implements TensorOps<INDArray> {
     private static boolean blasReadable(INDArray x) {
         DataType t = x.dataType();
         return (t == DataType.FLOAT || t == DataType.DOUBLE) && x.length() <= Integer.MAX_VALUE && x.elementWiseStride() == 1;
-    }
-
-    /** A step temporary: z · c, in place (z is one), or z itself when c is 1. */
-    private static INDArray times(INDArray z, double c) {
-        if (c == 1.0) {
-            return z;
-        }
-        if (z.length() == 1) {
-            z.putScalar(0, z.getDouble(0) * c);
-            return z;
-        }
-        return z.muli(c);
-    }
-
-    /**
-     * {@code a}'s true values: {@code a} itself without a pending factor, else a step temporary
-     * holding factor × a (functional math wants plain operands).
-     */
-    private INDArray plain(INDArray a) {
-        double f = factor(a);
-        if (f == 1.0) {
-            return a;
-        }
-        INDArray z = track(detached(a.dataType(), a.shape(), a.ordering()));
-        if (!a.isEmpty()) {
-            Nd4j.exec(new ScalarMultiplication(a, null, z, f));
-        }
-        return z;
-    }
-
-    /**
-     * The factor {@code x} keeps while {@code values} are written into it (stored as
-     * {@link #stored value × n} for a factor of 1/n): its pending factor when that factor is 1/n for a
-     * whole n (the batch factor; {@link #settle} then divides by n, as DL4J does) and every value
-     * comes back exactly from that division in x's type; else 1, after scaling x to its true values
-     * (one pass) and dropping its factor. A factor a clip coefficient joined is thus applied before
-     * a clamp, so the clamp's bound holds to the last bit.
-     */
-    private double keepFactorFor(INDArray x, double... values) {
-        double f = factor(x);
-        if (f == 1.0) {
-            return 1.0;
-        }
-        double n = wholeInverse(f);
-        boolean keep = n > 0;
-        for (double v : values) {
-            keep &= storable(v, n, x.dataType());
-        }
-        if (!keep) {
-            settle(x, 1.0);
-            return 1.0;
-        }
-        return f;
-    }
-
-    /** v as stored in an array with pending factor f (1, or 1/n for a whole n: see {@link #keepFactorFor}). */
-    private static double stored(double v, double f) {
-        return f == 1.0 ? v : v * wholeInverse(f);
-    }
-
-    /** Whether v · n, stored in type t and divided by n there (as {@link #settle} and DL4J do), gives v as t holds it. */
-    private static boolean storable(double v, double n, DataType t) {
-        if (Double.isNaN(v)) {
-            return true;
-        }
-        double s = v * n;
-        return switch (t) {
-            case DOUBLE -> s / n == v;
-            case FLOAT -> (float) ((float) s / n) == (float) v; // float ÷ whole n ≤ 2^24: double then float rounds once
-            default -> false;
-        };
     }
 
     private INDArray scalarOut() {

@@ -6,17 +6,17 @@ import java.util.List;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
- * Every {@link io.gradguard.core.spi.TensorOps} primitive of {@link Nd4jOps} is correct on arrays
- * with a pending factor (the runner's way of presenting DL4J's minibatch sum as the mean): the
- * whole conformance kit runs on a backend whose {@code fromHost} arrays store each value × 64 with a
- * pending factor of 1/64, as DL4J's gradient views do for a batch of 64 (float32 reductions;
- * {@link FactoredNd4jFloat64ConformanceTest} runs the float64 ones).
- * An array whose values × 64 overflow its type (no DL4J sum can hold them) is stored plainly.
+ * Every {@link io.gradguard.core.spi.TensorOps} primitive of {@link PendingFactorOps} is correct on
+ * arrays with a pending factor (how a {@link Dl4jGuard} presents DL4J's minibatch sum as the mean):
+ * the whole conformance kit runs on a backend whose {@code fromHost} arrays store each value × 64
+ * with a pending factor of 1/64, as DL4J's gradient views do for a batch of 64 (float32 reductions;
+ * {@link FactoredNd4jFloat64ConformanceTest} runs the float64 ones). An array whose values × 64
+ * overflow its type (no DL4J sum can hold them) is stored plainly.
  */
 class FactoredNd4jConformanceTest extends ConformanceKit<INDArray> {
     static final double B = 64;
 
-    private final Nd4jOps ops = new Nd4jOps();
+    private final PendingFactorOps ops = new PendingFactorOps(new Nd4jOps());
     private final TensorOps<INDArray> factored = new Factored(ops);
 
     @Override
@@ -29,14 +29,13 @@ class FactoredNd4jConformanceTest extends ConformanceKit<INDArray> {
         ops.releaseTemporaries();
     }
 
-    /** {@link Nd4jOps} with factored {@code fromHost} arrays; every other primitive delegates. */
+    /** {@link PendingFactorOps} with factored {@code fromHost} arrays; every other primitive delegates. */
     static final class Factored implements TensorOps<INDArray> {
-        private final Nd4jOps ops;
+        private final PendingFactorOps ops;
 
-        Factored(Nd4jOps ops) {
+        Factored(PendingFactorOps ops) {
             this.ops = ops;
         }
-
         @Override
         public INDArray fromHost(float[] data, long[] shape) {
             float[] stored = new float[data.length];

@@ -6,7 +6,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 
 /** {@link FactoredNd4jConformanceTest} with float64 reductions ({@link Nd4jOps#accumulateInDouble()}). */
 class FactoredNd4jFloat64ConformanceTest extends ConformanceKit<INDArray> {
-    private final Nd4jOps ops = new Nd4jOps().accumulateInDouble();
+    private final PendingFactorOps ops = new PendingFactorOps(new Nd4jOps().accumulateInDouble());
     private final TensorOps<INDArray> factored = new FactoredNd4jConformanceTest.Factored(ops);
 
     @Override

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientTransform;
 import io.gradguard.core.Scope;
+import io.gradguard.core.StepResult;
 import io.gradguard.core.Transforms;
 import java.util.ArrayList;
 import java.util.List;
@@ -17,6 +18,7 @@ import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
+import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.learning.config.Sgd;
 
@@ -38,7 +40,7 @@ class OracleTest {
             {GradientNormalization.RenormalizeL2PerLayer, 1.0, (Supplier<GradientTransform>) () -> Transforms.normalize(Scope.LAYER)},
         };
         for (String network : new String[] {"MultiLayerNetwork", "ComputationGraph"}) {
-            for (String driver : new String[] {"listener", "trainer"}) {
+            for (String driver : new String[] {"listener", "step driver"}) {
                 for (Object[] m : modes) {
                     out.add(Arguments.of(network, driver, m[0], m[1], m[2]));
                 }
@@ -56,16 +58,17 @@ class OracleTest {
         Model plain = graph ? Nets.graph(new Sgd(0.1)) : Nets.mlp(new Sgd(0.1));
         Model guarded = graph ? Nets.graph(new Sgd(0.1)) : Nets.mlp(new Sgd(0.1));
         GradientPipeline pipeline = GradientPipeline.of(transform.get());
-        GuardedTrainer trainer = driver.equals("trainer") ? trainer(guarded, pipeline) : null;
-        if (trainer == null) {
-            addListener(guarded, GuardListener.of(pipeline));
+        Dl4jGuard guard = Dl4jGuard.of(pipeline);
+        boolean drives = driver.equals("step driver");
+        if (!drives) {
+            guarded.addListeners(guard.listener());
         }
         for (int s = 0; s < STEPS; s++) {
             DataSet d = Nets.batch(BATCH, 100 + s);
             fit(oracle, d);
             fit(plain, d);
-            if (trainer != null) {
-                assertTrue(trainer.step(d).applies());
+            if (drives) {
+                assertTrue(step(guard, guarded, d).applies());
             } else {
                 fit(guarded, d);
             }
@@ -79,16 +82,9 @@ class OracleTest {
         assertEquals(STEPS, iterations(guarded));
     }
 
-    static GuardedTrainer trainer(Model m, GradientPipeline p) {
-        return m instanceof ComputationGraph g ? GuardedTrainer.of(g, p) : GuardedTrainer.of((MultiLayerNetwork) m, p);
-    }
-
-    static void addListener(Model m, GuardListener l) {
-        if (m instanceof ComputationGraph g) {
-            g.addListeners(l);
-        } else {
-            ((MultiLayerNetwork) m).addListeners(l);
-        }
+    /** One micro-batch through the guard's step driver, for either kind of network. */
+    static StepResult<INDArray> step(Dl4jGuard guard, Model m, DataSet d) {
+        return m instanceof ComputationGraph g ? guard.step(g, d) : guard.step((MultiLayerNetwork) m, d);
     }
 
     static void fit(Model m, DataSet d) {

@@ -20,13 +20,13 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.learning.config.Sgd;
 
 /**
- * The pending factor that presents DL4J's minibatch sum as the mean without scaling the gradient,
- * the exact-1 shortcut of {@link Nd4jOps#scaleInPlace} and the coefficients it folds into a pending
- * factor, and the float64 reduction option. Every
+ * The pending factor that presents DL4J's minibatch sum as the mean without scaling the gradient
+ * ({@link PendingFactorOps}), the exact-1 shortcut of {@link Nd4jOps#scaleInPlace}, the coefficients
+ * a pending factor absorbs, and the float64 reduction option. Every
  * primitive's correctness on factored arrays is proven by {@link FactoredNd4jConformanceTest}.
  */
 class PendingFactorTest {
-    private final Nd4jOps ops = new Nd4jOps();
+    private final PendingFactorOps ops = new PendingFactorOps(new Nd4jOps());
 
     @AfterEach
     void free() {
@@ -176,19 +176,19 @@ class PendingFactorTest {
     void a_gradient_view_that_lost_its_factor_is_handed_back_to_dl4j_as_the_sum() {
         // plain SGD: the change of a parameter is lr × the mean gradient DL4J's updater computes
         MultiLayerNetwork net = Nets.mlp(new Sgd(0.1));
-        GuardListener listener = GuardListener.of(GradientPipeline.of(new FillFirst()));
-        net.addListeners(listener);
+        Dl4jGuard listening = Dl4jGuard.of(new FillFirst());
+        net.addListeners(listening.listener());
         double before = net.getParam("0_W").getDouble(0);
         net.fit(Nets.batch(8, 1));
         assertEquals(before - 0.1 * 0.5, net.getParam("0_W").getDouble(0), 1e-6);
         for (GradientTensor<INDArray> t : Dl4jGradients.of(net)) {
-            assertEquals(1.0, listener.ops().factor(t.gradient()), t.name());
+            assertEquals(1.0, listening.ops().factor(t.gradient()), t.name());
         }
 
         MultiLayerNetwork net2 = Nets.mlp(new Sgd(0.1));
-        GuardedTrainer trainer = GuardedTrainer.of(net2, GradientPipeline.of(new FillFirst()));
+        Dl4jGuard driving = Dl4jGuard.of(new FillFirst());
         double before2 = net2.getParam("0_W").getDouble(0);
-        trainer.step(Nets.batch(8, 1));
+        driving.step(net2, Nets.batch(8, 1));
         assertEquals(before2 - 0.1 * 0.5, net2.getParam("0_W").getDouble(0), 1e-6);
     }
 
@@ -196,12 +196,14 @@ class PendingFactorTest {
     void reductions_are_float32_by_default_and_float64_on_request() {
         assertFalse(new Nd4jOps().accumulatesInDouble());
         assertTrue(new Nd4jOps().accumulateInDouble().accumulatesInDouble());
-        GradientPipeline p = GradientPipeline.of(Transforms.clipByGlobalNorm(1.0));
-        assertFalse(GuardListener.of(p).accumulatesInDouble());
-        assertTrue(GuardListener.of(p).accumulateInDouble().accumulatesInDouble());
-        GuardedTrainer trainer = GuardedTrainer.of(Nets.mlp(new Sgd(0.1)), p);
-        assertFalse(trainer.ops().accumulatesInDouble());
-        assertTrue(trainer.accumulateInDouble().ops().accumulatesInDouble());
+        Dl4jGuard plain = Dl4jGuard.of(Transforms.clipByGlobalNorm(1.0));
+        plain.step(Nets.mlp(new Sgd(0.1)), Nets.batch(4, 1));
+        assertFalse(plain.accumulatesInDouble() || plain.ops().accumulatesInDouble());
+        Dl4jGuard wideGuard = Dl4jGuard.of(Transforms.clipByGlobalNorm(1.0));
+        wideGuard.listener(); // a hook made before the wither still reduces in float64
+        wideGuard.accumulateInDouble().step(Nets.mlp(new Sgd(0.1)), Nets.batch(4, 1));
+        assertTrue(wideGuard.ops().accumulatesInDouble());
+        assertThrows(IllegalStateException.class, wideGuard::accumulateInDouble, "too late after the first step");
 
         float[] big = {1e30f, 1e30f};
         INDArray x = ops.fromHost(big, new long[] {2});

@@ -3,7 +3,6 @@ package io.gradguard.dl4j;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.Transforms;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
@@ -18,13 +17,13 @@ class WarningTest {
     @Test
     void built_in_gradient_normalization_is_warned_about_once() {
         MultiLayerNetwork net = Nets.mlp(new Sgd(0.1), GradientNormalization.ClipL2PerLayer, 1.0);
-        GuardedTrainer trainer = GuardedTrainer.of(net, GradientPipeline.of(Transforms.clipByGlobalNorm(1.0)));
+        Dl4jGuard guard = Dl4jGuard.of(Transforms.clipByGlobalNorm(1.0));
         PrintStream saved = System.err;
         ByteArrayOutputStream err = new ByteArrayOutputStream();
         System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
         try {
             for (int s = 0; s < 3; s++) {
-                trainer.step(Nets.batch(8, s));
+                guard.step(net, Nets.batch(8, s));
             }
         } finally {
             System.setErr(saved);

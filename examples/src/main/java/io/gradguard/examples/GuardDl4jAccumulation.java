@@ -1,8 +1,7 @@
 package io.gradguard.examples;
 
-import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.Transforms;
-import io.gradguard.dl4j.GuardedTrainer;
+import io.gradguard.dl4j.Dl4jGuard;
 import java.util.Random;
 import org.deeplearning4j.datasets.iterator.utilty.ListDataSetIterator;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
@@ -17,17 +16,17 @@ import org.nd4j.linalg.learning.config.Adam;
 import org.nd4j.linalg.lossfunctions.LossFunctions;
 
 /**
- * Gradient accumulation and real skips in DL4J: {@link GuardedTrainer} drives the training step
+ * Gradient accumulation and real skips in DL4J: a {@link Dl4jGuard} drives the training step
  * (backprop, the pipeline, then DL4J's own updater only when the step applies) in place of
  * {@code net.fit}:
  *
  * <pre>{@code
- * GuardedTrainer trainer = GuardedTrainer.of(net, GradientPipeline.of(
+ * Dl4jGuard guard = Dl4jGuard.of(
  *         Transforms.skipNonFinite(3),          // skip NaN/Inf steps; the 4th in a row throws
  *         Transforms.accumulate(4),             // 4 micro-batches per optimizer step
- *         Transforms.clipByGlobalNorm(1.0)));
+ *         Transforms.clipByGlobalNorm(1.0));
  * for (int epoch = 0; epoch < epochs; epoch++) {
- *     trainer.fit(trainData);                   // was: net.fit(trainData)
+ *     guard.fit(net, trainData);                // was: net.fit(trainData)
  * }
  * }</pre>
  *
@@ -53,11 +52,10 @@ public final class GuardDl4jAccumulation {
                 .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nIn(32).nOut(1).activation(Activation.IDENTITY).build())
                 .build());
         net.init();
-        GradientPipeline pipeline = GradientPipeline.of(
+        Dl4jGuard guard = Dl4jGuard.of(
                 Transforms.skipNonFinite(3),
                 Transforms.accumulate(4),
                 Transforms.clipByGlobalNorm(1.0));
-        GuardedTrainer trainer = GuardedTrainer.of(net, pipeline);
 
         Random rnd = new Random(1);
         float[] xs = new float[1024 * 8];
@@ -70,11 +68,11 @@ public final class GuardDl4jAccumulation {
         DataSet corrupt = clean.copy();
         corrupt.getFeatures().putScalar(100, 0, Double.NaN);                // a corrupt record, in micro-batch 6
 
-        trainer.fit(new ListDataSetIterator<>(corrupt.asList(), 16));       // one epoch: 64 micro-batches of 16
+        guard.fit(net, new ListDataSetIterator<>(corrupt.asList(), 16));       // one epoch: 64 micro-batches of 16
         System.out.printf("epoch 1: 64 micro-batches, %d skipped, %d Adam steps (iteration count %d), %d waiting in the window%n",
-                pipeline.skippedCount(), pipeline.stepCount(), net.getIterationCount(), pipeline.microStep());
+                guard.skippedCount(), guard.stepCount(), net.getIterationCount(), guard.pipeline().microStep());
         for (int epoch = 2; epoch <= 10; epoch++) {
-            trainer.fit(new ListDataSetIterator<>(clean.asList(), 16));
+            guard.fit(net, new ListDataSetIterator<>(clean.asList(), 16));
         }
         System.out.printf("loss after 10 epochs %.4f%n", net.score(clean));
     }

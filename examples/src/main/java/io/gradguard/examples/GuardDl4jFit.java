@@ -1,8 +1,7 @@
 package io.gradguard.examples;
 
-import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.Transforms;
-import io.gradguard.dl4j.GuardListener;
+import io.gradguard.dl4j.Dl4jGuard;
 import java.util.Random;
 import org.deeplearning4j.datasets.iterator.utilty.ListDataSetIterator;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
@@ -17,13 +16,14 @@ import org.nd4j.linalg.learning.config.Sgd;
 import org.nd4j.linalg.lossfunctions.LossFunctions;
 
 /**
- * Guard DL4J's {@code net.fit(...)} unchanged: add a {@link GuardListener}. It runs the pipeline on
- * the network's gradient after backprop and before DL4J's updater:
+ * Guard DL4J's {@code net.fit(...)} unchanged: add a {@link Dl4jGuard}'s listener. It runs the
+ * pipeline on the network's gradient after backprop and before DL4J's updater:
  *
  * <pre>{@code
- * net.addListeners(GuardListener.of(GradientPipeline.of(
+ * Dl4jGuard guard = Dl4jGuard.of(
  *         Transforms.zeroNonFinite(),            // NaN/Inf gradient elements -> 0
- *         Transforms.clipByGlobalNorm(1.0))));   // the norm of the mean gradient, as DL4J's GradientNormalization
+ *         Transforms.clipByGlobalNorm(1.0));     // the norm of the mean gradient, as DL4J's GradientNormalization
+ * net.addListeners(guard.listener());
  * net.fit(trainData, epochs);                    // unchanged
  * }</pre>
  *
@@ -55,7 +55,7 @@ public final class GuardDl4jFit {
                 .build());
         net.init();
         if (guarded) {
-            net.addListeners(GuardListener.of(GradientPipeline.of(Transforms.zeroNonFinite(), Transforms.clipByGlobalNorm(1.0))));
+            net.addListeners(Dl4jGuard.of(Transforms.zeroNonFinite(), Transforms.clipByGlobalNorm(1.0)).listener());
         }
         Random rnd = new Random(1);
         float[] xs = new float[1024 * 8];

@@ -12,7 +12,7 @@ import io.gradguard.core.doctor.Doctor;
 import io.gradguard.core.doctor.Finding;
 import io.gradguard.core.doctor.Remedy;
 import io.gradguard.core.monitor.Monitor;
-import io.gradguard.dl4j.GuardedTrainer;
+import io.gradguard.dl4j.Dl4jGuard;
 import java.util.SplittableRandom;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
@@ -82,9 +82,9 @@ class DoctorDl4jTest {
         MultiLayerNetwork net = mlp(1, 2, Activation.RELU, WeightInit.RELU, 0.01);
         Monitor monitor = Monitor.builder().name("short").build();
         Doctor doctor = Doctor.watch(monitor);
-        GuardedTrainer trainer = GuardedTrainer.of(net, GradientPipeline.of(monitor));
+        Dl4jGuard guard = Dl4jGuard.of(GradientPipeline.of(monitor));
         for (int s = 0; s < 5; s++) {
-            trainer.step(batch(1, s));
+            guard.step(net, batch(1, s));
         }
         monitor.close();
         Diagnosis d = doctor.diagnosis();
@@ -96,9 +96,9 @@ class DoctorDl4jTest {
     private static Diagnosis train(MultiLayerNetwork net, long seed, String name) {
         Monitor monitor = Monitor.builder().name(name).build();
         Doctor doctor = Doctor.watch(monitor);
-        GuardedTrainer trainer = GuardedTrainer.of(net, GradientPipeline.of(monitor));
+        Dl4jGuard guard = Dl4jGuard.of(GradientPipeline.of(monitor));
         for (int s = 0; s < STEPS; s++) {
-            trainer.step(batch(seed, s));
+            guard.step(net, batch(seed, s));
         }
         monitor.close();
         return doctor.diagnosis();

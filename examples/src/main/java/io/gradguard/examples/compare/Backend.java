@@ -8,7 +8,7 @@ import java.util.List;
  * One framework in the comparison: it builds the task's network from the shared initial weights
  * and trains it with plain SGD through the framework's GradGuard adapter, which runs the pipeline
  * on the framework's own gradient tensors between the backward pass and the update
- * ({@code TfGuard}, {@code GuardedTrainer} for DL4J, {@code DjlGuard}).
+ * ({@code TfGuard}, {@code Dl4jGuard}, {@code DjlGuard}).
  */
 public interface Backend {
 

@@ -2,7 +2,7 @@ package io.gradguard.examples.compare;
 
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.StepResult;
-import io.gradguard.dl4j.GuardedTrainer;
+import io.gradguard.dl4j.Dl4jGuard;
 import java.util.ArrayList;
 import java.util.List;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
@@ -25,7 +25,7 @@ import org.nd4j.nativeblas.NativeOpsHolder;
  * Deeplearning4j: a {@link MultiLayerNetwork} of {@code DenseLayer}s (MLP) or a {@code SimpleRnn}
  * under {@code LastTimeStep} (RNN), with an identity {@code OutputLayer} and MSE loss. Weights are
  * {@code [nIn, nOut]}, as canonical. Training goes through GradGuard's DL4J step driver,
- * {@link GuardedTrainer} (backprop, the pipeline on ND4J's gradient, then DL4J's updater only when
+ * {@link Dl4jGuard#step} (backprop, the pipeline on ND4J's gradient, then DL4J's updater only when
  * the step applies), so that a skipped step really leaves the network alone. DL4J's gradient view
  * holds the sum over the batch; the adapter hands the pipeline the mean.
  */
@@ -87,7 +87,7 @@ public final class Dl4jBackend implements Backend {
         private final Task task;
         private final MultiLayerNetwork net;
         private final List<String> keys;
-        private GuardedTrainer trainer;
+        private Dl4jGuard guard;
 
         Dl4jModel(Task task, MultiLayerNetwork net, List<String> keys) {
             this.task = task;
@@ -122,14 +122,14 @@ public final class Dl4jBackend implements Backend {
          */
         @Override
         public Outcome train(Batch batch, GradientPipeline pipeline) {
-            if (trainer == null) {
-                trainer = GuardedTrainer.of(net, pipeline);
-            } else if (trainer.pipeline() != pipeline) {
+            if (guard == null) {
+                guard = Dl4jGuard.of(pipeline);
+            } else if (guard.pipeline() != pipeline) {
                 throw new IllegalStateException("a model trains under one pipeline: build a new model for another");
             }
             DataSet data = dataSet(batch);
             try {
-                StepResult<INDArray> r = trainer.step(data);
+                StepResult<INDArray> r = guard.step(net, data);
                 return new Outcome(net.score(), r);
             } finally {
                 data.getFeatures().close();

@@ -13,8 +13,7 @@ import io.gradguard.core.Layout;
 import io.gradguard.core.Role;
 import io.gradguard.core.StepContext;
 import io.gradguard.core.StepResult;
-import io.gradguard.dl4j.GuardListener;
-import io.gradguard.dl4j.GuardedTrainer;
+import io.gradguard.dl4j.Dl4jGuard;
 import io.gradguard.dl4j.Nd4jOps;
 import java.util.Map;
 import org.deeplearning4j.nn.api.Model;
@@ -46,7 +45,7 @@ import org.nd4j.linalg.lossfunctions.LossFunctions;
  * <p>Variants: unguarded (timed twice as two cases: the A/A control shows the measurement noise);
  * unguarded taking Σg² of every gradient (one read pass: the floor of any global norm); DL4J's
  * built-in {@code ClipL2PerLayer} and {@code ClipElementWiseAbsoluteValue}; GradGuard's
- * {@link GuardListener} with the {@link Pipelines} clips (thresholds on the mean gradient, as
+ * {@link Dl4jGuard} (its listener and its step driver) with the {@link Pipelines} clips (thresholds on the mean gradient, as
  * DL4J's), the global clip armed far above the gradient norm (not acting), and with a monitor every
  * step.
  */
@@ -75,15 +74,15 @@ public final class Dl4jBench {
             // GradientNormalization (read by DL4J's updater on every step): the same parameter and
             // gradient arrays for every variant, so the rows compare what runs between backprop and update
             MultiLayerNetwork shared = network(null, 0);
-            GuardListener globalListener = GuardListener.of(Pipelines.guarded());
-            GuardListener idleListener = GuardListener.of(Pipelines.guardedIdle());
+            Dl4jGuard globalListener = Dl4jGuard.of(Pipelines.guarded());
+            Dl4jGuard idleListener = Dl4jGuard.of(Pipelines.guardedIdle());
             // the step driver on the same network (it takes its listeners, so it is given it with none)
-            GuardedTrainer globalTrainer = GuardedTrainer.of(shared, Pipelines.guarded());
-            GuardedTrainer idleTrainer = GuardedTrainer.of(shared, Pipelines.guardedIdle());
-            GuardedTrainer emptyTrainer = GuardedTrainer.of(shared, GradientPipeline.of());
-            GuardListener monitoredListener = GuardListener.of(Pipelines.globalClipMonitored());
-            GuardListener layerListener = GuardListener.of(Pipelines.layerClip());
-            GuardListener valueListener = GuardListener.of(Pipelines.valueClip());
+            Dl4jGuard globalTrainer = Dl4jGuard.of(Pipelines.guarded());
+            Dl4jGuard idleTrainer = Dl4jGuard.of(Pipelines.guardedIdle());
+            Dl4jGuard emptyTrainer = Dl4jGuard.of(GradientPipeline.of());
+            Dl4jGuard monitoredListener = Dl4jGuard.of(Pipelines.globalClipMonitored());
+            Dl4jGuard layerListener = Dl4jGuard.of(Pipelines.layerClip());
+            Dl4jGuard valueListener = Dl4jGuard.of(Pipelines.valueClip());
             long params = shared.numParams();
             Nd4j.getRandom().setSeed(7);
             INDArray x = Nd4j.rand(BATCH, widths[0]);
@@ -102,11 +101,11 @@ public final class Dl4jBench {
             r.add("ClipL2PerLayer", () -> fitBuiltIn(shared, batch, GradientNormalization.ClipL2PerLayer, Pipelines.MAX_NORM));
             r.add("ClipElementWiseAbsoluteValue", () -> fitBuiltIn(shared, batch,
                     GradientNormalization.ClipElementWiseAbsoluteValue, Pipelines.MAX_VALUE));
-            r.add("guard global", () -> fit(shared, batch, globalListener));
-            r.add("guard global idle", () -> fit(shared, batch, idleListener));
-            r.add("guard layer", () -> fit(shared, batch, layerListener));
-            r.add("guard value", () -> fit(shared, batch, valueListener));
-            r.add("guard monitored", () -> fit(shared, batch, monitoredListener));
+            r.add("guard global", () -> fit(shared, batch, globalListener.listener()));
+            r.add("guard global idle", () -> fit(shared, batch, idleListener.listener()));
+            r.add("guard layer", () -> fit(shared, batch, layerListener.listener()));
+            r.add("guard value", () -> fit(shared, batch, valueListener.listener()));
+            r.add("guard monitored", () -> fit(shared, batch, monitoredListener.listener()));
             r.add("trainer global", () -> step(shared, globalTrainer, batch));
             r.add("trainer global idle", () -> step(shared, idleTrainer, batch));
             r.add("trainer empty", () -> step(shared, emptyTrainer, batch));
@@ -121,19 +120,19 @@ public final class Dl4jBench {
                     "unguarded step", base, Double.NaN, "DL4J's own cost of the clip"));
             section.emit(Row.ratio(3, "dl4j built-in ClipElementWiseAbsoluteValue step (context)", size,
                     m.get("ClipElementWiseAbsoluteValue"), "unguarded step", base, Double.NaN, "DL4J's own cost of the clip"));
-            section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm + norm monitor (GuardListener in fit)", size, m.get("guard global"),
-                    "unguarded step", base, 1.03, Pipelines.clipActivity(globalListener.lastResult().metric(Pipelines.COEFFICIENT))
+            section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm + norm monitor (Dl4jGuard listener in fit)", size, m.get("guard global"),
+                    "unguarded step", base, 1.03, Pipelines.clipActivity(globalListener.lastResult().orElseThrow().metric(Pipelines.COEFFICIENT))
                     + "; DL4J divides by the batch after its listeners, so scaling costs a pass of its own"));
-            section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm + norm monitor, armed, not acting (GuardListener in fit)", size,
+            section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm + norm monitor, armed, not acting (Dl4jGuard listener in fit)", size,
                     m.get("guard global idle"), "unguarded step", base, 1.03,
-                    Pipelines.clipActivity(idleListener.lastResult().metric(Pipelines.COEFFICIENT))));
-            section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm + norm monitor (GuardedTrainer)", size, m.get("trainer global"),
+                    Pipelines.clipActivity(idleListener.lastResult().orElseThrow().metric(Pipelines.COEFFICIENT))));
+            section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm + norm monitor (Dl4jGuard step driver)", size, m.get("trainer global"),
                     "unguarded step", base, 1.03, Pipelines.clipActivity(step(shared, globalTrainer, batch).metric(Pipelines.COEFFICIENT))
                     + "; the scaling rides in the division by the batch"));
-            section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm + norm monitor, armed, not acting (GuardedTrainer)", size,
+            section.emit(Row.ratio(2, "dl4j guarded step, clipByGlobalNorm + norm monitor, armed, not acting (Dl4jGuard step driver)", size,
                     m.get("trainer global idle"), "unguarded step", base, 1.03, Pipelines.clipActivity(step(shared, idleTrainer, batch).metric(Pipelines.COEFFICIENT))));
-            section.emit(Row.ratio(2, "dl4j GuardedTrainer step, empty pipeline (context)", size, m.get("trainer empty"),
-                    "unguarded step", base, Double.NaN, "the step driver's own loop against fit's: what the GuardedTrainer rows include besides the guard"));
+            section.emit(Row.ratio(2, "dl4j Dl4jGuard step driver, empty pipeline (context)", size, m.get("trainer empty"),
+                    "unguarded step", base, Double.NaN, "the step driver's own loop against fit's: what the step-driver rows include besides the guard"));
             section.emit(Row.ratio(2, "dl4j guarded step + monitor every step", size, m.get("guard monitored"),
                     "unguarded step", base, Double.NaN, "per-tensor statistics each step"));
             section.emit(Row.ratio(3, "dl4j GradGuard clipByLayerNorm vs built-in ClipL2PerLayer", size, m.get("guard layer"),
@@ -191,7 +190,7 @@ public final class Dl4jBench {
         INDArray gradient = net.getFlattenedGradients();
         try (INDArray original = gradient.dup()) {
             for (GradientPipeline p : pipelines) {
-                GuardListener l = GuardListener.of(p);
+                TrainingListener l = Dl4jGuard.of(p).listener();
                 for (int i = 0; i < calls; i++) {
                     gradient.assign(original); // the same finite gradient every call (a clip may have scaled it)
                     l.onGradientCalculation(net);
@@ -203,10 +202,10 @@ public final class Dl4jBench {
 
     private static final int WARM_UP_CALLS = 2000;
 
-    /** One step of a {@link GuardedTrainer} on {@code net}, which then has no listeners. */
-    private static StepResult<INDArray> step(MultiLayerNetwork net, GuardedTrainer trainer, DataSet batch) {
+    /** One step of a {@link Dl4jGuard}'s step driver on {@code net}, which then has no listeners. */
+    private static StepResult<INDArray> step(MultiLayerNetwork net, Dl4jGuard guard, DataSet batch) {
         net.setListeners();
-        return trainer.step(batch);
+        return guard.step(net, batch);
     }
 
     /** One {@code fit} of {@code net} with exactly the given listeners (none: unguarded). */

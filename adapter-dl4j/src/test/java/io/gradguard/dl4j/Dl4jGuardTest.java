@@ -2,7 +2,6 @@ package io.gradguard.dl4j;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -26,8 +25,13 @@ import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.learning.config.Adam;
 import org.nd4j.linalg.learning.config.Sgd;
 
-/** The step driver and the listener on real DL4J networks: exact math, accumulation, skips, checkpoints, refusals. */
-class TrainerTest {
+/**
+ * Both hooks of {@link Dl4jGuard} on real DL4J networks, for what the {@link Dl4jGuardKitTest} does
+ * not cover: per-layer grouping, the driver's own division by the batch size against DL4J's
+ * {@code fit} bit for bit, the computation graph, DL4J's iteration count and gradient after a skip,
+ * the listener's refusals and sum convention, and bad input.
+ */
+class Dl4jGuardTest {
 
     // ---- global-norm vs per-layer clipping ---------------------------------------------------
 
@@ -74,17 +78,17 @@ class TrainerTest {
         // the result must be fit's to the last bit (batches of 10, 49, 99: none a power of two)
         MultiLayerNetwork reference = Nets.mlp(new Adam(0.01));
         MultiLayerNetwork guarded = Nets.mlp(new Adam(0.01));
-        GuardedTrainer trainer = GuardedTrainer.of(guarded, GradientPipeline.of(Transforms.clipByGlobalNorm(1e9)));
+        Dl4jGuard trainer = Dl4jGuard.of(Transforms.clipByGlobalNorm(1e9));
         ComputationGraph referenceGraph = Nets.graph(new Adam(0.01));
         ComputationGraph guardedGraph = Nets.graph(new Adam(0.01));
-        GuardedTrainer graphTrainer = GuardedTrainer.of(guardedGraph, GradientPipeline.of(Transforms.clipByGlobalNorm(1e9)));
+        Dl4jGuard graphTrainer = Dl4jGuard.of(Transforms.clipByGlobalNorm(1e9));
         int[] sizes = {10, 49, 99, 10}; // 1/49 and 1/99 do not invert exactly in double
         for (int s = 0; s < sizes.length; s++) {
             DataSet d = Nets.batch(sizes[s], 50 + s);
             reference.fit(d);
-            assertEquals(1.0, trainer.step(d).metric("clipByGlobalNorm.coefficient").orElseThrow(), "the clip must not act");
+            assertEquals(1.0, trainer.step(guarded, d).metric("clipByGlobalNorm.coefficient").orElseThrow(), "the clip must not act");
             referenceGraph.fit(d);
-            graphTrainer.step(d);
+            graphTrainer.step(guardedGraph, d);
         }
         assertArrayEquals(Nets.params(reference), Nets.params(guarded), "multi-layer network");
         assertArrayEquals(state(reference.getUpdater().getStateViewArray()), state(guarded.getUpdater().getStateViewArray()), "Adam moments");
@@ -104,11 +108,11 @@ class TrainerTest {
         for (boolean freeze : new boolean[] {false, true}) {
             MultiLayerNetwork reference = normNet(freeze);
             MultiLayerNetwork guarded = normNet(freeze);
-            GuardedTrainer trainer = GuardedTrainer.of(guarded, GradientPipeline.of(Transforms.clipByGlobalNorm(1e9)));
+            Dl4jGuard trainer = Dl4jGuard.of(Transforms.clipByGlobalNorm(1e9));
             for (int s = 0; s < 3; s++) {
                 DataSet d = Nets.batch(10, 80 + s);
                 reference.fit(d);
-                trainer.step(d);
+                trainer.step(guarded, d);
             }
             assertArrayEquals(Nets.params(reference), Nets.params(guarded), freeze ? "frozen first layer" : "batch norm");
         }
@@ -140,16 +144,15 @@ class TrainerTest {
         for (boolean graph : new boolean[] {false, true}) {
             org.deeplearning4j.nn.api.Model viaFit = graph ? Nets.graph(new Adam(0.01)) : Nets.mlp(new Adam(0.01));
             org.deeplearning4j.nn.api.Model viaTrainer = graph ? Nets.graph(new Adam(0.01)) : Nets.mlp(new Adam(0.01));
-            GuardListener listener = GuardListener.of(GradientPipeline.of(Transforms.clipByGlobalNorm(0.05)));
-            GuardedTrainer trainer = viaTrainer instanceof ComputationGraph g ? GuardedTrainer.of(g, GradientPipeline.of(Transforms.clipByGlobalNorm(0.05)))
-                    : GuardedTrainer.of((MultiLayerNetwork) viaTrainer, GradientPipeline.of(Transforms.clipByGlobalNorm(0.05)));
-            viaFit.setListeners(listener);
+            Dl4jGuard listening = Dl4jGuard.of(Transforms.clipByGlobalNorm(0.05));
+            Dl4jGuard driving = Dl4jGuard.of(Transforms.clipByGlobalNorm(0.05));
+            viaFit.setListeners(listening.listener());
             for (int s = 0; s < 4; s++) {
                 DataSet d = Nets.batch(10, 70 + s, 5.0);
                 OracleTest.fit(viaFit, d);
-                StepResult<INDArray> r = trainer.step(d);
+                StepResult<INDArray> r = OracleTest.step(driving, viaTrainer, d);
                 assertTrue(r.metric("clipByGlobalNorm.coefficient").orElseThrow() < 0.5, "the clip must act");
-                assertEquals(listener.lastResult().metric("clipByGlobalNorm.norm").orElseThrow(),
+                assertEquals(listening.lastResult().orElseThrow().metric("clipByGlobalNorm.norm").orElseThrow(),
                         r.metric("clipByGlobalNorm.norm").orElseThrow(), 1e-5, "the same norm at step " + s);
             }
             assertEquals(0, Nets.maxRelDiff(Nets.params(viaFit), Nets.params(viaTrainer)), 1e-5, graph ? "graph" : "multi-layer network");
@@ -160,7 +163,7 @@ class TrainerTest {
     private static double[] change(GradientPipeline p, DataSet d) {
         MultiLayerNetwork net = Nets.mlp(new Sgd(1.0));
         double[] before = Nets.params(net);
-        assertTrue(GuardedTrainer.of(net, p).step(d).applies());
+        assertTrue(Dl4jGuard.of(p).step(net, d).applies());
         double[] after = Nets.params(net);
         double[] out = new double[before.length];
         for (int i = 0; i < out.length; i++) {
@@ -192,35 +195,15 @@ class TrainerTest {
     // ---- accumulation --------------------------------------------------------------------------
 
     @Test
-    void four_micro_batches_of_8_equal_one_fit_on_32_with_adam_on_a_multilayer_network() {
-        MultiLayerNetwork reference = Nets.mlp(new Adam(0.01));
-        MultiLayerNetwork guarded = Nets.mlp(new Adam(0.01));
-        GuardedTrainer trainer = GuardedTrainer.of(guarded, GradientPipeline.of(Transforms.accumulate(4)));
-        for (int s = 0; s < 5; s++) {
-            List<DataSet> micro = micro(s);
-            reference.fit(DataSet.merge(micro));
-            for (int m = 0; m < 4; m++) {
-                StepResult<INDArray> r = trainer.step(micro.get(m));
-                assertEquals(m < 3, r.held(), "micro-batch " + m);
-            }
-        }
-        assertEquals(0, Nets.maxAbsDiff(Nets.params(reference), Nets.params(guarded)), 1e-5);
-        assertEquals(5, reference.getIterationCount());
-        assertEquals(5, guarded.getIterationCount());
-        assertEquals(0, Nets.maxAbsDiff(state(reference.getUpdater().getStateViewArray()),
-                state(guarded.getUpdater().getStateViewArray())), 1e-5, "Adam moments");
-    }
-
-    @Test
     void four_micro_batches_of_8_equal_one_fit_on_32_with_adam_on_a_computation_graph() {
         ComputationGraph reference = Nets.graph(new Adam(0.01));
         ComputationGraph guarded = Nets.graph(new Adam(0.01));
-        GuardedTrainer trainer = GuardedTrainer.of(guarded, GradientPipeline.of(Transforms.accumulate(4), Transforms.clipByGlobalNorm(100)));
+        Dl4jGuard trainer = Dl4jGuard.of(Transforms.accumulate(4), Transforms.clipByGlobalNorm(100));
         for (int s = 0; s < 5; s++) {
             List<DataSet> micro = micro(s);
             reference.fit(DataSet.merge(micro));
             for (DataSet m : micro) {
-                trainer.step(m);
+                trainer.step(guarded, m);
             }
         }
         assertEquals(0, Nets.maxAbsDiff(Nets.params(reference), Nets.params(guarded)), 1e-5);
@@ -243,65 +226,19 @@ class TrainerTest {
     // ---- skips ---------------------------------------------------------------------------------
 
     @Test
-    void a_nan_batch_is_skipped_leaving_params_adam_state_and_iteration_count_unchanged() {
+    void a_skipped_step_leaves_dl4js_iteration_count_and_no_nan_in_the_gradient() {
         MultiLayerNetwork net = Nets.mlp(new Adam(0.01));
-        GuardedTrainer trainer = GuardedTrainer.of(net, GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0)));
+        Dl4jGuard guard = Dl4jGuard.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0));
         for (int s = 0; s < 3; s++) {
-            assertTrue(trainer.step(Nets.batch(8, s)).applies());
+            assertTrue(guard.step(net, Nets.batch(8, s)).applies());
         }
-        double[] params = Nets.params(net);
-        double[] adam = state(net.getUpdater().getStateViewArray());
         DataSet poisoned = Nets.batch(8, 99);
         poisoned.setFeatures(Nets.nanCopy(poisoned.getFeatures()));
-
-        StepResult<INDArray> r = trainer.step(poisoned);
-
-        assertTrue(r.skipped(), r.toString());
-        assertArrayEquals(params, Nets.params(net), "parameters");
-        assertArrayEquals(adam, state(net.getUpdater().getStateViewArray()), "Adam moments");
+        assertTrue(guard.step(net, poisoned).skipped());
         assertEquals(3, net.getIterationCount());
         assertEquals(0.0, net.gradient().gradient().amaxNumber().doubleValue(), "the NaN gradient was cleared");
-        assertEquals(1, trainer.pipeline().skippedCount());
-        assertTrue(trainer.step(Nets.batch(8, 4)).applies());
+        assertTrue(guard.step(net, Nets.batch(8, 4)).applies());
         assertEquals(4, net.getIterationCount());
-        for (double p : Nets.params(net)) {
-            assertTrue(Double.isFinite(p));
-        }
-    }
-
-    // ---- checkpoints ---------------------------------------------------------------------------
-
-    @Test
-    void a_checkpoint_taken_mid_window_resumes_bit_identically() throws Exception {
-        MultiLayerNetwork net = Nets.mlp(new Adam(0.01));
-        GuardedTrainer trainer = GuardedTrainer.of(net, pipeline());
-        for (int m = 0; m < 6; m++) { // one real step, then 2 of 4 micro-batches
-            trainer.step(Nets.batch(8, 500 + m));
-        }
-        assertEquals(2, trainer.pipeline().microStep());
-        ByteArrayOutputStream model = new ByteArrayOutputStream();
-        ModelSerializer.writeModel(net, model, true);
-        ByteArrayOutputStream guard = new ByteArrayOutputStream();
-        trainer.saveState(guard);
-
-        for (int m = 6; m < 14; m++) {
-            trainer.step(Nets.batch(8, 500 + m));
-        }
-
-        MultiLayerNetwork resumed = ModelSerializer.restoreMultiLayerNetwork(new ByteArrayInputStream(model.toByteArray()), true);
-        GuardedTrainer again = GuardedTrainer.of(resumed, pipeline());
-        again.restoreState(new ByteArrayInputStream(guard.toByteArray()));
-        for (int m = 6; m < 14; m++) {
-            again.step(Nets.batch(8, 500 + m));
-        }
-        assertArrayEquals(Nets.params(net), Nets.params(resumed));
-        assertEquals(net.getIterationCount(), resumed.getIterationCount());
-        assertEquals(3, resumed.getIterationCount());
-        assertArrayEquals(state(net.getUpdater().getStateViewArray()), state(resumed.getUpdater().getStateViewArray()));
-    }
-
-    private static GradientPipeline pipeline() {
-        return GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.accumulate(4), Transforms.clipByGlobalNorm(0.5));
     }
 
     // ---- the listener ----------------------------------------------------------------------------
@@ -309,20 +246,20 @@ class TrainerTest {
     @Test
     void the_listener_refuses_pipelines_that_hold_or_skip_and_says_what_to_do() {
         for (GradientTransform t : new GradientTransform[] {Transforms.accumulate(2), Transforms.skipNonFinite(3), Transforms.skipSpikes(4)}) {
-            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                    () -> GuardListener.of(GradientPipeline.of(Transforms.clipByValue(1), t)));
-            assertTrue(e.getMessage().startsWith("pipeline must not hold or skip steps for a GuardListener")
-                    && e.getMessage().contains("GuardedTrainer.of(net, pipeline)") && e.getMessage().contains(t.name()), e.getMessage());
+            Dl4jGuard guard = Dl4jGuard.of(Transforms.clipByValue(1), t);
+            IllegalStateException e = assertThrows(IllegalStateException.class, guard::listener);
+            assertTrue(e.getMessage().startsWith("Dl4jGuard.listener(): stage '" + t.name() + "'")
+                    && e.getMessage().contains("guard.step(net, batch) or guard.fit(net, data)"), e.getMessage());
         }
     }
 
     @Test
     void a_stage_that_skips_inside_fit_stops_the_listener_before_the_update() {
         MultiLayerNetwork net = Nets.mlp(new Adam(0.01));
-        net.addListeners(GuardListener.of(GradientPipeline.of(new AlwaysSkip())));
+        net.addListeners(Dl4jGuard.of(new AlwaysSkip()).listener());
         double[] before = Nets.params(net);
         IllegalStateException e = assertThrows(IllegalStateException.class, () -> net.fit(Nets.batch(8, 1)));
-        assertTrue(e.getMessage().contains("alwaysSkip") && e.getMessage().contains("GuardedTrainer"), e.getMessage());
+        assertTrue(e.getMessage().contains("alwaysSkip") && e.getMessage().contains("guard.step(net, batch)"), e.getMessage());
         assertArrayEquals(before, Nets.params(net));
         assertEquals(0, net.getIterationCount());
     }
@@ -330,13 +267,13 @@ class TrainerTest {
     @Test
     void the_listener_keeps_dl4js_sum_convention_and_reports_mean_gradient_norms() {
         MultiLayerNetwork net = Nets.mlp(new Sgd(1.0));
-        GuardListener listener = GuardListener.of(GradientPipeline.of(Transforms.clipByGlobalNorm(1e6)));
-        net.addListeners(listener);
+        Dl4jGuard guard = Dl4jGuard.of(Transforms.clipByGlobalNorm(1e6));
+        net.addListeners(guard.listener());
         DataSet d = Nets.batch(10, 3);
         double[] meanGradient = change(GradientPipeline.of(), d);
         net.fit(d);
-        assertNotNull(listener.lastResult());
-        assertEquals(norm(meanGradient, 0, meanGradient.length), listener.lastResult().metric("clipByGlobalNorm.norm").orElseThrow(), 1e-5);
+        assertEquals(norm(meanGradient, 0, meanGradient.length),
+                guard.lastResult().orElseThrow().metric("clipByGlobalNorm.norm").orElseThrow(), 1e-5);
     }
 
     /** A test-only stage that always skips. */
@@ -356,14 +293,35 @@ class TrainerTest {
 
     @Test
     void bad_input_is_rejected_naming_the_parameter() {
-        GradientPipeline p = GradientPipeline.of();
-        assertEquals("net must not be null", assertThrows(IllegalArgumentException.class, () -> GuardedTrainer.of((MultiLayerNetwork) null, p)).getMessage());
-        assertEquals("graph must not be null", assertThrows(IllegalArgumentException.class, () -> GuardedTrainer.of((ComputationGraph) null, p)).getMessage());
-        assertEquals("pipeline must not be null", assertThrows(IllegalArgumentException.class, () -> GuardedTrainer.of(Nets.mlp(new Sgd(0.1)), null)).getMessage());
-        assertEquals("pipeline must not be null", assertThrows(IllegalArgumentException.class, () -> GuardListener.of(null)).getMessage());
-        GuardedTrainer t = GuardedTrainer.of(Nets.mlp(new Sgd(0.1)), p);
-        assertEquals("batch must not be null", assertThrows(IllegalArgumentException.class, () -> t.step((DataSet) null)).getMessage());
-        DataSet noLabels = new DataSet(Nets.batch(2, 1).getFeatures(), null);
-        assertTrue(assertThrows(IllegalArgumentException.class, () -> t.step(noLabels)).getMessage().startsWith("batch must have features and labels, got features=[2, 4], labels=null"));
+        assertEquals("pipeline must not be null", assertThrows(IllegalArgumentException.class,
+                () -> Dl4jGuard.of((GradientPipeline) null)).getMessage());
+        Dl4jGuard g = Dl4jGuard.of(Transforms.clipByGlobalNorm(1.0));
+        DataSet d = Nets.batch(2, 1);
+        assertEquals("net must not be null", assertThrows(IllegalArgumentException.class,
+                () -> g.step((MultiLayerNetwork) null, d)).getMessage());
+        assertEquals("graph must not be null", assertThrows(IllegalArgumentException.class,
+                () -> g.step((ComputationGraph) null, d)).getMessage());
+        MultiLayerNetwork net = Nets.mlp(new Sgd(0.1));
+        assertEquals("batch must not be null", assertThrows(IllegalArgumentException.class,
+                () -> g.step(net, (DataSet) null)).getMessage());
+        assertEquals("data must not be null", assertThrows(IllegalArgumentException.class,
+                () -> g.fit(net, (org.nd4j.linalg.dataset.api.iterator.DataSetIterator) null)).getMessage());
+        DataSet noLabels = new DataSet(d.getFeatures(), null);
+        assertEquals("batch must have features and labels, got \"features [2, 4], labels null\"",
+                assertThrows(IllegalArgumentException.class, () -> g.step(net, noLabels)).getMessage());
+    }
+
+    @Test
+    void the_driver_trains_an_epoch_of_an_iterator_and_counts_it() {
+        MultiLayerNetwork net = Nets.mlp(new Sgd(0.1));
+        Dl4jGuard guard = Dl4jGuard.of(Transforms.accumulate(2));
+        List<DataSet> batches = micro(0);
+        org.nd4j.linalg.dataset.api.iterator.DataSetIterator data =
+                new org.deeplearning4j.datasets.iterator.utilty.ListDataSetIterator<>(batches, 1);
+        guard.fit(net, data);
+        guard.fit(net, data); // exhausted: rewound
+        assertEquals(8, guard.callCount());
+        assertEquals(4, net.getIterationCount());
+        assertEquals(2, net.getEpochCount());
     }
 }

@@ -1,0 +1,120 @@
+package io.gradguard.dl4j;
+
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.Guard;
+import io.gradguard.core.StepResult;
+import io.gradguard.core.conformance.GuardKit;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
+import org.deeplearning4j.nn.conf.layers.DenseLayer;
+import org.deeplearning4j.nn.conf.layers.OutputLayer;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.deeplearning4j.util.ModelSerializer;
+import org.nd4j.linalg.activations.Activation;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.dataset.DataSet;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.learning.config.Adam;
+import org.nd4j.linalg.learning.config.Sgd;
+import org.nd4j.linalg.lossfunctions.LossFunctions;
+
+/**
+ * The {@link GuardKit} on DL4J: the kit's model as a {@code MultiLayerNetwork} (dense 4→8 tanh,
+ * output 8→2 identity, MSE; DL4J's dense weights are {@code [nIn, nOut]}, the kit's {@code [in][out]}),
+ * trained through {@link Dl4jGuard#step(MultiLayerNetwork, org.nd4j.linalg.dataset.api.DataSet)} with
+ * DL4J's own {@code Sgd} and {@code Adam} (the listener hook cannot hold or skip, which the kit needs).
+ */
+class Dl4jGuardKitTest extends GuardKit {
+
+    static final class Dl4jTrainee implements Trainee {
+        final MultiLayerNetwork net;
+        final Dl4jGuard guard;
+
+        Dl4jTrainee(MultiLayerNetwork net, Dl4jGuard guard) {
+            this.net = net;
+            this.guard = guard;
+        }
+
+        static MultiLayerNetwork network(Optimizer optimizer) {
+            MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(1)
+                    .updater(optimizer == Optimizer.SGD ? new Sgd(SGD_LR) : new Adam(ADAM_LR)).list()
+                    .layer(new DenseLayer.Builder().nIn(4).nOut(8).activation(Activation.TANH).build())
+                    .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nIn(8).nOut(2)
+                            .activation(Activation.IDENTITY).build())
+                    .build());
+            net.init();
+            KitModel k = KitModel.initial();
+            net.getParam("0_W").assign(Nd4j.create(k.w1()));
+            net.getParam("0_b").assign(Nd4j.create(k.b1()).reshape(1, 8));
+            net.getParam("1_W").assign(Nd4j.create(k.w2()));
+            net.getParam("1_b").assign(Nd4j.create(k.b2()).reshape(1, 2));
+            return net;
+        }
+
+        @Override
+        public Guard<?, ?> guard() {
+            return guard;
+        }
+
+        @Override
+        public StepResult<?> train(Batch batch) {
+            return guard.step(net, new DataSet(Nd4j.create(batch.x()), Nd4j.create(batch.y())));
+        }
+
+        @Override
+        public float[] parameters() {
+            return net.params().dup().toFloatVector();
+        }
+
+        @Override
+        public float[] optimizerState() {
+            INDArray state = net.getUpdater().getStateViewArray();
+            return state == null ? new float[0] : state.dup().toFloatVector();
+        }
+
+        @Override
+        public void checkpoint(Path dir) throws IOException {
+            ModelSerializer.writeModel(net, dir.resolve("net.zip").toFile(), true);
+            try (OutputStream out = Files.newOutputStream(dir.resolve("guard.bin"))) {
+                guard.saveState(out);
+            }
+        }
+
+        @Override
+        public long nativeBytes() {
+            return org.bytedeco.javacpp.Pointer.totalBytes();
+        }
+
+        @Override
+        public void close() {
+            guard.close();
+        }
+    }
+
+    @Override
+    protected Trainee newTrainee(GradientPipeline pipeline, Optimizer optimizer) {
+        Dl4jGuard guard = Dl4jGuard.of(pipeline);
+        return new Dl4jTrainee(Dl4jTrainee.network(optimizer), guard);
+    }
+
+    @Override
+    protected Trainee restore(Path dir, GradientPipeline pipeline, Optimizer optimizer) throws IOException {
+        Dl4jTrainee t = new Dl4jTrainee(ModelSerializer.restoreMultiLayerNetwork(dir.resolve("net.zip").toFile(), true),
+                Dl4jGuard.of(pipeline));
+        try (InputStream in = Files.newInputStream(dir.resolve("guard.bin"))) {
+            t.guard.restoreState(in);
+        }
+        return t;
+    }
+
+    @Override
+    protected void useWithAnotherModel(Trainee trainee) {
+        Batch b = Batch.of(1, 4);
+        ((Dl4jTrainee) trainee).guard.step(Dl4jTrainee.network(Optimizer.SGD),
+                new DataSet(Nd4j.create(b.x()), Nd4j.create(b.y())));
+    }
+}
