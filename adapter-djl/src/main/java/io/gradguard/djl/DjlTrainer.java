@@ -7,10 +7,13 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.nn.Parameter;
 import ai.djl.training.Trainer;
 import ai.djl.training.TrainingConfig;
+import ai.djl.training.evaluator.Evaluator;
 import ai.djl.training.initializer.Initializer;
 import ai.djl.training.loss.Loss;
 import ai.djl.util.Pair;
 import io.gradguard.core.StepContext;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.function.Predicate;
 
 /**
@@ -44,6 +47,7 @@ public final class DjlTrainer extends Trainer {
     private final DjlGuard guard;
     private long examples;
     private LossTap loss;
+    private List<Evaluator> evaluators;
 
     DjlTrainer(Model model, TrainingConfig config, DjlGuard guard) {
         super(prepared(model, config), config);
@@ -93,6 +97,22 @@ public final class DjlTrainer extends Trainer {
             loss = new LossTap(super.getLoss());
         }
         return loss;
+    }
+
+    /**
+     * DJL's evaluators, the loss among them seen through the same tap as {@link #getLoss()}: DJL's
+     * listeners tell the loss from the other evaluators by identity ({@code evaluator == trainer.getLoss()},
+     * e.g. for {@code TrainingResult.getTrainLoss()}).
+     */
+    @Override
+    public List<Evaluator> getEvaluators() {
+        if (evaluators == null) {
+            LossTap tap = (LossTap) getLoss();
+            List<Evaluator> out = new ArrayList<>(super.getEvaluators());
+            out.replaceAll(e -> e == tap.loss ? tap : e);
+            evaluators = List.copyOf(out);
+        }
+        return evaluators;
     }
 
     /**
