@@ -17,6 +17,8 @@ import io.gradguard.core.transform.NonFiniteGuard;
 import io.gradguard.core.transform.ZeroNonFinite;
 import java.util.ArrayList;
 import java.util.List;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Runs a {@link GradientPipeline} inside DJL training (PyTorch engine): between {@code backward}
@@ -79,6 +81,8 @@ import java.util.List;
  * {@code clip_grad_norm_}; DESIGN.md, "skipping a step must really skip it".
  */
 public final class DjlGuard extends Guard<NDArray, DjlGuard> {
+    private static final Logger LOG = LoggerFactory.getLogger(DjlGuard.class);
+
     private Trainer trainer;
     private DjlTrainerModel model;
 
@@ -111,6 +115,10 @@ public final class DjlGuard extends Guard<NDArray, DjlGuard> {
      * initializers are set on the block), except that a model loaded from disk keeps its frozen
      * parameters frozen: unfreeze them yourself with {@code block.freezeParameters(false)}.
      *
+     * <p>A config whose listeners include DJL's {@link DivergenceCheckTrainingListener} while the
+     * pipeline decides about non-finite gradients is logged as a warning: that check would stop
+     * training at the first NaN batch, before the guard can skip it (see {@link #listeners}).
+     *
      * @throws IllegalArgumentException if {@code model} or {@code config} is null
      * @throws IllegalStateException if the model has no block, or this guard already guards a trainer
      */
@@ -120,6 +128,11 @@ public final class DjlGuard extends Guard<NDArray, DjlGuard> {
         ensureOpen();
         if (trainer != null) {
             throw new IllegalStateException("this DjlGuard already guards a trainer: create one DjlGuard per trainer");
+        }
+        if (decidesNonFinite() && config.getTrainingListeners().stream().anyMatch(DivergenceCheckTrainingListener.class::isInstance)) {
+            LOG.warn("GradGuard: the training config has DJL's DivergenceCheckTrainingListener, which throws on a NaN loss"
+                    + " before the guard can skip the batch; pass your listeners through guard.listeners(...), e.g."
+                    + " config.addTrainingListeners(guard.listeners(TrainingListener.Defaults.logging()))");
         }
         DjlTrainer t = new DjlTrainer(model, config, this);
         trainer = t;
