@@ -5,6 +5,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import io.gradguard.core.internal.Checks;
 import io.gradguard.core.spi.TensorOps;
 import java.util.Arrays;
 import java.util.Objects;
@@ -21,17 +22,21 @@ import java.util.Objects;
  *       or all together by {@link #close()};</li>
  *   <li>a <i>step</i> manager that every other array the primitives create is attached to
  *       (reductions, coefficients, scalars, intermediate results). {@link #freeTemporaries()}
- *       closes it; the next primitive opens a fresh one. {@link DjlGuard} calls it after every
- *       step, so a long run does not grow native memory. Arrays that are handed to the primitives
+ *       closes it; the next primitive opens a fresh one. A {@link DjlGuard} calls it once per
+ *       step, when the step ends ({@code GuardedModel.endStep()}, also after a failure): the one
+ *       scope of a step's temporaries, so a long run does not grow native memory. Arrays that are handed to the primitives
  *       (gradients, parameters) are never closed by them.</li>
  * </ul>
  *
- * <p><b>Precision.</b> Reductions run in the tensors' dtype, as PyTorch's own
- * {@code clip_grad_norm_} does ({@code torch.linalg.vector_norm} accumulates float32 in float32);
- * per-tensor results are then widened to float64 scalars, so sums across tensors, norms and clip
- * coefficients are float64. A float64 copy of every gradient would cost 10-20&times; the float32
- * reduction, so {@link #accumulatesInDouble()} is {@code false}: Σx² of float32 values near 1e30
- * overflows to infinity (and near 1e-30 underflows to 0), as in PyTorch.
+ * <p><b>Precision.</b> By default ({@link #on(NDManager)}) reductions run in the tensors' dtype, as
+ * PyTorch's own {@code clip_grad_norm_} does ({@code torch.linalg.vector_norm} accumulates float32
+ * in float32); per-tensor results are then widened to float64 scalars, so sums across tensors,
+ * norms and clip coefficients are float64. Σx² of float32 values near 1e30 then overflows to
+ * infinity (and near 1e-30 underflows to 0), as in PyTorch. With {@code on(parent, true)}
+ * ({@code DjlGuard.of(...).accumulateInDouble()}) every reduction that can overflow or underflow
+ * (Σx², Σ|x|, means) first widens its input to a float64 temporary of the step: exact to float64,
+ * at the price of one conversion pass and a float64 copy of each gradient while it is reduced.
+ * {@link #accumulatesInDouble()} says which mode an instance runs.
  *
  * <p>Not thread-safe: one training loop drives one instance.
  *
@@ -50,9 +55,11 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     private static final NDIndex ALL = new NDIndex("...");
 
     private final NDManager state;
+    private final boolean inDouble;
     private NDManager step;
 
-    private DjlOps(NDManager parent) {
+    private DjlOps(NDManager parent, boolean inDouble) {
+        this.inDouble = inDouble;
         this.state = parent.newSubManager();
         this.state.setName("gradguard-state");
     }
@@ -65,14 +72,23 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
      * @throws IllegalStateException if {@code parent} is closed
      */
     public static DjlOps on(NDManager parent) {
-        if (parent == null) {
-            throw new IllegalArgumentException("parent must be an open NDManager, got null");
-        }
+        return on(parent, false);
+    }
+
+    /**
+     * As {@link #on(NDManager)}, with reductions in float64 when {@code accumulateInDouble} (see
+     * the class documentation, "Precision").
+     *
+     * @throws IllegalArgumentException if {@code parent} is null
+     * @throws IllegalStateException if {@code parent} is closed
+     */
+    public static DjlOps on(NDManager parent, boolean accumulateInDouble) {
+        Checks.notNull("parent", parent);
         if (!parent.isOpen()) {
             throw new IllegalStateException("the NDManager " + parent.getName()
                     + " is closed: create DjlOps on an open manager, e.g. trainer.getManager()");
         }
-        return new DjlOps(parent);
+        return new DjlOps(parent, accumulateInDouble);
     }
 
     /** The manager the current step's temporaries are attached to (opened on demand). */
@@ -133,6 +149,11 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     private NDArray scalarLike(NDArray x, double value) {
         NDManager m = stepManager();
         return x.getDataType() == DataType.FLOAT64 ? m.create(value) : track(m.create(value).toType(x.getDataType(), false));
+    }
+
+    /** x itself, or a float64 copy of it (a temporary of the step) when reductions run in float64. */
+    private NDArray reducible(NDArray x) {
+        return inDouble && x.getDataType() != DataType.FLOAT64 ? track(x.toType(DataType.FLOAT64, true)) : x;
     }
 
     private static boolean empty(NDArray x) {
@@ -258,7 +279,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
             return scalar(0.0);
         }
         // one fused pass (BLAS dot) over a flat view: no x² temporary
-        try (NDArray flat = x.reshape(-1)) {
+        try (NDArray flat = reducible(x).reshape(-1)) {
             return widen(flat.dot(flat));
         }
     }
@@ -268,7 +289,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         if (empty(x)) {
             return scalar(0.0);
         }
-        try (NDArray abs = x.abs()) {
+        try (NDArray abs = reducible(x).abs()) {
             return widen(abs.sum());
         }
     }
@@ -297,14 +318,14 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public NDArray sumOfSquares(NDArray x, int[] axes) {
-        try (NDArray sq = x.square()) {
+        try (NDArray sq = reducible(x).square()) {
             return widen(sq.sum(axes, true));
         }
     }
 
     @Override
     public NDArray mean(NDArray x, int[] axes) {
-        return widen(x.mean(axes, true));
+        return widen(reducible(x).mean(axes, true));
     }
 
     // ---- functional element-wise math -------------------------------------------------------------
@@ -430,9 +451,9 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         }
     }
 
-    /** {@code false}: reductions accumulate in the gradients' dtype (see the class comment). */
+    /** Whether reductions run in float64 ({@code on(parent, true)}) rather than the gradients' dtype. */
     @Override
     public boolean accumulatesInDouble() {
-        return false;
+        return inDouble;
     }
 }

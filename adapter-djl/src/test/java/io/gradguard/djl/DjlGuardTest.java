@@ -6,6 +6,15 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import ai.djl.TrainingDivergedException;
+import ai.djl.training.DefaultTrainingConfig;
+import ai.djl.training.listener.DivergenceCheckTrainingListener;
+import ai.djl.training.listener.TrainingListener;
+import io.gradguard.core.monitor.Monitor;
+import io.gradguard.core.monitor.RunRecorder;
+import io.gradguard.core.monitor.Sinks;
+import io.gradguard.core.monitor.StepRecord;
+import java.util.List;
 import ai.djl.Model;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
@@ -27,37 +36,6 @@ import org.junit.jupiter.api.Test;
 /** The guard inside real DJL training (PyTorch engine, CPU): the optimizer gets what the pipeline made. */
 class DjlGuardTest {
     private static final float LR = 0.1f;
-
-    @Test
-    void sgd_applies_exactly_the_globally_clipped_gradient() {
-        try (Trainer trainer = Nets.trainer(4, 8, 3, Nets.sgd(LR))) {
-            DjlGuard guard = DjlGuard.of(Transforms.clipByGlobalNorm(0.05));
-            Nets.backward(trainer, Nets.data(1, 16, 4, 3f), Nets.data(2, 16, 3, 3f));
-            Map<String, float[]> before = Nets.params(trainer);
-            Map<String, float[]> g = Nets.grads(trainer);
-            double sq = 0;
-            for (float[] v : g.values()) {
-                for (float x : v) {
-                    sq += (double) x * x;
-                }
-            }
-            double norm = Math.sqrt(sq);
-            assertTrue(norm > 0.5, "the test needs a gradient far above the threshold, got norm " + norm);
-
-            StepResult<NDArray> r = guard.step(trainer);
-
-            assertTrue(r.applies());
-            assertEquals(norm, r.metric("clipByGlobalNorm.norm").orElseThrow(), 1e-5 * norm);
-            double coef = 0.05 / norm;
-            Map<String, float[]> after = Nets.params(trainer);
-            for (String k : before.keySet()) {
-                for (int i = 0; i < before.get(k).length; i++) {
-                    double expected = before.get(k)[i] - LR * coef * g.get(k)[i];
-                    assertEquals(expected, after.get(k)[i], 1e-6, k + "[" + i + "]");
-                }
-            }
-        }
-    }
 
     @Test
     void value_clip_is_symmetric_while_djl_opt_clip_grad_is_one_sided_on_pytorch() {
@@ -94,112 +72,6 @@ class DjlGuardTest {
     }
 
     @Test
-    void accumulating_k_micro_batches_equals_one_full_batch_step_with_sgd() {
-        assertAccumulationMatchesFullBatch(Nets.sgd(LR), Nets.sgd(LR));
-    }
-
-    @Test
-    void accumulating_k_micro_batches_equals_one_full_batch_step_with_adam() {
-        assertAccumulationMatchesFullBatch(Nets.adam(0.01f), Nets.adam(0.01f));
-    }
-
-    private static void assertAccumulationMatchesFullBatch(Optimizer a, Optimizer b) {
-        int k = 4;
-        int micro = 8;
-        try (Trainer accumulated = Nets.trainer(4, 8, 3, a); Trainer full = Nets.trainer(4, 8, 3, b)) {
-            Nets.copyParams(accumulated, full);
-            DjlGuard guard = DjlGuard.of(Transforms.accumulate(k), Transforms.clipByGlobalNorm(1.0));
-            for (int step = 0; step < 3; step++) {
-                float[][] x = Nets.data(10 + step, k * micro, 4, 1f);
-                float[][] y = Nets.data(20 + step, k * micro, 3, 1f);
-                for (int m = 0; m < k; m++) {
-                    Nets.backward(accumulated, Nets.rows(x, m * micro, (m + 1) * micro), Nets.rows(y, m * micro, (m + 1) * micro));
-                    StepResult<NDArray> r = guard.step(accumulated, StepContext.ofBatch(micro));
-                    assertEquals(m < k - 1, r.held(), "micro-batch " + m);
-                    if (r.held()) {
-                        assertZeroGradients(accumulated);
-                    }
-                }
-                Nets.backward(full, x, y);
-                DjlGuard.of(Transforms.clipByGlobalNorm(1.0)).step(full);
-                double diff = Nets.maxAbsDiff(Nets.params(accumulated), Nets.params(full));
-                assertTrue(diff < 1e-5, "step " + step + ": max |Δparam| = " + diff);
-            }
-            assertEquals(3, guard.pipeline().stepCount());
-            assertEquals(9, guard.pipeline().heldCount());
-        }
-    }
-
-    @Test
-    void a_nan_step_is_really_skipped_adam_state_does_not_move_and_training_continues() {
-        try (Trainer guarded = Nets.trainer(4, 8, 3, Nets.adam(0.01f)); Trainer clean = Nets.trainer(4, 8, 3, Nets.adam(0.01f))) {
-            Nets.copyParams(guarded, clean);
-            DjlGuard guard = DjlGuard.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0));
-            DjlGuard cleanGuard = DjlGuard.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0));
-            for (int step = 0; step < 6; step++) {
-                float[][] x = Nets.data(30 + step, 16, 4, 1f);
-                float[][] y = Nets.data(40 + step, 16, 3, 1f);
-                if (step == 3) {
-                    Map<String, float[]> before = Nets.params(guarded);
-                    Nets.backward(guarded, x, y);
-                    Nets.poison(guarded, Float.NaN);
-                    StepResult<NDArray> r = guard.step(guarded);
-                    assertTrue(r.skipped(), r.toString());
-                    assertEquals(0.0, Nets.maxAbsDiff(before, Nets.params(guarded)), "parameters moved on a skipped step");
-                    assertZeroGradients(guarded);
-                    continue;
-                }
-                Nets.backward(guarded, x, y);
-                assertTrue(guard.step(guarded).applies());
-                Nets.backward(clean, x, y);
-                cleanGuard.step(clean);
-            }
-            // Adam's moments and its step count t (bias correction) saw exactly the clean steps
-            assertEquals(0.0, Nets.maxAbsDiff(Nets.params(guarded), Nets.params(clean)), 1e-7);
-            assertEquals(1, guard.pipeline().skippedCount());
-            assertEquals(5, guard.pipeline().stepCount());
-        }
-    }
-
-    @Test
-    void a_checkpoint_taken_mid_window_resumes_exactly() throws Exception {
-        int k = 3;
-        int calls = 8;
-        int cut = 4; // 4 = one full window + one micro-batch of the next
-        try (Trainer straight = Nets.trainer(4, 8, 3, Nets.sgd(LR)); Trainer first = Nets.trainer(4, 8, 3, Nets.sgd(LR));
-                Trainer resumed = Nets.trainer(4, 8, 3, Nets.sgd(LR))) {
-            Nets.copyParams(straight, first);
-            GradientPipeline p = GradientPipeline.of(Transforms.accumulate(k), Transforms.clipByGlobalNorm(0.5));
-            DjlGuard a = DjlGuard.of(p);
-            DjlGuard b = DjlGuard.of(GradientPipeline.of(Transforms.accumulate(k), Transforms.clipByGlobalNorm(0.5)));
-            DjlGuard c = DjlGuard.of(GradientPipeline.of(Transforms.accumulate(k), Transforms.clipByGlobalNorm(0.5)));
-            ByteArrayOutputStream checkpoint = new ByteArrayOutputStream();
-            for (int i = 0; i < calls; i++) {
-                float[][] x = Nets.data(50 + i, 8, 4, 1f);
-                float[][] y = Nets.data(60 + i, 8, 3, 1f);
-                Nets.backward(straight, x, y);
-                a.step(straight);
-                if (i < cut) {
-                    Nets.backward(first, x, y);
-                    b.step(first);
-                    if (i == cut - 1) {
-                        assertEquals(1, b.pipeline().microStep(), "the checkpoint must be mid-window");
-                        b.saveState(checkpoint);
-                        Nets.copyParams(first, resumed);
-                        c.restoreState(new ByteArrayInputStream(checkpoint.toByteArray()), resumed);
-                    }
-                } else {
-                    Nets.backward(resumed, x, y);
-                    c.step(resumed);
-                }
-            }
-            assertEquals(a.pipeline().stepCount(), c.pipeline().stepCount());
-            assertEquals(a.pipeline().microStep(), c.pipeline().microStep());
-            assertEquals(0.0, Nets.maxAbsDiff(Nets.params(straight), Nets.params(resumed)), "resumed run differs");
-        }
-    }
-
-    @Test
     void easy_train_fit_through_a_guarded_trainer_equals_the_hand_written_loop() throws Exception {
         int batch = 8;
         float[][] x = Nets.data(70, 64, 4, 1f);
@@ -227,53 +99,125 @@ class DjlGuardTest {
                 }
                 assertEquals(8, guard.pipeline().stepCount());
                 assertEquals(8, guard.pipeline().heldCount());
-                assertEquals(batch, ((GuardedTrainer) fitted).lastResult().orElseThrow().context().batchSize());
+                assertEquals(batch, guard.lastResult().orElseThrow().context().batchSize());
                 assertEquals(0.0, Nets.maxAbsDiff(Nets.params(fitted), Nets.params(manual)), 1e-6);
             }
         }
     }
 
-    @Test
-    void easy_train_fit_skips_a_batch_with_a_nan_input_and_keeps_training() throws Exception {
+    // ---- EasyTrain with DJL's default listeners (issue #21) --------------------------------------
+
+    /** 32 examples in batches of 8; the batches listed get a NaN input. */
+    private static ArrayDataset dataset(NDManager data, int... poisonedBatches) {
         float[][] x = Nets.data(80, 32, 4, 1f);
         float[][] y = Nets.data(81, 32, 3, 1f);
-        x[9][2] = Float.NaN; // poisons the second batch of 8
-        try (NDManager data = NDManager.newBaseManager("PyTorch")) {
-            ArrayDataset dataset = new ArrayDataset.Builder()
-                    .setData(data.create(x)).optLabels(data.create(y)).setSampling(8, false).build();
-            DjlGuard guard = DjlGuard.of(Transforms.skipNonFinite(2), Transforms.clipByGlobalNorm(1.0));
-            try (GuardedTrainer trainer = guard.newTrainer(Nets.mlp(4, 8, 3), Nets.config(Nets.sgd(LR)))) {
-                trainer.initialize(new Shape(1, 4));
-                EasyTrain.fit(trainer, 1, dataset, null);
-                assertEquals(1, guard.pipeline().skippedCount());
-                assertEquals(3, guard.pipeline().stepCount());
-                for (float[] v : Nets.params(trainer).values()) {
-                    for (float f : v) {
-                        assertTrue(Float.isFinite(f));
-                    }
+        for (int b : poisonedBatches) {
+            x[8 * b + 1][2] = Float.NaN;
+        }
+        return new ArrayDataset.Builder().setData(data.create(x)).optLabels(data.create(y)).setSampling(8, false).build();
+    }
+
+    private static DefaultTrainingConfig withListeners(DjlGuard guard, Optimizer optimizer) {
+        return Nets.config(optimizer).addTrainingListeners(guard.listeners(TrainingListener.Defaults.logging()));
+    }
+
+    @Test
+    void easy_train_with_the_default_logging_listeners_skips_a_poisoned_batch_and_keeps_training() throws Exception {
+        RunRecorder recorder = Sinks.memory();
+        Monitor monitor = Monitor.builder().every(1).sink(recorder).build();
+        DjlGuard guard = DjlGuard.of(Transforms.skipNonFinite(2), Transforms.clipByGlobalNorm(1.0), monitor);
+        try (NDManager data = NDManager.newBaseManager("PyTorch");
+                DjlTrainer trainer = guard.newTrainer(Nets.mlp(4, 8, 3), withListeners(guard, Nets.adam(0.01f)))) {
+            trainer.initialize(new Shape(1, 4));
+            EasyTrain.fit(trainer, 2, dataset(data, 1), null);
+            assertEquals(2, guard.skippedCount(), "the poisoned batch, once per epoch");
+            assertTrue(trainer.getTrainingResult().getTrainLoss() != null, "DJL still finds its loss among the evaluators");
+            assertEquals(6, guard.stepCount());
+            for (float[] v : Nets.params(trainer).values()) {
+                for (float f : v) {
+                    assertTrue(Float.isFinite(f));
                 }
             }
         }
+        guard.close();
+        List<StepRecord> records = recorder.recording().records();
+        assertEquals(8, records.size());
+        for (StepRecord r : records) {
+            // issue #21: the trainer passes the loss EasyTrain computed; a skipped batch's loss is NaN
+            assertEquals(!r.skipped(), Double.isFinite(r.loss()) && r.loss() > 0, "loss of record " + r.index() + ": " + r.loss());
+        }
+    }
+
+    @Test
+    void past_max_consecutive_the_user_gets_gradguards_error_not_djls() throws Exception {
+        DjlGuard guard = DjlGuard.of(Transforms.skipNonFinite(2), Transforms.clipByGlobalNorm(1.0));
+        try (NDManager data = NDManager.newBaseManager("PyTorch");
+                DjlTrainer trainer = guard.newTrainer(Nets.mlp(4, 8, 3), withListeners(guard, Nets.sgd(LR)))) {
+            trainer.initialize(new Shape(1, 4));
+            IllegalStateException e = assertThrows(IllegalStateException.class,
+                    () -> EasyTrain.fit(trainer, 1, dataset(data, 0, 1, 2, 3), null));
+            assertTrue(e.getMessage().contains("more than maxConsecutive=2"), e.getMessage());
+            assertEquals(2, guard.skippedCount());
+            assertEquals(0, guard.stepCount());
+        }
+    }
+
+    @Test
+    void without_a_non_finite_stage_djls_divergence_check_stays() throws Exception {
+        DjlGuard guard = DjlGuard.of(Transforms.clipByGlobalNorm(1.0));
+        TrainingListener[] listeners = guard.listeners(TrainingListener.Defaults.logging());
+        assertEquals(4, listeners.length);
+        try (NDManager data = NDManager.newBaseManager("PyTorch");
+                DjlTrainer trainer = guard.newTrainer(Nets.mlp(4, 8, 3), Nets.config(Nets.sgd(LR)).addTrainingListeners(listeners))) {
+            trainer.initialize(new Shape(1, 4));
+            assertThrows(TrainingDivergedException.class, () -> EasyTrain.fit(trainer, 1, dataset(data, 1), null));
+        }
+        DjlGuard skipping = DjlGuard.of(Transforms.skipNonFinite(3));
+        TrainingListener[] adapted = skipping.listeners(TrainingListener.Defaults.logging());
+        assertEquals(3, adapted.length);
+        for (TrainingListener l : adapted) {
+            assertFalse(l instanceof DivergenceCheckTrainingListener);
+        }
+    }
+
+    // ---- precision ------------------------------------------------------------------------------
+
+    @Test
+    void accumulate_in_double_measures_a_norm_that_overflows_float32() {
+        double[] norms = new double[2];
+        for (int i = 0; i < 2; i++) {
+            try (Trainer trainer = Nets.trainer(4, 8, 3, Nets.sgd(LR))) {
+                DjlGuard guard = DjlGuard.of(Transforms.clipByGlobalNorm(1.0));
+                if (i == 1) {
+                    assertTrue(guard.accumulateInDouble().accumulatesInDouble());
+                }
+                Nets.backward(trainer, Nets.data(1, 16, 4, 1f), Nets.data(2, 16, 3, 1f));
+                guard.step(trainer); // DJL refuses an all-zero gradient on the first step: a clean one first
+                Nets.backward(trainer, Nets.data(1, 16, 4, 1f), Nets.data(2, 16, 3, 1f));
+                Nets.poison(trainer, 1e25f); // Σg² of the first parameter ~1e50: beyond float32
+                norms[i] = guard.step(trainer).metric("clipByGlobalNorm.norm").orElseThrow();
+                guard.close();
+            }
+        }
+        assertEquals(Double.POSITIVE_INFINITY, norms[0], "float32 reductions overflow, as PyTorch's");
+        assertTrue(Double.isFinite(norms[1]) && norms[1] > 1e24, "float64 reductions: " + norms[1]);
+        IllegalStateException e = assertThrows(IllegalStateException.class, () -> {
+            try (Trainer t = Nets.trainer(4, 8, 3, Nets.sgd(LR))) {
+                DjlGuard g = DjlGuard.of(Transforms.clipByGlobalNorm(1.0));
+                Nets.backward(t, Nets.data(1, 4, 4, 1f), Nets.data(2, 4, 3, 1f));
+                g.step(t);
+                g.accumulateInDouble();
+            }
+        });
+        assertTrue(e.getMessage().contains("before the first step"), e.getMessage());
     }
 
     // ---- misuse ---------------------------------------------------------------------------------
 
     @Test
-    void one_guard_refuses_a_second_trainer() {
-        try (Trainer a = Nets.trainer(4, 8, 3, Nets.sgd(LR)); Trainer b = Nets.trainer(4, 8, 3, Nets.sgd(LR))) {
-            DjlGuard guard = DjlGuard.of(Transforms.clipByGlobalNorm(1.0));
-            Nets.backward(a, Nets.data(1, 4, 4, 1f), Nets.data(2, 4, 3, 1f));
-            guard.step(a);
-            Nets.backward(b, Nets.data(1, 4, 4, 1f), Nets.data(2, 4, 3, 1f));
-            IllegalStateException e = assertThrows(IllegalStateException.class, () -> guard.step(b));
-            assertTrue(e.getMessage().contains("one DjlGuard per trainer"), e.getMessage());
-        }
-    }
-
-    @Test
-    void a_guarded_trainer_is_refused_by_guard_step_and_steps_once_through_its_own_step() {
+    void a_djl_trainer_is_refused_by_guard_step_and_steps_once_through_its_own_step() {
         DjlGuard guard = DjlGuard.of(Transforms.accumulate(2), Transforms.clipByGlobalNorm(1.0));
-        try (GuardedTrainer trainer = guard.newTrainer(Nets.mlp(4, 8, 3), Nets.config(Nets.sgd(LR)))) {
+        try (DjlTrainer trainer = guard.newTrainer(Nets.mlp(4, 8, 3), Nets.config(Nets.sgd(LR)))) {
             trainer.initialize(new Shape(1, 4));
             Nets.backward(trainer, Nets.data(1, 4, 4, 1f), Nets.data(2, 4, 3, 1f));
             Map<String, float[]> grads = Nets.grads(trainer);
@@ -292,7 +236,7 @@ class DjlGuardTest {
             trainer.step(); // the first of two micro-batches: held once, not applied
             assertEquals(1, guard.pipeline().heldCount());
             assertEquals(0, guard.pipeline().stepCount());
-            assertTrue(trainer.lastResult().orElseThrow().held());
+            assertTrue(guard.lastResult().orElseThrow().held());
         }
     }
 
@@ -313,7 +257,9 @@ class DjlGuardTest {
         e = assertThrows(IllegalArgumentException.class, () -> DjlGuard.of((GradientPipeline) null));
         assertTrue(e.getMessage().startsWith("pipeline"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> guard.newTrainer(null, null));
-        assertTrue(e.getMessage().startsWith("model and config"), e.getMessage());
+        assertTrue(e.getMessage().startsWith("model"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> guard.listeners((TrainingListener) null));
+        assertTrue(e.getMessage().startsWith("listeners[0]"), e.getMessage());
     }
 
     private static void assertZeroGradients(Trainer trainer) {

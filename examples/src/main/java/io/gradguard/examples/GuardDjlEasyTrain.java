@@ -13,6 +13,7 @@ import ai.djl.training.EasyTrain;
 import ai.djl.training.Trainer;
 import ai.djl.training.dataset.ArrayDataset;
 import ai.djl.training.listener.EvaluatorTrainingListener;
+import ai.djl.training.listener.TrainingListener;
 import ai.djl.training.loss.Loss;
 import ai.djl.training.optimizer.Optimizer;
 import ai.djl.training.tracker.Tracker;
@@ -24,11 +25,13 @@ import java.util.Random;
 
 /**
  * Guard DJL's {@code EasyTrain.fit}: create the trainer through a {@link DjlGuard} instead of
- * {@code model.newTrainer(config)}; everything else stays as it was.
+ * {@code model.newTrainer(config)}, and pass DJL's listener set through {@code guard.listeners}
+ * (so that DJL's divergence check leaves a NaN batch to the guard); everything else stays as it was.
  *
  * <pre>{@code
  * DjlGuard guard = DjlGuard.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0));
- * try (Trainer trainer = guard.newTrainer(model, config)) {      // was: model.newTrainer(config)
+ * config.addTrainingListeners(guard.listeners(TrainingListener.Defaults.logging()));
+ * try (DjlTrainer trainer = guard.newTrainer(model, config)) {   // was: model.newTrainer(config)
  *     trainer.initialize(inputShape);
  *     EasyTrain.fit(trainer, epochs, trainingSet, validationSet);
  * }
@@ -72,12 +75,14 @@ public final class GuardDjlEasyTrain {
                     .optLabels(manager.create(ys, new Shape(1024, 1)))
                     .setSampling(64, false)
                     .build();
+            DjlGuard guard = DjlGuard.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0));
             DefaultTrainingConfig config = new DefaultTrainingConfig(Loss.l2Loss())
                     .optOptimizer(Optimizer.sgd().setLearningRateTracker(Tracker.fixed(0.5f)).build())
                     .optDevices(new Device[] {Device.cpu()})
-                    .addTrainingListeners(new EvaluatorTrainingListener());      // records the epoch's training loss
+                    // DJL's basic set (epoch, evaluators, divergence check); unguarded, the check would stop the diverging run
+                    .addTrainingListeners(guarded ? guard.listeners(TrainingListener.Defaults.basic())
+                            : new TrainingListener[] {new EvaluatorTrainingListener()});
 
-            DjlGuard guard = DjlGuard.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0));
             try (Trainer trainer = guarded ? guard.newTrainer(model, config) : model.newTrainer(config)) {
                 trainer.initialize(new Shape(64, 8));
                 EasyTrain.fit(trainer, 5, data, null);

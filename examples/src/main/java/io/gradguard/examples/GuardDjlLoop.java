@@ -83,12 +83,12 @@ public final class GuardDjlLoop {
                     StepResult<NDArray> r = guard.step(trainer, StepContext.ofBatch(16).withLoss(loss));
                     if (r.skipped()) {
                         System.out.printf("batch %d skipped: %s%n", batch, r.action().reason());
-                    } else if (r.applies() && guard.pipeline().stepCount() % 25 == 0) {
-                        System.out.printf("optimizer step %3d  loss %.4f%n", guard.pipeline().stepCount(), loss);
+                    } else if (r.applies() && guard.stepCount() % 25 == 0) {
+                        System.out.printf("optimizer step %3d  loss %.4f%n", guard.stepCount(), loss);
                     }
                 }
                 System.out.printf("%d optimizer steps from 400 batches, %d skipped%n",
-                        guard.pipeline().stepCount(), guard.pipeline().skippedCount());
+                        guard.stepCount(), guard.skippedCount());
             }
         }
     }

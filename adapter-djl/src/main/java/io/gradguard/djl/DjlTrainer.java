@@ -1,0 +1,184 @@
+package io.gradguard.djl;
+
+import ai.djl.Model;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.nn.Parameter;
+import ai.djl.training.Trainer;
+import ai.djl.training.TrainingConfig;
+import ai.djl.training.evaluator.Evaluator;
+import ai.djl.training.initializer.Initializer;
+import ai.djl.training.loss.Loss;
+import ai.djl.util.Pair;
+import io.gradguard.core.StepContext;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Predicate;
+
+/**
+ * A DJL {@link Trainer} whose {@link #step()} runs the gradients through its {@link DjlGuard}
+ * first and steps the optimizer only when the guard's pipeline says so: the hook for
+ * {@code EasyTrain.fit}, which calls {@code trainer.step()} after every batch. Everything else is
+ * the plain DJL trainer. Create it with {@link DjlGuard#newTrainer}.
+ *
+ * <p>Why a trainer and not a {@code TrainingListener}: {@code EasyTrain} notifies
+ * {@code onTrainingBatch} after backward and then calls {@code trainer.step()} unconditionally. A
+ * listener can change gradients but cannot stop that step, so it can neither accumulate
+ * micro-batches nor skip a poisoned step without moving the optimizer's state.
+ *
+ * <p>What the trainer tells the pipeline about each micro-batch ({@link StepContext}): the batch
+ * size, the number of examples passed to {@code forward} since the last step; the loss, the value
+ * of the last {@code getLoss().evaluate(labels, predictions)} since the last step (what
+ * {@code EasyTrain.trainBatch} backpropagates), copied to the host at the step (one scalar).
+ * Monitors record it; NaN when the loss was not evaluated through {@link #getLoss()} or is not a
+ * single value.
+ *
+ * <pre>{@code
+ * DjlGuard guard = DjlGuard.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0));
+ * try (DjlTrainer trainer = guard.newTrainer(model, config)) {
+ *     trainer.initialize(new Shape(64, 784));
+ *     EasyTrain.fit(trainer, 5, trainingSet, null);
+ * }
+ * log.info("{} steps skipped", guard.skippedCount());
+ * }</pre>
+ */
+public final class DjlTrainer extends Trainer {
+    private final DjlGuard guard;
+    private long examples;
+    private LossTap loss;
+    private List<Evaluator> evaluators;
+
+    DjlTrainer(Model model, TrainingConfig config, DjlGuard guard) {
+        super(prepared(model, config), config);
+        this.guard = guard;
+    }
+
+    /** What {@code PtModel.newTrainer} does before creating a trainer: set the config's initializers. */
+    private static Model prepared(Model model, TrainingConfig config) {
+        if (model.getBlock() == null) {
+            throw new IllegalStateException("the model has no block: call model.setBlock(block) before creating a trainer");
+        }
+        for (Pair<Initializer, Predicate<Parameter>> pair : config.getInitializers()) {
+            if (pair.getKey() != null && pair.getValue() != null) {
+                model.getBlock().setInitializer(pair.getKey(), pair.getValue());
+            }
+        }
+        return model;
+    }
+
+    /** The guard this trainer steps through. */
+    public DjlGuard guard() {
+        return guard;
+    }
+
+    @Override
+    public NDList forward(NDList input) {
+        count(input);
+        return super.forward(input);
+    }
+
+    @Override
+    public NDList forward(NDList data, NDList labels) {
+        count(data);
+        return super.forward(data, labels);
+    }
+
+    private void count(NDList data) {
+        if (!data.isEmpty() && data.head().getShape().dimension() > 0) {
+            examples += data.head().getShape().get(0);
+        }
+    }
+
+    /** The config's loss, seen through a tap that keeps the last value it evaluated for the next {@link #step()}. */
+    @Override
+    public Loss getLoss() {
+        if (loss == null) { // lazily: the superclass may ask before this class's fields are set
+            loss = new LossTap(super.getLoss());
+        }
+        return loss;
+    }
+
+    /**
+     * DJL's evaluators, the loss among them seen through the same tap as {@link #getLoss()}: DJL's
+     * listeners tell the loss from the other evaluators by identity ({@code evaluator == trainer.getLoss()},
+     * e.g. for {@code TrainingResult.getTrainLoss()}).
+     */
+    @Override
+    public List<Evaluator> getEvaluators() {
+        if (evaluators == null) {
+            LossTap tap = (LossTap) getLoss();
+            List<Evaluator> out = new ArrayList<>(super.getEvaluators());
+            out.replaceAll(e -> e == tap.loss ? tap : e);
+            evaluators = List.copyOf(out);
+        }
+        return evaluators;
+    }
+
+    /**
+     * Runs the guard's pipeline on the gradients of the last backward pass; steps the optimizer if
+     * the result applies, otherwise resets the gradients and leaves the optimizer untouched.
+     *
+     * @throws IllegalStateException as {@link DjlGuard#step(Trainer, StepContext)}
+     */
+    @Override
+    public void step() {
+        StepContext context = StepContext.ofBatch(examples).withLoss(loss == null ? Double.NaN : loss.take());
+        examples = 0;
+        guard.run(this, context, super::step);
+    }
+
+    /** A loss that delegates everything to the configured one and keeps the last batch loss it computed. */
+    private static final class LossTap extends Loss {
+        private final Loss loss;
+        private NDArray last;
+
+        LossTap(Loss loss) {
+            super(loss.getName());
+            this.loss = loss;
+        }
+
+        @Override
+        public NDArray evaluate(NDList labels, NDList predictions) {
+            last = loss.evaluate(labels, predictions);
+            return last;
+        }
+
+        /** The last evaluated loss on the host (NaN if none, released, or not one value); forgets it. */
+        double take() {
+            NDArray value = last;
+            last = null;
+            if (value == null || value.isReleased() || value.getShape().size() != 1) {
+                return Double.NaN;
+            }
+            try (NDArray d = value.toType(DataType.FLOAT64, true)) {
+                return d.toDoubleArray()[0];
+            }
+        }
+
+        @Override
+        public void addAccumulator(String key) {
+            loss.addAccumulator(key);
+        }
+
+        @Override
+        public void updateAccumulator(String key, NDList labels, NDList predictions) {
+            loss.updateAccumulator(key, labels, predictions);
+        }
+
+        @Override
+        public void updateAccumulators(String[] keys, NDList labels, NDList predictions) {
+            loss.updateAccumulators(keys, labels, predictions);
+        }
+
+        @Override
+        public void resetAccumulator(String key) {
+            loss.resetAccumulator(key);
+        }
+
+        @Override
+        public float getAccumulator(String key) {
+            return loss.getAccumulator(key);
+        }
+    }
+}

@@ -1,0 +1,167 @@
+package io.gradguard.djl;
+
+import ai.djl.Device;
+import ai.djl.ndarray.NDArray;
+import ai.djl.nn.Block;
+import ai.djl.nn.Parameter;
+import ai.djl.training.Trainer;
+import ai.djl.util.Pair;
+import io.gradguard.core.GradientSet;
+import io.gradguard.core.GradientTensor;
+import io.gradguard.core.Layout;
+import io.gradguard.core.Role;
+import io.gradguard.core.StepResult;
+import io.gradguard.core.spi.GuardedModel;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+/**
+ * A DJL trainer's model as the guard's step sees it ({@link GuardedModel}): its parameters'
+ * gradients, the trainer's optimizer step, and the step's scope of temporaries.
+ *
+ * <p>Gradient access: every parameter of {@code block.getParameters()} that requires a gradient,
+ * in that order, described once: name = the parameter's key ({@code "01Linear_weight"}), layer =
+ * the key's block path ({@code "01Linear"}), role from {@link Parameter.Type} (WEIGHT, BIAS, else
+ * OTHER), layout {@link Layout#outputFirst()} (PyTorch's {@code [out, in, ...]}), the parameter's
+ * value attached for adaptive clipping. Each step reads a new handle on each live gradient
+ * ({@code getGradient()}); stages change the gradients in place.
+ */
+final class DjlTrainerModel implements GuardedModel<NDArray>, AutoCloseable {
+    private final Trainer trainer;
+    private final Runnable optimizerStep;
+    private final DjlOps ops;
+    private List<Entry> entries;
+
+    /** What the guard knows about one parameter (computed once). */
+    private record Entry(String key, Parameter parameter, Role role, String layer) {
+    }
+
+    /**
+     * @param optimizerStep the trainer's own step ({@code trainer::step}, or {@code super::step} in a {@link DjlTrainer})
+     * @throws IllegalStateException if the trainer is closed or trains on several devices
+     */
+    DjlTrainerModel(Trainer trainer, Runnable optimizerStep, boolean accumulateInDouble) {
+        Device[] devices = trainer.getDevices();
+        if (devices.length != 1) {
+            throw new IllegalStateException("DjlGuard guards single-device training; this trainer uses "
+                    + Arrays.toString(devices) + ": configure one device (optDevices)");
+        }
+        this.trainer = trainer;
+        this.optimizerStep = optimizerStep;
+        this.ops = DjlOps.on(trainer.getManager(), accumulateInDouble);
+    }
+
+    Trainer trainer() {
+        return trainer;
+    }
+
+    @Override
+    public DjlOps ops() {
+        return ops;
+    }
+
+    /**
+     * @throws IllegalStateException if the trainer is closed or the model is not initialized
+     */
+    @Override
+    public GradientSet<NDArray> gradients() {
+        if (!trainer.getManager().isOpen()) {
+            throw new IllegalStateException("the trainer is closed: create a new trainer and a new DjlGuard");
+        }
+        if (entries == null) {
+            entries = describe(trainer.getModel().getBlock());
+        }
+        List<GradientTensor<NDArray>> out = new ArrayList<>(entries.size());
+        for (Entry e : entries) {
+            NDArray value = e.parameter().getArray();
+            NDArray grad = ops.adopt(value.getGradient());
+            out.add(new GradientTensor<>(e.key(), value.getShape().getShape(), e.role(), e.layer(), Layout.outputFirst(),
+                    grad, value));
+        }
+        return GradientSet.of(out);
+    }
+
+    /**
+     * Runs the trainer's optimizer ({@code trainer.step()}: it also zeroes the gradients). When a
+     * monitor wants update ratios, DJL updates the parameters inside that call, so each parameter
+     * is copied into the step's scope first (and ‖θ‖² taken), and the copy becomes
+     * Δθ = θ_before − θ_after in place afterwards.
+     */
+    @Override
+    public void apply(GradientSet<NDArray> gradients, StepResult<NDArray> result, UpdateRecorder<NDArray> updates) {
+        if (updates == null) {
+            optimizerStep.run();
+            return;
+        }
+        int n = entries.size();
+        NDArray[] deltas = new NDArray[n];
+        NDArray[] paramSquares = new NDArray[n];
+        for (int i = 0; i < n; i++) {
+            deltas[i] = ops.adopt(gradients.get(i).param().duplicate());
+            paramSquares[i] = ops.sumOfSquares(deltas[i]);
+        }
+        optimizerStep.run();
+        for (int i = 0; i < n; i++) {
+            deltas[i].subi(entries.get(i).parameter().getArray());
+            double updateNorm = Math.sqrt(ops.toHost(ops.sumOfSquares(deltas[i])));
+            updates.record(entries.get(i).layer(), updateNorm, Math.sqrt(ops.toHost(paramSquares[i])));
+        }
+    }
+
+    /**
+     * The optimizer does not run, so its state (Adam's moments, update counts, learning-rate
+     * schedule) does not move; DJL's collector does not zero gradients, so each is filled with 0
+     * (a NaN does not survive a fill, unlike {@code muli(0)}).
+     */
+    @Override
+    public void discard(GradientSet<NDArray> gradients, StepResult<NDArray> result) {
+        for (GradientTensor<NDArray> g : gradients) {
+            ops.fill(g.gradient(), 0.0);
+        }
+    }
+
+    /** Closes every array the step created: gradient handles, reductions, coefficients, parameter copies. */
+    @Override
+    public void endStep() {
+        ops.freeTemporaries();
+    }
+
+    /** Frees the guard's long-lived buffers (accumulators, histories). */
+    @Override
+    public void close() {
+        ops.close();
+    }
+
+    private static List<Entry> describe(Block block) {
+        List<Entry> out = new ArrayList<>();
+        for (Pair<String, Parameter> pair : block.getParameters()) {
+            Parameter p = pair.getValue();
+            if (!p.isInitialized()) {
+                throw new IllegalStateException("parameter " + pair.getKey()
+                        + " is not initialized: call trainer.initialize(inputShapes) before the first step");
+            }
+            if (p.requiresGradient()) {
+                out.add(new Entry(pair.getKey(), p, role(p.getType()), layer(pair.getKey(), p.getName(), block)));
+            }
+        }
+        return out;
+    }
+
+    private static Role role(Parameter.Type type) {
+        return switch (type) {
+            case WEIGHT -> Role.WEIGHT;
+            case BIAS -> Role.BIAS;
+            default -> Role.OTHER;
+        };
+    }
+
+    /** "01SequentialBlock_02Linear_weight" with name "weight" belongs to layer "01SequentialBlock_02Linear". */
+    private static String layer(String key, String name, Block root) {
+        String suffix = "_" + name;
+        if (key.endsWith(suffix) && key.length() > suffix.length()) {
+            return key.substring(0, key.length() - suffix.length());
+        }
+        return root.getClass().getSimpleName();
+    }
+}
