@@ -33,7 +33,8 @@ final class UpdateProbe {
         for (int i = 0; i < values.size(); i++) {
             Output<?> value = values.get(i);
             TfTensor before = ops.newBuffer(value.type(), shapes[i], null, false);
-            snapshot.add(tf.assignVariableOp(before.variable, (Operand) value));
+            // a deep copy: the identity of a ref variable shares its buffer, which the update then changes in place
+            snapshot.add(tf.assignVariableOp(before.variable, tf.deepCopy((Operand) value)));
             Operand<TFloat64> was = tf.dtypes.cast((Operand) before.read, TFloat64.class);
             Operand<TFloat64> now = tf.dtypes.cast((Operand) value, TFloat64.class);
             squares.add(sumOfSquares(tf, tf.math.sub(now, was), shapes[i].length));
