@@ -123,10 +123,10 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
             Checks.require(seen.add(name), "variables", "be distinct", name + " twice");
             Checks.require(reaching.contains((GraphOperation) out.op()), "variables[" + i + "]",
                     "influence the loss " + lossOut.op().name() + " (pass only the variables the loss depends on)", name);
-            Checks.require(isFloat(out.type()), "variables[" + i + "]", "be float32 or float64 (only those have gradients to guard)",
-                    name + " of dtype " + out.dataType());
             @SuppressWarnings({"unchecked", "rawtypes"})
             Output<?> value = tf.withName(name.replace('/', '_') + "_value").identity((Operand) out).asOutput();
+            Checks.require(isFloat(value.type()), "variables[" + i + "]", "be float32 or float64 (only those have gradients to guard)",
+                    name + " of dtype " + value.dataType());
             vars.add(out);
             values.add(value);
         }
@@ -150,15 +150,16 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
 
     /**
      * Starts a step on these feeds. With gradient buffers, runs forward and backward into them and
-     * returns the loss; otherwise NaN (the loss comes with the step's one run).
+     * returns true: {@link #lastLoss()} is this step's loss; otherwise false (the loss comes with the
+     * step's one run).
      */
-    double begin(Map<? extends Operand<?>, ? extends Tensor> feeds) {
+    boolean begin(Map<? extends Operand<?>, ? extends Tensor> feeds) {
         ops.beginStep(feeds, this::beforeHostRead);
         if (buffers != null) {
             lastLoss = buffers.fill(ops, loss);
-            return lastLoss;
+            return true;
         }
-        return Double.NaN;
+        return false;
     }
 
     @Override

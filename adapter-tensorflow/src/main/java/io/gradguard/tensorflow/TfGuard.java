@@ -143,11 +143,11 @@ public final class TfGuard extends Guard<TfTensor, TfGuard> {
         }
         stepping = true;
         try {
-            double loss = model.begin(feeds);
             StepContext ctx = context;
-            if (!Double.isNaN(loss) || ctx.hasLoss()) {
+            if (model.begin(feeds)) {
+                double loss = model.lastLoss();
                 ctx = ctx.hasLoss() ? ctx : ctx.withLoss(loss);
-                if (!Double.isFinite(ctx.loss()) && holdsNonFinite(feeds)) {
+                if (!Double.isFinite(loss) && holdsNonFinite(feeds)) {
                     ctx = ctx.withNonFiniteInputs(true);
                 }
             }
