@@ -110,12 +110,11 @@ final class TfCheckpoint implements AutoCloseable {
     void restore(String prefix, StateRestorer restorer) throws IOException {
         Ops tf = Ops.create(session.graph()).withSubScope("gradguard_restore");
         Placeholder<TString> file = tf.placeholder(TString.class);
-        Operand<TString> key = strings(tf, TfGuard.STATE_KEY, TfGuard.VARIABLES_KEY);
-        Restore read = tf.train.restore(file, key, tf.zerosLike(key), List.of(TString.class, TString.class));
+        Restore header = read(tf, file, List.of(TfGuard.STATE_KEY, TfGuard.VARIABLES_KEY), List.of(TString.class, TString.class));
         byte[] state;
         Map<String, Class<? extends TType>> saved = new LinkedHashMap<>();
         try (TString f = TString.scalarOf(prefix);
-                Result r = session.runner().feed(file, f).fetch(read.tensors().get(0)).fetch(read.tensors().get(1)).run()) {
+                Result r = session.runner().feed(file, f).fetch(header.tensors().get(0)).fetch(header.tensors().get(1)).run()) {
             state = ((TString) r.get(0)).asBytes().getObject();
             for (String line : ((TString) r.get(1)).getObject().split("\n")) {
                 String[] nameAndType = line.split("\t");
@@ -140,13 +139,16 @@ final class TfCheckpoint implements AutoCloseable {
                     + "before the first step");
         }
         restorer.restore(state);
-        assignFromFile(prefix, vars);
+        assignFromFile(tf, file, prefix, vars);
         closePending();
         if (!notInGraph.isEmpty()) {
             List<String> names = new ArrayList<>(notInGraph.keySet());
+            Restore values = read(tf, file, names, new ArrayList<>(notInGraph.values()));
             try (TString f = TString.scalarOf(prefix)) {
+                Session.Runner runner = session.runner().feed(file, f);
+                values.tensors().forEach(runner::fetch);
                 // not closed as a whole: its tensors now belong to pending (closed with it)
-                Result r = readRunner(tf, file, f, names, new ArrayList<>(notInGraph.values())).run();
+                Result r = runner.run();
                 for (int i = 0; i < names.size(); i++) {
                     pending.put(names.get(i), r.get(i));
                 }
@@ -154,13 +156,10 @@ final class TfCheckpoint implements AutoCloseable {
         }
     }
 
-    private Session.Runner readRunner(Ops tf, Placeholder<TString> file, TString f, List<String> names,
-            List<Class<? extends TType>> types) {
+    /** Reads these keys of the checkpoint whose prefix is fed to {@code file}. */
+    private static Restore read(Ops tf, Placeholder<TString> file, List<String> names, List<Class<? extends TType>> types) {
         Operand<TString> keys = strings(tf, names.toArray(new String[0]));
-        Restore read = tf.train.restore(file, keys, tf.zerosLike(keys), types);
-        Session.Runner runner = session.runner().feed(file, f);
-        read.tensors().forEach(runner::fetch);
-        return runner;
+        return tf.train.restore(file, keys, tf.zerosLike(keys), types);
     }
 
     /**
@@ -194,31 +193,26 @@ final class TfCheckpoint implements AutoCloseable {
 
     /** Assigns the checkpoint's values to these variables (running the graph's pending initializers first, so they do not run later). */
     @SuppressWarnings({"unchecked", "rawtypes"})
-    private void assignFromFile(String prefix, List<GraphOperation> vars) {
+    private void assignFromFile(Ops tf, Placeholder<TString> file, String prefix, List<GraphOperation> vars) {
         if (vars.isEmpty()) {
             return;
         }
         session.initialize();
-        Ops tf = Ops.create(session.graph()).withSubScope("gradguard_restore");
-        Placeholder<TString> file = tf.placeholder(TString.class);
-        String[] names = new String[vars.size()];
+        List<String> names = new ArrayList<>();
         List<Class<? extends TType>> types = new ArrayList<>();
-        for (int i = 0; i < names.length; i++) {
-            names[i] = vars.get(i).name();
-            types.add((Class<? extends TType>) vars.get(i).output(0).type());
+        for (GraphOperation v : vars) {
+            names.add(v.name());
+            types.add((Class<? extends TType>) v.output(0).type());
         }
-        Operand<TString> keys = strings(tf, names);
-        Restore read = tf.train.restore(file, keys, tf.zerosLike(keys), types);
-        List<Op> assigns = new ArrayList<>();
-        for (int i = 0; i < names.length; i++) {
-            assigns.add(tf.assign((Operand) vars.get(i).output(0), (Operand) read.tensors().get(i)));
-        }
+        Restore values = read(tf, file, names, types);
         try (TString f = TString.scalarOf(prefix)) {
             Session.Runner runner = session.runner().feed(file, f);
-            assigns.forEach(runner::addTarget);
+            for (int i = 0; i < vars.size(); i++) {
+                runner.addTarget(tf.assign((Operand) vars.get(i).output(0), (Operand) values.tensors().get(i)));
+            }
             runner.run().close();
         } catch (TensorFlowException e) {
-            throw new IllegalArgumentException("the checkpoint " + prefix + " does not fit this graph (variables " + List.of(names)
+            throw new IllegalArgumentException("the checkpoint " + prefix + " does not fit this graph (variables " + names
                     + "): build the graph as the saved one was. TensorFlow says: " + e.getMessage(), e);
         }
     }

@@ -41,7 +41,8 @@ import org.tensorflow.types.family.TNumber;
  *
  * <h2>Memoized graph construction</h2>
  * A GradGuard pipeline runs on the host once per step and calls these primitives. Each primitive
- * is a pure function of its input nodes and its parameters, and is memoized on them: the same
+ * is a pure function of its input nodes and its parameters, and is memoized on them
+ * ({@link GraphMemo}, one {@link GraphMemo.Kind} per kind of node): the same
  * primitive on the same input nodes returns the node built the first time. Because the adapter
  * presents the same input nodes every step (the gradient nodes or gradient buffers, the state
  * variables' read nodes, the scalar slots below), replaying a pipeline adds no node after its first
@@ -112,7 +113,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     private final List<TfTensor> temporaries = new ArrayList<>();
     private Map<? extends Operand<?>, ? extends Tensor> feeds = Map.of();
     private RunHook hook;
-    /** Host values of the last step's scalars, fetched by its last run (see {@link #keepScalars}). */
+    /** Host values of this step's scalars fetched by its last run (see {@link #keepScalars}), kept until the next step. */
     private final Map<Output<?>, Double> lastStepScalars = new HashMap<>();
     private static final java.util.concurrent.atomic.AtomicLong BUFFER_IDS = new java.util.concurrent.atomic.AtomicLong();
     private int bufferCount;

@@ -123,11 +123,6 @@ class TfGuardKitTest extends GuardKit {
         }
 
         @Override
-        public long nativeBytes() {
-            return org.bytedeco.javacpp.Pointer.totalBytes();
-        }
-
-        @Override
         public void close() {
             guard.close();
             session.close();
