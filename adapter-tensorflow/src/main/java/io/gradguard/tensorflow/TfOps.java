@@ -1,5 +1,6 @@
 package io.gradguard.tensorflow;
 
+import io.gradguard.core.internal.Checks;
 import io.gradguard.core.spi.TensorOps;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -126,10 +127,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
      * @throws IllegalArgumentException if the session is null
      */
     public TfOps(Session session) {
-        if (session == null) {
-            throw new IllegalArgumentException("session must not be null");
-        }
-        this.session = session;
+        this.session = Checks.notNull("session", session);
         this.graph = session.graph();
         this.tf = Ops.create(graph).withSubScope("gradguard");
         this.memo = new GraphMemo(tf);
@@ -376,7 +374,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     public double toHost(TfTensor scalar) {
         long n = size(scalar.shapeRef());
         if (n != 1) {
-            throw new IllegalArgumentException("toHost needs a single-element tensor, got shape " + Arrays.toString(scalar.shapeRef()));
+            throw new IllegalArgumentException("scalar must be a single-element tensor, got shape " + Arrays.toString(scalar.shapeRef()));
         }
         Double kept = lastStepScalars.get(scalar.value());
         if (kept != null) {
@@ -404,7 +402,8 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         for (int i = 0; i < out.length; i++) {
             TfTensor scalar = scalars.get(i);
             if (size(scalar.shapeRef()) != 1) {
-                throw new IllegalArgumentException("toHost needs single-element tensors, got shape " + Arrays.toString(scalar.shapeRef()));
+                throw new IllegalArgumentException("scalars[" + i + "] must be a single-element tensor, got shape "
+                        + Arrays.toString(scalar.shapeRef()));
             }
             Double kept = lastStepScalars.get(scalar.value());
             if (kept != null) {
@@ -478,9 +477,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         if (length < 0) {
             throw new IllegalArgumentException("data must not be null");
         }
-        if (shape == null) {
-            throw new IllegalArgumentException("shape must not be null");
-        }
+        Checks.notNull("shape", shape);
         for (long d : shape) {
             if (d < 0) {
                 throw new IllegalArgumentException("shape must have no negative dimension, got " + Arrays.toString(shape));
@@ -632,9 +629,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     }
 
     private static List<Integer> axesParam(int[] axes, TfTensor x) {
-        if (axes == null) {
-            throw new IllegalArgumentException("axes must not be null");
-        }
+        Checks.notNull("axes", axes);
         List<Integer> l = new ArrayList<>();
         for (int a : axes) {
             if (a < 0 || a >= x.shapeRef().length) {
