@@ -2,185 +2,122 @@ package io.gradguard.tensorflow;
 
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientSet;
-import io.gradguard.core.GradientTensor;
-import io.gradguard.core.Layout;
-import io.gradguard.core.Role;
+import io.gradguard.core.GradientTransform;
+import io.gradguard.core.Guard;
 import io.gradguard.core.StepContext;
 import io.gradguard.core.StepResult;
-import java.util.ArrayList;
-import java.util.HashMap;
-import java.util.HashSet;
+import io.gradguard.core.internal.Checks;
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
-import org.tensorflow.Graph;
-import org.tensorflow.GraphOperation;
 import org.tensorflow.Operand;
-import org.tensorflow.Output;
-import org.tensorflow.Result;
 import org.tensorflow.Session;
 import org.tensorflow.Tensor;
 import org.tensorflow.framework.optimizers.Optimizer;
-import org.tensorflow.op.Op;
-import org.tensorflow.op.Ops;
-import org.tensorflow.op.core.Placeholder;
-import org.tensorflow.op.train.Restore;
-import org.tensorflow.ndarray.NdArrays;
-import org.tensorflow.ndarray.Shape;
+import org.tensorflow.ndarray.buffer.DataBuffers;
 import org.tensorflow.types.TFloat32;
 import org.tensorflow.types.TFloat64;
-import org.tensorflow.types.TString;
-import org.tensorflow.types.family.TType;
 
 /**
- * A GradGuard-protected training step for a TensorFlow Java graph: gradients of the loss with
- * respect to explicitly named variables, the pipeline's transforms as graph operations, and the
- * framework optimizer's {@code applyGradients} only when the pipeline says the step applies.
+ * GradGuard for a TensorFlow Java graph: the gradients of the loss with respect to the variables you
+ * name, the pipeline's transforms as graph operations, and the framework optimizer's
+ * {@code applyGradients} only when the pipeline says the step applies. It replaces
+ * {@code optimizer.minimize(loss)} and the session run of the training op.
  *
  * <pre>{@code
- * GradientPipeline pipeline = GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0));
- * try (TfGuard guard = TfGuard.create(session, loss, List.of(w1, b1, w2, b2),
- *         new GradientDescent(graph, 0.05f), pipeline)) {
+ * try (TfGuard guard = TfGuard.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0))
+ *         .attach(session, loss, List.of(w1, b1, w2, b2), new GradientDescent(graph, 0.05f))) {
  *     for (Batch b : batches) {
- *         StepResult<TfTensor> r = guard.step(Map.of(x, b.features(), y, b.labels()), StepContext.ofBatch(64));
+ *         StepResult<TfTensor> r = guard.step(Map.of(x, b.features(), y, b.labels()), 64);
  *         if (r.skipped()) log.warn("skipped: {}", r.action().reason());
+ *         if (step % 1000 == 0) guard.save("/ckpt/model-" + step);
  *     }
  * }
  * }</pre>
  *
- * <p>How a step runs (see the package documentation for the design): the pipeline is replayed on
- * the host over graph nodes (memoized, so the graph stops growing after the first steps). If no
- * transform or listener reads a host value, the whole step is one session run (forward, backward,
- * transforms, apply). On the first host read, the guard switches to gradient buffers: one run
- * computes the gradients into resource variables and fetches the loss, host reads evaluate only
- * the small graphs they need, and a last run transforms and applies. On HOLD and SKIP the apply
- * op is not run: the variables and the optimizer's slots do not move.
+ * <p>Each {@link #step} runs core's step sequence ({@link Guard}) on the graph (see the package
+ * documentation): one session run when nothing reads a host value during the pipeline, gradient
+ * buffers otherwise. On HOLD and SKIP the optimizer's apply op is not run, so the variables and the
+ * optimizer's slots (moments, step counters) do not move. When a monitor asks for update ratios, the
+ * variables are copied before the update and ‖Δθ‖/‖θ‖ is measured after it.
  *
- * <p>Not thread-safe. Close it to free the fed scalars; the graph and session stay the caller's.
+ * <p>Checkpoints: {@link #save}/{@link #restore} write and read ONE TensorFlow checkpoint holding the
+ * model, the optimizer's slots and GradGuard's state; {@link #saveState}/{@link #restoreState} write
+ * GradGuard's state alone.
+ *
+ * <p>Not thread-safe. Close it to free the fed scalars and the kept checkpoint values; the graph and
+ * the session stay the caller's.
  */
-public final class TfGuard implements AutoCloseable {
-    private static final Logger LOG = LoggerFactory.getLogger(TfGuard.class);
-    private static final java.util.concurrent.atomic.AtomicLong APPLY_IDS = new java.util.concurrent.atomic.AtomicLong();
+public final class TfGuard extends Guard<TfTensor, TfGuard> {
+    /** The key of GradGuard's state in a checkpoint written by {@link #save}. */
+    public static final String STATE_KEY = "gradguard/pipeline_state";
 
-    private final Session session;
-    private final TfOps ops;
-    private final GradientPipeline pipeline;
-    private final Optimizer optimizer;
-    private final Output<?> loss;
-    private final List<Output<?>> variables;
-    private final Output<?>[] rawGradients;
-    private final GradientSet<TfTensor> gradients;
-    private final Map<List<Output<?>>, Op> applies = new HashMap<>();
-    /** Per apply op, in creation order: the variables the optimizer created for it (slots, Adam's beta powers). */
-    private final List<List<GraphOperation>> slotSets = new ArrayList<>();
-    private final Map<Op, Integer> slotSetOf = new HashMap<>();
-    private final Map<Long, Op> slotCopies = new HashMap<>();
-    /** The slot set holding the optimizer's live state; -1 before the first update. */
-    private int liveSlots = -1;
+    /** The key of the variables a checkpoint written by {@link #save} holds, one "name TAB dtype" per line. */
+    public static final String VARIABLES_KEY = "gradguard/variables";
 
-    private Saver saver;
-    /** A checkpoint restored before the apply op existed: the variables the apply op creates are restored from it. */
-    private String pendingRestore;
-    /** The variables the pending checkpoint holds that this graph does not have yet (slots of a later apply op). */
-    private Set<String> pendingVariables = Set.of();
+    private Session session;
+    private TfOps ops;
+    private TfGraphModel model;
+    private TfCheckpoint checkpoint;
+    private boolean stepping;
 
-    private TfTensor[] gradientBuffers;
-    private List<Op> fillBuffers;
-    private boolean buffered;
-    private boolean inPipeline;
-    private boolean warnedRecompute;
-    private double lastLoss = Double.NaN;
-    private long recomputedRuns;
-
-    private TfGuard(Session session, Output<?> loss, List<Output<?>> variables, Output<?>[] rawGradients,
-            List<Output<?>> values, Optimizer optimizer, GradientPipeline pipeline) {
-        this.session = session;
-        this.ops = new TfOps(session);
-        this.pipeline = pipeline;
-        this.optimizer = optimizer;
-        this.loss = loss;
-        this.variables = variables;
-        this.rawGradients = rawGradients;
-        List<GradientTensor<TfTensor>> ts = new ArrayList<>();
-        for (int i = 0; i < variables.size(); i++) {
-            Output<?> v = variables.get(i);
-            String name = v.op().name();
-            long[] shape = values.get(i).shape().asArray();
-            int slash = name.lastIndexOf('/');
-            String layer = slash > 0 ? name.substring(0, slash) : name;
-            Role role = shape.length >= 2 ? Role.WEIGHT : shape.length == 1 ? Role.BIAS : Role.OTHER;
-            ts.add(new GradientTensor<>(name, shape, role, layer, Layout.outputLast(),
-                    new TfTensor(shape, rawGradients[i], null, null), new TfTensor(shape, values.get(i), null, null)));
-        }
-        this.gradients = GradientSet.of(ts);
+    private TfGuard(GradientPipeline pipeline) {
+        super(pipeline);
     }
 
     /**
-     * Builds the gradients of {@code loss} with respect to {@code variables} (only those: not every
-     * variable of the graph) and returns a guarded training step.
+     * A guard running {@code pipeline}; attach it to a graph with {@link #attach}.
+     *
+     * @throws IllegalArgumentException if pipeline is null
+     * @throws IllegalStateException if another guard already runs this pipeline
+     */
+    public static TfGuard of(GradientPipeline pipeline) {
+        return new TfGuard(pipeline);
+    }
+
+    /**
+     * A guard running a new pipeline of these transforms ({@link GradientPipeline#of}).
+     *
+     * @throws IllegalArgumentException if a transform is null
+     */
+    public static TfGuard of(GradientTransform... transforms) {
+        return new TfGuard(GradientPipeline.of(transforms));
+    }
+
+    /**
+     * Attaches the guard to a graph: builds the gradients of {@code loss} with respect to
+     * {@code variables} (only those: not every variable of the graph), validating the setup. The
+     * optimizer's apply op is built on the first applying step.
      *
      * @param session   the session that trains (its graph holds the model)
      * @param loss      a scalar float loss
-     * @param variables the trainable variables ({@code tf.variable(...)}), float32 or float64
+     * @param variables the trainable variables ({@code tf.variable(...)}), float32 or float64; give them flat
+     *                  names ({@code dense_kernel}) with a slot optimizer (Momentum, Adam): tensorflow-framework
+     *                  names slots after them and rejects a '/'
      * @param optimizer a tensorflow-framework optimizer built on the same graph
-     * @param pipeline  the GradGuard pipeline (one per model)
-     * @throws IllegalArgumentException if an argument is null, there is no variable, a variable is
-     *     not a variable or not float, appears twice, or does not influence the loss, or the loss is
-     *     not a float scalar; the message names the variable
+     * @return this guard
+     * @throws IllegalArgumentException if an argument is null, there is no variable, a variable is not a
+     *     variable or not float, appears twice, or does not influence the loss, or the loss is not a float
+     *     scalar of the session's graph; the message names the variable
+     * @throws IllegalStateException if the guard is already attached (one guard per model), or closed
      */
-    public static TfGuard create(Session session, Operand<?> loss, List<? extends Operand<?>> variables,
-            Optimizer optimizer, GradientPipeline pipeline) {
-        require(session != null, "session must not be null");
-        require(loss != null, "loss must not be null");
-        require(variables != null, "variables must not be null");
-        require(optimizer != null, "optimizer must not be null");
-        require(pipeline != null, "pipeline must not be null");
-        require(!variables.isEmpty(), "variables must name at least one trainable variable, got []");
-        Graph graph = session.graph();
-        Output<?> lossOut = loss.asOutput();
-        require(lossOut.env() == graph, "loss must belong to the session's graph, got " + lossOut.name());
-        require(isFloat(lossOut.type()), "loss must be a float32 or float64 scalar, got " + lossOut.dataType() + " (" + lossOut.name() + ")");
-        require(lossOut.shape().numDimensions() <= 0, "loss must be a scalar, got shape " + lossOut.shape() + " (" + lossOut.name() + "): reduce it (tf.math.mean)");
-
-        Set<GraphOperation> reaching = graph.subgraphTo(Set.of(lossOut));
-        Ops tf = Ops.create(graph).withSubScope("gradguard");
-        List<Output<?>> vars = new ArrayList<>();
-        List<Output<?>> values = new ArrayList<>();
-        Set<String> seen = new HashSet<>();
-        for (int i = 0; i < variables.size(); i++) {
-            Operand<?> v = variables.get(i);
-            require(v != null, "variables[" + i + "] must not be null");
-            Output<?> out = v.asOutput();
-            String name = out.op().name();
-            String type = out.op().type();
-            require(type.equals("VariableV2") || type.equals("Variable"),
-                    "variables[" + i + "] must be a trainable variable (tf.variable), got " + name + " of op type " + type);
-            require(seen.add(name), "variables must be distinct, got " + name + " twice");
-            require(reaching.contains((GraphOperation) out.op()),
-                    "variable " + name + " does not influence the loss " + lossOut.op().name()
-                            + ": pass only the variables the loss depends on");
-            @SuppressWarnings({"unchecked", "rawtypes"})
-            Output<?> value = tf.withName(name.replace('/', '_') + "_value").identity((Operand) out).asOutput();
-            require(isFloat(value.type()), "variable " + name + " has dtype " + value.dataType()
-                    + ": only float32 and float64 variables have gradients to guard");
-            vars.add(out);
-            values.add(value);
+    public TfGuard attach(Session session, Operand<?> loss, List<? extends Operand<?>> variables, Optimizer optimizer) {
+        ensureOpen();
+        Checks.notNull("session", session);
+        if (model != null) {
+            throw new IllegalStateException("this TfGuard is already attached to " + (this.session == session ? "this session's graph"
+                    : "another session's graph") + ": use one guard per model (TfGuard.of(pipeline) for another)");
         }
-        Output<?>[] grads;
-        try {
-            grads = graph.addGradients(lossOut, vars.toArray(new Output<?>[0]));
-        } catch (RuntimeException e) {
-            throw new IllegalArgumentException("TensorFlow could not build the gradients of " + lossOut.op().name()
-                    + " with respect to " + names(vars) + ": " + e.getMessage(), e);
-        }
-        for (int i = 0; i < grads.length; i++) {
-            require(grads[i] != null, "variable " + vars.get(i).op().name() + " has no gradient from the loss " + lossOut.op().name());
-            require(isFloat(grads[i].type()), "the gradient of variable " + vars.get(i).op().name() + " has dtype "
-                    + grads[i].dataType() + ": GradGuard needs float32 or float64 gradients");
-        }
-        return new TfGuard(session, lossOut, List.copyOf(vars), grads, List.copyOf(values), optimizer, pipeline);
+        TfOps newOps = new TfOps(session);
+        TfCheckpoint newCheckpoint = new TfCheckpoint(session);
+        TfGraphModel built = TfGraphModel.build(newOps, loss, variables, optimizer, newCheckpoint::slotsCreated);
+        this.session = session;
+        this.ops = newOps;
+        this.checkpoint = newCheckpoint;
+        this.model = built;
+        return this;
     }
 
     /**
@@ -188,96 +125,36 @@ public final class TfGuard implements AutoCloseable {
      * update when the pipeline {@link StepResult#applies() applies}.
      *
      * @param feeds   the step's inputs (placeholder → tensor); the caller owns and closes the tensors
-     * @param context the batch facts; its loss is filled in when the guard knows it before the
-     *     pipeline runs (gradient-buffer mode)
-     * @return the pipeline's result. Read its metrics inside a {@link io.gradguard.core.StepListener}
-     *     (any metric; the guard then keeps gradients in buffers, see the class comment) or right
-     *     after this call, before the next step: the scalars the update computed (the clip norm and
-     *     coefficient...) came back with the step's last run at no extra cost, and other metrics
-     *     throw an {@code IllegalStateException}
-     * @throws IllegalArgumentException if feeds or context is null; on the first step, if a slot
-     *     optimizer (Momentum, Adam...) cannot name its slots after a variable whose name has a '/'
-     *     (the message lists them)
+     * @param context the batch facts; its loss is filled in when the guard knows it before the pipeline
+     *     runs (with gradient buffers), and so is whether the float inputs hold NaN or Inf when that loss
+     *     is not finite (so a non-finite stage can name bad input data as the cause)
+     * @return the pipeline's result, its metrics already on the host
+     * @throws IllegalArgumentException if feeds or context is null; on the first applying step, if a slot
+     *     optimizer cannot name its slots after a variable whose name has a '/' (the message lists them)
+     * @throws IllegalStateException if the guard is not attached or closed, or a stage gives up (too many
+     *     non-finite steps in a row: the message names the likely cause)
      */
     public StepResult<TfTensor> step(Map<? extends Operand<?>, ? extends Tensor> feeds, StepContext context) {
-        require(feeds != null, "feeds must not be null");
-        require(context != null, "context must not be null");
-        ops.beginStep(feeds, this::beforeHostRead);
+        Checks.notNull("feeds", feeds);
+        Checks.notNull("context", context);
+        requireAttached("step");
+        if (accumulatesInDouble() && !ops.accumulatesInDouble()) {
+            ops.accumulateInDouble();
+        }
+        stepping = true;
         try {
             StepContext ctx = context;
-            if (buffered) {
-                lastLoss = fillGradientBuffers();
-                if (!ctx.hasLoss()) {
-                    ctx = ctx.withLoss(lastLoss);
+            if (model.begin(feeds)) {
+                double loss = model.lastLoss();
+                ctx = ctx.hasLoss() ? ctx : ctx.withLoss(loss);
+                if (!Double.isFinite(loss) && holdsNonFinite(feeds)) {
+                    ctx = ctx.withNonFiniteInputs(true);
                 }
             }
-            for (int i = 0; i < gradients.size(); i++) {
-                gradients.get(i).gradient().rebind(buffered ? gradientBuffers[i].read : rawGradients[i]);
-            }
-            StepResult<TfTensor> result;
-            inPipeline = true;
-            try {
-                result = pipeline.step(gradients, ops, ctx);
-            } finally {
-                inPipeline = false;
-            }
-            List<Output<?>> roots = new ArrayList<>();
-            List<Op> targets = new ArrayList<>(ops.commit(roots));
-            if (result.applies()) {
-                Op apply = applyOp();
-                useSlotsOf(apply);
-                targets.add(apply);
-                for (GradientTensor<TfTensor> g : gradients) {
-                    roots.add(g.gradient().value());
-                }
-            }
-            // the scalars this run computes anyway (clip norm, coefficient) come back with it: metrics stay readable after the step
-            List<Output<?>> scalars = ops.scalarsComputedBy(roots);
-            Output<?> packed = scalars.isEmpty() ? null : ops.packed(scalars);
-            if (!buffered || !targets.isEmpty()) {
-                try (Result r = ops.run(runner -> {
-                    targets.forEach(runner::addTarget);
-                    if (!buffered) {
-                        runner.fetch(loss);
-                    }
-                    if (packed != null) {
-                        runner.fetch(packed);
-                    }
-                })) {
-                    if (!buffered) {
-                        lastLoss = TfOps.hostScalar(r.get(0));
-                    }
-                    if (packed != null) {
-                        ops.keepScalars(scalars, r.get(buffered ? 0 : 1));
-                    }
-                }
-            }
-            return result;
+            return step(model, ctx);
         } finally {
-            ops.endStep();
+            stepping = false;
         }
-    }
-
-    /**
-     * Makes the pipeline's reductions accumulate in float64 ({@link TfOps#accumulateInDouble()}):
-     * norms of float32 gradients near 1e30 or 1e-30 stay finite and non-zero, at the cost of a
-     * float64 copy of every gradient per reduction. The default reduces in the gradients' dtype, as
-     * {@code tf.clip_by_global_norm} does.
-     *
-     * <pre>{@code
-     * TfGuard guard = TfGuard.create(session, loss, variables, optimizer, pipeline).accumulateInDouble();
-     * }</pre>
-     *
-     * @return this
-     * @throws IllegalStateException after the first step (the precision is part of the built graph)
-     */
-    public TfGuard accumulateInDouble() {
-        if (pipeline.stepCount() > 0 || !applies.isEmpty() || buffered) {
-            throw new IllegalStateException("accumulateInDouble() must be called before the first step; this guard already ran "
-                    + pipeline.stepCount() + " step(s): create a new TfGuard on a fresh graph to change the precision");
-        }
-        ops.accumulateInDouble();
-        return this;
     }
 
     /** {@link #step(Map, StepContext)} with a batch of {@code batchSize} examples. */
@@ -285,511 +162,147 @@ public final class TfGuard implements AutoCloseable {
         return step(feeds, StepContext.ofBatch(batchSize));
     }
 
-    private Op applyOp() {
-        List<Output<?>> finals = new ArrayList<>();
-        for (GradientTensor<TfTensor> g : gradients) {
-            finals.add(g.gradient().value());
-        }
-        return applies.computeIfAbsent(finals, k -> {
-            List<Output<?>> gated = gateAll(k);
-            List<Optimizer.GradAndVar<? extends TType>> gv = new ArrayList<>();
-            for (int i = 0; i < k.size(); i++) {
-                gv.add(gradAndVar(gated.get(i), variables.get(i)));
-            }
-            if (!applies.isEmpty()) {
-                LOG.debug("GradGuard builds apply op #{} (the pipeline took a new branch)", applies.size() + 1);
-            }
-            Set<String> before = new HashSet<>();
-            for (GraphOperation v : graphVariables()) {
-                before.add(v.name());
-            }
-            Op op;
-            try {
-                op = optimizer.applyGradients(gv, "gradguard_apply_" + APPLY_IDS.incrementAndGet());
-            } catch (IllegalArgumentException e) {
-                throw slotNameError(e);
-            }
-            List<GraphOperation> slots = new ArrayList<>();
-            for (GraphOperation v : graphVariables()) {
-                if (!before.contains(v.name())) {
-                    slots.add(v);
-                }
-            }
-            if (pendingRestore != null) {
-                // the optimizer's slots (and Adam's beta powers) appeared just now: restore those the
-                // checkpoint holds (one saved before the first update holds none: they keep their
-                // initial values, the state of an optimizer that never updated)
-                List<GraphOperation> created = new ArrayList<>();
-                for (GraphOperation v : graphVariables()) {
-                    if (pendingVariables.contains(v.name())) {
-                        created.add(v);
+    /** Whether a float32 or float64 feed holds NaN or ±Inf (read on the host: only on a step whose loss is not finite). */
+    private static boolean holdsNonFinite(Map<? extends Operand<?>, ? extends Tensor> feeds) {
+        for (Tensor t : feeds.values()) {
+            if (t instanceof TFloat32 f) {
+                float[] v = new float[Math.toIntExact(f.shape().size())];
+                f.copyTo(DataBuffers.of(v, false, false));
+                for (float x : v) {
+                    if (!Float.isFinite(x)) {
+                        return true;
                     }
                 }
-                String prefix = pendingRestore;
-                pendingRestore = null;
-                pendingVariables = Set.of();
-                restoreVariables(prefix, created);
-            }
-            requireSameSlots(slots);
-            slotSetOf.put(op, slotSets.size());
-            slotSets.add(slots);
-            return op;
-        });
-    }
-
-    /**
-     * The gradients, each passed on only once all of them are computed (Python TensorFlow 1's
-     * {@code gate_gradients=GATE_GRAPH}; an Identity forwards its input, nothing is copied).
-     * tensorflow-framework does not gate: the update of a later layer's weights could otherwise run
-     * while the backward pass still reads those weights for an earlier layer's gradient, and with
-     * ref variables the write races with the read. Python TensorFlow's default (GATE_OP) prevents
-     * the same race.
-     */
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private List<Output<?>> gateAll(List<Output<?>> finals) {
-        Ops tf = Ops.create(session.graph()).withSubScope("gradguard_gate");
-        List<Op> computed = new ArrayList<>();
-        for (Output<?> f : finals) {
-            computed.add(tf.identity((Operand) f));
-        }
-        Ops after = tf.withControlDependencies(computed);
-        List<Output<?>> out = new ArrayList<>();
-        for (Output<?> f : finals) {
-            out.add(after.identity((Operand) f).asOutput());
-        }
-        return out;
-    }
-
-    /**
-     * tensorflow-framework's optimizers create new slot variables (Momentum's accumulators, Adam's
-     * moments and beta powers) on every {@code applyGradients} call. A pipeline whose ops differ
-     * from step to step (a transform deciding on the host, a batch of another size) gets one apply
-     * op per branch, each with its own slots; left alone, the optimizer's state would restart on
-     * a new branch and split between branches. So before an apply op runs, its slots receive the
-     * live state from the slots of the apply op that ran last (one copy of the optimizer state,
-     * only when the branch changes): the optimizer sees one continuous state, as on DJL and DL4J.
-     */
-    private void useSlotsOf(Op apply) {
-        int k = slotSetOf.get(apply);
-        if (liveSlots >= 0 && liveSlots != k) {
-            copySlots(liveSlots, k);
-        }
-        liveSlots = k;
-    }
-
-    /** Copies the optimizer state of slot set {@code from} into slot set {@code to} (one session run). */
-    private void copySlots(int from, int to) {
-        if (slotSets.get(from).isEmpty()) {
-            return; // a stateless optimizer (GradientDescent)
-        }
-        Op copy = slotCopies.computeIfAbsent(((long) from << 32) | to, key -> {
-            Ops tf = Ops.create(session.graph()).withSubScope("gradguard_slots");
-            List<Op> assigns = new ArrayList<>();
-            List<GraphOperation> src = slotSets.get(from);
-            List<GraphOperation> dst = slotSets.get(to);
-            for (int i = 0; i < src.size(); i++) {
-                assigns.add(assign(tf, dst.get(i).output(0), src.get(i).output(0)));
-            }
-            return tf.withControlDependencies(assigns).noOp();
-        });
-        session.runner().addTarget(copy).run().close();
-    }
-
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private static Op assign(Ops tf, Output<?> ref, Output<?> value) {
-        return tf.assign((Operand) ref, (Operand) value);
-    }
-
-    /** Every apply op's slots match the first's, variable for variable (same optimizer, same variables). */
-    private void requireSameSlots(List<GraphOperation> slots) {
-        if (slotSets.isEmpty()) {
-            return;
-        }
-        List<GraphOperation> first = slotSets.get(0);
-        boolean same = first.size() == slots.size();
-        for (int i = 0; same && i < slots.size(); i++) {
-            Output<?> a = first.get(i).output(0);
-            Output<?> b = slots.get(i).output(0);
-            same = a.dataType() == b.dataType() && a.shape().equals(b.shape());
-        }
-        if (!same) {
-            throw new IllegalStateException("optimizer " + optimizer.getClass().getSimpleName() + " created other state variables "
-                    + "for a new branch of the pipeline (" + opNames(slots) + ") than for the first (" + opNames(first) + "), so its state "
-                    + "cannot be carried over: use an optimizer that creates the same slots on every applyGradients call");
-        }
-    }
-
-    private static List<String> opNames(List<GraphOperation> ops) {
-        List<String> out = new ArrayList<>();
-        for (GraphOperation o : ops) {
-            out.add(o.name());
-        }
-        return out;
-    }
-
-    /**
-     * tensorflow-framework's slot optimizers (Momentum, Adam...) name a slot variable
-     * {@code <variable name>-<slot>}, which TensorFlow rejects when the variable name has a '/'.
-     */
-    private IllegalArgumentException slotNameError(IllegalArgumentException e) {
-        List<String> scoped = new ArrayList<>();
-        for (Output<?> v : variables) {
-            if (v.op().name().contains("/")) {
-                scoped.add(v.op().name());
+            } else if (t instanceof TFloat64 d) {
+                double[] v = new double[Math.toIntExact(d.shape().size())];
+                d.copyTo(DataBuffers.of(v, false, false));
+                for (double x : v) {
+                    if (!Double.isFinite(x)) {
+                        return true;
+                    }
+                }
             }
         }
-        if (scoped.isEmpty()) {
-            return e;
-        }
-        return new IllegalArgumentException("optimizer " + optimizer.getClass().getSimpleName() + " could not build its update: "
-                + "it names its slot variables after the trainable variables, and TensorFlow rejects the '/' in " + scoped
-                + "; give the trainable variables flat names (tf.withName(\"dense_kernel\").variable(...)). Cause: " + e.getMessage(), e);
-    }
-
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private static Optimizer.GradAndVar<? extends TType> gradAndVar(Output<?> grad, Output<?> var) {
-        return new Optimizer.GradAndVar(grad, var);
-    }
-
-    /** The run hook: the first host read of a step decides how gradients persist between runs. */
-    private void beforeHostRead() {
-        if (!inPipeline || buffered) {
-            return;
-        }
-        if (applies.isEmpty()) {
-            switchToBuffers();
-        } else {
-            recomputedRuns++;
-            if (!warnedRecompute) {
-                warnedRecompute = true;
-                LOG.warn("GradGuard: the pipeline read a host value for the first time after the apply op was built "
-                        + "(step {}); each such read recomputes the forward and backward pass. Read metrics from the "
-                        + "first step on (then the guard keeps gradients in buffers), or less often.", pipeline.stepCount());
-            }
-        }
-    }
-
-    /** Moves this step onto gradient buffers: one run fills them, and every node built so far is rebased onto them. */
-    private void switchToBuffers() {
-        LOG.debug("GradGuard: the pipeline reads host values; gradients now persist in buffer variables between runs");
-        buffered = true;
-        boolean was = inPipeline;
-        inPipeline = false;
-        try {
-            lastLoss = fillGradientBuffers();
-        } finally {
-            inPipeline = was;
-        }
-        Map<Output<?>, Output<?>> leaves = new HashMap<>();
-        for (int i = 0; i < rawGradients.length; i++) {
-            leaves.put(rawGradients[i], gradientBuffers[i].read);
-        }
-        Map<Output<?>, Output<?>> done = new HashMap<>();
-        List<TfTensor> handles = ops.liveHandles();
-        for (GradientTensor<TfTensor> g : gradients) {
-            handles.add(g.gradient());
-        }
-        for (TfTensor h : handles) {
-            h.rebind(ops.rebase(h.value(), leaves, done));
-        }
-    }
-
-    /** Runs forward and backward into the gradient buffers (created on first use); returns the loss. */
-    private double fillGradientBuffers() {
-        if (gradientBuffers == null) {
-            gradientBuffers = new TfTensor[rawGradients.length];
-            fillBuffers = new ArrayList<>();
-            Ops tf = Ops.create(session.graph()).withSubScope("gradguard");
-            for (int i = 0; i < rawGradients.length; i++) {
-                GradientTensor<TfTensor> g = gradients.get(i);
-                gradientBuffers[i] = ops.newBuffer(rawGradients[i].type(), g.shape(), null, false);
-                fillBuffers.add(tf.assignVariableOp(gradientBuffers[i].variable, rawGradients[i]));
-            }
-        }
-        try (Result r = ops.run(runner -> {
-            fillBuffers.forEach(runner::addTarget);
-            runner.fetch(loss);
-        })) {
-            return TfOps.hostScalar(r.get(0));
-        }
-    }
-
-    /** The GradGuard backend this guard builds with (for listeners that read tensors). */
-    public TfOps ops() {
-        return ops;
-    }
-
-    /** The gradient set the pipeline sees (one entry per variable, in the given order). */
-    public GradientSet<TfTensor> gradients() {
-        return gradients;
-    }
-
-    /** The pipeline. */
-    public GradientPipeline pipeline() {
-        return pipeline;
+        return false;
     }
 
     /**
      * Writes ONE TensorFlow checkpoint (the V2 format {@code session.save} writes: {@code prefix.index}
      * and {@code prefix.data-*}) that holds every {@code VariableV2} of the graph (the model and the
-     * optimizer's slots, under their op names, as {@code session.save} stores them) and GradGuard's
-     * whole state (counters, accumulators, histories, monitor state: the bytes of
-     * {@link GradientPipeline#saveState}) under the key {@value #STATE_KEY}. Call it between steps;
-     * resume with {@link #restore}. TensorFlow's {@code session.restore(prefix)} reads the same file
-     * and restores the model alone.
+     * optimizer's slots, under their op names, as {@code session.save} stores them) and GradGuard's whole
+     * state (counters, accumulators, histories, monitor state) under {@value #STATE_KEY}. Call it between
+     * steps, also right after {@link #restore} (the restored optimizer state is written back even before
+     * the first update has created the optimizer's slots). TensorFlow's {@code session.restore(prefix)}
+     * reads the model alone from the same file.
      *
      * <pre>{@code
      * guard.save("/ckpt/model-1000");
-     * // later, in a new process: the same graph, a new guard with the same pipeline
-     * TfGuard guard = TfGuard.create(session, loss, variables, new Momentum(graph, 0.05f, 0.9f), pipeline);
+     * // later, in a new process: the same graph, a new guard with the same stages
+     * TfGuard guard = TfGuard.of(pipeline).attach(session, loss, variables, new Momentum(graph, 0.05f, 0.9f));
      * guard.restore("/ckpt/model-1000");   // before the first step
      * }</pre>
      *
-     * <p>Why not {@code session.save} alone: tensorflow-core-api 1.1 builds the graph's saver once,
-     * at the first {@code save} or {@code restore}, over the {@code VariableV2} ops that exist then,
-     * and GradGuard's state partly lives on the host (step and micro-step counters, skip counts,
-     * histories). A fresh graph restored with {@code session.restore} before the guard's first step
-     * also lacks the variables the guard builds lazily (the optimizer's slots appear with the apply
-     * op, on the first applying step), so they could not be restored; {@link #restore} restores them
-     * when they appear.
+     * <p>Why not {@code session.save} alone: tensorflow-core-api 1.1 builds the graph's saver once, at
+     * the first {@code save} or {@code restore}, over the {@code VariableV2} ops that exist then;
+     * GradGuard's state partly lives on the host, and the optimizer's slots appear with the first
+     * applying step.
      *
      * @param prefix the checkpoint path prefix, as for {@code session.save}
      * @throws IllegalArgumentException if prefix is null or empty
-     * @throws IllegalStateException if called during a step (from a listener)
-     * @throws java.io.IOException if the state cannot be serialized
+     * @throws IllegalStateException if the guard is not attached, or called during a step (from a listener)
+     * @throws IOException if the state cannot be serialized
      */
-    public void save(String prefix) throws java.io.IOException {
-        require(prefix != null && !prefix.isEmpty(), "prefix must be a checkpoint path prefix, got " + (prefix == null ? "null" : "\"\""));
+    public void save(String prefix) throws IOException {
+        requirePrefix(prefix);
+        requireAttached("save");
         requireBetweenSteps("save");
-        if (pendingRestore != null && !pendingVariables.isEmpty()) {
-            throw new IllegalStateException("save() after restore(" + pendingRestore + ") and before the first applying step would lose "
-                    + "the optimizer state that checkpoint holds for variables the guard creates with its first update " + pendingVariables
-                    + ": take a step that applies an update first, or keep the restored checkpoint");
-        }
-        // every branch's slots get the live optimizer state, so a restore that rebuilds the branches
-        // in another order still finds it under whichever names come first
-        for (int k = 0; k < slotSets.size(); k++) {
-            if (liveSlots >= 0 && k != liveSlots) {
-                copySlots(liveSlots, k);
-            }
-        }
-        java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
-        pipeline.saveState(bytes);
-        List<GraphOperation> vars = graphVariables();
-        List<String> names = new ArrayList<>();
-        for (GraphOperation v : vars) {
-            names.add(v.name());
-        }
-        if (saver == null || !saver.names().equals(names)) {
-            saver = buildSaver(names, vars);
-        }
-        try (TString file = TString.scalarOf(prefix);
-                TString state = TString.tensorOfBytes(NdArrays.scalarOfObject(bytes.toByteArray()))) {
-            session.runner().addTarget(saver.op()).feed(saver.file(), file).feed(saver.state(), state).run().close();
-        }
-    }
-
-    /** The key of GradGuard's state in a checkpoint written by {@link #save}. */
-    public static final String STATE_KEY = "gradguard/pipeline_state";
-
-    /** The key of the names of the variables a checkpoint written by {@link #save} holds, one per line. */
-    public static final String VARIABLES_KEY = "gradguard/variables";
-
-    private record Saver(List<String> names, Op op, Output<TString> file, Output<TString> state) {
-    }
-
-    private Saver buildSaver(List<String> names, List<GraphOperation> vars) {
-        Ops tf = Ops.create(session.graph()).withSubScope("gradguard_save");
-        Placeholder<TString> file = tf.placeholder(TString.class);
-        Placeholder<TString> state = tf.placeholder(TString.class, Placeholder.shape(Shape.scalar()));
-        List<String> keys = new ArrayList<>(names);
-        keys.add(STATE_KEY);
-        keys.add(VARIABLES_KEY);
-        List<Operand<?>> tensors = new ArrayList<>();
-        for (GraphOperation v : vars) {
-            tensors.add(v.output(0));
-        }
-        tensors.add(state);
-        tensors.add(tf.constant(String.join("\n", names)));
-        Operand<TString> k = strings(tf, keys.toArray(new String[0]));
-        Op save = tf.train.save(file, k, tf.zerosLike(k), tensors);
-        return new Saver(List.copyOf(names), save, file.output(), state.output());
+        model.shareOptimizerState();
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        saveState(bytes);
+        checkpoint.save(prefix, bytes.toByteArray());
     }
 
     /**
-     * Restores a checkpoint written by {@link #save}: GradGuard's state onto this guard's pipeline
-     * (checked first: nothing changes if it does not fit), then every {@code VariableV2} of the
-     * graph. Call it on a graph built as the saved one was, with a guard created with the same
-     * pipeline, before the first step (or between steps). Variables the guard creates later (the
-     * optimizer's slots, built with the apply op on the first applying step) are restored from the
-     * same checkpoint when they appear, so slot optimizers (Momentum, RMSProp, Adam) resume with
-     * their state; the run continues bit-identically, also in the middle of an accumulation window
-     * (tested with SGD, Momentum and RMSProp; tensorflow-framework 1.0's Adam is not deterministic
-     * even without GradGuard).
+     * Restores a checkpoint written by {@link #save}: GradGuard's state (checked first: nothing changes
+     * if it does not fit), then every {@code VariableV2} of the graph. Call it on a graph built as the
+     * saved one was, with a guard of the same stages, before the first step. The optimizer's slots, which
+     * appear with the first applying step, receive the checkpoint's values then; the run continues
+     * bit-identically, also in the middle of an accumulation window.
      *
      * @param prefix the prefix given to {@link #save}
-     * @throws IllegalArgumentException if prefix is null or empty, or names no checkpoint with
-     *     GradGuard's state (one written by {@code session.save}: restore it with
-     *     {@code session.restore}), or the checkpoint lacks a variable of this graph
-     * @throws io.gradguard.core.StateFormatException if the state was saved from another pipeline
-     *     (the message lists both pipelines' stages), or is corrupt; nothing is restored then
-     * @throws IllegalStateException if called during a step (from a listener)
-     * @throws java.io.IOException if the state cannot be read
+     * @throws IllegalArgumentException if prefix is null or empty, or names no checkpoint with GradGuard's
+     *     state (one written by {@code session.save}: restore it with {@code session.restore}), or the
+     *     checkpoint lacks a variable of this graph
+     * @throws io.gradguard.core.StateFormatException if the state was saved from another pipeline (the
+     *     message lists both pipelines' stages), or is corrupt; nothing is restored then
+     * @throws IllegalStateException if the guard is not attached, or called during a step
+     * @throws IOException if the state cannot be read
      */
-    public void restore(String prefix) throws java.io.IOException {
-        require(prefix != null && !prefix.isEmpty(), "prefix must be a checkpoint path prefix, got " + (prefix == null ? "null" : "\"\""));
+    public void restore(String prefix) throws IOException {
+        requirePrefix(prefix);
+        requireAttached("restore");
         requireBetweenSteps("restore");
-        byte[] state;
-        Set<String> saved;
-        Ops tf = Ops.create(session.graph()).withSubScope("gradguard_restore");
-        Placeholder<TString> file = tf.placeholder(TString.class);
-        Operand<TString> key = strings(tf, STATE_KEY, VARIABLES_KEY);
-        Restore read = tf.train.restore(file, key, tf.zerosLike(key), List.of(TString.class, TString.class));
-        try (TString f = TString.scalarOf(prefix);
-                Result r = session.runner().feed(file, f).fetch(read.tensors().get(0)).fetch(read.tensors().get(1)).run()) {
-            state = ((TString) r.get(0)).asBytes().getObject();
-            saved = new HashSet<>(List.of(((TString) r.get(1)).getObject().split("\n")));
-        } catch (org.tensorflow.exceptions.TensorFlowException e) {
-            throw new IllegalArgumentException("prefix " + prefix + " names no checkpoint with GradGuard's state (key " + STATE_KEY
-                    + "): restore a checkpoint written by TfGuard.save; one written by session.save holds the model alone "
-                    + "(restore it with session.restore). TensorFlow says: " + e.getMessage(), e);
+        if (accumulatesInDouble() && !ops.accumulatesInDouble()) {
+            ops.accumulateInDouble();
         }
-        List<GraphOperation> vars = graphVariables();
-        List<String> missing = new ArrayList<>();
-        for (GraphOperation v : vars) {
-            if (!saved.contains(v.name())) {
-                missing.add(v.name());
-            }
-        }
-        if (!missing.isEmpty()) {
-            // checked before anything changes
-            throw new IllegalArgumentException("the checkpoint " + prefix + " lacks variables of this graph " + missing
-                    + " (it holds " + new java.util.TreeSet<>(saved) + "): build the graph as the saved one was"
-                    + (applies.isEmpty() ? "" : ", and restore before the first step"));
-        }
-        pipeline.restoreState(new java.io.ByteArrayInputStream(state), ops);
-        restoreVariables(prefix, vars);
-        if (applies.isEmpty()) {
-            pendingRestore = prefix;
-            pendingVariables = new HashSet<>(saved);
-            for (GraphOperation v : vars) {
-                pendingVariables.remove(v.name());
-            }
-        }
+        bind(ops);
+        checkpoint.restore(prefix, state -> restoreState(new ByteArrayInputStream(state)));
     }
 
-    /** Restores these variables from the checkpoint (running the graph's pending initializers first, so they do not run later). */
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private void restoreVariables(String prefix, List<GraphOperation> vars) {
-        if (vars.isEmpty()) {
-            return;
-        }
-        session.initialize();
-        Ops tf = Ops.create(session.graph()).withSubScope("gradguard_restore");
-        Placeholder<TString> file = tf.placeholder(TString.class);
-        String[] names = new String[vars.size()];
-        List<Class<? extends TType>> types = new ArrayList<>();
-        for (int i = 0; i < names.length; i++) {
-            names[i] = vars.get(i).name();
-            types.add((Class<? extends TType>) vars.get(i).output(0).type());
-        }
-        Operand<TString> keys = strings(tf, names);
-        Restore read = tf.train.restore(file, keys, tf.zerosLike(keys), types);
-        List<Op> assigns = new ArrayList<>();
-        for (int i = 0; i < names.length; i++) {
-            assigns.add(tf.assign((Operand) vars.get(i).output(0), (Operand) read.tensors().get(i)));
-        }
-        try (TString f = TString.scalarOf(prefix)) {
-            Session.Runner runner = session.runner().feed(file, f);
-            assigns.forEach(runner::addTarget);
-            runner.run().close();
-        } catch (org.tensorflow.exceptions.TensorFlowException e) {
-            throw new IllegalArgumentException("the checkpoint " + prefix + " does not fit this graph (variables " + List.of(names)
-                    + "): build the graph as the saved one was. TensorFlow says: " + e.getMessage(), e);
-        }
+    private static void requirePrefix(String prefix) {
+        Checks.require(prefix != null && !prefix.isEmpty(), "prefix", "be a checkpoint path prefix", prefix);
     }
 
-    private static Operand<TString> strings(Ops tf, String... values) {
-        return tf.constant(org.tensorflow.ndarray.StdArrays.ndCopyOf(values));
-    }
-
-    /** The graph's {@code VariableV2} ops, as {@code session.save} collects them. */
-    private List<GraphOperation> graphVariables() {
-        List<GraphOperation> vars = new ArrayList<>();
-        for (var it = session.graph().operations(); it.hasNext(); ) {
-            GraphOperation op = it.next();
-            if (op.type().equals("VariableV2")) {
-                vars.add(op);
-            }
+    private void requireAttached(String what) {
+        ensureOpen();
+        if (model == null) {
+            throw new IllegalStateException(what + "() needs a graph: attach the guard first, "
+                    + "guard.attach(session, loss, variables, optimizer)");
         }
-        return vars;
     }
 
     private void requireBetweenSteps(String what) {
-        if (inPipeline) {
+        if (stepping) {
             throw new IllegalStateException(what + "() was called during a step (from a listener): call it between steps");
         }
     }
 
-    /**
-     * Writes the pipeline's state (counters, accumulators, histories) as
-     * {@link GradientPipeline#saveState} does, for a checkpoint of your own next to the model's
-     * ({@link #save} writes both into one TensorFlow checkpoint).
-     *
-     * @throws java.io.IOException if the stream fails
-     */
-    public void saveState(java.io.OutputStream out) throws java.io.IOException {
-        pipeline().saveState(out);
+    /** The backend this guard builds with (for listeners that read tensors); null before {@link #attach}. */
+    public TfOps ops() {
+        return ops;
     }
 
     /**
-     * Restores a state written by {@link #saveState} onto this guard's backend, before the next step
-     * (mid-window checkpoints resume bit-identically).
+     * The gradient set the pipeline sees (one entry per variable, in the given order).
      *
-     * @throws io.gradguard.core.StateFormatException if the state is truncated, corrupt, of another version
-     *     or from another pipeline; the pipeline is then left untouched
-     * @throws java.io.IOException if the stream fails
+     * @throws IllegalStateException if the guard is not attached
      */
-    public void restoreState(java.io.InputStream in) throws java.io.IOException {
-        pipeline().restoreState(in, ops());
+    public GradientSet<TfTensor> gradients() {
+        requireAttached("gradients");
+        return model.gradientSet();
     }
 
     /** The loss of the last step (NaN before the first). */
     public double lastLoss() {
-        return lastLoss;
+        return model == null ? Double.NaN : model.lastLoss();
     }
 
-    /** Whether gradients persist in buffer variables between session runs (see the class comment). */
+    /** Whether gradients persist in buffer variables between session runs (see the package documentation). */
     public boolean usesGradientBuffers() {
-        return buffered;
+        return model != null && model.buffered();
     }
 
-    /** Host reads that had to recompute the forward and backward pass (see the class comment). */
+    /** Host reads that had to recompute the forward and backward pass (see the package documentation). */
     public long recomputedRuns() {
-        return recomputedRuns;
+        return model == null ? 0 : model.recomputedRuns();
     }
 
-    /** Closes the fed scalar tensors. */
     @Override
-    public void close() {
-        ops.close();
-    }
-
-    private static boolean isFloat(Class<?> type) {
-        return type == TFloat32.class || type == TFloat64.class;
-    }
-
-    private static String names(List<Output<?>> vars) {
-        List<String> n = new ArrayList<>();
-        for (Output<?> v : vars) {
-            n.add(v.op().name());
-        }
-        return n.toString();
-    }
-
-    private static void require(boolean ok, String message) {
-        if (!ok) {
-            throw new IllegalArgumentException(message);
+    protected void closeResources() {
+        if (ops != null) {
+            ops.close();
+            checkpoint.close();
         }
     }
+
 }

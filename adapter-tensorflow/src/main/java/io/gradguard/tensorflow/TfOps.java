@@ -1,5 +1,6 @@
 package io.gradguard.tensorflow;
 
+import io.gradguard.core.internal.Checks;
 import io.gradguard.core.spi.TensorOps;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -18,6 +19,7 @@ import org.tensorflow.Tensor;
 import org.tensorflow.exceptions.TFInvalidArgumentException;
 import org.tensorflow.ndarray.Shape;
 import org.tensorflow.ndarray.buffer.DataBuffers;
+import io.gradguard.tensorflow.GraphMemo.Kind;
 import org.tensorflow.op.Op;
 import org.tensorflow.op.Ops;
 import org.tensorflow.op.core.Placeholder;
@@ -40,7 +42,8 @@ import org.tensorflow.types.family.TNumber;
  *
  * <h2>Memoized graph construction</h2>
  * A GradGuard pipeline runs on the host once per step and calls these primitives. Each primitive
- * is a pure function of its input nodes and its parameters, and is memoized on them: the same
+ * is a pure function of its input nodes and its parameters, and is memoized on them
+ * ({@link GraphMemo}, one {@link GraphMemo.Kind} per kind of node): the same
  * primitive on the same input nodes returns the node built the first time. Because the adapter
  * presents the same input nodes every step (the gradient nodes or gradient buffers, the state
  * variables' read nodes, the scalar slots below), replaying a pipeline adds no node after its first
@@ -95,15 +98,11 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         void beforeRun();
     }
 
-    private record Node(String kind, List<Output<?>> inputs, Object param) {
-    }
-
     private final Session session;
     private final Graph graph;
     private final Ops tf;
 
-    private final Map<Node, Output<?>> built = new HashMap<>();
-    private final Map<Output<?>, Node> recipes = new HashMap<>();
+    private final GraphMemo memo;
     private final Map<List<Output<?>>, Op> assigns = new HashMap<>();
 
     private final List<Output<TFloat64>> slots = new ArrayList<>();
@@ -115,7 +114,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     private final List<TfTensor> temporaries = new ArrayList<>();
     private Map<? extends Operand<?>, ? extends Tensor> feeds = Map.of();
     private RunHook hook;
-    /** Host values of the last step's scalars, fetched by its last run (see {@link #keepScalars}). */
+    /** Host values of this step's scalars fetched by its last run (see {@link #keepScalars}), kept until the next step. */
     private final Map<Output<?>, Double> lastStepScalars = new HashMap<>();
     private static final java.util.concurrent.atomic.AtomicLong BUFFER_IDS = new java.util.concurrent.atomic.AtomicLong();
     private int bufferCount;
@@ -128,12 +127,10 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
      * @throws IllegalArgumentException if the session is null
      */
     public TfOps(Session session) {
-        if (session == null) {
-            throw new IllegalArgumentException("session must not be null");
-        }
-        this.session = session;
+        this.session = Checks.notNull("session", session);
         this.graph = session.graph();
         this.tf = Ops.create(graph).withSubScope("gradguard");
+        this.memo = new GraphMemo(tf);
     }
 
     /**
@@ -145,7 +142,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
      *     before the first step)
      */
     public TfOps accumulateInDouble() {
-        if (!built.isEmpty()) {
+        if (memo.size() > 0) {
             throw new IllegalStateException("accumulateInDouble() must be called before the first step: "
                     + "this TfOps already built graph nodes with " + (doubleAccumulation ? "float64" : "dtype") + " reductions");
         }
@@ -207,24 +204,15 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     }
 
     /**
-     * The step's single-element float temporaries (norms, coefficients, counts: what transforms
-     * record as metrics) that a run computing {@code roots} computes anyway: fetching them with it
-     * costs no extra pass over the gradients. Found on the memo's recipes, not on the graph.
+     * The step's single-element float temporaries built so far (norms, coefficients, counts: what
+     * the stages record as metrics), whose host values are not known yet. The step's last run
+     * fetches them (as {@link #packed}) so that the metrics cost no run of their own.
      */
-    List<Output<?>> scalarsComputedBy(List<Output<?>> roots) {
-        Set<Output<?>> reached = new java.util.HashSet<>();
-        java.util.ArrayDeque<Output<?>> todo = new java.util.ArrayDeque<>(roots);
-        while (!todo.isEmpty()) {
-            Output<?> o = todo.pop();
-            Node n = recipes.get(o);
-            if (reached.add(o) && n != null) {
-                todo.addAll(n.inputs());
-            }
-        }
+    List<Output<?>> pendingScalars() {
         Set<Output<?>> out = new java.util.LinkedHashSet<>();
         for (TfTensor t : temporaries) {
             Output<?> o = t.value();
-            if (t.shapeRef().length == 0 && reached.contains(o) && recipes.containsKey(o) && isFloat(dtype(o))) {
+            if (t.shapeRef().length == 0 && memo.built(o) && isFloat(dtype(o)) && !lastStepScalars.containsKey(o)) {
                 out.add(o);
             }
         }
@@ -237,7 +225,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         for (int i = 0; i < in.length; i++) {
             in[i] = f64(scalars.get(i));
         }
-        return node("stack", null, in);
+        return memo.node(Kind.STACK, null, in);
     }
 
     /** Keeps the host values of scalars fetched (as {@link #packed}) by the step's last run, for reads after the step. */
@@ -258,11 +246,19 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         return type == TFloat32.class || type == TFloat64.class;
     }
 
-    /** The step's temporaries and buffers (everything a rebase must move). */
-    List<TfTensor> liveHandles() {
+    /**
+     * Moves every node of the step built so far onto other leaves (the gradient buffers): the step's
+     * temporaries, the state buffers and {@code more} are rebound to the same chains rebuilt on
+     * {@code leaves}.
+     */
+    void rebase(Map<Output<?>, Output<?>> leaves, List<TfTensor> more) {
+        Map<Output<?>, Output<?>> done = new HashMap<>();
         List<TfTensor> all = new ArrayList<>(temporaries);
         all.addAll(buffers);
-        return all;
+        all.addAll(more);
+        for (TfTensor h : all) {
+            h.rebind(memo.rebase(h.value(), leaves, done));
+        }
     }
 
     /** Runs the session with the step's feeds and scalar slots; the caller closes the result. */
@@ -290,112 +286,6 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         return n;
     }
 
-    // ---- memoized node construction -------------------------------------------------------------
-
-    private Output<?> node(String kind, Object param, Output<?>... inputs) {
-        Node key = new Node(kind, List.of(inputs), param);
-        Output<?> out = built.get(key);
-        if (out == null) {
-            out = build(key);
-            built.put(key, out);
-            recipes.put(out, key);
-        }
-        return out;
-    }
-
-    /**
-     * Rebuilds {@code out} with some leaf nodes replaced (memoized, so a rebased chain is the same
-     * chain a replay on the new leaves builds). Nodes that depend on no replaced leaf are returned
-     * as they are.
-     */
-    Output<?> rebase(Output<?> out, Map<Output<?>, Output<?>> leaves, Map<Output<?>, Output<?>> done) {
-        Output<?> mapped = leaves.get(out);
-        if (mapped != null) {
-            return mapped;
-        }
-        Node n = recipes.get(out);
-        if (n == null) {
-            return out;
-        }
-        Output<?> cached = done.get(out);
-        if (cached != null) {
-            return cached;
-        }
-        Output<?>[] inputs = new Output<?>[n.inputs().size()];
-        boolean changed = false;
-        for (int i = 0; i < inputs.length; i++) {
-            inputs[i] = rebase(n.inputs().get(i), leaves, done);
-            changed |= inputs[i] != n.inputs().get(i);
-        }
-        Output<?> result = changed ? node(n.kind(), n.param(), inputs) : out;
-        done.put(out, result);
-        return result;
-    }
-
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private Output<?> build(Node n) {
-        List<Output<?>> in = n.inputs();
-        Operand a = in.isEmpty() ? null : in.get(0);
-        Operand b = in.size() < 2 ? null : in.get(1);
-        return switch (n.kind()) {
-            case "cast" -> tf.dtypes.cast(a, (Class) n.param()).asOutput();
-            case "square" -> tf.math.square(a).asOutput();
-            case "l2loss" -> tf.nn.l2Loss(a).asOutput();
-            case "abs" -> tf.math.abs(a).asOutput();
-            case "sum" -> tf.reduceSum(a, axes(n.param(), a), ReduceSum.keepDims(keep(n.param()))).asOutput();
-            case "rmax" -> tf.reduceMax(a, axes(n.param(), a), ReduceMax.keepDims(false)).asOutput();
-            case "mean" -> tf.math.mean(a, axes(n.param(), a), Mean.keepDims(true)).asOutput();
-            case "notFinite" -> tf.math.logicalNot(tf.math.isFinite(a)).asOutput();
-            case "isNan" -> tf.math.isNan(a).asOutput();
-            case "equal" -> tf.math.equal(a, b).asOutput();
-            case "select" -> tf.select((Operand<TBool>) a, b, (Operand) in.get(2)).asOutput();
-            case "fill" -> tf.fill(tf.constant((long[]) ((List<Long>) n.param()).stream().mapToLong(Long::longValue).toArray()), a).asOutput();
-            case "add" -> tf.math.add(a, b).asOutput();
-            case "sub" -> tf.math.sub(a, b).asOutput();
-            case "mul" -> tf.math.mul(a, b).asOutput();
-            case "scaleUnlessOne" -> {
-                Output<?> one = as(node("const", 1.0), dtype(b.asOutput()));
-                SwitchCond<?> gate = tf.switchCond(a, (Operand<TBool>) node("notEqual", null, b.asOutput(), one));
-                Operand scaled = tf.math.mul(gate.outputTrue(), b);
-                yield tf.merge(List.of((Operand) gate.outputFalse(), scaled)).output().asOutput();
-            }
-            case "notEqual" -> tf.math.notEqual(a, b).asOutput();
-            case "div" -> tf.math.div(a, b).asOutput();
-            case "min" -> tf.math.minimum(a, b).asOutput();
-            case "max" -> tf.math.maximum(a, b).asOutput();
-            case "sqrt" -> tf.math.sqrt(a).asOutput();
-            case "identity" -> tf.identity(a).asOutput();
-            case "stack" -> tf.stack((List) in).asOutput();
-            case "const" -> constant((Double) n.param()).asOutput();
-            default -> throw new IllegalStateException("unknown node kind " + n.kind());
-        };
-    }
-
-    private static boolean keep(Object param) {
-        return param instanceof List<?>;
-    }
-
-    /** Axes: a List of ints (reduce these, keep dims) or an Integer rank (reduce all axes). */
-    private Operand<? extends TNumber> axes(Object param, Operand<?> x) {
-        if (param instanceof List<?> l) {
-            int[] ax = new int[l.size()];
-            for (int i = 0; i < ax.length; i++) {
-                ax[i] = (Integer) l.get(i);
-            }
-            return tf.constant(ax);
-        }
-        int rank = (Integer) param;
-        int[] all = new int[rank];
-        for (int i = 0; i < rank; i++) {
-            all[i] = i;
-        }
-        return tf.constant(all);
-    }
-
-    private Operand<TFloat64> constant(double v) {
-        return tf.constant(v);
-    }
-
     private Op assignOp(Output<?> variable, Output<?> value, Output<?> read) {
         return assigns.computeIfAbsent(List.of(variable, value, read),
                 k -> {
@@ -411,11 +301,11 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     }
 
     private Output<?> f64(Output<?> o) {
-        return dtype(o) == TFloat64.class ? o : node("cast", TFloat64.class, o);
+        return dtype(o) == TFloat64.class ? o : memo.node(Kind.CAST, TFloat64.class, o);
     }
 
     private Output<?> as(Output<?> o, Class<?> type) {
-        return dtype(o) == type ? o : node("cast", type, o);
+        return memo.as(o, type);
     }
 
     private static void requireFloat(TfTensor x, String what) {
@@ -484,13 +374,11 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     public double toHost(TfTensor scalar) {
         long n = size(scalar.shapeRef());
         if (n != 1) {
-            throw new IllegalArgumentException("toHost needs a single-element tensor, got shape " + Arrays.toString(scalar.shapeRef()));
+            throw new IllegalArgumentException("scalar must be a single-element tensor, got shape " + Arrays.toString(scalar.shapeRef()));
         }
-        if (hook == null) {
-            Double kept = lastStepScalars.get(scalar.value());
-            if (kept != null) {
-                return kept;
-            }
+        Double kept = lastStepScalars.get(scalar.value());
+        if (kept != null) {
+            return kept;
         }
         Output<?> o = fetchable(f64(scalar.value()));
         try (Result r = run(runner -> runner.fetch(o))) {
@@ -514,9 +402,10 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         for (int i = 0; i < out.length; i++) {
             TfTensor scalar = scalars.get(i);
             if (size(scalar.shapeRef()) != 1) {
-                throw new IllegalArgumentException("toHost needs single-element tensors, got shape " + Arrays.toString(scalar.shapeRef()));
+                throw new IllegalArgumentException("scalars[" + i + "] must be a single-element tensor, got shape "
+                        + Arrays.toString(scalar.shapeRef()));
             }
-            Double kept = hook == null ? lastStepScalars.get(scalar.value()) : null;
+            Double kept = lastStepScalars.get(scalar.value());
             if (kept != null) {
                 out[i] = kept;
             } else {
@@ -545,7 +434,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
 
     /** A fed scalar slot cannot be fetched in the same run: fetch an identity of it. */
     private Output<?> fetchable(Output<?> o) {
-        return o.op().type().equals("Placeholder") ? node("identity", null, o) : o;
+        return o.op().type().equals("Placeholder") ? memo.node(Kind.IDENTITY, null, o) : o;
     }
 
     @Override
@@ -588,9 +477,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         if (length < 0) {
             throw new IllegalArgumentException("data must not be null");
         }
-        if (shape == null) {
-            throw new IllegalArgumentException("shape must not be null");
-        }
+        Checks.notNull("shape", shape);
         for (long d : shape) {
             if (d < 0) {
                 throw new IllegalArgumentException("shape must have no negative dimension, got " + Arrays.toString(shape));
@@ -671,22 +558,22 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     public TfTensor sumOfSquares(TfTensor x) {
         requireFloat(x, "x");
         // L2Loss(x) = Σx²/2 in one fused pass (as tf.clip_by_global_norm); the factor 2 is exact
-        Output<?> half = f64(node("l2loss", null, accumuland(x)));
-        return temp(node("mul", null, half, node("const", 2.0)), SCALAR);
+        Output<?> half = f64(memo.node(Kind.L2LOSS, null, accumuland(x)));
+        return temp(memo.node(Kind.MUL, null, half, memo.node(Kind.CONST, 2.0)), SCALAR);
     }
 
     @Override
     public TfTensor sumOfAbs(TfTensor x) {
         requireFloat(x, "x");
-        return temp(f64(node("sum", x.shapeRef().length, node("abs", null, accumuland(x)))), SCALAR);
+        return temp(f64(memo.node(Kind.SUM, x.shapeRef().length, memo.node(Kind.ABS, null, accumuland(x)))), SCALAR);
     }
 
     @Override
     public TfTensor maxAbs(TfTensor x) {
         requireFloat(x, "x");
         // reduce in the tensor's dtype (exact), then max with 0: an empty tensor's max is -inf, NaN propagates
-        Output<?> m = f64(node("rmax", x.shapeRef().length, node("abs", null, x.value())));
-        return temp(node("max", null, m, node("const", 0.0)), SCALAR);
+        Output<?> m = f64(memo.node(Kind.REDUCE_MAX, x.shapeRef().length, memo.node(Kind.ABS, null, x.value())));
+        return temp(memo.node(Kind.MAX, null, m, memo.node(Kind.CONST, 0.0)), SCALAR);
     }
 
     @Override
@@ -694,19 +581,19 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         requireFloat(x, "x");
         // an exact integer count (int64 only for tensors too large for int32), widened afterwards
         Class<?> counter = size(x.shapeRef()) <= Integer.MAX_VALUE ? TInt32.class : TInt64.class;
-        return temp(f64(node("sum", x.shapeRef().length, node("cast", counter, node("notFinite", null, x.value())))), SCALAR);
+        return temp(f64(memo.node(Kind.SUM, x.shapeRef().length, memo.node(Kind.CAST, counter, memo.node(Kind.NOT_FINITE, null, x.value())))), SCALAR);
     }
 
     @Override
     public TfTensor sumOfSquares(TfTensor x, int[] axes) {
         requireFloat(x, "x");
-        return temp(f64(node("sum", axesParam(axes, x), node("square", null, accumuland(x)))), keptShape(x, axes));
+        return temp(f64(memo.node(Kind.SUM, axesParam(axes, x), memo.node(Kind.SQUARE, null, accumuland(x)))), keptShape(x, axes));
     }
 
     @Override
     public TfTensor mean(TfTensor x, int[] axes) {
         requireFloat(x, "x");
-        return temp(f64(node("mean", axesParam(axes, x), accumuland(x))), keptShape(x, axes));
+        return temp(f64(memo.node(Kind.MEAN, axesParam(axes, x), accumuland(x))), keptShape(x, axes));
     }
 
     private static long[] keptShape(TfTensor x, int[] axes) {
@@ -742,9 +629,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     }
 
     private static List<Integer> axesParam(int[] axes, TfTensor x) {
-        if (axes == null) {
-            throw new IllegalArgumentException("axes must not be null");
-        }
+        Checks.notNull("axes", axes);
         List<Integer> l = new ArrayList<>();
         for (int a : axes) {
             if (a < 0 || a >= x.shapeRef().length) {
@@ -760,36 +645,36 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     @Override
     public TfTensor add(TfTensor a, TfTensor b) {
         Output<?>[] p = promote(a, b);
-        return temp(node("add", null, p[0], p[1]), broadcast(a, b));
+        return temp(memo.node(Kind.ADD, null, p[0], p[1]), broadcast(a, b));
     }
 
     @Override
     public TfTensor mul(TfTensor a, TfTensor b) {
         Output<?>[] p = promote(a, b);
-        return temp(node("mul", null, p[0], p[1]), broadcast(a, b));
+        return temp(memo.node(Kind.MUL, null, p[0], p[1]), broadcast(a, b));
     }
 
     @Override
     public TfTensor div(TfTensor a, TfTensor b) {
         Output<?>[] p = promote(a, b);
-        return temp(node("div", null, p[0], p[1]), broadcast(a, b));
+        return temp(memo.node(Kind.DIV, null, p[0], p[1]), broadcast(a, b));
     }
 
     @Override
     public TfTensor min(TfTensor a, TfTensor b) {
         Output<?>[] p = promote(a, b);
-        return temp(node("min", null, p[0], p[1]), broadcast(a, b));
+        return temp(memo.node(Kind.MIN, null, p[0], p[1]), broadcast(a, b));
     }
 
     @Override
     public TfTensor max(TfTensor a, TfTensor b) {
         Output<?>[] p = promote(a, b);
-        return temp(node("max", null, p[0], p[1]), broadcast(a, b));
+        return temp(memo.node(Kind.MAX, null, p[0], p[1]), broadcast(a, b));
     }
 
     @Override
     public TfTensor sqrt(TfTensor a) {
-        return temp(node("sqrt", null, a.value()), a.shapeRef());
+        return temp(memo.node(Kind.SQRT, null, a.value()), a.shapeRef());
     }
 
     // ---- in-place updates -----------------------------------------------------------------------------
@@ -805,8 +690,8 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         requireFloat(x, "x");
         Output<?> f = as(factor.value(), dtype(x.value()));
         x.rebind(factor.shapeRef().length == 0
-                ? node("scaleUnlessOne", null, x.value(), f)
-                : node("mul", null, x.value(), f));
+                ? memo.node(Kind.SCALE_UNLESS_ONE, null, x.value(), f)
+                : memo.node(Kind.MUL, null, x.value(), f));
     }
 
     @Override
@@ -815,11 +700,11 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         Class<?> t = dtype(x.value());
         Output<?> yy = as(y.value(), t);
         if (alpha == 1.0) {
-            x.rebind(node("add", null, x.value(), yy));
+            x.rebind(memo.node(Kind.ADD, null, x.value(), yy));
         } else if (alpha == -1.0) {
-            x.rebind(node("sub", null, x.value(), yy));
+            x.rebind(memo.node(Kind.SUB, null, x.value(), yy));
         } else {
-            x.rebind(node("add", null, x.value(), node("mul", null, yy, as(scalar(alpha).value(), t))));
+            x.rebind(memo.node(Kind.ADD, null, x.value(), memo.node(Kind.MUL, null, yy, as(scalar(alpha).value(), t))));
         }
     }
 
@@ -829,7 +714,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         Class<?> t = dtype(x.value());
         Output<?> l = as(scalar(lo).value(), t);
         Output<?> h = as(scalar(hi).value(), t);
-        x.rebind(node("min", null, node("max", null, x.value(), l), h));
+        x.rebind(memo.node(Kind.MIN, null, memo.node(Kind.MAX, null, x.value(), l), h));
     }
 
     @Override
@@ -837,15 +722,15 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         requireFloat(x, "x");
         Output<?> v = x.value();
         if (nan == 0.0 && posInf == 0.0 && negInf == 0.0 && Double.doubleToRawLongBits(nan) == 0L) {
-            x.rebind(node("select", null, node("notFinite", null, v), filled(x, 0.0), v));
+            x.rebind(memo.node(Kind.SELECT, null, memo.node(Kind.NOT_FINITE, null, v), filled(x, 0.0), v));
             return;
         }
-        Output<?> r = node("select", null, node("isNan", null, v), filled(x, nan), v);
+        Output<?> r = memo.node(Kind.SELECT, null, memo.node(Kind.IS_NAN, null, v), filled(x, nan), v);
         if (posInf != Double.POSITIVE_INFINITY) {
-            r = node("select", null, node("equal", null, v, as(node("const", Double.POSITIVE_INFINITY), dtype(v))), filled(x, posInf), r);
+            r = memo.node(Kind.SELECT, null, memo.node(Kind.EQUAL, null, v, as(memo.node(Kind.CONST, Double.POSITIVE_INFINITY), dtype(v))), filled(x, posInf), r);
         }
         if (negInf != Double.NEGATIVE_INFINITY) {
-            r = node("select", null, node("equal", null, v, as(node("const", Double.NEGATIVE_INFINITY), dtype(v))), filled(x, negInf), r);
+            r = memo.node(Kind.SELECT, null, memo.node(Kind.EQUAL, null, v, as(memo.node(Kind.CONST, Double.NEGATIVE_INFINITY), dtype(v))), filled(x, negInf), r);
         }
         x.rebind(r);
     }
@@ -856,7 +741,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         for (long d : x.shapeRef()) {
             shape.add(d);
         }
-        return node("fill", shape, as(scalar(value).value(), dtype(x.value())));
+        return memo.node(Kind.FILL, shape, as(scalar(value).value(), dtype(x.value())));
     }
 
     @Override
@@ -901,7 +786,12 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
 
     /** Nodes built so far by the memo (for tests). */
     int memoSize() {
-        return built.size();
+        return memo.size();
+    }
+
+    /** The memo of the nodes the primitives built. */
+    GraphMemo memo() {
+        return memo;
     }
 
 }

@@ -35,7 +35,7 @@ class TfGuardTest {
     }
 
     private TfGuard guard(GradientPipeline p) {
-        return TfGuard.create(mlp.session, mlp.loss, mlp.variables, new GradientDescent(mlp.graph, LR), p);
+        return TfGuard.of(p).attach(mlp.session, mlp.loss, mlp.variables, new GradientDescent(mlp.graph, LR));
     }
 
     private List<float[]> weights() {
@@ -106,8 +106,7 @@ class TfGuardTest {
         }
         try (Mlp other = new Mlp(6, 16, 3, 42)) {
             Random d = new Random(7);
-            try (TfGuard g = TfGuard.create(other.session, other.loss, other.variables, new GradientDescent(other.graph, LR),
-                    GradientPipeline.of(Transforms.clipByGlobalNorm(0.1)))) {
+            try (TfGuard g = TfGuard.of(GradientPipeline.of(Transforms.clipByGlobalNorm(0.1))).attach(other.session, other.loss, other.variables, new GradientDescent(other.graph, LR))) {
                 capture(g);
                 for (int s = 0; s < 3; s++) {
                     Map<Operand<?>, Tensor> f = other.batch(8, d);
@@ -123,11 +122,10 @@ class TfGuardTest {
     }
 
     @Test
-    void the_clip_norm_is_readable_after_a_one_run_step_and_equals_the_listeners() {
+    void the_metrics_are_readable_after_a_one_run_step_and_equal_the_listeners() {
         double[] seenByListener = new double[3];
         try (Mlp other = new Mlp(6, 16, 3, 42);
-                TfGuard g = TfGuard.create(other.session, other.loss, other.variables, new GradientDescent(other.graph, LR),
-                        GradientPipeline.of(Transforms.clipByGlobalNorm(0.1)))) {
+                TfGuard g = TfGuard.of(GradientPipeline.of(Transforms.clipByGlobalNorm(0.1))).attach(other.session, other.loss, other.variables, new GradientDescent(other.graph, LR))) {
             Random d = new Random(7);
             int[] s = {0};
             g.pipeline().addListener((grads, r) -> seenByListener[s[0]++] = r.metric("clipByGlobalNorm.norm").getAsDouble());
@@ -142,11 +140,43 @@ class TfGuardTest {
                 StepResult<TfTensor> r = step(g, 8);
                 assertEquals(seenByListener[i], r.metric("clipByGlobalNorm.norm").getAsDouble(), 1e-6, "norm of step " + i);
                 assertTrue(r.metric("clipByGlobalNorm.coefficient").getAsDouble() < 1.0);
-                // zeroNonFinite's count is not needed by the update: the one run did not compute it
-                IllegalStateException e = assertThrows(IllegalStateException.class, () -> r.metric("zeroNonFinite.nonFinite"));
-                assertTrue(e.getMessage().startsWith("this value of the last step is gone with the step's inputs"), e.getMessage());
+                // every metric the stages recorded came back with the step's one run
+                assertEquals(0.0, r.metric("zeroNonFinite.nonFinite").getAsDouble());
             }
             assertFalse(g.usesGradientBuffers(), "reading metrics after the step keeps the step one session run");
+        }
+    }
+
+    /** The ratios the monitor reports are ‖θ_after − θ_before‖ / ‖θ_before‖ per layer, measured on the host here. */
+    @Test
+    void update_ratios_are_the_measured_change_of_each_layer() {
+        io.gradguard.core.monitor.RunRecorder recorder = io.gradguard.core.monitor.Sinks.memory();
+        io.gradguard.core.monitor.Monitor monitor = io.gradguard.core.monitor.Monitor.builder().every(1).updateRatios(true)
+                .sink(recorder).build();
+        List<float[]> before;
+        List<float[]> after;
+        try (TfGuard g = guard(GradientPipeline.of(Transforms.clipByGlobalNorm(1.0), monitor))) {
+            step(g, 8);
+            before = weights();
+            step(g, 8);
+            after = weights();
+        }
+        var layers = recorder.recording().records().get(1).layers();
+        assertEquals(2, layers.size(), layers.toString());
+        for (var l : layers) {
+            double update = 0;
+            double param = 0;
+            for (int i = 0; i < mlp.variables.size(); i++) {
+                if (TfGraphModel.layerOf(mlp.variables.get(i).op().name()).equals(l.layer())) {
+                    for (int j = 0; j < before.get(i).length; j++) {
+                        double d = (double) after.get(i)[j] - before.get(i)[j];
+                        update += d * d;
+                        param += (double) before.get(i)[j] * before.get(i)[j];
+                    }
+                }
+            }
+            assertTrue(param > 0, "layer " + l.layer() + " has variables");
+            assertEquals(Math.sqrt(update / param), l.updateRatio(), 1e-6 * Math.sqrt(update / param), "layer " + l.layer());
         }
     }
 
@@ -173,11 +203,13 @@ class TfGuardTest {
     void no_variables_is_a_clear_error() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> guard(List.of()));
         assertEquals("variables must name at least one trainable variable, got []", e.getMessage());
+        IllegalStateException notAttached = assertThrows(IllegalStateException.class,
+                () -> TfGuard.of(GradientPipeline.of()).step(Map.of(), 1));
+        assertTrue(notAttached.getMessage().startsWith("step() needs a graph: attach the guard first"), notAttached.getMessage());
     }
 
     private TfGuard guard(List<? extends Operand<?>> vars) {
-        return TfGuard.create(mlp.session, mlp.loss, vars, new GradientDescent(mlp.graph, LR),
-                GradientPipeline.of(Transforms.clipByGlobalNorm(1.0)));
+        return TfGuard.of(GradientPipeline.of(Transforms.clipByGlobalNorm(1.0))).attach(mlp.session, mlp.loss, vars, new GradientDescent(mlp.graph, LR));
     }
 
     @Test
@@ -186,7 +218,8 @@ class TfGuardTest {
         List<Operand<?>> vars = new ArrayList<>(mlp.variables);
         vars.add(unused);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> guard(vars));
-        assertTrue(e.getMessage().contains("variable unused does not influence the loss"), e.getMessage());
+        assertTrue(e.getMessage().startsWith("variables[4] must influence the loss loss") && e.getMessage().endsWith("got \"unused\""),
+                e.getMessage());
     }
 
     @Test
@@ -195,22 +228,20 @@ class TfGuardTest {
         // make the loss depend on it so only the dtype is wrong
         Operand<TFloat32> loss = mlp.tf.math.add(mlp.loss, mlp.tf.dtypes.cast(counter, TFloat32.class));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> TfGuard.create(mlp.session, loss, List.of(counter), new GradientDescent(mlp.graph, LR),
-                        GradientPipeline.of(Transforms.clipByGlobalNorm(1.0))));
-        assertTrue(e.getMessage().contains("variable counter has dtype DT_INT32"), e.getMessage());
+                () -> TfGuard.of(GradientPipeline.of(Transforms.clipByGlobalNorm(1.0))).attach(mlp.session, loss, List.of(counter), new GradientDescent(mlp.graph, LR)));
+        assertEquals("variables[0] must be float32 or float64 (only those have gradients to guard), got \"counter of dtype DT_INT32\"",
+                e.getMessage());
     }
 
     @Test
     void an_operand_that_is_not_a_variable_is_named() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> guard(List.of(mlp.x)));
-        assertTrue(e.getMessage().contains("variables[0] must be a trainable variable (tf.variable), got x of op type Placeholder"),
-                e.getMessage());
+        assertEquals("variables[0] must be a trainable variable (tf.variable), got \"x of op type Placeholder\"", e.getMessage());
     }
 
     @Test
     void scoped_variable_names_under_a_slot_optimizer_are_explained() {
-        try (TfGuard g = TfGuard.create(mlp.session, mlp.loss, mlp.variables, new org.tensorflow.framework.optimizers.Momentum(mlp.graph, LR, 0.9f),
-                GradientPipeline.of(Transforms.clipByGlobalNorm(1.0)))) {
+        try (TfGuard g = TfGuard.of(GradientPipeline.of(Transforms.clipByGlobalNorm(1.0))).attach(mlp.session, mlp.loss, mlp.variables, new org.tensorflow.framework.optimizers.Momentum(mlp.graph, LR, 0.9f))) {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> step(g, 4));
             assertTrue(e.getMessage().startsWith("optimizer Momentum could not build its update: it names its slot variables after "
                     + "the trainable variables, and TensorFlow rejects the '/' in [dense/kernel, dense/bias, dense_1/kernel, dense_1/bias]; "
@@ -222,8 +253,7 @@ class TfGuardTest {
     void a_non_scalar_loss_is_rejected() {
         Operand<TFloat32> perExample = mlp.tf.math.square(mlp.x);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> TfGuard.create(mlp.session, perExample, mlp.variables, new GradientDescent(mlp.graph, LR),
-                        GradientPipeline.of(Transforms.clipByGlobalNorm(1.0))));
+                () -> TfGuard.of(GradientPipeline.of(Transforms.clipByGlobalNorm(1.0))).attach(mlp.session, perExample, mlp.variables, new GradientDescent(mlp.graph, LR)));
         assertTrue(e.getMessage().startsWith("loss must be a scalar"), e.getMessage());
     }
 

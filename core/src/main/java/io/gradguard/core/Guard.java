@@ -26,10 +26,10 @@ import org.slf4j.LoggerFactory;
  * }</pre>
  *
  * <p><b>The step</b> ({@link #step}), the same on every framework: read the model's gradients
- * ({@link GuardedModel#gradients()}), run the pipeline on them, copy its metrics to the host, then
- * run the optimizer ({@link GuardedModel#apply}) when the step applies, or leave it alone and reset
- * the gradients ({@link GuardedModel#discard}) when accumulation holds or a stage skips; finally
- * free the step's temporaries ({@link GuardedModel#endStep()}), also when a stage threw. A skipped
+ * ({@link GuardedModel#gradients()}), run the pipeline on them, then run the optimizer
+ * ({@link GuardedModel#apply}) when the step applies, or leave it alone and reset the gradients
+ * ({@link GuardedModel#discard}) when accumulation holds or a stage skips, copy the metrics to the
+ * host; finally free the step's temporaries ({@link GuardedModel#endStep()}), also when a stage threw. A skipped
  * step is counted ({@link #skippedCount()}) and logged at DEBUG; a summary (steps, clipped,
  * skipped, held) is logged at INFO every {@link #summaryEvery} applied steps and when the guard is
  * closed.
@@ -202,7 +202,6 @@ public abstract class Guard<T, G extends Guard<T, G>> implements AutoCloseable {
             bindUnchecked(model.ops());
             GradientSet<T> gradients = model.gradients();
             result = pipeline.step(gradients, model.ops(), context);
-            result.hostMetrics(); // the metrics outlive the temporaries freed below
             if (result.applies()) {
                 model.apply(gradients, result, wantsUpdates() ? recorder(model.ops()) : null);
             } else {
@@ -212,6 +211,9 @@ public abstract class Guard<T, G extends Guard<T, G>> implements AutoCloseable {
                             result.action().reason());
                 }
             }
+            // after the optimizer (a graph backend fetches the metrics with its update run), before the
+            // temporaries are freed below: the metrics outlive them
+            result.hostMetrics();
         } finally {
             model.endStep();
         }

@@ -21,8 +21,12 @@ import io.gradguard.core.internal.Checks;
  * @param batchSize  examples in this micro-batch, or 0 when unknown
  * @param loss       the loss of this micro-batch, or NaN when unknown
  * @param weight     the micro-batch's weight for weighted accumulation (default: 1)
+ * @param nonFiniteInputs whether the adapter saw NaN or ±Inf in this micro-batch's inputs (false
+ *                   when it could not look); it lets a non-finite stage name bad input data as the
+ *                   cause instead of divergence
  */
-public record StepContext(long step, int microStep, long call, long batchSize, double loss, double weight) {
+public record StepContext(long step, int microStep, long call, long batchSize, double loss, double weight,
+        boolean nonFiniteInputs) {
 
     /**
      * @throws IllegalArgumentException for a negative counter or batch size, or a weight that is
@@ -36,6 +40,11 @@ public record StepContext(long step, int microStep, long call, long batchSize, d
         Checks.require(Double.isFinite(weight) && weight >= 0, "weight", "be a finite number >= 0", weight);
     }
 
+    /** The same without knowledge of the inputs. */
+    public StepContext(long step, int microStep, long call, long batchSize, double loss, double weight) {
+        this(step, microStep, call, batchSize, loss, weight, false);
+    }
+
     /** Nothing known. */
     public static StepContext empty() {
         return new StepContext(0, 0, 0, 0, Double.NaN, 1.0);
@@ -47,16 +56,21 @@ public record StepContext(long step, int microStep, long call, long batchSize, d
     }
 
     public StepContext withLoss(double newLoss) {
-        return new StepContext(step, microStep, call, batchSize, newLoss, weight);
+        return new StepContext(step, microStep, call, batchSize, newLoss, weight, nonFiniteInputs);
     }
 
     public StepContext withWeight(double newWeight) {
-        return new StepContext(step, microStep, call, batchSize, loss, newWeight);
+        return new StepContext(step, microStep, call, batchSize, loss, newWeight, nonFiniteInputs);
+    }
+
+    /** The same facts, with whether the inputs hold NaN or ±Inf (adapters that see the inputs on the host). */
+    public StepContext withNonFiniteInputs(boolean found) {
+        return new StepContext(step, microStep, call, batchSize, loss, weight, found);
     }
 
     /** The same facts at the given counters (the pipeline calls this). */
     public StepContext at(long newStep, int newMicroStep, long newCall) {
-        return new StepContext(newStep, newMicroStep, newCall, batchSize, loss, weight);
+        return new StepContext(newStep, newMicroStep, newCall, batchSize, loss, weight, nonFiniteInputs);
     }
 
     /** Whether the loss is known. */

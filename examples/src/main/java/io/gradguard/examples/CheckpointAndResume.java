@@ -88,7 +88,7 @@ public final class CheckpointAndResume {
             Operand<TFloat32> loss = tf.math.mean(tf.math.square(tf.math.sub(tf.math.add(tf.linalg.matMul(x, w), b), y)),
                     tf.constant(new int[] {0, 1}));
             GradientPipeline pipeline = pipeline();
-            try (TfGuard guard = TfGuard.create(session, loss, List.of(w, b), new GradientDescent(graph, 0.1f), pipeline)) {
+            try (TfGuard guard = TfGuard.of(pipeline).attach(session, loss, List.of(w, b), new GradientDescent(graph, 0.1f))) {
                 if (restore == null) {
                     session.initialize();
                 } else if (restoreGuard) {

@@ -28,7 +28,7 @@ import org.tensorflow.types.TFloat32;
  *
  * <pre>{@code
  * // before                                          // after
- * Op train = sgd.minimize(loss);                     TfGuard guard = TfGuard.create(session, loss, variables, sgd, pipeline);
+ * Op train = sgd.minimize(loss);                     TfGuard guard = TfGuard.of(pipeline).attach(session, loss, variables, sgd);
  * session.runner().feed(x, xs).feed(y, ys)           guard.step(Map.of(x, xs, y, ys), batchSize);
  *        .addTarget(train).run();
  * }</pre>
@@ -74,7 +74,7 @@ public final class GuardTensorFlowLoop {
             GradientPipeline pipeline = guarded
                     ? GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0))
                     : GradientPipeline.of();                                 // no stage: plain SGD
-            try (TfGuard guard = TfGuard.create(session, loss, List.of(w1, b1, w2, b2), sgd, pipeline)) {
+            try (TfGuard guard = TfGuard.of(pipeline).attach(session, loss, List.of(w1, b1, w2, b2), sgd)) {
                 session.initialize();
                 for (int step = 0; step < steps; step++) {
                     float[] xs = new float[64 * 8];

@@ -77,7 +77,7 @@ public final class MonitorToJsonl {
             Variable<TFloat32> b = linear.withName("b").variable(tf.zeros(tf.constant(new long[] {1}), TFloat32.class));
             Operand<TFloat32> loss = tf.math.mean(tf.math.square(tf.math.sub(tf.math.add(tf.linalg.matMul(x, w), b), y)),
                     tf.constant(new int[] {0, 1}));
-            try (TfGuard guard = TfGuard.create(session, loss, List.of(w, b), new GradientDescent(graph, 0.1f), pipeline)) {
+            try (TfGuard guard = TfGuard.of(pipeline).attach(session, loss, List.of(w, b), new GradientDescent(graph, 0.1f))) {
                 session.initialize();
                 Random data = new Random(3);
                 for (int step = 0; step < steps; step++) {

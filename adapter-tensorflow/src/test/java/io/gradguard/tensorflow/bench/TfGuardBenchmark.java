@@ -205,10 +205,11 @@ public final class TfGuardBenchmark {
         if (read == Read.LISTENER) {
             p.addListener((g, r) -> lastNorm[0] = r.metric("clipByGlobalNorm.norm").orElse(Double.NaN));
         }
-        TfGuard guard = TfGuard.create(m.session, m.loss, m.variables, new GradientDescent(m.graph, 0.01f), p);
+        TfGuard guard = TfGuard.of(p);
         if (float64) {
             guard.accumulateInDouble();
         }
+        guard.attach(m.session, m.loss, m.variables, new GradientDescent(m.graph, 0.01f));
         Variant v = new Variant() {
             @Override
             public void step(Map<Operand<?>, Tensor> feeds) {

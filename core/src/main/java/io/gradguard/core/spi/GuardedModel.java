@@ -9,8 +9,8 @@ import io.gradguard.core.StepResult;
  * is written once, in core:
  *
  * <pre>
- * gradients()  →  pipeline.step(...)  →  metrics to the host  →  apply(...)    (PROCEED)
- *                                                             →  discard(...)  (HOLD, SKIP)
+ * gradients()  →  pipeline.step(...)  →  apply(...)    (PROCEED)  →  metrics to the host
+ *                                     →  discard(...)  (HOLD, SKIP)
  *              →  endStep()           (always, also when a stage threw)
  * </pre>
  *
@@ -25,7 +25,8 @@ import io.gradguard.core.StepResult;
  *       leave the model so that nothing of this micro-batch reaches the next one (e.g. fill the
  *       gradients with 0: a multiply by 0 keeps NaN).</li>
  *   <li>{@link #endStep()}: free every temporary the step created (gradient handles, reductions,
- *       coefficients): the step's scope ends here. Metrics were copied to the host before.</li>
+ *       coefficients): the step's scope ends here. Metrics were copied to the host before
+ *       (after {@link #apply}/{@link #discard}: a graph backend can fetch them with its update run).</li>
  * </ul>
  *
  * @param <T> the framework's tensor type

@@ -148,8 +148,7 @@ public final class NonFiniteGuard implements GradientTransform {
                 return Action.proceed();
             }
             throw new IllegalStateException(describe(step, count) + ": " + c.consecutive
-                    + " non-finite steps in a row, more than maxConsecutive=" + maxConsecutive
-                    + ". Training is diverging: lower the learning rate, add clipping, or raise maxConsecutive.");
+                    + " non-finite steps in a row, more than maxConsecutive=" + maxConsecutive + ". " + likelyCause(step.context()));
         }
         return Action.skip("non-finite gradient (" + (long) count + " values), skip " + c.consecutive + " of at most "
                 + maxConsecutive + " in a row");
@@ -158,6 +157,21 @@ public final class NonFiniteGuard implements GradientTransform {
     private static <T> void record(Step<T> step, Counters c) {
         step.recordValue("consecutive", c.consecutive);
         step.recordValue("total", c.total);
+    }
+
+    /** What the step's context tells about the cause: bad input data, a sudden failure, or divergence. */
+    static String likelyCause(io.gradguard.core.StepContext context) {
+        if (context.nonFiniteInputs()) {
+            return "The inputs of this batch hold NaN or Inf: the input data is bad, not the training; "
+                    + "clean or filter the batches (a lower learning rate would not help), or raise maxConsecutive.";
+        }
+        if (context.hasLoss() && Double.isFinite(context.loss())) {
+            return "The loss was finite (" + context.loss() + ") while its gradients were not: a sudden failure rather than "
+                    + "divergence; look for bad values in the inputs or an operation whose gradient is not finite "
+                    + "(sqrt, log or a division at 0), or raise maxConsecutive.";
+        }
+        return "Either the input data holds NaN or Inf (check the batches) or training is diverging (lower the learning "
+                + "rate, add clipping); or raise maxConsecutive.";
     }
 
     /** Names the first offending parameter (only on the failure path: one more scalar per tensor). */

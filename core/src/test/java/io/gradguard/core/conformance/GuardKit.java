@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.Guard;
@@ -159,6 +160,22 @@ public abstract class GuardKit {
     /** Uses the trainee's guard on another model of the framework; must throw IllegalStateException. */
     protected abstract void useWithAnotherModel(Trainee trainee);
 
+    /**
+     * Whether two runs of the same training with this optimizer give bit-identical results (true by
+     * default). Return false only for a framework optimizer that is not reproducible run to run, and
+     * name the cause in the override: the kit then still checks what one run shows (a skipped step
+     * leaves parameters and optimizer state bit-identical, counters, restored parameters) and reports
+     * its comparisons between two runs as skipped by an assumption, never as passed.
+     */
+    protected boolean reproducible(Optimizer optimizer) {
+        return true;
+    }
+
+    private void assumeReproducible(Optimizer optimizer, String comparison) {
+        assumeTrue(reproducible(optimizer), () -> optimizer + " is not reproducible run to run on this framework: " + comparison
+                + " cannot be compared");
+    }
+
     /** How much {@link Trainee#nativeBytes()} may grow over the soak's last 80% (a leak of 1 KiB a step would be 8 MB). */
     protected long allowedNativeGrowth() {
         return 4L << 20;
@@ -243,15 +260,16 @@ public abstract class GuardKit {
                     assertEquals(m == k - 1, r.applies(), "micro-batch " + m + " of step " + s);
                 }
             }
+            assertEquals(5, acc.guard().stepCount());
+            assertEquals(15, acc.guard().heldCount());
+            assertEquals(20, acc.guard().callCount());
+            assumeReproducible(optimizer, "the accumulated run and the full-batch run");
             assertClose(full.parameters(), acc.parameters(), 1e-5, "parameters after 5 steps");
             float[] fs = full.optimizerState();
             float[] as = acc.optimizerState();
             if (fs != null && as != null) {
                 assertClose(fs, as, 1e-5, "optimizer state after 5 steps");
             }
-            assertEquals(5, acc.guard().stepCount());
-            assertEquals(15, acc.guard().heldCount());
-            assertEquals(20, acc.guard().callCount());
         }
     }
 
@@ -278,6 +296,7 @@ public abstract class GuardKit {
             assertEquals(1, t.guard().skippedCount());
             assertEquals(3, t.guard().stepCount());
             // Adam's step counter and moments did not move: the next steps equal a run that never saw the batch
+            assumeReproducible(Optimizer.ADAM, "the run with a skipped batch and the run without it");
             for (int s = 3; s < 6; s++) {
                 t.train(Batch.of(200 + s, 8));
                 clean.train(Batch.of(200 + s, 8));
@@ -295,12 +314,14 @@ public abstract class GuardKit {
                 Transforms.accumulate(3), Transforms.clipByGlobalNorm(0.5));
         float[] expected;
         float[] expectedState;
+        float[] atCheckpoint;
         try (Trainee t = newTrainee(pipeline.get(), Optimizer.ADAM)) {
             for (int m = 0; m < 5; m++) { // one step applied, two micro-batches of the next held
                 t.train(Batch.of(300 + m, 4));
             }
             assertEquals(2, t.guard().pipeline().microStep(), "the checkpoint is taken mid-window");
             t.checkpoint(dir);
+            atCheckpoint = t.parameters();
             for (int m = 5; m < 12; m++) {
                 t.train(Batch.of(300 + m, 4));
             }
@@ -308,6 +329,8 @@ public abstract class GuardKit {
             expectedState = t.optimizerState();
         }
         try (Trainee r = restore(dir, pipeline.get(), Optimizer.ADAM)) {
+            assertArrayEquals(atCheckpoint, r.parameters(), "the restored parameters are those checkpointed");
+            assumeReproducible(Optimizer.ADAM, "the resumed run and the uninterrupted one");
             for (int m = 5; m < 12; m++) {
                 r.train(Batch.of(300 + m, 4));
             }

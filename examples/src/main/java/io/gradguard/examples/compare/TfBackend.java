@@ -140,7 +140,7 @@ public final class TfBackend implements Backend {
         @Override
         public Outcome train(Batch batch, GradientPipeline pipeline) {
             if (guard == null) {
-                guard = TfGuard.create(session, loss, vars, sgd, pipeline);
+                guard = TfGuard.of(pipeline).attach(session, loss, vars, sgd);
             } else if (guard.pipeline() != pipeline) {
                 throw new IllegalStateException("a model trains under one pipeline: build a new model for another");
             }

@@ -215,7 +215,7 @@ public final class TfBench {
         Session session = new Session(graph);
         scope.add(session);
         if (pipeline != null) {
-            TfGuard guard = TfGuard.create(session, loss, List.of(w), new org.tensorflow.framework.optimizers.GradientDescent(graph, 1e-6f), pipeline);
+            TfGuard guard = TfGuard.of(pipeline).attach(session, loss, List.of(w), new org.tensorflow.framework.optimizers.GradientDescent(graph, 1e-6f));
             scope.add(guard);
             return () -> guard.step(Map.of(), 1);
         }
@@ -284,7 +284,7 @@ public final class TfBench {
 
     /** A step through the TensorFlow adapter with the given pipeline, on the shared graph and session. */
     private GuardedVariant guard(Net n, Session session, GradientPipeline pipeline) {
-        TfGuard guard = TfGuard.create(session, n.loss(), n.vars(), new Adam(n.graph(), Pipelines.LEARNING_RATE), pipeline);
+        TfGuard guard = TfGuard.of(pipeline).attach(session, n.loss(), n.vars(), new Adam(n.graph(), Pipelines.LEARNING_RATE));
         open.add(guard);
         return new GuardedVariant(guard);
     }
