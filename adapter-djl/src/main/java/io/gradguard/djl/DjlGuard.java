@@ -61,6 +61,19 @@ import org.slf4j.LoggerFactory;
  * }
  * }</pre>
  *
+ * <p><b>Drop-in optimizer:</b> keep DJL's own trainer ({@code model.newTrainer}) and loop, and
+ * wrap the optimizer with {@link #wrap} (a {@link DjlOptimizer}: the pipeline runs at the first
+ * per-parameter call of each {@code trainer.step()}); {@link #loss} scales the loss for a
+ * {@code lossScale} stage and hands the batch loss to the records:
+ *
+ * <pre>{@code
+ * TrainingConfig config = new DefaultTrainingConfig(guard.loss(Loss.l2Loss()))
+ *         .optOptimizer(guard.wrap(model, Optimizer.adam().build()));
+ * try (Trainer trainer = model.newTrainer(config)) { ... EasyTrain.fit(trainer, 5, trainingSet, null); }
+ * }</pre>
+ *
+ * <p>One guard uses one of these hooks, for one model.
+ *
  * <p><b>Per call</b> (one micro-batch), the step of {@link Guard}: the gradients of the model's
  * parameters are handed to the pipeline as they live in PyTorch (layout {@code [out, in, ...]});
  * when the result {@link StepResult#applies() applies}, {@code trainer.step()} runs the optimizer
