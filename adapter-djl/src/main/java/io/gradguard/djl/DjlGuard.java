@@ -6,6 +6,7 @@ import ai.djl.training.Trainer;
 import ai.djl.training.TrainingConfig;
 import ai.djl.training.listener.DivergenceCheckTrainingListener;
 import ai.djl.training.listener.TrainingListener;
+import ai.djl.training.loss.Loss;
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientTransform;
 import io.gradguard.core.Guard;
@@ -60,6 +61,19 @@ import org.slf4j.LoggerFactory;
  * }
  * }</pre>
  *
+ * <p><b>Drop-in optimizer:</b> keep DJL's own trainer ({@code model.newTrainer}) and loop, and
+ * wrap the optimizer with {@link #wrap} (a {@link DjlOptimizer}: the pipeline runs at the first
+ * per-parameter call of each {@code trainer.step()}); {@link #loss} scales the loss for a
+ * {@code lossScale} stage and hands the batch loss to the records:
+ *
+ * <pre>{@code
+ * TrainingConfig config = new DefaultTrainingConfig(guard.loss(Loss.l2Loss()))
+ *         .optOptimizer(guard.wrap(model, Optimizer.adam().build()));
+ * try (Trainer trainer = model.newTrainer(config)) { ... EasyTrain.fit(trainer, 5, trainingSet, null); }
+ * }</pre>
+ *
+ * <p>One guard uses one of these hooks, for one model.
+ *
  * <p><b>Per call</b> (one micro-batch), the step of {@link Guard}: the gradients of the model's
  * parameters are handed to the pipeline as they live in PyTorch (layout {@code [out, in, ...]});
  * when the result {@link StepResult#applies() applies}, {@code trainer.step()} runs the optimizer
@@ -84,7 +98,9 @@ public final class DjlGuard extends Guard<NDArray, DjlGuard> {
     private static final Logger LOG = LoggerFactory.getLogger(DjlGuard.class);
 
     private Trainer trainer;
-    private DjlTrainerModel model;
+    private DjlOptimizer optimizer;
+    private GuardedLoss loss;
+    private DjlBlockModel model;
 
     private DjlGuard(GradientPipeline pipeline) {
         super(pipeline);
@@ -126,9 +142,7 @@ public final class DjlGuard extends Guard<NDArray, DjlGuard> {
         Checks.notNull("model", model);
         Checks.notNull("config", config);
         ensureOpen();
-        if (trainer != null) {
-            throw new IllegalStateException("this DjlGuard already guards a trainer: create one DjlGuard per trainer");
-        }
+        ensureUnbound();
         if (decidesNonFinite() && config.getTrainingListeners().stream().anyMatch(DivergenceCheckTrainingListener.class::isInstance)) {
             LOG.warn("GradGuard: the training config has DJL's DivergenceCheckTrainingListener, which throws on a NaN loss"
                     + " before the guard can skip the batch; pass your listeners through guard.listeners(...), e.g."
@@ -220,16 +234,91 @@ public final class DjlGuard extends Guard<NDArray, DjlGuard> {
         return run(trainer, context, trainer::step);
     }
 
+    /**
+     * {@code optimizer} guarded by this guard, for {@code model}'s training config: DJL's own
+     * trainer, {@code EasyTrain.fit} and hand-written loops with plain {@code trainer.step()} then
+     * run unchanged, and the pipeline runs once per {@code trainer.step()} (see {@link DjlOptimizer}).
+     *
+     * <pre>{@code
+     * TrainingConfig config = new DefaultTrainingConfig(guard.loss(Loss.l2Loss()))
+     *         .optOptimizer(guard.wrap(model, Optimizer.adam().build()));
+     * Trainer trainer = model.newTrainer(config);
+     * }</pre>
+     *
+     * @param model the model whose block's trainable parameters the optimizer updates (its block
+     *     may be set later, before the first step)
+     * @throws IllegalArgumentException if {@code model} or {@code optimizer} is null, or
+     *     {@code optimizer} is already a {@link DjlOptimizer}
+     * @throws IllegalStateException if the guard is closed or already guards a trainer or an optimizer
+     */
+    public DjlOptimizer wrap(Model model, ai.djl.training.optimizer.Optimizer optimizer) {
+        Checks.notNull("model", model);
+        Checks.notNull("optimizer", optimizer);
+        if (optimizer instanceof DjlOptimizer) {
+            throw new IllegalArgumentException("optimizer must not be a DjlOptimizer (it already runs a guard), got " + optimizer);
+        }
+        ensureOpen();
+        ensureUnbound();
+        DjlOptimizer wrapped = new DjlOptimizer(this, model, optimizer);
+        this.optimizer = wrapped;
+        return wrapped;
+    }
+
+    /**
+     * {@code loss} as this guard needs it in a training config: multiplied by {@link #lossScale()}
+     * (the pipeline's {@code lossScale} stage; 1 without one) in {@code evaluate}, which is what
+     * {@code EasyTrain.trainBatch} backpropagates, and its unscaled value and batch size handed to
+     * the guard's next step (monitor records) when the guard runs through {@link #wrap}. DJL's
+     * epoch and progress losses stay unscaled. A {@link DjlTrainer} scales its config's loss
+     * itself; there this is optional. In a hand-written loop that evaluates its own loss, multiply
+     * it by {@code guard.lossScale()} before {@code backward} instead.
+     *
+     * @throws IllegalArgumentException if {@code loss} is null
+     * @throws IllegalStateException if this guard already gave out a loss
+     */
+    public Loss loss(Loss loss) {
+        Checks.notNull("loss", loss);
+        if (this.loss != null) {
+            throw new IllegalStateException("this DjlGuard already gave out a loss (" + this.loss.getName()
+                    + "): one loss per guard, use the first one");
+        }
+        this.loss = new GuardedLoss(loss, this::lossScale);
+        return this.loss;
+    }
+
+    /** The guarded step of a {@link DjlOptimizer}, at the first call of DJL's {@code trainer.step()}. */
+    void runWrapped(DjlOptimizer wrapped) {
+        ensureOpen();
+        if (model == null) {
+            Model m = wrapped.model();
+            model = new DjlBlockModel(m.getNDManager(), m.getBlock(), wrapped::updateAll, accumulatesInDouble());
+        }
+        StepContext context = loss == null ? StepContext.empty()
+                : StepContext.ofBatch(loss.takeExamples()).withLoss(loss.takeLoss());
+        step(model, context);
+    }
+
+    private void ensureUnbound() {
+        if (trainer != null || optimizer != null) {
+            throw new IllegalStateException("this DjlGuard already guards " + (trainer != null ? "a trainer" : "an optimizer")
+                    + ": create one DjlGuard per model, and use either guard.newTrainer, guard.step(trainer) or guard.wrap");
+        }
+    }
+
     /** The guarded step on {@code t}, with the optimizer call supplied (a {@link DjlTrainer} passes {@code super.step()}). */
     StepResult<NDArray> run(Trainer t, StepContext context, Runnable optimizerStep) {
         Checks.notNull("context", context);
         ensureOpen();
+        if (optimizer != null) {
+            throw new IllegalStateException("this DjlGuard runs inside the optimizer it wrapped (guard.wrap): call"
+                    + " trainer.step() on a plain trainer; the pipeline would otherwise run twice per batch");
+        }
         if (trainer != null && trainer != t) {
             throw new IllegalStateException("this DjlGuard guards another trainer (its state belongs to that model):"
                     + " create one DjlGuard per trainer");
         }
         if (model == null) {
-            model = new DjlTrainerModel(t, optimizerStep, accumulatesInDouble());
+            model = DjlBlockModel.of(t, optimizerStep, accumulatesInDouble());
             trainer = t;
         }
         return step(model, context);

@@ -1,9 +1,7 @@
 package io.gradguard.djl;
 
 import ai.djl.Model;
-import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
-import ai.djl.ndarray.types.DataType;
 import ai.djl.nn.Parameter;
 import ai.djl.training.Trainer;
 import ai.djl.training.TrainingConfig;
@@ -29,10 +27,13 @@ import java.util.function.Predicate;
  *
  * <p>What the trainer tells the pipeline about each micro-batch ({@link StepContext}): the batch
  * size, the number of examples passed to {@code forward} since the last step; the loss, the value
- * of the last {@code getLoss().evaluate(labels, predictions)} since the last step (what
- * {@code EasyTrain.trainBatch} backpropagates), copied to the host at the step (one scalar).
- * Monitors record it; NaN when the loss was not evaluated through {@link #getLoss()} or is not a
- * single value.
+ * of the last {@code getLoss().evaluate(labels, predictions)} since the last step, copied to the
+ * host at the step (one scalar). Monitors record it; NaN when the loss was not evaluated through
+ * {@link #getLoss()} or is not a single value.
+ *
+ * <p>Loss scaling: with a {@code Transforms.dynamicLossScale()} stage, {@link #getLoss()} returns
+ * the loss multiplied by {@link DjlGuard#lossScale()}, which is what {@code EasyTrain.trainBatch}
+ * backpropagates; the stage divides the gradients by the same scale before anything reads them.
  *
  * <pre>{@code
  * DjlGuard guard = DjlGuard.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0));
@@ -46,7 +47,7 @@ import java.util.function.Predicate;
 public final class DjlTrainer extends Trainer {
     private final DjlGuard guard;
     private long examples;
-    private LossTap loss;
+    private GuardedLoss loss;
     private List<Evaluator> evaluators;
 
     DjlTrainer(Model model, TrainingConfig config, DjlGuard guard) {
@@ -90,11 +91,16 @@ public final class DjlTrainer extends Trainer {
         }
     }
 
-    /** The config's loss, seen through a tap that keeps the last value it evaluated for the next {@link #step()}. */
+    /**
+     * The config's loss, seen through the guard ({@link DjlGuard#loss}): multiplied by the guard's
+     * loss scale (1 without a {@code lossScale} stage), and its last value kept for the next
+     * {@link #step()}.
+     */
     @Override
     public Loss getLoss() {
         if (loss == null) { // lazily: the superclass may ask before this class's fields are set
-            loss = new LossTap(super.getLoss());
+            Loss configured = super.getLoss();
+            loss = configured instanceof GuardedLoss g ? g : new GuardedLoss(configured, () -> guard.lossScale());
         }
         return loss;
     }
@@ -107,9 +113,9 @@ public final class DjlTrainer extends Trainer {
     @Override
     public List<Evaluator> getEvaluators() {
         if (evaluators == null) {
-            LossTap tap = (LossTap) getLoss();
+            GuardedLoss tap = (GuardedLoss) getLoss();
             List<Evaluator> out = new ArrayList<>(super.getEvaluators());
-            out.replaceAll(e -> e == tap.loss ? tap : e);
+            out.replaceAll(e -> e == tap.wrapped() ? tap : e);
             evaluators = List.copyOf(out);
         }
         return evaluators;
@@ -123,62 +129,11 @@ public final class DjlTrainer extends Trainer {
      */
     @Override
     public void step() {
-        StepContext context = StepContext.ofBatch(examples).withLoss(loss == null ? Double.NaN : loss.take());
+        StepContext context = StepContext.ofBatch(examples).withLoss(loss == null ? Double.NaN : loss.takeLoss());
         examples = 0;
+        if (loss != null) {
+            loss.takeExamples(); // this trainer counts what went through forward
+        }
         guard.run(this, context, super::step);
-    }
-
-    /** A loss that delegates everything to the configured one and keeps the last batch loss it computed. */
-    private static final class LossTap extends Loss {
-        private final Loss loss;
-        private NDArray last;
-
-        LossTap(Loss loss) {
-            super(loss.getName());
-            this.loss = loss;
-        }
-
-        @Override
-        public NDArray evaluate(NDList labels, NDList predictions) {
-            last = loss.evaluate(labels, predictions);
-            return last;
-        }
-
-        /** The last evaluated loss on the host (NaN if none, released, or not one value); forgets it. */
-        double take() {
-            NDArray value = last;
-            last = null;
-            if (value == null || value.isReleased() || value.getShape().size() != 1) {
-                return Double.NaN;
-            }
-            try (NDArray d = value.toType(DataType.FLOAT64, true)) {
-                return d.toDoubleArray()[0];
-            }
-        }
-
-        @Override
-        public void addAccumulator(String key) {
-            loss.addAccumulator(key);
-        }
-
-        @Override
-        public void updateAccumulator(String key, NDList labels, NDList predictions) {
-            loss.updateAccumulator(key, labels, predictions);
-        }
-
-        @Override
-        public void updateAccumulators(String[] keys, NDList labels, NDList predictions) {
-            loss.updateAccumulators(keys, labels, predictions);
-        }
-
-        @Override
-        public void resetAccumulator(String key) {
-            loss.resetAccumulator(key);
-        }
-
-        @Override
-        public float getAccumulator(String key) {
-            return loss.getAccumulator(key);
-        }
     }
 }

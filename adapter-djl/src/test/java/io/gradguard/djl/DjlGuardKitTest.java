@@ -31,22 +31,38 @@ import java.util.List;
 /**
  * The {@link GuardKit} on DJL (PyTorch engine, CPU): the kit's model as two {@link Linear} blocks,
  * {@link Loss#l2Loss()} (½ mean squared error), DJL's SGD and Adam, trained by
- * {@code EasyTrain.trainBatch} and a {@link DjlTrainer}'s {@code step()}.
+ * {@code EasyTrain.trainBatch} and a {@link DjlTrainer}'s {@code step()} ({@link Hook#TRAINER}; a
+ * subclass runs the kit through the other hook, {@link DjlOptimizerKitTest}).
  *
  * <p>Checkpoints: {@code model.save}, {@code guard.saveState}, and Adam's moments and update
  * counts through {@link AdamState}: DJL has no API that saves an optimizer's state.
  */
 class DjlGuardKitTest extends GuardKit {
 
-    /** The kit's model trained through a {@link DjlTrainer}. */
+    /** How the guard is attached to DJL's training. */
+    enum Hook {
+        /** {@code guard.newTrainer(model, config)}: a {@link DjlTrainer}. */
+        TRAINER,
+        /** {@code model.newTrainer(config)} with {@code config.optOptimizer(guard.wrap(model, optimizer))}: a {@link DjlOptimizer}. */
+        OPTIMIZER
+    }
+
+    /** The hook this suite runs the kit through. */
+    protected Hook hook() {
+        return Hook.TRAINER;
+    }
+
+    /** The kit's model trained through DJL's {@code EasyTrain.trainBatch} and {@code trainer.step()}, guarded by {@code hook}. */
     static final class DjlTrainee implements Trainee {
         final DjlGuard guard;
         final Model model;
         final ai.djl.training.optimizer.Optimizer optimizer;
-        final DjlTrainer trainer;
+        final Trainer trainer;
+        /** The optimizer in the trainer's config: {@code optimizer}, or (hook OPTIMIZER) it wrapped by the guard. */
+        final ai.djl.training.optimizer.Optimizer stepper;
 
         /** A trainee with the kit's initial weights, or (dir not null) the weights saved in {@code dir}. */
-        DjlTrainee(GradientPipeline pipeline, Optimizer kind, Path dir) throws IOException {
+        DjlTrainee(GradientPipeline pipeline, Optimizer kind, Path dir, Hook hook) throws IOException {
             guard = DjlGuard.of(pipeline);
             model = Model.newInstance("kit", Device.cpu(), "PyTorch");
             model.setBlock(new SequentialBlock().add(Linear.builder().setUnits(8).build()).add(Activation::tanh)
@@ -61,8 +77,11 @@ class DjlGuardKitTest extends GuardKit {
                 }
                 model.getBlock().freezeParameters(false);
             }
-            trainer = guard.newTrainer(model, new DefaultTrainingConfig(Loss.l2Loss()).optOptimizer(optimizer)
-                    .optDevices(new Device[] {Device.cpu()}));
+            DefaultTrainingConfig config = new DefaultTrainingConfig(hook == Hook.TRAINER ? Loss.l2Loss() : guard.loss(Loss.l2Loss()))
+                    .optDevices(new Device[] {Device.cpu()});
+            stepper = hook == Hook.TRAINER ? optimizer : guard.wrap(model, optimizer);
+            trainer = hook == Hook.TRAINER ? guard.newTrainer(model, config.optOptimizer(stepper))
+                    : model.newTrainer(config.optOptimizer(stepper));
             if (dir == null) {
                 trainer.initialize(new Shape(1, 4));
                 KitModel k = KitModel.initial();
@@ -162,7 +181,7 @@ class DjlGuardKitTest extends GuardKit {
     @Override
     protected Trainee newTrainee(GradientPipeline pipeline, Optimizer optimizer) {
         try {
-            return new DjlTrainee(pipeline, optimizer, null);
+            return new DjlTrainee(pipeline, optimizer, null, hook());
         } catch (IOException e) {
             throw new java.io.UncheckedIOException(e);
         }
@@ -170,7 +189,7 @@ class DjlGuardKitTest extends GuardKit {
 
     @Override
     protected Trainee restore(Path dir, GradientPipeline pipeline, Optimizer optimizer) throws IOException {
-        DjlTrainee t = new DjlTrainee(pipeline, optimizer, dir);
+        DjlTrainee t = new DjlTrainee(pipeline, optimizer, dir, hook());
         try (InputStream in = Files.newInputStream(dir.resolve("guard.bin"))) {
             t.guard.restoreState(in); // no trainer needed: applied at the guard's first step
         }

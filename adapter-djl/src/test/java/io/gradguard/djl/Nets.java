@@ -39,7 +39,11 @@ final class Nets {
     }
 
     static DefaultTrainingConfig config(Optimizer optimizer) {
-        return new DefaultTrainingConfig(Loss.l2Loss())
+        return config(Loss.l2Loss(), optimizer);
+    }
+
+    static DefaultTrainingConfig config(Loss loss, Optimizer optimizer) {
+        return new DefaultTrainingConfig(loss)
                 .optOptimizer(optimizer)
                 .optDevices(new Device[] {Device.cpu()})
                 .optInitializer(new NormalInitializer(0.5f), Parameter.Type.WEIGHT);

@@ -2,6 +2,7 @@ package io.gradguard.djl;
 
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
 import ai.djl.nn.Block;
 import ai.djl.nn.Parameter;
 import ai.djl.training.Trainer;
@@ -17,8 +18,9 @@ import java.util.Arrays;
 import java.util.List;
 
 /**
- * A DJL trainer's model as the guard's step sees it ({@link GuardedModel}): its parameters'
- * gradients, the trainer's optimizer step, and the step's scope of temporaries.
+ * A DJL block's trainable parameters as the guard's step sees it ({@link GuardedModel}): their
+ * gradients, the optimizer step (a trainer's {@code step()}, or a {@link DjlOptimizer}'s wrapped
+ * optimizer run on every parameter), and the step's scope of temporaries.
  *
  * <p>Gradient access: every parameter of {@code block.getParameters()} that requires a gradient,
  * in that order, described once: name = the parameter's key ({@code "01Linear_weight"}), layer =
@@ -27,8 +29,9 @@ import java.util.List;
  * value attached for adaptive clipping. Each step reads a new handle on each live gradient
  * ({@code getGradient()}); stages change the gradients in place.
  */
-final class DjlTrainerModel implements GuardedModel<NDArray>, AutoCloseable {
-    private final Trainer trainer;
+final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
+    private final NDManager manager;
+    private final Block block;
     private final Runnable optimizerStep;
     private final DjlOps ops;
     private List<Entry> entries;
@@ -38,22 +41,38 @@ final class DjlTrainerModel implements GuardedModel<NDArray>, AutoCloseable {
     }
 
     /**
-     * @param optimizerStep the trainer's own step ({@code trainer::step}, or {@code super::step} in a {@link DjlTrainer})
-     * @throws IllegalStateException if the trainer is closed or trains on several devices
+     * @param manager the manager the guard's arrays live under (the trainer's or the model's)
+     * @param optimizerStep the optimizer's update of every parameter ({@code trainer::step}, {@code super::step}
+     *     in a {@link DjlTrainer}, or a {@link DjlOptimizer}'s pass over the parameters)
+     * @throws IllegalStateException if {@code manager} is closed
      */
-    DjlTrainerModel(Trainer trainer, Runnable optimizerStep, boolean accumulateInDouble) {
+    DjlBlockModel(NDManager manager, Block block, Runnable optimizerStep, boolean accumulateInDouble) {
+        this.manager = manager;
+        this.block = block;
+        this.optimizerStep = optimizerStep;
+        this.ops = DjlOps.on(manager, accumulateInDouble);
+    }
+
+    /** A trainer's model, stepped by {@code optimizerStep}: refuses a trainer on several devices. */
+    static DjlBlockModel of(Trainer trainer, Runnable optimizerStep, boolean accumulateInDouble) {
         Device[] devices = trainer.getDevices();
         if (devices.length != 1) {
             throw new IllegalStateException("DjlGuard guards single-device training; this trainer uses "
                     + Arrays.toString(devices) + ": configure one device (optDevices)");
         }
-        this.trainer = trainer;
-        this.optimizerStep = optimizerStep;
-        this.ops = DjlOps.on(trainer.getManager(), accumulateInDouble);
+        return new DjlBlockModel(trainer.getManager(), trainer.getModel().getBlock(), optimizerStep, accumulateInDouble);
     }
 
-    Trainer trainer() {
-        return trainer;
+    /** The parameters the guard reads, in block order (described at the first call). */
+    List<Parameter> parameters() {
+        return described().stream().map(Entry::parameter).toList();
+    }
+
+    private List<Entry> described() {
+        if (entries == null) {
+            entries = describe(block);
+        }
+        return entries;
     }
 
     @Override
@@ -62,18 +81,15 @@ final class DjlTrainerModel implements GuardedModel<NDArray>, AutoCloseable {
     }
 
     /**
-     * @throws IllegalStateException if the trainer is closed or the model is not initialized
+     * @throws IllegalStateException if the trainer or model is closed, or the model is not initialized
      */
     @Override
     public GradientSet<NDArray> gradients() {
-        if (!trainer.getManager().isOpen()) {
-            throw new IllegalStateException("the trainer is closed: create a new trainer and a new DjlGuard");
+        if (!manager.isOpen()) {
+            throw new IllegalStateException("the trainer or model is closed: create a new trainer and a new DjlGuard");
         }
-        if (entries == null) {
-            entries = describe(trainer.getModel().getBlock());
-        }
-        List<GradientTensor<NDArray>> out = new ArrayList<>(entries.size());
-        for (Entry e : entries) {
+        List<GradientTensor<NDArray>> out = new ArrayList<>(described().size());
+        for (Entry e : described()) {
             NDArray value = e.parameter().getArray();
             NDArray grad = ops.adopt(value.getGradient());
             out.add(new GradientTensor<>(e.key(), value.getShape().getShape(), e.role(), e.layer(), Layout.outputFirst(),
@@ -83,7 +99,7 @@ final class DjlTrainerModel implements GuardedModel<NDArray>, AutoCloseable {
     }
 
     /**
-     * Runs the trainer's optimizer ({@code trainer.step()}: it also zeroes the gradients). When a
+     * Runs the optimizer (DJL's fused updates also zero the gradients). When a
      * monitor wants update ratios, DJL updates the parameters inside that call, so each parameter
      * is copied into the step's scope first (and ‖θ‖² taken), and the copy becomes
      * Δθ = θ_before − θ_after in place afterwards.
