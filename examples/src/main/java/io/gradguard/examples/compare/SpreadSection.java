@@ -47,7 +47,7 @@ final class SpreadSection {
             double[] f = cell.finiteFinalLosses();
             int n = cell.runs().size();
             h.append("<tr><td>").append(esc(Options.allBackends().get(cell.backend()).displayName())).append("</td><td>")
-                    .append(cell.guarded() ? "guarded" : "unguarded").append("</td><td>").append(Table.fmt(cell.medianFinalLoss()))
+                    .append(cell.guarded() ? "guarded" : "unguarded").append("</td><td>").append(Table.median(cell))
                     .append("</td><td>").append(f.length == 0 ? "–" : Table.fmt(f[0]) + " – " + Table.fmt(f[f.length - 1]))
                     .append("</td><td>").append(cell.count(RunResult.Verdict.LEARNED)).append('/').append(n)
                     .append("</td><td>").append(cell.count(RunResult.Verdict.DIVERGED)).append('/').append(n)

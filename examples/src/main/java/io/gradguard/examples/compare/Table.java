@@ -34,7 +34,7 @@ final class Table {
             return String.format(Locale.ROOT, "%5d steps in %5.1f s, %s", r.loss().size(), r.seconds(), outcome(r));
         }
         return String.format(Locale.ROOT, "%d seeds in %5.1f s: %s, median final loss %s", runs.size(), cell.seconds(),
-                verdicts(cell), fmt(cell.medianFinalLoss()));
+                verdicts(cell), median(cell));
     }
 
     static void print(Comparison c, PrintStream out) {
@@ -101,7 +101,7 @@ final class Table {
             out.printf(Locale.ROOT, "%-14s %-9s %11s  %-15s %8s %9s %12s %12s %8s %7.1fs%n",
                     Options.allBackends().get(cell.backend()).displayName(),
                     cell.guarded() ? "guarded" : "unguarded",
-                    fmt(cell.medianFinalLoss()),
+                    median(cell),
                     f.length == 0 ? "-" : fmt(f[0]) + "-" + fmt(f[f.length - 1]),
                     cell.count(RunResult.Verdict.LEARNED) + "/" + n,
                     cell.count(RunResult.Verdict.DIVERGED) + "/" + n,
@@ -128,6 +128,11 @@ final class Table {
                     guarded ? "the guard stopped the divergence, the model did not learn the task" : "no better than the mean"));
         }
         return sb.toString();
+    }
+
+    /** The cell's median final loss, or "-" when every run diverged. */
+    static String median(Cell cell) {
+        return cell.finiteFinalLosses().length == 0 ? "-" : fmt(cell.medianFinalLoss());
     }
 
     /** "learned 3, diverged 0, not learned 2". */
