@@ -27,6 +27,15 @@ public record Cell(Task task, String backend, boolean guarded, List<RunResult> r
         return runs.stream().filter(r -> r.verdict() != RunResult.Verdict.DIVERGED).mapToDouble(RunResult::finalLoss).sorted().toArray();
     }
 
+    /** "4-7": the first and last step (1-based) at which a run's loss became NaN or infinite; "never". */
+    public String nonFiniteSteps() {
+        int[] at = runs.stream().mapToInt(RunResult::nonFiniteStep).filter(s -> s >= 0).sorted().toArray();
+        if (at.length == 0) {
+            return "never";
+        }
+        return at[0] == at[at.length - 1] ? "step " + (at[0] + 1) : "steps " + (at[0] + 1) + "-" + (at[at.length - 1] + 1);
+    }
+
     /** Median final loss of the runs that did not diverge; NaN if all diverged. */
     public double medianFinalLoss() {
         return median(finiteFinalLosses());

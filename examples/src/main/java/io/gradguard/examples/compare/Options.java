@@ -45,6 +45,8 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
 
     static final String DEFAULT_PIPELINE = "skip,clip";
     static final int DEFAULT_STEPS = 500;
+    /** Three seeds by default: one seed's table cannot tell a robust result from a lucky run. */
+    static final int DEFAULT_SEEDS = 3;
 
     public static final String HELP = """
             GradGuard framework comparison: trains the same networks from the same initial weights on the same
@@ -59,8 +61,8 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
               --tasks LIST      comma-separated, from mlp, adding                         (default: both)
               --steps N         SGD steps per run, N >= 1                                 (default: 500)
               --seed S          seed of the initial weights and the data                  (default: 42)
-              --seeds N         run every cell with N seeds (S, S+1, ...): median, range,  (default: 1)
-                                how many runs learned or diverged
+              --seeds N         run every cell with N seeds (S, S+1, ...): median, range,  (default: 3)
+                                how many runs learned or diverged; 1: a row per run
               --pipeline SPEC   the guard, comma-separated stages, applied in this order  (default: skip,clip)
                                   skip[=N]       skip a step with NaN/Inf gradients; give up after N in a row (3)
                                   zero           replace NaN/Inf gradient elements by 0
@@ -87,7 +89,7 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
         List<Task> tasks = Task.all();
         int steps = DEFAULT_STEPS;
         long seed = 42;
-        int seeds = 1;
+        int seeds = DEFAULT_SEEDS;
         String pipeline = DEFAULT_PIPELINE;
         String out = "gradguard-out";
         for (int i = 0; i < args.length; i++) {

@@ -93,12 +93,12 @@ final class Table {
     }
 
     private static void perCell(List<Cell> cells, PrintStream out) {
-        out.printf(Locale.ROOT, "%-14s %-9s %11s  %-15s %8s %9s %12s %12s %8s %8s%n", "backend", "mode", "median loss", "range",
-                "learned", "diverged", "not learned", "clipped/run", "skipped", "time");
+        out.printf(Locale.ROOT, "%-14s %-9s %11s  %-15s %8s %9s %12s  %-13s %11s %8s %8s%n", "backend", "mode", "median loss", "range",
+                "learned", "diverged", "not learned", "loss NaN at", "clipped/run", "skipped", "time");
         for (Cell cell : cells) {
             double[] f = cell.finiteFinalLosses();
             int n = cell.runs().size();
-            out.printf(Locale.ROOT, "%-14s %-9s %11s  %-15s %8s %9s %12s %12s %8s %7.1fs%n",
+            out.printf(Locale.ROOT, "%-14s %-9s %11s  %-15s %8s %9s %12s  %-13s %11s %8s %7.1fs%n",
                     Options.allBackends().get(cell.backend()).displayName(),
                     cell.guarded() ? "guarded" : "unguarded",
                     median(cell),
@@ -106,6 +106,7 @@ final class Table {
                     cell.count(RunResult.Verdict.LEARNED) + "/" + n,
                     cell.count(RunResult.Verdict.DIVERGED) + "/" + n,
                     cell.count(RunResult.Verdict.NEITHER) + "/" + n,
+                    cell.nonFiniteSteps(),
                     cell.guarded() ? String.format(Locale.ROOT, "%.0f", cell.medianClipped()) : "-",
                     cell.guarded() ? String.valueOf(cell.skipped()) : "-",
                     cell.seconds());
