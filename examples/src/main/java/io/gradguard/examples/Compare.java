@@ -8,11 +8,15 @@ import java.io.PrintStream;
 /**
  * The GradGuard framework comparison, GradGuard's main example: the same deep MLP and vanilla RNN,
  * from the same initial weights, on the same seeded data, trained with TensorFlow Java, DL4J and
- * DJL, first unguarded and then guarded by a GradGuard pipeline; prints a table per task, the
- * cross-framework parity of the gradient norms, and writes an HTML report.
+ * DJL, first unguarded and then guarded by a GradGuard pipeline; prints a table per task with its
+ * baseline (the mean predictor's loss) and whether each run learned, diverged or neither, the
+ * cross-framework parity of the gradient norms, and writes an HTML report. With {@code --seeds N}
+ * every cell runs N seeds and the table gives the median and range of the final loss and the
+ * counts, so that no claim rests on one seed.
  *
  * <pre>
  * mvn -B -q -pl examples -am package exec:java -DskipTests
+ * mvn -B -q -pl examples -am package exec:java -DskipTests -Dexec.args="--seeds 10"
  * mvn -B -q -pl examples -am package exec:java -DskipTests -Dexec.args="--help"
  * </pre>
  *

@@ -5,10 +5,12 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.gradguard.examples.compare.Cell;
 import io.gradguard.examples.compare.Comparison;
 import io.gradguard.examples.compare.Options;
 import io.gradguard.examples.compare.Report;
 import io.gradguard.examples.compare.RunResult;
+import io.gradguard.examples.compare.RunResult.Verdict;
 import io.gradguard.examples.compare.Task;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
@@ -19,42 +21,90 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The comparison in a short mode, on all three frameworks, and the story it must tell: without a
- * guard plain SGD diverges; with skip + clip it trains; the frameworks agree at step 1.
+ * The comparison's claims, over five seeds (42-46), not one: without a guard plain SGD diverges
+ * (the deep MLP on every seed, the RNN on at least four of five); with skip + clip no run diverges;
+ * the three frameworks agree at step 1 and end guarded runs at the same loss; at the default 500
+ * steps the guarded MLP learns (beats the mean predictor by the stated margin) on every seed.
  */
 class CompareStoryTest {
+    private static final int SEEDS = 5;
+    /** Enough for every unguarded divergence seen (the RNN's latest: step 78 of seeds 1-20). */
+    private static final int STEPS = 100;
+    /**
+     * The frameworks' median guarded final losses lie within this relative spread. Runs of one seed
+     * follow the same trajectory until float32 round-off, compounded by a large learning rate, sets
+     * them apart: most seeds agree to 1e-6, a chaotic one can end 20% apart.
+     */
+    private static final double FRAMEWORKS_AGREE = 0.10;
 
     @TempDir
     Path out;
 
     @Test
-    void unguardedDivergesGuardedTrainsFrameworksAgree() throws Exception {
-        Options options = Options.parse("--steps", "120", "--out", out.toString());
+    void claimsHoldOverFiveSeeds() throws Exception {
+        Options options = Options.parse("--steps", String.valueOf(STEPS), "--seeds", String.valueOf(SEEDS), "--out", out.toString());
         ByteArrayOutputStream progress = new ByteArrayOutputStream();
         Comparison c = Comparison.run(options, new PrintStream(progress, true, StandardCharsets.UTF_8));
-        assertEquals(12, c.runs().size());
-        for (RunResult r : c.runs()) {
-            String who = r.backend() + " " + r.task().id() + (r.guarded() ? " guarded" : " unguarded");
-            double first = r.loss().get(0);
-            if (r.guarded()) {
-                assertEquals(120, r.loss().size(), who + " ran every step");
-                assertEquals(-1, r.nonFiniteStep(), who + " loss stayed finite");
-                assertTrue(r.finalLoss() < 0.8 * first, who + " learned: " + first + " -> " + r.finalLoss());
-                assertTrue(r.clipped() > 0, who + " clipped some steps");
-            } else {
-                assertTrue(r.nonFiniteStep() >= 0, who + " diverged");
-                assertNotNull(r.firstExplosion(), who + ": the monitor named an exploding layer");
-            }
-        }
-        for (Task t : options.tasks()) {
-            assertTrue(c.parity(t) < 1e-5, t.id() + " step-1 gradient norms agree: " + c.parity(t));
-        }
+        assertEquals(12 * SEEDS, c.runs().size());
         ByteArrayOutputStream table = new ByteArrayOutputStream();
         Path report = Report.print(c, new PrintStream(table, true, StandardCharsets.UTF_8));
         String text = table.toString(StandardCharsets.UTF_8);
-        assertTrue(text.contains("parity: step-1 gradient norm"), text);
-        assertTrue(Files.size(report) > 1000 && Files.readString(report).contains("<svg"), "HTML report with charts");
-        assertEquals(12, progress.toString(StandardCharsets.UTF_8).lines().count(), "one progress line per stage");
+        System.out.println(text);
+        for (Task t : options.tasks()) {
+            for (Cell cell : c.cells(t)) {
+                String who = cell.backend() + " " + t.id() + (cell.guarded() ? " guarded" : " unguarded");
+                assertEquals(SEEDS, cell.runs().size(), who);
+                if (cell.guarded()) {
+                    assertEquals(0, cell.count(Verdict.DIVERGED), who + ": no guarded run diverges");
+                    for (RunResult r : cell.runs()) {
+                        assertEquals(STEPS, r.loss().size(), who + " seed " + r.seed() + " ran every step");
+                        assertTrue(r.clipped() > 0, who + " seed " + r.seed() + " clipped some steps");
+                    }
+                } else {
+                    long diverged = cell.count(Verdict.DIVERGED);
+                    assertTrue(diverged >= (t.kind() == Task.Kind.MLP ? SEEDS : SEEDS - 1), who + " diverged in " + diverged + " of " + SEEDS);
+                    cell.runs().stream().filter(r -> r.verdict() == Verdict.DIVERGED).forEach(r ->
+                            assertNotNull(r.firstExplosion(), who + " seed " + r.seed() + ": the monitor named an exploding layer"));
+                }
+            }
+            assertTrue(c.parity(t) < 1e-5, t.id() + " step-1 gradient norms agree: " + c.parity(t));
+            double[] medians = c.cells(t).stream().filter(Cell::guarded).mapToDouble(Cell::medianFinalLoss).sorted().toArray();
+            assertTrue(medians[2] <= (1 + FRAMEWORKS_AGREE) * medians[0], t.id() + ": the frameworks' median guarded final losses agree: "
+                    + java.util.Arrays.toString(medians));
+        }
+        for (String expected : new String[] {"parity: step-1 gradient norm", "baseline (always predicting the mean target): loss median",
+            "seeds 42-46 (5)", "median loss", "unguarded: 15 runs", "guarded: 15 runs, learned "}) {
+            assertTrue(text.contains(expected), expected + " in\n" + text);
+        }
+        String html = Files.readString(report);
+        assertTrue(html.contains("<svg") && html.contains("Across seeds") && html.contains("seed 46:"), "HTML report with the spread over seeds");
+        assertEquals(12, progress.toString(StandardCharsets.UTF_8).lines().count(), "one progress line per cell");
+    }
+
+    @Test
+    void guardedMlpLearnsOnEverySeedAtTheDefaultSteps() {
+        Options options = Options.parse("--backends", "djl", "--tasks", "mlp", "--seeds", String.valueOf(SEEDS), "--out", out.toString());
+        Comparison c = Comparison.run(options, new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8));
+        Cell unguarded = c.cells(Task.deepMlp()).get(0);
+        Cell guarded = c.cells(Task.deepMlp()).get(1);
+        assertEquals(SEEDS, unguarded.count(Verdict.DIVERGED), "unguarded diverged on every seed");
+        assertEquals(SEEDS, guarded.count(Verdict.LEARNED), "guarded learned on every seed: final losses "
+                + java.util.Arrays.toString(guarded.finiteFinalLosses()) + ", baseline " + guarded.medianBaseline());
+    }
+
+    @Test
+    void oneSeedPrintsAVerdictPerRun() throws Exception {
+        Options options = Options.parse("--backends", "djl", "--steps", "60", "--seeds", "1", "--out", out.toString());
+        Comparison c = Comparison.run(options, new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8));
+        ByteArrayOutputStream table = new ByteArrayOutputStream();
+        Report.print(c, new PrintStream(table, true, StandardCharsets.UTF_8));
+        String text = table.toString(StandardCharsets.UTF_8);
+        for (RunResult r : c.runs()) {
+            assertTrue(text.lines().anyMatch(l -> l.startsWith("DJL (PyTorch)  " + (r.guarded() ? "guarded  " : "unguarded")) && l.contains(r.verdict().label())),
+                    r.task().id() + " " + r.guarded() + " " + r.verdict() + " in\n" + text);
+        }
+        assertEquals(Task.addingProblem().baseline(42), 1.0 / 6, 0.01, "the adding problem's baseline is the variance of the sum of two U(0, 1)");
+        assertTrue(text.contains(String.format(java.util.Locale.ROOT, "baseline (always predicting the mean target): loss %.4f", Task.addingProblem().baseline(42))), text);
     }
 
     @Test
@@ -82,7 +132,7 @@ class CompareStoryTest {
         ByteArrayOutputStream stdout = new ByteArrayOutputStream();
         assertEquals(0, Compare.run(new String[] {"--help"}, new PrintStream(stdout, true, StandardCharsets.UTF_8), System.err));
         String help = stdout.toString(StandardCharsets.UTF_8);
-        for (String option : new String[] {"--backends", "--tasks", "--steps", "--seed", "--pipeline", "--out", "--help"}) {
+        for (String option : new String[] {"--backends", "--tasks", "--steps", "--seed", "--seeds", "--pipeline", "--out", "--help"}) {
             assertTrue(help.contains(option), option);
         }
     }

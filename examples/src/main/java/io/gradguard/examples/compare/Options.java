@@ -18,11 +18,12 @@ import java.util.Map;
  * @param backends which frameworks, in order
  * @param tasks    which tasks, in order
  * @param steps    SGD steps per run
- * @param seed     seed of the initial weights and the data
+ * @param seed     seed of the initial weights and the data (of the first run, with several seeds)
+ * @param seeds    how many seeds each cell runs: {@code seed, seed + 1, ..., seed + seeds - 1}
  * @param pipeline the guard, as written on the command line
  * @param out      the output folder
  */
-public record Options(List<Backend> backends, List<Task> tasks, int steps, long seed, String pipeline, Path out) {
+public record Options(List<Backend> backends, List<Task> tasks, int steps, long seed, int seeds, String pipeline, Path out) {
 
     /** Every backend, by command-line name. */
     public static Map<String, Backend> allBackends() {
@@ -33,8 +34,19 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
         return m;
     }
 
+    /** The seeds each cell runs, in order: {@code seed, seed + 1, ...}. */
+    public List<Long> seedList() {
+        List<Long> out = new ArrayList<>();
+        for (int i = 0; i < seeds; i++) {
+            out.add(seed + i);
+        }
+        return out;
+    }
+
     static final String DEFAULT_PIPELINE = "skip,clip";
     static final int DEFAULT_STEPS = 500;
+    /** Three seeds by default: one seed's table cannot tell a robust result from a lucky run. */
+    static final int DEFAULT_SEEDS = 3;
 
     public static final String HELP = """
             GradGuard framework comparison: trains the same networks from the same initial weights on the same
@@ -49,6 +61,8 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
               --tasks LIST      comma-separated, from mlp, adding                         (default: both)
               --steps N         SGD steps per run, N >= 1                                 (default: 500)
               --seed S          seed of the initial weights and the data                  (default: 42)
+              --seeds N         run every cell with N seeds (S, S+1, ...): median, range,  (default: 3)
+                                how many runs learned or diverged; 1: a row per run
               --pipeline SPEC   the guard, comma-separated stages, applied in this order  (default: skip,clip)
                                   skip[=N]       skip NaN/Inf steps, up to N in a row; the next one in a row throws (3)
                                   zero           replace NaN/Inf gradient elements by 0
@@ -75,6 +89,7 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
         List<Task> tasks = Task.all();
         int steps = DEFAULT_STEPS;
         long seed = 42;
+        int seeds = DEFAULT_SEEDS;
         String pipeline = DEFAULT_PIPELINE;
         String out = "gradguard-out";
         for (int i = 0; i < args.length; i++) {
@@ -118,6 +133,7 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
                     steps = (int) number(a, value, 1, 10_000_000);
                 }
                 case "--seed" -> seed = number(a, value, Long.MIN_VALUE, Long.MAX_VALUE);
+                case "--seeds" -> seeds = (int) number(a, value, 1, 1000);
                 case "--pipeline" -> {
                     pipeline = value;
                     guard(value, Task.deepMlp());
@@ -126,7 +142,7 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
                 default -> throw new IllegalArgumentException("unknown option " + a + " (see --help)");
             }
         }
-        return new Options(List.copyOf(backends), List.copyOf(tasks), steps, seed, pipeline, writableFolder(out));
+        return new Options(List.copyOf(backends), List.copyOf(tasks), steps, seed, seeds, pipeline, writableFolder(out));
     }
 
     /** The guard's transforms for a task, from a pipeline spec. */

@@ -1,11 +1,16 @@
 package io.gradguard.examples.compare;
 
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.io.PrintStream;
 import java.nio.file.Path;
 import io.gradguard.core.monitor.HtmlReport;
 
-/** The comparison's output: the tables and parity on the console, the charts in {@code report.html}. */
+/**
+ * The comparison's output: the tables and parity on the console; in {@code report.html} the
+ * spread over seeds first, then the charts of every run of the first seed.
+ */
 public final class Report {
     private Report() {
     }
@@ -19,7 +24,11 @@ public final class Report {
     public static Path print(Comparison c, PrintStream out) throws IOException {
         Table.print(c, out);
         Path file = c.options().out().resolve("report.html");
-        HtmlReport.write(file, c.runs().stream().map(RunResult::recording).toList());
+        // with several seeds, the per-run charts show the first seed; the spread is in the "Across seeds" section
+        String html = HtmlReport.render(c.runs().stream().filter(r -> r.seed() == c.options().seed()).map(RunResult::recording).toList());
+        int at = html.indexOf("<table class=\"summary\">");
+        Files.createDirectories(file.getParent());
+        Files.writeString(file, html.substring(0, at) + SpreadSection.render(c) + html.substring(at), StandardCharsets.UTF_8);
         return file;
     }
 

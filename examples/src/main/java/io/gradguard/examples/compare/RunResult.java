@@ -11,14 +11,45 @@ import java.util.List;
  *
  * @param backend   the backend's id
  * @param task      the task
+ * @param seed      the seed of the initial weights and the data
+ * @param baseline  the task's {@link Task#baseline baseline} at this seed, the mean predictor's loss
  * @param guarded   whether the guard ran (else the pipeline only monitored)
  * @param loss      the batch loss of every step run
  * @param recording the monitor's records of the run
  * @param stoppedBy why the run ended early ("loss became NaN", "guard gave up: ..."), or ""
  * @param seconds   wall time of the training loop
  */
-public record RunResult(String backend, Task task, boolean guarded, List<Double> loss, RunRecording recording, String stoppedBy,
+public record RunResult(String backend, Task task, long seed, double baseline, boolean guarded, List<Double> loss, RunRecording recording, String stoppedBy,
         double seconds) {
+
+    /**
+     * A run learned when its final loss is below {@code LEARNED_BELOW × baseline}: at least 25% better
+     * than predicting the mean target, more than the batch-to-batch noise of a 10% tail average.
+     */
+    public static final double LEARNED_BELOW = 0.75;
+
+    /** How a run ended. */
+    public enum Verdict {
+        /** Final loss below {@link #LEARNED_BELOW} times the baseline. */
+        LEARNED,
+        /** The loss became NaN or infinite, or the guard gave up. */
+        DIVERGED,
+        /** Finite, but not clearly better than predicting the mean: trained without learning the task. */
+        NEITHER;
+
+        /** "learned", "diverged", "not learned". */
+        public String label() {
+            return this == NEITHER ? "not learned" : name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
+
+    /** Learned, diverged, or neither (see {@link Verdict}). */
+    public Verdict verdict() {
+        if (!stoppedBy.isEmpty() || !Double.isFinite(finalLoss())) {
+            return Verdict.DIVERGED;
+        }
+        return finalLoss() < LEARNED_BELOW * baseline ? Verdict.LEARNED : Verdict.NEITHER;
+    }
 
     /** The first step (0-based) whose loss is NaN or infinite, or -1. */
     public int nonFiniteStep() {

@@ -24,7 +24,7 @@ public final class Runner {
         boolean guarded = !guard.isEmpty();
         RunRecorder recorder = Sinks.memory();
         Monitor monitor = Monitor.builder()
-                .name(backend.id() + " " + task.id() + (guarded ? " guarded" : " unguarded"))
+                .name(backend.id() + " " + task.id() + (guarded ? " guarded" : " unguarded") + " seed " + seed)
                 .warmup(3)                      // the deep MLP blows up within ten steps
                 .exploding(10, 20)
                 .updateRatios(false)
@@ -54,6 +54,6 @@ public final class Runner {
         } finally {
             monitor.close();
         }
-        return new RunResult(backend.id(), task, guarded, loss, recorder.recording(), stoppedBy, (System.nanoTime() - t0) / 1e9);
+        return new RunResult(backend.id(), task, seed, task.baseline(seed), guarded, loss, recorder.recording(), stoppedBy, (System.nanoTime() - t0) / 1e9);
     }
 }

@@ -41,7 +41,7 @@ public record Task(String id, Kind kind, int inputs, int hidden, int depth, int 
 
     /** The deep-MLP regression task with its default settings. */
     public static Task deepMlp() {
-        return new Task("mlp", Kind.MLP, 16, 64, 8, 1, 32, 0.05, 0, 5.0);
+        return new Task("mlp", Kind.MLP, 16, 64, 8, 1, 32, 0.1, 0, 5.0);
     }
 
     /** The adding problem for a vanilla RNN with its default settings. */
@@ -52,6 +52,30 @@ public record Task(String id, Kind kind, int inputs, int hidden, int depth, int 
     /** Both tasks, in the order the comparison runs them. */
     public static List<Task> all() {
         return List.of(deepMlp(), addingProblem());
+    }
+
+    /** Batches of a seed's data over which {@link #baseline} is measured (3,200 examples at batch 32). */
+    static final int BASELINE_BATCHES = 100;
+
+    /**
+     * The loss of the best constant prediction, the mean target: the variance of the targets,
+     * {@code mean((y - ȳ)²)}, over the first {@value #BASELINE_BATCHES} batches of the seed's data.
+     * A model that does not get clearly below it has not learned the task (adding problem: about
+     * {@code 1/6}, the variance of the sum of two uniform values).
+     */
+    public double baseline(long seed) {
+        double sum = 0;
+        double sumSq = 0;
+        long n = 0;
+        for (int s = 0; s < BASELINE_BATCHES; s++) {
+            for (float y : batch(seed, s).y()) {
+                sum += y;
+                sumSq += (double) y * y;
+                n++;
+            }
+        }
+        double mean = sum / n;
+        return sumSq / n - mean * mean;
     }
 
     /** A one-line description for the report. */
@@ -101,12 +125,24 @@ public record Task(String id, Kind kind, int inputs, int hidden, int depth, int 
         return kind == Kind.MLP ? mlpBatch(rnd, teacher(seed)) : addingBatch(rnd);
     }
 
+    /** Two random unit vectors: every seed's targets have the same scale (variance about 1). */
     private float[][] teacher(long seed) {
         SplittableRandom rnd = new SplittableRandom(seed + 0x5DEECE66DL);
-        return new float[][] {gaussian(rnd, inputs, 1.0 / Math.sqrt(inputs)), gaussian(rnd, inputs, 1.0 / Math.sqrt(inputs))};
+        return new float[][] {unit(gaussian(rnd, inputs, 1.0)), unit(gaussian(rnd, inputs, 1.0))};
     }
 
-    /** y = sin(2·a·x) + 0.5·(b·x)²  with x ~ N(0, I): smooth, non-linear, of unit scale. */
+    private static float[] unit(float[] v) {
+        double norm = 0;
+        for (float x : v) {
+            norm += (double) x * x;
+        }
+        for (int i = 0; i < v.length; i++) {
+            v[i] = (float) (v[i] / Math.sqrt(norm));
+        }
+        return v;
+    }
+
+    /** y = sin(2·a·x) + 0.5·(b·x)²  with x ~ N(0, I) and unit a, b: smooth, non-linear, variance about 1. */
     private Batch mlpBatch(SplittableRandom rnd, float[][] teacher) {
         float[] x = gaussian(rnd, batch * inputs, 1.0);
         float[] y = new float[batch];
