@@ -7,12 +7,17 @@ import io.gradguard.core.Layout;
 import io.gradguard.core.Role;
 import io.gradguard.core.StepContext;
 import io.gradguard.core.StepResult;
+import io.gradguard.core.internal.AtomicFiles;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.stream.Stream;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.tensorflow.Graph;
@@ -553,6 +558,14 @@ public final class TfGuard implements AutoCloseable {
      * op, on the first applying step), so they could not be restored; {@link #restore} restores them
      * when they appear.
      *
+     * <p>Saving over an existing checkpoint is crash-safe file by file: TensorFlow writes the new
+     * files under a temporary prefix in the same directory, they are forced to disk and then each is
+     * renamed atomically over its old file, the {@code .index} last. A process killed before the
+     * renames keeps the previous checkpoint. The two files cannot be swapped as one: a crash between
+     * the renames (microseconds) leaves the new data with the old index, which TensorFlow refuses on
+     * restore (checksum). Save to a new prefix per checkpoint (e.g. {@code model-<step>}) and keep the
+     * previous one until the new save returns, to be safe against that too.
+     *
      * @param prefix the checkpoint path prefix, as for {@code session.save}
      * @throws IllegalArgumentException if prefix is null or empty
      * @throws IllegalStateException if called during a step (from a listener)
@@ -583,9 +596,34 @@ public final class TfGuard implements AutoCloseable {
         if (saver == null || !saver.names().equals(names)) {
             saver = buildSaver(names, vars);
         }
-        try (TString file = TString.scalarOf(prefix);
-                TString state = TString.tensorOfBytes(NdArrays.scalarOfObject(bytes.toByteArray()))) {
-            session.runner().addTarget(saver.op()).feed(saver.file(), file).feed(saver.state(), state).run().close();
+        // TensorFlow writes the checkpoint under a temporary prefix beside the target; its files are
+        // then forced to disk and renamed over the old ones, the index last
+        Path target = Path.of(prefix).toAbsolutePath();
+        Files.createDirectories(target.getParent());
+        Path marker = AtomicFiles.temporaryFor(target);
+        String tmp = marker.toString();
+        List<Path> written = new ArrayList<>();
+        try {
+            try (TString file = TString.scalarOf(tmp);
+                    TString state = TString.tensorOfBytes(NdArrays.scalarOfObject(bytes.toByteArray()))) {
+                session.runner().addTarget(saver.op()).feed(saver.file(), file).feed(saver.state(), state).run().close();
+            }
+            try (Stream<Path> files = Files.list(target.getParent())) {
+                files.filter(f -> f.getFileName().toString().startsWith(marker.getFileName() + "."))
+                        .sorted(Comparator.comparing(f -> f.toString().endsWith(".index")))
+                        .forEach(written::add);
+            }
+            for (Path f : written) {
+                AtomicFiles.force(f);
+            }
+            for (Path f : written) {
+                AtomicFiles.replace(f, Path.of(prefix + f.toString().substring(tmp.length())).toAbsolutePath());
+            }
+        } finally {
+            for (Path f : written) {
+                Files.deleteIfExists(f);
+            }
+            Files.deleteIfExists(marker);
         }
     }
 
