@@ -3,6 +3,7 @@ package demo;
 import ai.djl.Model;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDScope;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.DefaultTrainingConfig;
@@ -26,11 +27,11 @@ public final class DjlQuickStart {
                 NDArray y = x.sum(new int[] {1}, true).mul(10);
                 for (int step = 0; step < 5; step++) {
                     float loss;
-                    try (GradientCollector gc = trainer.newGradientCollector()) {
+                    try (NDScope scope = new NDScope(); GradientCollector gc = trainer.newGradientCollector()) {
                         NDArray l = trainer.getLoss().evaluate(new NDList(y), trainer.forward(new NDList(x)));
                         gc.backward(l);
                         loss = l.getFloat();
-                    }
+                    }                                     // closes this step's arrays
                     StepResult<NDArray> r = guard.step(trainer);   // instead of trainer.step()
                     System.out.printf("step %d: %s, loss %.4f%n", step, r.action(), loss);
                 }
