@@ -50,7 +50,40 @@ final class TfCheckpoint implements AutoCloseable {
     }
 
     /** Writes the graph's variables, the pending values and {@code state} to {@code prefix}. */
-    void save(String prefix, byte[] state) {
+    /**
+     * Writes the checkpoint crash-safe file by file: TensorFlow writes it under a temporary prefix in
+     * the same directory, the files are forced to disk and each is renamed atomically over its old
+     * file, the {@code .index} last (see {@link TfGuard#save}).
+     */
+    void save(String prefix, byte[] state) throws IOException {
+        java.nio.file.Path target = java.nio.file.Path.of(prefix).toAbsolutePath();
+        java.nio.file.Files.createDirectories(target.getParent());
+        java.nio.file.Path marker = io.gradguard.core.internal.AtomicFiles.temporaryFor(target);
+        String tmp = marker.toString();
+        List<java.nio.file.Path> written = new ArrayList<>();
+        try {
+            write(tmp, state);
+            try (java.util.stream.Stream<java.nio.file.Path> files = java.nio.file.Files.list(target.getParent())) {
+                files.filter(f -> f.getFileName().toString().startsWith(marker.getFileName() + "."))
+                        .sorted(java.util.Comparator.comparing(f -> f.toString().endsWith(".index")))
+                        .forEach(written::add);
+            }
+            for (java.nio.file.Path f : written) {
+                io.gradguard.core.internal.AtomicFiles.force(f);
+            }
+            for (java.nio.file.Path f : written) {
+                io.gradguard.core.internal.AtomicFiles.replace(f,
+                        java.nio.file.Path.of(target + f.toString().substring(tmp.length())));
+            }
+        } finally {
+            for (java.nio.file.Path f : written) {
+                java.nio.file.Files.deleteIfExists(f);
+            }
+            java.nio.file.Files.deleteIfExists(marker);
+        }
+    }
+
+    private void write(String prefix, byte[] state) {
         List<GraphOperation> vars = graphVariables(session.graph());
         List<String> names = new ArrayList<>();
         for (GraphOperation v : vars) {

@@ -207,6 +207,14 @@ public final class TfGuard extends Guard<TfTensor, TfGuard> {
      * GradGuard's state partly lives on the host, and the optimizer's slots appear with the first
      * applying step.
      *
+     * <p>Saving over an existing checkpoint is crash-safe file by file: TensorFlow writes the new
+     * files under a temporary prefix in the same directory, they are forced to disk and then each is
+     * renamed atomically over its old file, the {@code .index} last. A process killed before the
+     * renames keeps the previous checkpoint. The two files cannot be swapped as one: a crash between
+     * the renames leaves the new data with the old index, which TensorFlow refuses on restore
+     * (checksum). Save to a new prefix per checkpoint (e.g. {@code model-<step>}) and keep the
+     * previous one until the new save returns, to be safe against that too.
+     *
      * @param prefix the checkpoint path prefix, as for {@code session.save}
      * @throws IllegalArgumentException if prefix is null or empty
      * @throws IllegalStateException if the guard is not attached, or called during a step (from a listener)

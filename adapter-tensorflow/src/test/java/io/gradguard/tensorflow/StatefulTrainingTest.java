@@ -331,6 +331,31 @@ class StatefulTrainingTest {
         }
     }
 
+    /** Saving over a checkpoint replaces its two files (renamed from a temporary prefix) and leaves nothing else. */
+    @Test
+    void saving_over_a_checkpoint_replaces_its_files_and_leaves_no_temporary_files(@TempDir Path dir) throws IOException {
+        String prefix = dir.resolve("ckpt").resolve("model").toString();
+        List<float[]> second;
+        try (Mlp m = new Mlp(IN, 16, OUT, 42); TfGuard g = guard(m, checkpointed())) {
+            step(g, m, checkpointData().get(0));
+            g.save(prefix);
+            checkpointData().subList(1, 4).forEach(b -> step(g, m, b));
+            g.save(prefix);
+            second = weights(m);
+        }
+        try (java.util.stream.Stream<Path> files = java.nio.file.Files.list(dir.resolve("ckpt"))) {
+            assertEquals(List.of("model.data-00000-of-00001", "model.index"),
+                    files.map(f -> f.getFileName().toString()).sorted().collect(java.util.stream.Collectors.toList()));
+        }
+        GradientPipeline p = checkpointed();
+        try (Mlp m = new Mlp(IN, 16, OUT, 99); TfGuard g = guard(m, p)) {
+            g.restore(prefix);
+            assertEquals(1, p.stepCount(), "4 calls: one window of 3 applied");
+            assertEquals(1, p.microStep(), "and one call of the next held");
+            assertWeights(second, m, 0f, "the second save");
+        }
+    }
+
     @Test
     void restoring_into_a_guard_with_another_pipeline_fails_and_changes_nothing(@TempDir Path dir) throws IOException {
         String prefix = dir.resolve("model").toString();

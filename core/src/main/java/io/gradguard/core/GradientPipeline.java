@@ -1,5 +1,6 @@
 package io.gradguard.core;
 
+import io.gradguard.core.internal.AtomicFiles;
 import io.gradguard.core.internal.Checks;
 import io.gradguard.core.spi.TensorOps;
 import java.io.ByteArrayInputStream;
@@ -10,6 +11,8 @@ import java.io.EOFException;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
@@ -365,6 +368,39 @@ public final class GradientPipeline {
         d.flush();
         bytes.writeTo(out);
         out.flush();
+    }
+
+    /**
+     * Writes the state as {@link #saveState(OutputStream)} does into a file, crash-safely: the bytes
+     * go to a temporary file in the same directory, are forced to disk, and the temporary file is
+     * then renamed over {@code file} atomically. A process killed during the save leaves the previous
+     * checkpoint at {@code file} intact (and at worst a stray {@code .<name>.*.tmp} file beside it).
+     *
+     * <pre>{@code
+     * guard.saveState(Path.of("ckpt/guard.state"));          // every N steps, next to the model
+     * resumed.restoreState(Path.of("ckpt/guard.state"), ops); // in a new process
+     * }</pre>
+     *
+     * @throws IllegalArgumentException if file is null or a directory
+     * @throws IOException if the file cannot be written; the previous file is then unchanged
+     */
+    public void saveState(Path file) throws IOException {
+        AtomicFiles.write(file, this::saveState);
+    }
+
+    /**
+     * Restores a state file written by {@link #saveState(Path)}, as {@link #restoreState(InputStream,
+     * TensorOps)} does.
+     *
+     * @throws IllegalArgumentException if file or ops is null
+     * @throws StateFormatException if the file is not a complete state of this pipeline
+     * @throws IOException if the file cannot be read
+     */
+    public <T> void restoreState(Path file, TensorOps<T> ops) throws IOException {
+        Checks.notNull("file", file);
+        try (InputStream in = Files.newInputStream(file)) {
+            restoreState(in, ops);
+        }
     }
 
     /**
