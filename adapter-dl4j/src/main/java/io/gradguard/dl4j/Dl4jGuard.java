@@ -76,6 +76,8 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
 
     private final PendingFactorOps ops = new PendingFactorOps(new Nd4jOps());
     private Model model;
+    /** The hook this guard runs through ("listener()", "install(net)", "step/fit"), null before the first. */
+    private String hook;
     private Dl4jListener listener;
     private Dl4jTrainer trainer;
 
@@ -123,9 +125,75 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
                             + "skips, or remove the stage from the pipeline.");
                 }
             }
+            claimHook("listener()");
             listener = new Dl4jListener(this, ops());
         }
         return listener;
+    }
+
+    /**
+     * The {@code net.fit(...)} hook for every pipeline, accumulation and real skips included: replaces
+     * the network's updater by DL4J's {@code MultiLayerUpdater} on the same state, guarded. Each fit
+     * call then runs the pipeline between backprop and the updater; on a held or skipped
+     * micro-batch the updater does not run (Adam's moments stay) and the update DL4J subtracts is
+     * exactly 0; the updater sees the applied-step count as its iteration (schedules, Adam's bias
+     * correction). Installing again on the same network does nothing.
+     *
+     * <pre>{@code
+     * Dl4jGuard guard = Dl4jGuard.of(Transforms.skipNonFinite(3), Transforms.accumulate(4)).install(net);
+     * net.fit(trainIterator, 10);   // unchanged
+     * }</pre>
+     *
+     * <p>Install again after anything that rebuilds DL4J's updater: {@code net.init()} on a new
+     * network, {@code ModelSerializer.restoreMultiLayerNetwork}, {@code net.setLearningRate(...)},
+     * {@code net.clear()}, {@code net.clone()}.
+     *
+     * @return this guard
+     * @throws IllegalArgumentException if {@code net} is null
+     * @throws IllegalStateException if {@code net} is not initialised, another guard is installed on
+     *     it, this guard guards another network or runs through another hook, or is closed
+     */
+    public Dl4jGuard install(MultiLayerNetwork net) {
+        Checks.notNull("net", net);
+        if (prepareInstall(net, net.getLayers() == null ? null : net.getUpdater())) {
+            GuardedUpdaters.install(this, net);
+        }
+        return this;
+    }
+
+    /**
+     * The {@code net.fit(...)} hook on a computation graph: replaces its updater by DL4J's
+     * {@code ComputationGraphUpdater} on the same state, guarded; see {@link #install(MultiLayerNetwork)}.
+     *
+     * @return this guard
+     * @throws IllegalArgumentException if {@code graph} is null
+     * @throws IllegalStateException if {@code graph} is not initialised, another guard is installed
+     *     on it, this guard guards another network or runs through another hook, or is closed
+     */
+    public Dl4jGuard install(ComputationGraph graph) {
+        Checks.notNull("graph", graph);
+        if (prepareInstall(graph, graph.getLayers() == null ? null : graph.getUpdater())) {
+            GuardedUpdaters.install(this, graph);
+        }
+        return this;
+    }
+
+    /** Checks an installation; false if this guard is installed on {@code net} already. */
+    private boolean prepareInstall(Model net, org.deeplearning4j.nn.api.Updater current) {
+        ensureOpen();
+        if (current == null) {
+            throw new IllegalStateException(describe(net) + " is not initialised: call net.init() before guard.install(net)");
+        }
+        Dl4jGuard owner = GuardedUpdaters.guardOf(current);
+        if (owner == this) {
+            return false;
+        }
+        if (owner != null) {
+            throw new IllegalStateException(describe(net) + " already has " + owner + " installed: use one guard per network");
+        }
+        claimHook("install(net)");
+        attach(net);
+        return true;
     }
 
     /**
@@ -268,9 +336,20 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
     private Dl4jTrainer trainer(Model net) {
         attach(net);
         if (trainer == null) {
-            trainer = new Dl4jTrainer(this, net, ops());
+            claimHook("step/fit");
+            trainer = new Dl4jTrainer(this, net);
         }
         return trainer;
+    }
+
+    /** Records the hook this guard runs through: one per guard, since each runs the whole step. */
+    private void claimHook(String name) {
+        if (hook != null && !hook.equals(name)) {
+            throw new IllegalStateException("this Dl4jGuard already runs through " + hook + "; it cannot also run through "
+                    + name + " (each hook runs the whole step): use one hook per guard, e.g. guard.install(net) with "
+                    + "net.fit(...) for every pipeline");
+        }
+        hook = name;
     }
 
     private static void checkBatch(DataSet batch) {
