@@ -26,26 +26,30 @@ import org.slf4j.LoggerFactory;
 /**
  * Guards a DL4J {@code MultiLayerNetwork} or {@code ComputationGraph}: runs a {@link GradientPipeline}
  * on the network's gradient between backprop and DL4J's updater, on ND4J's own arrays
- * ({@link Nd4jOps}). Two hooks, one guard:
+ * ({@link Nd4jOps}). Three hooks; a guard runs through one of them:
  *
  * <ul>
+ *   <li>{@link #install(MultiLayerNetwork)} / {@link #install(ComputationGraph)}: {@code net.fit(...)}
+ *       unchanged, for every pipeline. The guard replaces the network's updater by DL4J's own
+ *       updater class on the same state, guarded: accumulation over micro-batches and real skips
+ *       (on a held or skipped call the updater does not run and the update DL4J subtracts is
+ *       exactly 0); DL4J's updater sees the applied-step count as its iteration, so schedules and
+ *       Adam's bias correction advance per applied step. An acting clip costs no pass of its own:
+ *       it rides in the division by the batch size, which the guard makes for DL4J's updater.</li>
  *   <li>{@link #listener()}: a {@code TrainingListener} for {@code net.fit(...)} unchanged. A listener
  *       cannot stop DL4J's updater, so it runs pipelines that never hold or skip a step (clips,
  *       {@code zeroNonFinite}, monitors).</li>
  *   <li>{@link #step(MultiLayerNetwork, DataSet)} / {@link #fit(MultiLayerNetwork, DataSetIterator)}
  *       (and the {@code ComputationGraph} forms): a step driver with DL4J's own updater, for
- *       everything: accumulation over micro-batches, real skips (parameters, Adam's moments and the
- *       iteration count untouched), and an acting clip at no extra pass (it rides in DL4J's
- *       division by the batch size).</li>
+ *       every pipeline, where DL4J's own iteration count and listeners' {@code iterationDone}
+ *       should count applied steps only (with {@code install}, DL4J counts every fit call).</li>
  * </ul>
  *
  * <pre>{@code
- * Dl4jGuard guard = Dl4jGuard.of(Transforms.skipNonFinite(3), Transforms.accumulate(4), Transforms.clipByGlobalNorm(1.0));
- * for (int epoch = 0; epoch < 10; epoch++) {
- *     guard.fit(net, trainIterator);           // or guard.step(net, dataSet) per micro-batch
- * }
- * // or, with net.fit unchanged (stateless pipelines):
- * net.addListeners(Dl4jGuard.of(Transforms.zeroNonFinite(), Transforms.clipByGlobalNorm(1.0)).listener());
+ * Dl4jGuard guard = Dl4jGuard.of(Transforms.skipNonFinite(3), Transforms.accumulate(4), Transforms.clipByGlobalNorm(1.0))
+ *         .install(net);
+ * net.fit(trainIterator, 10);                  // unchanged
+ * // or drive the steps: guard.fit(net, trainIterator) per epoch, guard.step(net, dataSet) per micro-batch
  * }</pre>
  *
  * <p><b>Thresholds mean the norm of the mean gradient</b> over the minibatch, as DL4J's own
@@ -121,8 +125,8 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
                 if (t.mayHoldOrSkip()) {
                     throw new IllegalStateException("Dl4jGuard.listener(): stage '" + p.stageNames().get(i) + "' (" + t
                             + ") holds or skips steps, but a DL4J TrainingListener runs before the updater and cannot stop it. "
-                            + "Drive training with guard.step(net, batch) or guard.fit(net, data) for accumulation and real "
-                            + "skips, or remove the stage from the pipeline.");
+                            + "Install the guard on the updater instead (guard.install(net), net.fit unchanged), or drive "
+                            + "training with guard.step(net, batch) or guard.fit(net, data), or remove the stage from the pipeline.");
                 }
             }
             claimHook("listener()");

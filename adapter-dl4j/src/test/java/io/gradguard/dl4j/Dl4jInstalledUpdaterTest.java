@@ -44,13 +44,20 @@ class Dl4jInstalledUpdaterTest {
     /**
      * Plain {@code fit} on batches of 8 against the installed guard on micro-batches of 2, with a
      * NaN micro-batch inside two windows: DL4J counts 26 calls, the schedule must see 6 steps.
+     * Three data seeds.
      */
     private static void scheduleSeesAppliedStepsOnly(IUpdater updater) {
+        for (long seed : new long[] {50, 150, 250}) {
+            scheduleSeesAppliedStepsOnly(updater, seed);
+        }
+    }
+
+    private static void scheduleSeesAppliedStepsOnly(IUpdater updater, long seed) {
         MultiLayerNetwork reference = Nets.mlp(updater.clone());
         MultiLayerNetwork net = Nets.mlp(updater.clone());
         Dl4jGuard guard = Dl4jGuard.of(Transforms.skipNonFinite(3), Transforms.accumulate(K)).install(net);
         for (int s = 0; s < STEPS; s++) {
-            DataSet batch = Nets.batch(2 * K, 50 + s);
+            DataSet batch = Nets.batch(2 * K, seed + s);
             reference.fit(batch);
             for (int m = 0; m < K; m++) {
                 if (m == 2 && s % 3 == 1) {
