@@ -26,7 +26,7 @@ import org.slf4j.LoggerFactory;
 /**
  * Guards a DL4J {@code MultiLayerNetwork} or {@code ComputationGraph}: runs a {@link GradientPipeline}
  * on the network's gradient between backprop and DL4J's updater, on ND4J's own arrays
- * ({@link Nd4jOps}). Three hooks; a guard runs through one of them:
+ * ({@link Nd4jOps}). Three hooks ({@code install} shares its guard with no other hook):
  *
  * <ul>
  *   <li>{@link #install(MultiLayerNetwork)} / {@link #install(ComputationGraph)}: {@code net.fit(...)}
@@ -77,10 +77,11 @@ import org.slf4j.LoggerFactory;
  */
 public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
     private static final Logger LOG = LoggerFactory.getLogger("io.gradguard.dl4j");
+    private static final String INSTALLED = "install(net)";
 
     private final PendingFactorOps ops = new PendingFactorOps(new Nd4jOps());
     private Model model;
-    /** The hook this guard runs through ("listener()", "install(net)", "step/fit"), null before the first. */
+    /** The first hook this guard ran through ("listener()", "install(net)", "step/fit"), null before it. */
     private String hook;
     private Dl4jListener listener;
     private Dl4jTrainer trainer;
@@ -148,9 +149,12 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
      * net.fit(trainIterator, 10);   // unchanged
      * }</pre>
      *
-     * <p>Install again after anything that rebuilds DL4J's updater: {@code net.init()} on a new
-     * network, {@code ModelSerializer.restoreMultiLayerNetwork}, {@code net.setLearningRate(...)},
-     * {@code net.clear()}, {@code net.clone()}.
+     * <p>DL4J's own iteration count ({@code net.getIterationCount()}, listeners' {@code iterationDone})
+     * keeps counting fit calls, held and skipped ones included. Install again after anything that
+     * rebuilds DL4J's updater: {@code ModelSerializer.restoreMultiLayerNetwork} (then
+     * {@link #restoreState} and {@code install(restored)}), {@code net.setLearningRate(...)},
+     * {@code net.clear()}, {@code net.clone()}. Once the guard is closed, {@code net.fit} throws an
+     * {@code IllegalStateException}.
      *
      * @return this guard
      * @throws IllegalArgumentException if {@code net} is null
@@ -195,7 +199,7 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
         if (owner != null) {
             throw new IllegalStateException(describe(net) + " already has " + owner + " installed: use one guard per network");
         }
-        claimHook("install(net)");
+        claimHook(INSTALLED);
         attach(net);
         return true;
     }
@@ -346,14 +350,21 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
         return trainer;
     }
 
-    /** Records the hook this guard runs through: one per guard, since each runs the whole step. */
+    /**
+     * Records the hook this guard runs through. The installed updater runs the whole step inside
+     * {@code net.fit} (and inside the driver's updater call), so it shares a guard with no other
+     * hook; the listener and the driver run on separate calls and may share one.
+     */
     private void claimHook(String name) {
-        if (hook != null && !hook.equals(name)) {
+        boolean installing = name.equals(INSTALLED);
+        if (hook != null && !hook.equals(name) && (installing || hook.equals(INSTALLED))) {
             throw new IllegalStateException("this Dl4jGuard already runs through " + hook + "; it cannot also run through "
-                    + name + " (each hook runs the whole step): use one hook per guard, e.g. guard.install(net) with "
-                    + "net.fit(...) for every pipeline");
+                    + name + " (install(net) runs the whole step inside net.fit): use one hook per guard, e.g. "
+                    + "guard.install(net) with net.fit(...) for every pipeline");
         }
-        hook = name;
+        if (hook == null || installing) {
+            hook = name;
+        }
     }
 
     private static void checkBatch(DataSet batch) {
