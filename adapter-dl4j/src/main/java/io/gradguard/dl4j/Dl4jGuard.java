@@ -201,6 +201,7 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
         }
         claimHook(INSTALLED);
         attach(net);
+        scaleLoss(net);
         return true;
     }
 
@@ -345,9 +346,17 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
         attach(net);
         if (trainer == null) {
             claimHook("step/fit");
+            scaleLoss(net);
             trainer = new Dl4jTrainer(this, net);
         }
         return trainer;
+    }
+
+    /** With a loss-scale stage, the output layers' loss gradient × {@link #lossScale()} ({@link ScaledLoss}). */
+    private void scaleLoss(Model net) {
+        if (ScaledLoss.needed(pipeline().transforms())) {
+            ScaledLoss.wrapOutputs(net, this);
+        }
     }
 
     /**

@@ -147,6 +147,54 @@ class Dl4jInstalledUpdaterTest {
         assertTrue(a.getMessage().contains("graph"), a.getMessage());
     }
 
+    // ---- loss scaling ----------------------------------------------------------------------------
+
+    @Test
+    void a_loss_scale_multiplies_the_loss_gradient_and_the_pipeline_divides_it_back() throws java.io.IOException {
+        MultiLayerNetwork reference = Nets.mlp(new Sgd(0.1));
+        MultiLayerNetwork installed = Nets.mlp(new Sgd(0.1));
+        MultiLayerNetwork driven = Nets.mlp(new Sgd(0.1));
+        Dl4jGuard onFit = Dl4jGuard.of(Transforms.lossScale(1024)).install(installed);
+        Dl4jGuard driver = Dl4jGuard.of(Transforms.lossScale(1024));
+        for (int s = 0; s < 3; s++) {
+            DataSet batch = Nets.batch(8, 90 + s);
+            reference.fit(batch);
+            installed.fit(batch);
+            assertTrue(driver.step(driven, batch).applies());
+        }
+        assertEquals(1024, onFit.lossScale());
+        assertTrue(lossOf(installed) instanceof ScaledLoss, "the output layer's loss is scaled: " + lossOf(installed));
+        // without the multiply the stage's division alone would make steps 1024 times smaller
+        assertEquals(0, Nets.maxRelDiff(Nets.params(reference), Nets.params(installed)), 1e-5, "installed");
+        assertEquals(0, Nets.maxRelDiff(Nets.params(reference), Nets.params(driven)), 1e-5, "driver");
+
+        java.io.ByteArrayOutputStream saved = new java.io.ByteArrayOutputStream();
+        org.deeplearning4j.util.ModelSerializer.writeModel(installed, saved, true);
+        MultiLayerNetwork restored = org.deeplearning4j.util.ModelSerializer.restoreMultiLayerNetwork(
+                new java.io.ByteArrayInputStream(saved.toByteArray()), true);
+        assertEquals(lossOf(reference).getClass(), lossOf(restored).getClass(), "a saved network holds the plain loss");
+        assertTrue(!restored.getLayerWiseConfigurations().toJson().contains("ScaledLoss"));
+    }
+
+    @Test
+    void an_overflowing_loss_scale_skips_the_step_and_backs_off() {
+        MultiLayerNetwork net = Nets.mlp(new Adam(0.01));
+        Dl4jGuard guard = Dl4jGuard.of(Transforms.dynamicLossScale(1e39, 2, 1e-4, 2000)).install(net);
+        double[] before = Nets.params(net);
+        net.fit(Nets.batch(8, 1)); // the loss gradient × 1e39 overflows float32
+        assertTrue(guard.lastResult().orElseThrow().skipped());
+        assertArrayEquals(before, Nets.params(net));
+        assertEquals(1e35, guard.lossScale(), 1e21);
+        net.fit(Nets.batch(8, 2));
+        assertTrue(guard.lastResult().orElseThrow().applies());
+        double[] after = Nets.params(net);
+        assertTrue(Nets.maxAbsDiff(before, after) > 0 && java.util.Arrays.stream(after).allMatch(Double::isFinite));
+    }
+
+    private static org.nd4j.linalg.lossfunctions.ILossFunction lossOf(MultiLayerNetwork net) {
+        return ((org.deeplearning4j.nn.conf.layers.BaseOutputLayer) net.getOutputLayer().conf().getLayer()).getLossFn();
+    }
+
     private static DataSet slice(DataSet d, int from, int to) {
         return new DataSet(rows(d.getFeatures(), from, to), rows(d.getLabels(), from, to));
     }
