@@ -60,6 +60,10 @@ import org.slf4j.LoggerFactory;
  * {@link Dl4jGradients} for names, roles and layouts. A warning is logged once if the network also
  * has DL4J's {@code GradientNormalization} configured (both would apply).
  *
+ * <p><b>Loss scaling</b>: with a {@code LossScale} stage ({@code Transforms.dynamicLossScale()}),
+ * {@code install} and the step driver multiply each output layer's loss gradient by
+ * {@link #lossScale()} before backprop goes on ({@link ScaledLoss}); the stage divides it back.
+ *
  * <p><b>Update-to-parameter ratios</b> reach a {@link io.gradguard.core.monitor.Monitor Monitor}
  * in the pipeline on the steps it measures in detail: the update DL4J subtracts (regularization and
  * DL4J's own normalization included) against θ before the step, per layer.

@@ -25,7 +25,7 @@ import org.nd4j.linalg.schedule.StepSchedule;
  * {@link Dl4jGuard#install} with {@code net.fit} unchanged, for what {@link Dl4jInstalledGuardKitTest}
  * does not cover: an iteration-keyed learning-rate schedule and Adam's bias correction see applied
  * steps only (against plain DL4J {@code fit} on the full batch), the computation graph, a held
- * micro-batch moving nothing, and the refusals.
+ * micro-batch moving nothing, the refusals, and loss scaling (both hooks that can skip).
  */
 class Dl4jInstalledUpdaterTest {
     private static final int STEPS = 6;
