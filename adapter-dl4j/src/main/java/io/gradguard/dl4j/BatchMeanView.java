@@ -70,6 +70,21 @@ final class BatchMeanView {
         }
     }
 
+    /**
+     * Fills the network's whole flattened gradient with 0 (every parameter, batch-norm running
+     * statistics included; a fill, not a multiply, so NaN goes too) and forgets the open step's
+     * pending factors: DL4J then subtracts an update of exactly 0.
+     */
+    void zero(Model model) {
+        if (open != null) {
+            for (GradientTensor<INDArray> g : open) {
+                ops.setFactor(g.gradient(), 1.0);
+            }
+            open = null;
+        }
+        model.gradient().gradient().assign(0);
+    }
+
     /** DL4J's sum in every view still open, then the step's temporaries freed. */
     void close() {
         try {

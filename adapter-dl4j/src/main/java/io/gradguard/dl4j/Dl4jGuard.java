@@ -26,26 +26,30 @@ import org.slf4j.LoggerFactory;
 /**
  * Guards a DL4J {@code MultiLayerNetwork} or {@code ComputationGraph}: runs a {@link GradientPipeline}
  * on the network's gradient between backprop and DL4J's updater, on ND4J's own arrays
- * ({@link Nd4jOps}). Two hooks, one guard:
+ * ({@link Nd4jOps}). Three hooks ({@code install} shares its guard with no other hook):
  *
  * <ul>
+ *   <li>{@link #install(MultiLayerNetwork)} / {@link #install(ComputationGraph)}: {@code net.fit(...)}
+ *       unchanged, for every pipeline. The guard replaces the network's updater by DL4J's own
+ *       updater class on the same state, guarded: accumulation over micro-batches and real skips
+ *       (on a held or skipped call the updater does not run and the update DL4J subtracts is
+ *       exactly 0); DL4J's updater sees the applied-step count as its iteration, so schedules and
+ *       Adam's bias correction advance per applied step. An acting clip costs no pass of its own:
+ *       it rides in the division by the batch size, which the guard makes for DL4J's updater.</li>
  *   <li>{@link #listener()}: a {@code TrainingListener} for {@code net.fit(...)} unchanged. A listener
  *       cannot stop DL4J's updater, so it runs pipelines that never hold or skip a step (clips,
  *       {@code zeroNonFinite}, monitors).</li>
  *   <li>{@link #step(MultiLayerNetwork, DataSet)} / {@link #fit(MultiLayerNetwork, DataSetIterator)}
  *       (and the {@code ComputationGraph} forms): a step driver with DL4J's own updater, for
- *       everything: accumulation over micro-batches, real skips (parameters, Adam's moments and the
- *       iteration count untouched), and an acting clip at no extra pass (it rides in DL4J's
- *       division by the batch size).</li>
+ *       every pipeline, where DL4J's own iteration count and listeners' {@code iterationDone}
+ *       should count applied steps only (with {@code install}, DL4J counts every fit call).</li>
  * </ul>
  *
  * <pre>{@code
- * Dl4jGuard guard = Dl4jGuard.of(Transforms.skipNonFinite(3), Transforms.accumulate(4), Transforms.clipByGlobalNorm(1.0));
- * for (int epoch = 0; epoch < 10; epoch++) {
- *     guard.fit(net, trainIterator);           // or guard.step(net, dataSet) per micro-batch
- * }
- * // or, with net.fit unchanged (stateless pipelines):
- * net.addListeners(Dl4jGuard.of(Transforms.zeroNonFinite(), Transforms.clipByGlobalNorm(1.0)).listener());
+ * Dl4jGuard guard = Dl4jGuard.of(Transforms.skipNonFinite(3), Transforms.accumulate(4), Transforms.clipByGlobalNorm(1.0))
+ *         .install(net);
+ * net.fit(trainIterator, 10);                  // unchanged
+ * // or drive the steps: guard.fit(net, trainIterator) per epoch, guard.step(net, dataSet) per micro-batch
  * }</pre>
  *
  * <p><b>Thresholds mean the norm of the mean gradient</b> over the minibatch, as DL4J's own
@@ -55,6 +59,10 @@ import org.slf4j.LoggerFactory;
  * (index in a {@code MultiLayerNetwork}, name in a {@code ComputationGraph}); see
  * {@link Dl4jGradients} for names, roles and layouts. A warning is logged once if the network also
  * has DL4J's {@code GradientNormalization} configured (both would apply).
+ *
+ * <p><b>Loss scaling</b>: with a {@code LossScale} stage ({@code Transforms.dynamicLossScale()}),
+ * {@code install} and the step driver multiply each output layer's loss gradient by
+ * {@link #lossScale()} before backprop goes on ({@link ScaledLoss}); the stage divides it back.
  *
  * <p><b>Update-to-parameter ratios</b> reach a {@link io.gradguard.core.monitor.Monitor Monitor}
  * in the pipeline on the steps it measures in detail: the update DL4J subtracts (regularization and
@@ -73,9 +81,12 @@ import org.slf4j.LoggerFactory;
  */
 public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
     private static final Logger LOG = LoggerFactory.getLogger("io.gradguard.dl4j");
+    private static final String INSTALLED = "install(net)";
 
     private final PendingFactorOps ops = new PendingFactorOps(new Nd4jOps());
     private Model model;
+    /** The first hook this guard ran through ("listener()", "install(net)", "step/fit"), null before it. */
+    private String hook;
     private Dl4jListener listener;
     private Dl4jTrainer trainer;
 
@@ -119,13 +130,83 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
                 if (t.mayHoldOrSkip()) {
                     throw new IllegalStateException("Dl4jGuard.listener(): stage '" + p.stageNames().get(i) + "' (" + t
                             + ") holds or skips steps, but a DL4J TrainingListener runs before the updater and cannot stop it. "
-                            + "Drive training with guard.step(net, batch) or guard.fit(net, data) for accumulation and real "
-                            + "skips, or remove the stage from the pipeline.");
+                            + "Install the guard on the updater instead (guard.install(net), net.fit unchanged), or drive "
+                            + "training with guard.step(net, batch) or guard.fit(net, data), or remove the stage from the pipeline.");
                 }
             }
+            claimHook("listener()");
             listener = new Dl4jListener(this, ops());
         }
         return listener;
+    }
+
+    /**
+     * The {@code net.fit(...)} hook for every pipeline, accumulation and real skips included: replaces
+     * the network's updater by DL4J's {@code MultiLayerUpdater} on the same state, guarded. Each fit
+     * call then runs the pipeline between backprop and the updater; on a held or skipped
+     * micro-batch the updater does not run (Adam's moments stay) and the update DL4J subtracts is
+     * exactly 0; the updater sees the applied-step count as its iteration (schedules, Adam's bias
+     * correction). Installing again on the same network does nothing.
+     *
+     * <pre>{@code
+     * Dl4jGuard guard = Dl4jGuard.of(Transforms.skipNonFinite(3), Transforms.accumulate(4)).install(net);
+     * net.fit(trainIterator, 10);   // unchanged
+     * }</pre>
+     *
+     * <p>DL4J's own iteration count ({@code net.getIterationCount()}, listeners' {@code iterationDone})
+     * keeps counting fit calls, held and skipped ones included. Install again after anything that
+     * rebuilds DL4J's updater: {@code ModelSerializer.restoreMultiLayerNetwork} (then
+     * {@link #restoreState} and {@code install(restored)}), {@code net.setLearningRate(...)},
+     * {@code net.clear()}, {@code net.clone()}. Once the guard is closed, {@code net.fit} throws an
+     * {@code IllegalStateException}.
+     *
+     * @return this guard
+     * @throws IllegalArgumentException if {@code net} is null
+     * @throws IllegalStateException if {@code net} is not initialised, another guard is installed on
+     *     it, this guard guards another network or runs through another hook, or is closed
+     */
+    public Dl4jGuard install(MultiLayerNetwork net) {
+        Checks.notNull("net", net);
+        if (prepareInstall(net, net.getLayers() == null ? null : net.getUpdater())) {
+            GuardedUpdaters.install(this, net);
+        }
+        return this;
+    }
+
+    /**
+     * The {@code net.fit(...)} hook on a computation graph: replaces its updater by DL4J's
+     * {@code ComputationGraphUpdater} on the same state, guarded; see {@link #install(MultiLayerNetwork)}.
+     *
+     * @return this guard
+     * @throws IllegalArgumentException if {@code graph} is null
+     * @throws IllegalStateException if {@code graph} is not initialised, another guard is installed
+     *     on it, this guard guards another network or runs through another hook, or is closed
+     */
+    public Dl4jGuard install(ComputationGraph graph) {
+        Checks.notNull("graph", graph);
+        if (prepareInstall(graph, graph.getLayers() == null ? null : graph.getUpdater())) {
+            GuardedUpdaters.install(this, graph);
+        }
+        return this;
+    }
+
+    /** Checks an installation; false if this guard is installed on {@code net} already. */
+    private boolean prepareInstall(Model net, org.deeplearning4j.nn.api.Updater current) {
+        ensureOpen();
+        if (current == null) {
+            throw new IllegalStateException(describe(net) + " is not initialised: call net.init() before guard.install(net)");
+        }
+        Dl4jGuard owner = GuardedUpdaters.guardOf(current);
+        if (owner == this) {
+            return false;
+        }
+        if (owner != null) {
+            throw new IllegalStateException(describe(net) + " already has " + owner + " installed: use one guard per network");
+        }
+        claimHook(INSTALLED);
+        attach(net);
+        scaleLoss(net);
+        return true;
     }
 
     /**
@@ -268,9 +349,35 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
     private Dl4jTrainer trainer(Model net) {
         attach(net);
         if (trainer == null) {
-            trainer = new Dl4jTrainer(this, net, ops());
+            claimHook("step/fit");
+            scaleLoss(net);
+            trainer = new Dl4jTrainer(this, net);
         }
         return trainer;
+    }
+
+    /** With a loss-scale stage, the output layers' loss gradient × {@link #lossScale()} ({@link ScaledLoss}). */
+    private void scaleLoss(Model net) {
+        if (ScaledLoss.needed(pipeline().transforms())) {
+            ScaledLoss.wrapOutputs(net, this);
+        }
+    }
+
+    /**
+     * Records the hook this guard runs through. The installed updater runs the whole step inside
+     * {@code net.fit} (and inside the driver's updater call), so it shares a guard with no other
+     * hook; the listener and the driver run on separate calls and may share one.
+     */
+    private void claimHook(String name) {
+        boolean installing = name.equals(INSTALLED);
+        if (hook != null && !hook.equals(name) && (installing || hook.equals(INSTALLED))) {
+            throw new IllegalStateException("this Dl4jGuard already runs through " + hook + "; it cannot also run through "
+                    + name + " (install(net) runs the whole step inside net.fit): use one hook per guard, e.g. "
+                    + "guard.install(net) with net.fit(...) for every pipeline");
+        }
+        if (hook == null || installing) {
+            hook = name;
+        }
     }
 
     private static void checkBatch(DataSet batch) {

@@ -88,8 +88,8 @@ final class Dl4jListener extends BaseTrainingListener implements GuardedModel<IN
     public void discard(GradientSet<INDArray> gradients, StepResult<INDArray> result) {
         throw new IllegalStateException("Dl4jGuard.listener(): stage '" + result.decidedBy() + "' returned " + result.action()
                 + ", but a DL4J TrainingListener cannot stop the updater, so this fit was stopped before the update. "
-                + "Drive training with guard.step(net, batch) or guard.fit(net, data) for accumulation and real skips, "
-                + "or remove the stage from the pipeline.");
+                + "Install the guard on the updater instead (guard.install(net), net.fit unchanged), or drive training "
+                + "with guard.step(net, batch) or guard.fit(net, data), or remove the stage from the pipeline.");
     }
 
     @Override

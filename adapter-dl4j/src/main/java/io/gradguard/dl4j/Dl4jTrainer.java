@@ -1,10 +1,6 @@
 package io.gradguard.dl4j;
 
-import io.gradguard.core.GradientSet;
-import io.gradguard.core.GradientTensor;
 import io.gradguard.core.StepResult;
-import io.gradguard.core.spi.GuardedModel;
-import io.gradguard.core.spi.TensorOps;
 import java.util.Collection;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
@@ -37,19 +33,12 @@ import org.nd4j.linalg.dataset.api.MultiDataSet;
  *
  * <p>A held micro-batch leaves parameters, updater state and iteration count as they were (DL4J
  * overwrites the gradient at the next backprop); a skipped one also zeroes the gradient so that no
- * NaN stays behind.
+ * NaN stays behind. The step itself is {@link UpdaterStep}'s, shared with {@link GuardedUpdaters}.
  */
-final class Dl4jTrainer implements GuardedModel<INDArray> {
-    private final Dl4jGuard guard;
-    private final Model model;
-    private final BatchMeanView view;
-    /** Whether this driver makes DL4J's division by the batch size itself: decided when the gradients first exist. */
-    private Boolean foldsDivision;
+final class Dl4jTrainer extends UpdaterStep {
 
-    Dl4jTrainer(Dl4jGuard guard, Model model, PendingFactorOps ops) {
-        this.guard = guard;
-        this.model = model;
-        this.view = new BatchMeanView(ops);
+    Dl4jTrainer(Dl4jGuard guard, Model model) {
+        super(guard, model);
     }
 
     /** One micro-batch of a multi-layer network. */
@@ -96,72 +85,34 @@ final class Dl4jTrainer implements GuardedModel<INDArray> {
         }
     }
 
+    /** The guard's step; when it applies, {@code params -= update} and the bookkeeping {@code fit} does. */
     private StepResult<INDArray> stepOnGradient() {
-        if (foldsDivision == null) {
-            foldsDivision = model.conf() != null && Dl4jGradients.coversMinibatchDivision(model);
-        }
-        return guard.run(this, BatchMeanView.context(model));
-    }
-
-    @Override
-    public TensorOps<INDArray> ops() {
-        return view.ops();
-    }
-
-    @Override
-    public GradientSet<INDArray> gradients() {
-        return view.open(model);
-    }
-
-    /** DL4J's updater on the transformed gradient, then {@code params -= update} and the bookkeeping {@code fit} does. */
-    @Override
-    public void apply(GradientSet<INDArray> gradients, StepResult<INDArray> result, UpdateRecorder<INDArray> updates) {
-        view.settle(foldsDivision);
-        Gradient gradient = model.gradient();
-        int iteration = BaseOptimizer.getIterationCount(model);
-        int epoch = BaseOptimizer.getEpochCount(model);
-        if (foldsDivision) {
-            updateMean(gradient, iteration, epoch);
-        } else {
-            updater().update(gradient, iteration, epoch, model.batchSize(), LayerWorkspaceMgr.noWorkspaces());
-        }
-        if (updates != null) {
-            // the updater turned the views into the update, in place; the parameters are still θ before the step
-            for (GradientTensor<INDArray> t : gradients) {
-                updates.record(t, t.gradient());
+        StepResult<INDArray> result = run();
+        if (result.applies()) {
+            int iteration = BaseOptimizer.getIterationCount(model);
+            int epoch = BaseOptimizer.getEpochCount(model);
+            model.params().subi(model.gradient().gradient());
+            for (TrainingListener l : listeners()) {
+                l.iterationDone(model, iteration, epoch);
             }
+            BaseOptimizer.incrementIterationCount(model, 1);
+            BaseOptimizer.applyConstraints(model);
         }
-        model.params().subi(gradient.gradient());
-        for (TrainingListener l : listeners()) {
-            l.iterationDone(model, iteration, epoch);
-        }
-        BaseOptimizer.incrementIterationCount(model, 1);
-        BaseOptimizer.applyConstraints(model);
-    }
-
-    /** A held micro-batch needs nothing (the next backprop overwrites the gradient); a skipped one is zeroed, NaN included. */
-    @Override
-    public void discard(GradientSet<INDArray> gradients, StepResult<INDArray> result) {
-        if (result.skipped()) {
-            view.settle(false);
-            model.gradient().gradient().assign(0);
-        }
-    }
-
-    @Override
-    public void endStep() {
-        view.close();
+        return result;
     }
 
     /**
-     * DL4J's updater on views that already hold the batch mean: its own division
-     * ({@code NeuralNetConfiguration.isMiniBatch}, read by the updater only to divide) is switched
-     * off for this call and restored after it.
+     * DL4J's updater with the network's own iteration count (which counts applied steps only). On
+     * the mean, its division ({@code NeuralNetConfiguration.isMiniBatch}, read by the updater only
+     * to divide) is switched off for this call and restored after it.
      */
-    private void updateMean(Gradient gradient, int iteration, int epoch) {
+    @Override
+    void runUpdater(Gradient gradient, StepResult<INDArray> result, boolean meanGiven) {
+        int iteration = BaseOptimizer.getIterationCount(model);
+        int epoch = BaseOptimizer.getEpochCount(model);
         NeuralNetConfiguration conf = model.conf();
         boolean divides = conf.isMiniBatch();
-        conf.setMiniBatch(false);
+        conf.setMiniBatch(divides && !meanGiven);
         try {
             updater().update(gradient, iteration, epoch, model.batchSize(), LayerWorkspaceMgr.noWorkspaces());
         } finally {

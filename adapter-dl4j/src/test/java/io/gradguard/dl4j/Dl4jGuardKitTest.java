@@ -27,32 +27,48 @@ import org.nd4j.linalg.lossfunctions.LossFunctions;
  * output 8→2 identity, MSE; DL4J's dense weights are {@code [nIn, nOut]}, the kit's {@code [in][out]}),
  * trained through {@link Dl4jGuard#step(MultiLayerNetwork, org.nd4j.linalg.dataset.api.DataSet)} with
  * DL4J's own {@code Sgd} and {@code Adam} (the listener hook cannot hold or skip, which the kit needs).
+ * {@link Dl4jInstalledGuardKitTest} runs the same trainee through {@code net.fit} with the guard
+ * installed on the updater ({@link #hook}, {@link #fit}).
  */
 class Dl4jGuardKitTest extends GuardKit {
 
-    static final class Dl4jTrainee implements Trainee {
+    /** Hooks {@code guard} on {@code net} before training; the step driver needs nothing. */
+    void hook(Dl4jGuard guard, MultiLayerNetwork net) {
+    }
+
+    /** One micro-batch through the guard: here the step driver. */
+    StepResult<?> fit(Dl4jGuard guard, MultiLayerNetwork net, DataSet batch) {
+        return guard.step(net, batch);
+    }
+
+    static MultiLayerNetwork network(Optimizer optimizer) {
+        MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(1)
+                .updater(optimizer == Optimizer.SGD ? new Sgd(SGD_LR) : new Adam(ADAM_LR)).list()
+                .layer(new DenseLayer.Builder().nIn(4).nOut(8).activation(Activation.TANH).build())
+                .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nIn(8).nOut(2)
+                        .activation(Activation.IDENTITY).build())
+                .build());
+        net.init();
+        KitModel k = KitModel.initial();
+        net.getParam("0_W").assign(Nd4j.create(k.w1()));
+        net.getParam("0_b").assign(Nd4j.create(k.b1()).reshape(1, 8));
+        net.getParam("1_W").assign(Nd4j.create(k.w2()));
+        net.getParam("1_b").assign(Nd4j.create(k.b2()).reshape(1, 2));
+        return net;
+    }
+
+    static DataSet dataSet(Batch b) {
+        return new DataSet(Nd4j.create(b.x()), Nd4j.create(b.y()));
+    }
+
+    final class Dl4jTrainee implements Trainee {
         final MultiLayerNetwork net;
         final Dl4jGuard guard;
 
         Dl4jTrainee(MultiLayerNetwork net, Dl4jGuard guard) {
             this.net = net;
             this.guard = guard;
-        }
-
-        static MultiLayerNetwork network(Optimizer optimizer) {
-            MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(1)
-                    .updater(optimizer == Optimizer.SGD ? new Sgd(SGD_LR) : new Adam(ADAM_LR)).list()
-                    .layer(new DenseLayer.Builder().nIn(4).nOut(8).activation(Activation.TANH).build())
-                    .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nIn(8).nOut(2)
-                            .activation(Activation.IDENTITY).build())
-                    .build());
-            net.init();
-            KitModel k = KitModel.initial();
-            net.getParam("0_W").assign(Nd4j.create(k.w1()));
-            net.getParam("0_b").assign(Nd4j.create(k.b1()).reshape(1, 8));
-            net.getParam("1_W").assign(Nd4j.create(k.w2()));
-            net.getParam("1_b").assign(Nd4j.create(k.b2()).reshape(1, 2));
-            return net;
+            hook(guard, net);
         }
 
         @Override
@@ -62,7 +78,7 @@ class Dl4jGuardKitTest extends GuardKit {
 
         @Override
         public StepResult<?> train(Batch batch) {
-            return guard.step(net, new DataSet(Nd4j.create(batch.x()), Nd4j.create(batch.y())));
+            return fit(guard, net, dataSet(batch));
         }
 
         @Override
@@ -98,23 +114,20 @@ class Dl4jGuardKitTest extends GuardKit {
     @Override
     protected Trainee newTrainee(GradientPipeline pipeline, Optimizer optimizer) {
         Dl4jGuard guard = Dl4jGuard.of(pipeline);
-        return new Dl4jTrainee(Dl4jTrainee.network(optimizer), guard);
+        return new Dl4jTrainee(network(optimizer), guard);
     }
 
     @Override
     protected Trainee restore(Path dir, GradientPipeline pipeline, Optimizer optimizer) throws IOException {
-        Dl4jTrainee t = new Dl4jTrainee(ModelSerializer.restoreMultiLayerNetwork(dir.resolve("net.zip").toFile(), true),
-                Dl4jGuard.of(pipeline));
+        Dl4jGuard guard = Dl4jGuard.of(pipeline);
         try (InputStream in = Files.newInputStream(dir.resolve("guard.bin"))) {
-            t.guard.restoreState(in);
+            guard.restoreState(in);
         }
-        return t;
+        return new Dl4jTrainee(ModelSerializer.restoreMultiLayerNetwork(dir.resolve("net.zip").toFile(), true), guard);
     }
 
     @Override
     protected void useWithAnotherModel(Trainee trainee) {
-        Batch b = Batch.of(1, 4);
-        ((Dl4jTrainee) trainee).guard.step(Dl4jTrainee.network(Optimizer.SGD),
-                new DataSet(Nd4j.create(b.x()), Nd4j.create(b.y())));
+        ((Dl4jTrainee) trainee).guard.step(network(Optimizer.SGD), dataSet(Batch.of(1, 4)));
     }
 }

@@ -91,7 +91,7 @@ class Dl4jGuardTest {
             graphTrainer.step(guardedGraph, d);
         }
         assertArrayEquals(Nets.params(reference), Nets.params(guarded), "multi-layer network");
-        assertArrayEquals(state(reference.getUpdater().getStateViewArray()), state(guarded.getUpdater().getStateViewArray()), "Adam moments");
+        assertArrayEquals(Nets.state(reference.getUpdater().getStateViewArray()), Nets.state(guarded.getUpdater().getStateViewArray()), "Adam moments");
         assertArrayEquals(Nets.params(referenceGraph), Nets.params(guardedGraph), "computation graph");
         assertTrue(guarded.conf().isMiniBatch(), "the network's own division is switched back on after each update");
         assertTrue(guardedGraph.conf().isMiniBatch(), "the graph's own division is switched back on after each update");
@@ -217,10 +217,6 @@ class Dl4jGuardTest {
             out.add(Nets.batch(8, 1000 + 10L * step + m));
         }
         return out;
-    }
-
-    private static double[] state(INDArray a) {
-        return a.castTo(org.nd4j.linalg.api.buffer.DataType.DOUBLE).dup().data().asDouble();
     }
 
     // ---- skips ---------------------------------------------------------------------------------

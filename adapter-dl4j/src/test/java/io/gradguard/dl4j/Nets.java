@@ -86,6 +86,11 @@ final class Nets {
         return m.params().castTo(DataType.DOUBLE).dup().data().asDouble();
     }
 
+    /** Copies an updater's state view to the host. */
+    static double[] state(INDArray a) {
+        return a.castTo(DataType.DOUBLE).dup().data().asDouble();
+    }
+
     static double maxAbsDiff(double[] a, double[] b) {
         double m = 0;
         for (int i = 0; i < a.length; i++) {
