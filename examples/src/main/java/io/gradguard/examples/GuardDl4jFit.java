@@ -16,19 +16,20 @@ import org.nd4j.linalg.learning.config.Sgd;
 import org.nd4j.linalg.lossfunctions.LossFunctions;
 
 /**
- * Guard DL4J's {@code net.fit(...)} unchanged: add a {@link Dl4jGuard}'s listener. It runs the
- * pipeline on the network's gradient after backprop and before DL4J's updater:
+ * Guard DL4J's {@code net.fit(...)} unchanged: install a {@link Dl4jGuard} on the network. It wraps
+ * DL4J's own updater, so every pipeline runs inside {@code fit}, accumulation and real skips
+ * included (a held or skipped step never reaches the updater):
  *
  * <pre>{@code
  * Dl4jGuard guard = Dl4jGuard.of(
- *         Transforms.zeroNonFinite(),            // NaN/Inf gradient elements -> 0
- *         Transforms.clipByGlobalNorm(1.0));     // the norm of the mean gradient, as DL4J's GradientNormalization
- * net.addListeners(guard.listener());
+ *         Transforms.skipNonFinite(3),           // NaN/Inf step skipped; the 4th in a row throws
+ *         Transforms.clipByGlobalNorm(1.0))      // the norm of the mean gradient, as DL4J's GradientNormalization
+ *     .install(net);
  * net.fit(trainData, epochs);                    // unchanged
  * }</pre>
  *
- * <p>A listener cannot stop DL4J's updater, so it takes stateless pipelines only (no accumulation,
- * no skipping): for those, see {@link GuardDl4jAccumulation}. Here a small MLP is trained with a
+ * <p>{@code net.addListeners(guard.listener())} is the lighter hook for stateless pipelines; {@link
+ * GuardDl4jAccumulation} drives the step with {@code guard.fit}. Here a small MLP is trained with a
  * learning rate at which plain SGD diverges. Run it from the repository root:
  * <pre>
  * mvn -B -q -pl examples -am package exec:java -DskipTests -Dexec.mainClass=io.gradguard.examples.GuardDl4jFit
@@ -54,9 +55,7 @@ public final class GuardDl4jFit {
                 .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nIn(32).nOut(1).activation(Activation.IDENTITY).build())
                 .build());
         net.init();
-        if (guarded) {
-            net.addListeners(Dl4jGuard.of(Transforms.zeroNonFinite(), Transforms.clipByGlobalNorm(1.0)).listener());
-        }
+        Dl4jGuard guard = guarded ? Dl4jGuard.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0)).install(net) : null;
         Random rnd = new Random(1);
         float[] xs = new float[1024 * 8];
         float[] ys = new float[1024];
@@ -66,6 +65,9 @@ public final class GuardDl4jFit {
         }
         DataSet all = new DataSet(Nd4j.create(xs, new long[] {1024, 8}, 'c'), Nd4j.create(ys, new long[] {1024, 1}, 'c'));
         net.fit(new ListDataSetIterator<>(all.asList(), 64), 5);
+        if (guard != null) {
+            guard.close();
+        }
         return net.score(all);
     }
 }
