@@ -291,6 +291,32 @@ public abstract class Guard<T, G extends Guard<T, G>> implements AutoCloseable {
         }
     }
 
+    /**
+     * Writes the pipeline's state to a file, crash-safe: a temporary file beside it, forced to disk,
+     * then renamed over the previous one (a process killed mid-save keeps the previous checkpoint).
+     *
+     * @throws IllegalArgumentException if {@code file} is null or a directory
+     * @throws IOException if the file cannot be written; the previous file is then unchanged
+     */
+    public void saveState(java.nio.file.Path file) throws IOException {
+        io.gradguard.core.internal.AtomicFiles.write(file, this::saveState);
+    }
+
+    /**
+     * Restores a state file written by {@link #saveState(java.nio.file.Path)}, as
+     * {@link #restoreState(InputStream)} does.
+     *
+     * @throws IllegalArgumentException if {@code file} is null
+     * @throws StateFormatException if the file is not a complete state of this pipeline
+     * @throws IOException if the file cannot be read
+     */
+    public void restoreState(java.nio.file.Path file) throws IOException {
+        Checks.notNull("file", file);
+        try (InputStream in = java.nio.file.Files.newInputStream(file)) {
+            restoreState(in);
+        }
+    }
+
     /** Whether {@link #close()} was called. */
     public final boolean isClosed() {
         return closed;
