@@ -8,6 +8,7 @@ import io.gradguard.core.GradientSet;
 import io.gradguard.core.GradientTensor;
 import io.gradguard.core.Norms;
 import io.gradguard.core.Role;
+import io.gradguard.core.conformance.UnitNormLoops;
 import java.util.Arrays;
 import java.util.Map;
 import java.util.Random;
@@ -138,7 +139,7 @@ class Dl4jLayoutTest {
             INDArray param = net.getLayer(Integer.parseInt(parts[0])).getParam(parts[1]);
             for (INDArray[] pair : new INDArray[][] {{t.gradient(), grad}, {t.param(), param}}) {
                 double[] ours = flat(Norms.unitNorms(ops, pair[0], t.layout()));
-                double[] loops = unitNorms(flat(pair[1]), pair[1].shape(), u.kept());
+                double[] loops = UnitNormLoops.unitNorms(flat(pair[1]), pair[1].shape(), u.kept());
                 assertEquals(loops.length, ours.length, t + ": number of units");
                 for (int i = 0; i < loops.length; i++) {
                     assertEquals(loops[i], ours[i], TOL * Math.max(1, loops[i]), t + " unit " + i);
@@ -148,27 +149,6 @@ class Dl4jLayoutTest {
         }
         assertEquals(new TreeMap<>(expected).keySet(), seen.keySet(), "parameters described: " + seen);
         assertTrue(Dl4jGradients.unknownLayers(net).isEmpty(), "every layer type here is known");
-    }
-
-    /** The L2 norm of each unit, a unit being one index of the kept axes (row-major over them). */
-    static double[] unitNorms(double[] x, long[] shape, int... kept) {
-        int units = 1;
-        for (int a : kept) {
-            units *= (int) shape[a];
-        }
-        double[] sums = new double[units];
-        int[] idx = new int[shape.length];
-        for (double v : x) {
-            int unit = 0;
-            for (int a : kept) {
-                unit = unit * (int) shape[a] + idx[a];
-            }
-            sums[unit] += v * v;
-            for (int a = shape.length - 1; a >= 0 && ++idx[a] == shape[a]; a--) {
-                idx[a] = 0;
-            }
-        }
-        return Arrays.stream(sums).map(Math::sqrt).toArray();
     }
 
     static double[] flat(INDArray x) {
