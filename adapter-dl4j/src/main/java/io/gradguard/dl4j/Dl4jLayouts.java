@@ -27,7 +27,7 @@ import org.deeplearning4j.nn.conf.layers.SelfAttentionLayer;
  *   <tr><td>ConvolutionLayer, Convolution1DLayer</td><td>W: [nOut, nIn, kH, kW]</td><td>WEIGHT</td><td>a kernel {@code W[o]} ({@link Layout#outputFirst()})</td></tr>
  *   <tr><td>Deconvolution2D</td><td>W: [nIn, nOut, kH, kW]</td><td>WEIGHT</td><td>{@code W[:, o]} ({@code outputAxis(1)})</td></tr>
  *   <tr><td>DepthwiseConvolution2D</td><td>W: [kH, kW, nIn, m]</td><td>WEIGHT</td><td>{@code W[..., j]} ({@link Layout#outputLast()})</td></tr>
- *   <tr><td>BatchNormalization</td><td>gamma, beta: [1, nOut]</td><td>OTHER</td><td>the whole vector</td></tr>
+ *   <tr><td>BatchNormalization</td><td>gamma, beta: [nOut]</td><td>OTHER</td><td>the whole vector</td></tr>
  *   <tr><td>LSTM, GravesLSTM</td><td>W: [nIn, 4·nOut], RW: [nOut, 4·nOut] (GravesLSTM: 4·nOut+3, the
  *       last three columns its peepholes)</td><td>WEIGHT</td><td>a column: one gate of one cell (gates are
  *       stacked along the output axis; PyTorch's {@code weight_ih[4·hidden, in]} rows, transposed)</td></tr>
@@ -35,7 +35,7 @@ import org.deeplearning4j.nn.conf.layers.SelfAttentionLayer;
  *       one token's vector ({@link Layout#outputFirst()})</td></tr>
  *   <tr><td>SelfAttentionLayer</td><td>Wq, Wk, Wv: [nHeads, headSize, nIn]; Wo: [nHeads·headSize, nOut]</td>
  *       <td>WEIGHT</td><td>Wq/Wk/Wv: one head ({@link Layout#outputFirst()}); Wo: a column</td></tr>
- *   <tr><td>any of these</td><td>b: [1, n]</td><td>BIAS</td><td>the whole vector</td></tr>
+ *   <tr><td>any of these</td><td>b: [n]</td><td>BIAS</td><td>the whole vector</td></tr>
  * </table>
  *
  * <p>Why an embedding's unit is a row: a lookup reads one row, and a step changes only the rows of
@@ -44,9 +44,9 @@ import org.deeplearning4j.nn.conf.layers.SelfAttentionLayer;
  * {@code [vocab, dim]}). A column over the whole vocabulary would let one rare token's row move far
  * while the column norm stays small. DJL's embedding {@code [vocab, dim]} uses the same rows.
  *
- * <p>Why a bias (and gamma/beta), which DL4J stores as {@code [1, n]}, is one unit: the other
- * frameworks store them as rank-1 vectors, which {@link Layout} always treats as one unit (as Optax
- * and the NFNet reference do); DL4J's extra axis must not turn each element into its own unit.
+ * <p>A bias (and gamma/beta) is one unit, declared {@link Layout#whole()}: a rank-1 vector is one
+ * unit in every framework (as in Optax and the NFNet reference), and a {@code [1, n]} row vector, the
+ * shape older DL4J versions use, must not turn each element into its own unit.
  *
  * <p>Any other layer type or key: role from the key ({@code W}, {@code RW}, {@code pW} → WEIGHT,
  * {@code b} → BIAS, else OTHER) and the layout from the rank ({@link Layout#outputLast()} up to rank

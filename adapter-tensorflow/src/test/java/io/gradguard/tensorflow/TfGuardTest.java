@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientTensor;
+import io.gradguard.core.Layout;
 import io.gradguard.core.StepResult;
 import io.gradguard.core.Transforms;
 import java.util.ArrayList;
@@ -65,6 +66,39 @@ class TfGuardTest {
             }
         });
         return seen;
+    }
+
+    @Test
+    void declared_layouts_reach_the_pipeline_and_the_others_are_output_last() {
+        Variable<TFloat32> kernel = mlp.variables.get(0);
+        try (TfGuard g = TfGuard.of(Transforms.adaptiveClip(0.01)).layout(kernel, Layout.outputFirst())
+                .attach(mlp.session, mlp.loss, mlp.variables, new GradientDescent(mlp.graph, LR))) {
+            List<GradientTensor<TfTensor>> ts = g.gradients().tensors();
+            assertEquals(Layout.outputFirst(), ts.get(0).layout());
+            for (GradientTensor<TfTensor> t : ts.subList(1, ts.size())) {
+                assertEquals(Layout.outputLast(), t.layout(), t.name());
+            }
+            assertTrue(step(g, 8).applies());
+            IllegalStateException late = assertThrows(IllegalStateException.class, () -> g.layout(kernel, Layout.whole()));
+            assertTrue(late.getMessage().contains("before attach"), late.getMessage());
+        }
+    }
+
+    @Test
+    void a_layout_for_a_variable_not_attached_or_an_axis_it_lacks_is_refused() {
+        Variable<TFloat32> kernel = mlp.variables.get(0);
+        Variable<TFloat32> bias = mlp.variables.get(1);
+        TfGuard other = TfGuard.of(Transforms.adaptiveClip(0.01)).layout(kernel, Layout.outputFirst());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> other.attach(mlp.session, mlp.loss, mlp.variables.subList(1, 4), new GradientDescent(mlp.graph, LR)));
+        assertTrue(e.getMessage().contains("layout") && e.getMessage().contains(kernel.op().name()), e.getMessage());
+        other.close();
+        TfGuard axis = TfGuard.of(Transforms.adaptiveClip(0.01)).layout(kernel, Layout.outputAxis(5));
+        e = assertThrows(IllegalArgumentException.class,
+                () -> axis.attach(mlp.session, mlp.loss, mlp.variables, new GradientDescent(mlp.graph, LR)));
+        assertTrue(e.getMessage().contains(kernel.op().name()) && e.getMessage().contains("rank 2"), e.getMessage());
+        axis.close();
+        assertThrows(IllegalArgumentException.class, () -> TfGuard.of(Transforms.adaptiveClip(0.01)).layout(bias, null));
     }
 
     @Test
