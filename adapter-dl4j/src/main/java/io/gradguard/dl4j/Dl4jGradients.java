@@ -13,6 +13,8 @@ import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.conf.GradientNormalization;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.conf.layers.BatchNormalization;
+import org.deeplearning4j.nn.conf.layers.misc.FrozenLayer;
+import org.deeplearning4j.nn.conf.layers.misc.FrozenLayerWithBackprop;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
@@ -103,12 +105,15 @@ final class Dl4jGradients {
 
     /**
      * Layers with a trained parameter whose role and layout {@link Dl4jLayouts} does not know (its
-     * default applies), as "name (Type)", in network order.
+     * default applies), as "name (Type)", in network order; frozen layers are not trained and not named.
      */
     static List<String> unknownLayers(Model model) {
         List<String> out = new ArrayList<>();
         for (Layer layer : layers(model)) {
             org.deeplearning4j.nn.conf.layers.Layer conf = layer.conf().getLayer();
+            if (conf instanceof FrozenLayer || conf instanceof FrozenLayerWithBackprop) {
+                continue; // not trained: no gradient reaches the pipeline
+            }
             for (Map.Entry<String, INDArray> p : layer.paramTable().entrySet()) {
                 if (!isRunningStatistic(conf, p.getKey()) && !Dl4jLayouts.of(conf, p.getKey(), p.getValue().rank()).known()) {
                     out.add(layerName(model, layer) + " (" + conf.getClass().getSimpleName() + ")");

@@ -15,6 +15,7 @@ import org.deeplearning4j.nn.conf.GradientNormalization;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.conf.layers.PReLULayer;
+import org.deeplearning4j.nn.conf.layers.misc.FrozenLayer;
 import org.nd4j.linalg.activations.Activation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.lossfunctions.LossFunctions;
@@ -69,6 +70,16 @@ class WarningTest {
         GradientTensor<INDArray> alpha = Dl4jGradients.of(net).tensors().stream().filter(t -> t.name().equals("1_W")).findFirst().orElseThrow();
         assertEquals(Role.WEIGHT, alpha.role());
         assertEquals(Layout.outputLast(), alpha.layout());
+    }
+
+    @Test
+    void a_frozen_layer_is_not_named() {
+        MultiLayerNetwork net = new MultiLayerNetwork(Nets.base(new Sgd(0.1), null, 0).list()
+                .layer(new FrozenLayer(new DenseLayer.Builder().nIn(Nets.IN).nOut(5).activation(Activation.TANH).build()))
+                .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT).nIn(5).nOut(Nets.OUT).activation(Activation.SOFTMAX).build())
+                .build());
+        net.init();
+        assertTrue(Dl4jGradients.unknownLayers(net).isEmpty(), Dl4jGradients.unknownLayers(net).toString());
     }
 
     @Test
