@@ -15,7 +15,12 @@ import io.gradguard.core.StepResult;
 import io.gradguard.core.spi.GuardedModel;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * A DJL block's trainable parameters as the guard's step sees it ({@link GuardedModel}): their
@@ -24,12 +29,14 @@ import java.util.List;
  *
  * <p>Gradient access: every parameter of {@code block.getParameters()} that requires a gradient,
  * in that order, described once: name = the parameter's key ({@code "01Linear_weight"}), layer =
- * the key's block path ({@code "01Linear"}), role from {@link Parameter.Type} (WEIGHT, BIAS, else
- * OTHER), layout {@link Layout#outputFirst()} (PyTorch's {@code [out, in, ...]}), the parameter's
+ * the key's block path ({@code "01Linear"}), role and layout by the declaring block's type as
+ * {@link DjlLayouts} tabulates (PyTorch's {@code [out, in, ...]}: axis 0; normalization scales and
+ * biases whole; blocks it does not know get a default and one warning naming them), the parameter's
  * value attached for adaptive clipping. Each step reads a new handle on each live gradient
  * ({@code getGradient()}); stages change the gradients in place.
  */
 final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(DjlGuard.class);
     private final NDManager manager;
     private final Block block;
     private final Runnable optimizerStep;
@@ -37,7 +44,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
     private List<Entry> entries;
 
     /** What the guard knows about one parameter (computed once). */
-    private record Entry(String key, Parameter parameter, Role role, String layer) {
+    private record Entry(String key, Parameter parameter, Role role, String layer, Layout layout) {
     }
 
     /**
@@ -92,8 +99,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
         for (Entry e : described()) {
             NDArray value = e.parameter().getArray();
             NDArray grad = ops.adopt(value.getGradient());
-            out.add(new GradientTensor<>(e.key(), value.getShape().getShape(), e.role(), e.layer(), Layout.outputFirst(),
-                    grad, value));
+            out.add(new GradientTensor<>(e.key(), value.getShape().getShape(), e.role(), e.layer(), e.layout(), grad, value));
         }
         return GradientSet.of(out);
     }
@@ -150,7 +156,9 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
     }
 
     private static List<Entry> describe(Block block) {
+        Map<Parameter, Block> owners = DjlLayouts.owners(block);
         List<Entry> out = new ArrayList<>();
+        Set<String> unknown = new LinkedHashSet<>();
         for (Pair<String, Parameter> pair : block.getParameters()) {
             Parameter p = pair.getValue();
             if (!p.isInitialized()) {
@@ -158,18 +166,21 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
                         + " is not initialized: call trainer.initialize(inputShapes) before the first step");
             }
             if (p.requiresGradient()) {
-                out.add(new Entry(pair.getKey(), p, role(p.getType()), layer(pair.getKey(), p.getName(), block)));
+                String layer = layer(pair.getKey(), p.getName(), block);
+                Block owner = owners.getOrDefault(p, block);
+                DjlLayouts.Kind kind = DjlLayouts.of(owner, p);
+                if (!kind.known()) {
+                    unknown.add(layer + " (" + owner.getClass().getSimpleName() + ")");
+                }
+                out.add(new Entry(pair.getKey(), p, kind.role(), layer, kind.layout()));
             }
         }
+        if (!unknown.isEmpty()) {
+            LOG.warn("GradGuard: no known layout for the parameters of block(s) {}: their roles come from the parameter "
+                    + "types and their output units are axis 0 (PyTorch's [out, in, ...]). Unit-wise stages (adaptiveClip) "
+                    + "use that default; see docs/djl.md, \"Layouts\".", unknown);
+        }
         return out;
-    }
-
-    private static Role role(Parameter.Type type) {
-        return switch (type) {
-            case WEIGHT -> Role.WEIGHT;
-            case BIAS -> Role.BIAS;
-            default -> Role.OTHER;
-        };
     }
 
     /** "01SequentialBlock_02Linear_weight" with name "weight" belongs to layer "01SequentialBlock_02Linear". */

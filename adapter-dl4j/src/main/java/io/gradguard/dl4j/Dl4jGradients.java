@@ -2,8 +2,6 @@ package io.gradguard.dl4j;
 
 import io.gradguard.core.GradientSet;
 import io.gradguard.core.GradientTensor;
-import io.gradguard.core.Layout;
-import io.gradguard.core.Role;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
@@ -15,8 +13,8 @@ import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.conf.GradientNormalization;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.conf.layers.BatchNormalization;
-import org.deeplearning4j.nn.conf.layers.Deconvolution2D;
-import org.deeplearning4j.nn.conf.layers.DepthwiseConvolution2D;
+import org.deeplearning4j.nn.conf.layers.misc.FrozenLayer;
+import org.deeplearning4j.nn.conf.layers.misc.FrozenLayerWithBackprop;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
@@ -30,12 +28,9 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * <ul>
  *   <li>Names are DL4J's gradient keys: {@code "0_W"} (MultiLayerNetwork: layer index) or
  *       {@code "dense1_W"} (ComputationGraph: layer name); the layer is that prefix.</li>
- *   <li>Roles: {@code W}, {@code RW}, {@code pW} → {@link Role#WEIGHT}; {@code b} → {@link Role#BIAS};
- *       anything else (batch-norm gamma/beta...) → {@link Role#OTHER}.</li>
- *   <li>Layouts: rank ≤ 2 (dense, embedding, recurrent: {@code [nIn, nOut]}) and depthwise kernels
- *       {@code [kH, kW, nIn, m]} → {@link Layout#outputLast()}; convolution kernels
- *       {@code [nOut, nIn, kH, kW]} (and other kernels of rank ≥ 3) → {@link Layout#outputFirst()};
- *       2-D deconvolution kernels {@code [nIn, nOut, kH, kW]} → {@code outputAxis(1)}.</li>
+ *   <li>Roles and layouts: by layer type and key, as {@link Dl4jLayouts} tabulates (dense and
+ *       recurrent weights by column, convolution kernels and embedding rows by axis 0, biases and
+ *       batch-norm gamma/beta as one unit); {@link #unknownLayers} names the layers it has no entry for.</li>
  *   <li>Left out: batch-norm running statistics ({@code mean}, {@code var}, {@code log10stdev},
  *       which DL4J updates with its own rule and does not divide by the batch size) and parameters
  *       without a gradient (frozen layers).</li>
@@ -66,8 +61,8 @@ final class Dl4jGradients {
                 if (g == null || isRunningStatistic(conf, key)) {
                     continue;
                 }
-                out.add(new GradientTensor<>(layerName + "_" + key, g.shape(), role(key), layerName,
-                        layout(conf, g.rank()), g, p.getValue()));
+                Dl4jLayouts.Kind kind = Dl4jLayouts.of(conf, key, g.rank());
+                out.add(new GradientTensor<>(layerName + "_" + key, g.shape(), kind.role(), layerName, kind.layout(), g, p.getValue()));
             }
         }
         return GradientSet.of(out);
@@ -108,6 +103,27 @@ final class Dl4jGradients {
         return out;
     }
 
+    /**
+     * Layers with a trained parameter whose role and layout {@link Dl4jLayouts} does not know (its
+     * default applies), as "name (Type)", in network order; frozen layers are not trained and not named.
+     */
+    static List<String> unknownLayers(Model model) {
+        List<String> out = new ArrayList<>();
+        for (Layer layer : layers(model)) {
+            org.deeplearning4j.nn.conf.layers.Layer conf = layer.conf().getLayer();
+            if (conf instanceof FrozenLayer || conf instanceof FrozenLayerWithBackprop) {
+                continue; // not trained: no gradient reaches the pipeline
+            }
+            for (Map.Entry<String, INDArray> p : layer.paramTable().entrySet()) {
+                if (!isRunningStatistic(conf, p.getKey()) && !Dl4jLayouts.of(conf, p.getKey(), p.getValue().rank()).known()) {
+                    out.add(layerName(model, layer) + " (" + conf.getClass().getSimpleName() + ")");
+                    break;
+                }
+            }
+        }
+        return out;
+    }
+
     /** Whether the network's updater divides the gradient by the minibatch size (DL4J's default). */
     static boolean dividesByBatch(Model model) {
         return model.conf() == null || model.conf().isMiniBatch();
@@ -130,23 +146,5 @@ final class Dl4jGradients {
 
     private static boolean isRunningStatistic(org.deeplearning4j.nn.conf.layers.Layer conf, String key) {
         return conf instanceof BatchNormalization && !key.equals("gamma") && !key.equals("beta");
-    }
-
-    static Role role(String key) {
-        return switch (key) {
-            case "W", "RW", "pW" -> Role.WEIGHT;
-            case "b" -> Role.BIAS;
-            default -> Role.OTHER;
-        };
-    }
-
-    static Layout layout(org.deeplearning4j.nn.conf.layers.Layer conf, int rank) {
-        if (rank <= 2 || conf instanceof DepthwiseConvolution2D) {
-            return Layout.outputLast();
-        }
-        if (conf instanceof Deconvolution2D) {
-            return Layout.outputAxis(1);
-        }
-        return Layout.outputFirst();
     }
 }

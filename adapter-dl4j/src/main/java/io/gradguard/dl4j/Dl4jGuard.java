@@ -8,6 +8,7 @@ import io.gradguard.core.StepResult;
 import io.gradguard.core.internal.Checks;
 import io.gradguard.core.spi.GuardedModel;
 import java.util.Arrays;
+import java.util.List;
 import java.util.Map;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.conf.GradientNormalization;
@@ -57,8 +58,10 @@ import org.slf4j.LoggerFactory;
  * updater divides afterwards): the pipeline sees the mean through a pending factor of 1/batch, with
  * no pass over the gradient ({@link PendingFactorOps}). Per-layer stages group parameters by layer
  * (index in a {@code MultiLayerNetwork}, name in a {@code ComputationGraph}); see
- * {@link Dl4jGradients} for names, roles and layouts. A warning is logged once if the network also
- * has DL4J's {@code GradientNormalization} configured (both would apply).
+ * {@link Dl4jGradients} for names and {@link Dl4jLayouts} for the role and output-unit layout of
+ * each layer type's parameters. A warning is logged once if the network also has DL4J's
+ * {@code GradientNormalization} configured (both would apply), and once naming the layers of a type
+ * without a known layout (a default by rank applies).
  *
  * <p><b>Loss scaling</b>: with a {@code LossScale} stage ({@code Transforms.dynamicLossScale()}),
  * {@code install} and the step driver multiply each output layer's loss gradient by
@@ -314,7 +317,7 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
 
     /**
      * Binds this guard to {@code net}, the first time; warns once about DL4J's own gradient
-     * normalization.
+     * normalization and once about layers without a known layout.
      *
      * @throws IllegalStateException if the guard already guards another network, or is closed
      */
@@ -335,6 +338,13 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
                     + "DL4J applies it in its updater after GradGuard's pipeline, so both apply. Remove "
                     + ".gradientNormalization(...) from the configuration, or the matching stage from the pipeline.",
                     this, builtIn);
+        }
+        List<String> unknown = Dl4jGradients.unknownLayers(net);
+        if (!unknown.isEmpty()) {
+            LOG.warn("GradGuard {}: no known layout for the parameters of layer(s) {}: their roles come from the keys "
+                    + "(W, RW, pW weight; b bias) and their output units from the rank (the last axis up to rank 2, "
+                    + "axis 0 above). Unit-wise stages (adaptiveClip) use that default; see docs/dl4j.md, \"Layouts\".",
+                    this, unknown);
         }
     }
 

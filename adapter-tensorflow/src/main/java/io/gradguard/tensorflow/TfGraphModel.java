@@ -8,10 +8,12 @@ import io.gradguard.core.StepResult;
 import io.gradguard.core.internal.Checks;
 import io.gradguard.core.spi.GuardedModel;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeSet;
 import java.util.function.Consumer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -57,7 +59,7 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
     private long recomputedRuns;
 
     private TfGraphModel(TfOps ops, Output<?> loss, List<Output<?>> variables, List<Output<?>> values, Output<?>[] rawGradients,
-            Optimizer optimizer, Consumer<List<GraphOperation>> onSlotsCreated) {
+            Optimizer optimizer, Map<String, Layout> layouts, Consumer<List<GraphOperation>> onSlotsCreated) {
         this.ops = ops;
         this.loss = loss;
         this.values = values;
@@ -69,7 +71,14 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
             long[] shape = values.get(i).shape().asArray();
             shapes[i] = shape;
             Role role = shape.length >= 2 ? Role.WEIGHT : shape.length == 1 ? Role.BIAS : Role.OTHER;
-            ts.add(new GradientTensor<>(name, shape, role, layerOf(name), Layout.outputLast(),
+            Layout layout = layouts.getOrDefault(name, Layout.outputLast());
+            try {
+                layout.reductionAxes(shape.length);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("layout of variable " + name + Arrays.toString(shape) + " must have an axis that "
+                        + "exists at rank " + shape.length + ", got " + layout, e);
+            }
+            ts.add(new GradientTensor<>(name, shape, role, layerOf(name), layout,
                     new TfTensor(shape, rawGradients[i], null, null), new TfTensor(shape, values.get(i), null, null)));
         }
         this.gradients = GradientSet.of(ts);
@@ -95,7 +104,7 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
      * @throws IllegalArgumentException see {@link TfGuard#attach}
      */
     static TfGraphModel build(TfOps ops, Operand<?> loss, List<? extends Operand<?>> variables, Optimizer optimizer,
-            Consumer<List<GraphOperation>> onSlotsCreated) {
+            Map<String, Layout> layouts, Consumer<List<GraphOperation>> onSlotsCreated) {
         Checks.notNull("loss", loss);
         Checks.notNull("variables", variables);
         Checks.notNull("optimizer", optimizer);
@@ -130,6 +139,9 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
             vars.add(out);
             values.add(value);
         }
+        Set<String> undeclared = new TreeSet<>(layouts.keySet());
+        undeclared.removeAll(seen);
+        Checks.require(undeclared.isEmpty(), "layout", "name only variables given to attach", undeclared);
         Output<?>[] grads;
         try {
             grads = graph.addGradients(lossOut, vars.toArray(new Output<?>[0]));
@@ -141,7 +153,7 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
             Checks.require(grads[i] != null, "variables[" + i + "]", "have a gradient from the loss " + lossOut.op().name(),
                     vars.get(i).op().name());
         }
-        return new TfGraphModel(ops, lossOut, List.copyOf(vars), List.copyOf(values), grads, optimizer, onSlotsCreated);
+        return new TfGraphModel(ops, lossOut, List.copyOf(vars), List.copyOf(values), grads, optimizer, layouts, onSlotsCreated);
     }
 
     private static boolean isFloat(Class<?> type) {

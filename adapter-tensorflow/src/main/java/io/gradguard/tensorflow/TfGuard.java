@@ -4,12 +4,14 @@ import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientSet;
 import io.gradguard.core.GradientTransform;
 import io.gradguard.core.Guard;
+import io.gradguard.core.Layout;
 import io.gradguard.core.StepContext;
 import io.gradguard.core.StepResult;
 import io.gradguard.core.internal.Checks;
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.tensorflow.Operand;
@@ -62,6 +64,7 @@ public final class TfGuard extends Guard<TfTensor, TfGuard> {
     private TfGraphModel model;
     private TfCheckpoint checkpoint;
     private boolean stepping;
+    private final Map<String, Layout> layouts = new LinkedHashMap<>();
 
     private TfGuard(GradientPipeline pipeline) {
         super(pipeline);
@@ -87,6 +90,38 @@ public final class TfGuard extends Guard<TfTensor, TfGuard> {
     }
 
     /**
+     * Declares which axis of {@code variable} indexes its output units, for the unit-wise stages
+     * ({@link io.gradguard.core.Transforms#adaptiveClip adaptiveClip}). A variable you build yourself
+     * has no layer type to read it from, so every variable is {@link Layout#outputLast()} unless declared
+     * here: right for Keras-style dense kernels {@code [in, out]} and HWIO convolution kernels
+     * {@code [h, w, in, out]}; a rank-0 or rank-1 variable (a bias) is one unit whatever is declared.
+     * Declare the others: {@link Layout#outputFirst()} for an embedding {@code [vocab, dim]} (one
+     * token's row per unit) or a PyTorch-ordered {@code [out, in]} matrix, {@link Layout#whole()} to
+     * norm a tensor as one unit, {@link Layout#outputAxis(int)} for anything else.
+     *
+     * <pre>{@code
+     * TfGuard.of(Transforms.adaptiveClip(0.01))
+     *     .layout(embedding, Layout.outputFirst())
+     *     .attach(session, loss, List.of(embedding, kernel, bias), optimizer);
+     * }</pre>
+     *
+     * @return this guard
+     * @throws IllegalArgumentException if variable or layout is null; at {@link #attach}, if the variable
+     *     is not one of those attached, or the layout's axis does not exist at the variable's rank
+     * @throws IllegalStateException if the guard is already attached (declare layouts before), or closed
+     */
+    public TfGuard layout(Operand<?> variable, Layout layout) {
+        ensureOpen();
+        Checks.notNull("variable", variable);
+        Checks.notNull("layout", layout);
+        if (model != null) {
+            throw new IllegalStateException("this TfGuard is already attached: declare layouts before attach(...)");
+        }
+        layouts.put(variable.asOutput().op().name(), layout);
+        return this;
+    }
+
+    /**
      * Attaches the guard to a graph: builds the gradients of {@code loss} with respect to
      * {@code variables} (only those: not every variable of the graph), validating the setup. The
      * optimizer's apply op is built on the first applying step.
@@ -100,7 +135,8 @@ public final class TfGuard extends Guard<TfTensor, TfGuard> {
      * @return this guard
      * @throws IllegalArgumentException if an argument is null, there is no variable, a variable is not a
      *     variable or not float, appears twice, or does not influence the loss, or the loss is not a float
-     *     scalar of the session's graph; the message names the variable
+     *     scalar of the session's graph, or a declared {@link #layout} names another variable or an axis
+     *     the variable does not have; the message names the variable
      * @throws IllegalStateException if the guard is already attached (one guard per model), or closed
      */
     public TfGuard attach(Session session, Operand<?> loss, List<? extends Operand<?>> variables, Optimizer optimizer) {
@@ -112,7 +148,7 @@ public final class TfGuard extends Guard<TfTensor, TfGuard> {
         }
         TfOps newOps = new TfOps(session);
         TfCheckpoint newCheckpoint = new TfCheckpoint(session);
-        TfGraphModel built = TfGraphModel.build(newOps, loss, variables, optimizer, newCheckpoint::slotsCreated);
+        TfGraphModel built = TfGraphModel.build(newOps, loss, variables, optimizer, Map.copyOf(layouts), newCheckpoint::slotsCreated);
         this.session = session;
         this.ops = newOps;
         this.checkpoint = newCheckpoint;

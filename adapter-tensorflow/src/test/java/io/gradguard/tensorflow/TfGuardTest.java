@@ -8,8 +8,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientTensor;
+import io.gradguard.core.Layout;
 import io.gradguard.core.StepResult;
 import io.gradguard.core.Transforms;
+import io.gradguard.core.conformance.UnitNormLoops;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -65,6 +67,72 @@ class TfGuardTest {
             }
         });
         return seen;
+    }
+
+    @Test
+    void declared_layouts_reach_the_pipeline_and_the_others_are_output_last() {
+        Variable<TFloat32> kernel = mlp.variables.get(0);
+        try (TfGuard g = TfGuard.of(Transforms.adaptiveClip(0.01)).layout(kernel, Layout.outputFirst())
+                .attach(mlp.session, mlp.loss, mlp.variables, new GradientDescent(mlp.graph, LR))) {
+            List<GradientTensor<TfTensor>> ts = g.gradients().tensors();
+            assertEquals(Layout.outputFirst(), ts.get(0).layout());
+            for (GradientTensor<TfTensor> t : ts.subList(1, ts.size())) {
+                assertEquals(Layout.outputLast(), t.layout(), t.name());
+            }
+            assertTrue(step(g, 8).applies());
+            IllegalStateException late = assertThrows(IllegalStateException.class, () -> g.layout(kernel, Layout.whole()));
+            assertTrue(late.getMessage().contains("before attach"), late.getMessage());
+        }
+    }
+
+    /**
+     * The declared layout decides the units adaptive clipping acts on, in the real graph: with a tiny
+     * λ every unit is clipped to exactly λ·‖W_i‖, so under SGD each unit of Δθ/lr has that norm, the
+     * rows of the kernel declared outputFirst and the columns of the one left at the default (to 1%:
+     * Δθ is a float32 difference of weights about 10⁴ times larger).
+     */
+    @Test
+    void adaptive_clipping_clips_the_declared_units() {
+        double lambda = 1e-3;
+        Variable<TFloat32> first = mlp.variables.get(0);
+        try (TfGuard g = TfGuard.of(Transforms.adaptiveClip(lambda)).layout(first, Layout.outputFirst())
+                .attach(mlp.session, mlp.loss, mlp.variables, new GradientDescent(mlp.graph, LR))) {
+            List<float[]> before = weights();
+            assertTrue(step(g, 8).applies());
+            List<float[]> after = weights();
+            for (int v : new int[] {0, 2}) {
+                long[] shape = g.gradients().get(v).shape();
+                int kept = v == 0 ? 0 : 1;
+                double[] w = new double[before.get(v).length];
+                double[] update = new double[w.length];
+                for (int i = 0; i < w.length; i++) {
+                    w[i] = before.get(v)[i];
+                    update[i] = (before.get(v)[i] - after.get(v)[i]) / LR;
+                }
+                double[] wNorms = UnitNormLoops.unitNorms(w, shape, kept);
+                double[] uNorms = UnitNormLoops.unitNorms(update, shape, kept);
+                for (int i = 0; i < wNorms.length; i++) {
+                    assertEquals(lambda * wNorms[i], uNorms[i], 1e-2 * lambda * wNorms[i], mlp.variables.get(v).op().name() + " unit " + i);
+                }
+            }
+        }
+    }
+
+    @Test
+    void a_layout_for_a_variable_not_attached_or_an_axis_it_lacks_is_refused() {
+        Variable<TFloat32> kernel = mlp.variables.get(0);
+        Variable<TFloat32> bias = mlp.variables.get(1);
+        TfGuard other = TfGuard.of(Transforms.adaptiveClip(0.01)).layout(kernel, Layout.outputFirst());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> other.attach(mlp.session, mlp.loss, mlp.variables.subList(1, 4), new GradientDescent(mlp.graph, LR)));
+        assertTrue(e.getMessage().contains("layout") && e.getMessage().contains(kernel.op().name()), e.getMessage());
+        other.close();
+        TfGuard axis = TfGuard.of(Transforms.adaptiveClip(0.01)).layout(kernel, Layout.outputAxis(5));
+        e = assertThrows(IllegalArgumentException.class,
+                () -> axis.attach(mlp.session, mlp.loss, mlp.variables, new GradientDescent(mlp.graph, LR)));
+        assertTrue(e.getMessage().contains(kernel.op().name()) && e.getMessage().contains("rank 2"), e.getMessage());
+        axis.close();
+        assertThrows(IllegalArgumentException.class, () -> TfGuard.of(Transforms.adaptiveClip(0.01)).layout(bias, null));
     }
 
     @Test
