@@ -161,8 +161,8 @@ class TfGuardKitTest extends GuardKit {
      * No counter sees TensorFlow's own allocations (JavaCPP's {@code totalBytes} stays flat), so the
      * soak measures resident memory outside the heap, which swings by ±150 MB with the JIT, the
      * collector and a loaded machine. This bound only catches a gross leak (over 32 KiB a step, e.g.
-     * a gradient-sized tensor per step); GradGuard's own fed scalars are closed every step by
-     * {@code TfGraphModel.endStep}, which {@code TfGuardTest} checks.
+     * a gradient-sized tensor per step). GradGuard's own fed scalars are closed every step by
+     * {@code TfGraphModel.endStep}; no test counts them yet.
      */
     @Override
     protected long allowedNativeGrowth() {
