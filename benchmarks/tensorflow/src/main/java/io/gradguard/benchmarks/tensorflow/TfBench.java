@@ -5,6 +5,7 @@ import io.gradguard.benchmarks.Row;
 import io.gradguard.benchmarks.Rounds;
 import io.gradguard.benchmarks.Scaling;
 import io.gradguard.benchmarks.Section;
+import io.gradguard.benchmarks.SmallModels;
 import io.gradguard.benchmarks.Table;
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.tensorflow.TfGuard;
@@ -100,16 +101,13 @@ public final class TfBench {
         section.part(5, "tensorflow small models: the guard's fixed cost per step", this::small);
     }
 
-    /** The small models of part 5: about 5.6k and 94k parameters (softmax cross-entropy needs two classes). */
-    static final int[][] SMALL = {{20, 64, 64, 2}, {100, 256, 256, 10}};
-
     /**
      * Part 5: on small models a step costs a fraction of a millisecond, and the guard's fixed cost
      * per step (session runs, host reads, bookkeeping) is what the ratios show. One graph and
      * session per size; plain, clip only, the README's pipeline, and it with a monitor, interleaved.
      */
     private void small() {
-        for (int[] w : section.tiny() ? new int[][] {SMALL[0]} : SMALL) {
+        for (int[] w : SmallModels.widths(section)) {
             Net n = net(w);
             Session session = new Session(n.graph());
             open.add(session);
@@ -118,27 +116,17 @@ public final class TfBench {
             Variant clip = guard(n, session, Pipelines.globalClip());
             Variant readme = guard(n, session, Pipelines.readme());
             Variant monitored = guard(n, session, Pipelines.readmeMonitored());
-            for (int i = 0; i < (section.tiny() ? 1 : 2000); i++) {
+            for (int i = 0; i < SmallModels.warmUpSteps(section); i++) {
                 for (Variant v : List.of(plain, clip, readme, monitored)) {
                     v.step();
                 }
             }
-            Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(100, 1000);
+            Rounds r = SmallModels.rounds(section);
             r.add("plain", plain::step);
             r.add("clip", clip::step);
             r.add("readme", readme::step);
             r.add("monitored", monitored::step);
-            Map<String, Double> m = r.run();
-            String size = Table.count(n.params()) + " params, batch " + BATCH;
-            double base = m.get("plain");
-            section.progress("%s: plain %s, clip %s, readme %s, monitored %s", size, Table.time(base), Table.time(m.get("clip")),
-                    Table.time(m.get("readme")), Table.time(m.get("monitored")));
-            section.emit(Row.ratio(5, "tensorflow small model, clipByGlobalNorm (TfGuard)", size, m.get("clip"),
-                    "unguarded step", base, 1.15, ""));
-            section.emit(Row.ratio(5, "tensorflow small model, skipNonFinite + clipByGlobalNorm (README)", size, m.get("readme"),
-                    "unguarded step", base, Double.NaN, ""));
-            section.emit(Row.ratio(5, "tensorflow small model, skipNonFinite + clipByGlobalNorm + Monitor (README)", size,
-                    m.get("monitored"), "unguarded step", base, 1.3, ""));
+            SmallModels.emit(section, "tensorflow", "TfGuard", n.params(), r.run());
         }
     }
 
