@@ -78,30 +78,30 @@ public final class Dl4jBench {
 
     /**
      * Part 5: on small models a step costs a fraction of a millisecond, and the guard's fixed cost
-     * per step is what the ratios show. One network per size, trained by {@code fit} with no
-     * listener, with a {@link Dl4jGuard} listener running the clip alone, the README's pipeline,
-     * and it with a monitor; interleaved.
+     * per step is what the ratios show. One network per size, trained by {@code fit} (unguarded)
+     * and by {@link Dl4jGuard}'s step driver (a listener cannot skip a step) running the clip alone,
+     * the README's pipeline, and it with a monitor; interleaved.
      */
     private void small() {
         for (int[] w : SmallModels.widths(section)) {
             MultiLayerNetwork net = network(w, null, 0);
             DataSet batch = batch(w);
-            TrainingListener clip = Dl4jGuard.of(Pipelines.globalClip()).listener();
-            TrainingListener readme = Dl4jGuard.of(Pipelines.readme()).listener();
-            TrainingListener monitored = Dl4jGuard.of(Pipelines.readmeMonitored()).listener();
+            Dl4jGuard clip = Dl4jGuard.of(Pipelines.globalClip());
+            Dl4jGuard readme = Dl4jGuard.of(Pipelines.readme());
+            Dl4jGuard monitored = Dl4jGuard.of(Pipelines.readmeMonitored());
             for (int i = 0; i < SmallModels.warmUpSteps(section); i++) {
                 fit(net, batch);
-                fit(net, batch, clip);
-                fit(net, batch, readme);
-                fit(net, batch, monitored);
+                step(net, clip, batch);
+                step(net, readme, batch);
+                step(net, monitored, batch);
             }
             Rounds r = SmallModels.rounds(section);
             r.add("plain", () -> fit(net, batch));
-            r.add("clip", () -> fit(net, batch, clip));
-            r.add("readme", () -> fit(net, batch, readme));
-            r.add("monitored", () -> fit(net, batch, monitored));
+            r.add("clip", () -> step(net, clip, batch));
+            r.add("readme", () -> step(net, readme, batch));
+            r.add("monitored", () -> step(net, monitored, batch));
             Map<String, Double> m = r.run();
-            SmallModels.emit(section, "dl4j", "Dl4jGuard listener in fit", net.numParams(), m);
+            SmallModels.emit(section, "dl4j", "Dl4jGuard step driver vs fit", net.numParams(), m);
         }
     }
 
