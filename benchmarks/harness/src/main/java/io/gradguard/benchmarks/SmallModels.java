@@ -38,12 +38,12 @@ public final class SmallModels {
 
     /** Warm-up steps of every case before the rounds (the JIT compiles the guard's host code). */
     public static int warmUpSteps(Section section) {
-        return section.tiny() ? 1 : 2000;
+        return section.tiny() ? 1 : 1000;
     }
 
     /** The rounds: many, as each sample is a fraction of a millisecond. */
     public static Rounds rounds(Section section) {
-        return section.tiny() ? new Rounds(1, 2) : new Rounds(100, 1000);
+        return section.tiny() ? new Rounds(1, 2) : new Rounds(50, 600);
     }
 
     /**

@@ -61,13 +61,13 @@ public final class Runner {
                     List.of("-Xmx5g", "-Dgradguard.simd=false"), List.of("-Xmx1g", "-Dgradguard.simd=false"), Duration.ofMinutes(4)),
             new Spec("dl4j", "dl4j", "io.gradguard.benchmarks.dl4j.Dl4jBench",
                     List.of("-Xmx2g", "-Dorg.bytedeco.javacpp.maxbytes=4g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"),
-                    List.of("-Xmx1g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"), Duration.ofMinutes(5)),
+                    List.of("-Xmx1g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"), Duration.ofMinutes(8)),
             new Spec("djl", "djl", "io.gradguard.benchmarks.djl.DjlBench",
                     List.of("-Xmx1g", "-Dai.djl.offline=true", "-Dorg.slf4j.simpleLogger.defaultLogLevel=error"),
                     List.of("-Xmx1g", "-Dai.djl.offline=true", "-Dorg.slf4j.simpleLogger.defaultLogLevel=error"),
-                    Duration.ofMinutes(5)),
+                    Duration.ofMinutes(7)),
             new Spec("tensorflow", "tensorflow", "io.gradguard.benchmarks.tensorflow.TfBench",
-                    List.of("-Xmx1g", "-Dorg.bytedeco.javacpp.maxPhysicalBytes=8g"), List.of("-Xmx1g"), Duration.ofMinutes(5)));
+                    List.of("-Xmx1g", "-Dorg.bytedeco.javacpp.maxPhysicalBytes=8g"), List.of("-Xmx1g"), Duration.ofMinutes(7)));
 
     /**
      * OpenMP threads of ND4J and PyTorch sleep rather than spin while they wait (unless the caller
@@ -186,7 +186,7 @@ public final class Runner {
             Process p = pb.start();
             Thread pump = new Thread(() -> pump(p, log, spec.name()), "pump-" + spec.name());
             pump.start();
-            Duration limit = tiny ? Duration.ofMinutes(2) : quick ? Duration.ofMinutes(3) : spec.limit();
+            Duration limit = tiny ? Duration.ofMinutes(2) : quick ? Duration.ofMinutes(5) : spec.limit();
             boolean done = p.waitFor(limit.toSeconds(), TimeUnit.SECONDS);
             if (!done) {
                 p.destroyForcibly().waitFor();
