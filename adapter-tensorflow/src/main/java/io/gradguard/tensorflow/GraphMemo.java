@@ -65,6 +65,7 @@ final class GraphMemo {
     }
 
     private final Ops tf;
+    private final Map<Output<?>, Class<?>> types = new HashMap<>();
     private final Map<Node, Output<?>> built = new HashMap<>();
     private final Map<Output<?>, Node> recipes = new HashMap<>();
 
@@ -130,7 +131,15 @@ final class GraphMemo {
 
     /** {@code o} in dtype {@code type} (a memoized cast unless it already is). */
     Output<?> as(Output<?> o, Class<?> type) {
-        return o.type() == type ? o : node(Kind.CAST, type, o);
+        return type(o) == type ? o : node(Kind.CAST, type, o);
+    }
+
+    /**
+     * The dtype of {@code o}, remembered: {@link Output#type()} asks the native graph and allocates
+     * a native handle on every call, and a step asks it for the same few outputs dozens of times.
+     */
+    Class<?> type(Output<?> o) {
+        return types.computeIfAbsent(o, Output::type);
     }
 
     @SuppressWarnings({"unchecked", "rawtypes"})
@@ -156,7 +165,7 @@ final class GraphMemo {
             case SUB -> tf.math.sub(a, b).asOutput();
             case MUL -> tf.math.mul(a, b).asOutput();
             case SCALE_UNLESS_ONE -> {
-                Output<?> one = as(node(Kind.CONST, 1.0), b.asOutput().type());
+                Output<?> one = as(node(Kind.CONST, 1.0), type(b.asOutput()));
                 SwitchCond<?> gate = tf.switchCond(a, (Operand<TBool>) node(Kind.NOT_EQUAL, null, b.asOutput(), one));
                 Operand scaled = tf.math.mul(gate.outputTrue(), b);
                 yield tf.merge(List.of((Operand) gate.outputFalse(), scaled)).output().asOutput();

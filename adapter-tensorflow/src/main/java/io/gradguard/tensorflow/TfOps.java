@@ -296,8 +296,8 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
 
     // ---- dtype helpers ----------------------------------------------------------------------------
 
-    private static Class<?> dtype(Output<?> o) {
-        return o.type();
+    private Class<?> dtype(Output<?> o) {
+        return memo.type(o);
     }
 
     private Output<?> f64(Output<?> o) {
@@ -308,7 +308,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         return memo.as(o, type);
     }
 
-    private static void requireFloat(TfTensor x, String what) {
+    private void requireFloat(TfTensor x, String what) {
         Class<?> t = dtype(x.value());
         if (t != TFloat32.class && t != TFloat64.class) {
             throw new IllegalArgumentException(what + " must be a float32 or float64 tensor, got " + x.value().dataType()

@@ -89,6 +89,23 @@ public final class Pipelines {
                 .sink(Sinks.jsonl(OutputStream.nullOutputStream())).build();
     }
 
+    /**
+     * The README's pipeline: {@code skipNonFinite(3)} and {@code clipByGlobalNorm(1e-3)}. Skipping
+     * is a host decision, so on graph backends the step needs the non-finite count on the host.
+     */
+    public static GradientPipeline readme() {
+        return GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(MAX_NORM));
+    }
+
+    /**
+     * {@link #readme()} with the README's monitor ({@code Monitor.toJsonl}: a record every step,
+     * per-tensor statistics every {@value Monitor#SHORT_FORM_EVERY}th, JSON lines to a discarding
+     * stream; without its SLF4J sink, which logs nothing on steps without events).
+     */
+    public static GradientPipeline readmeMonitored() {
+        return GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(MAX_NORM), normMonitor());
+    }
+
     /** {@code clipByValue(1e-3)}. */
     public static GradientPipeline valueClip() {
         return GradientPipeline.of(Transforms.clipByValue(MAX_VALUE));

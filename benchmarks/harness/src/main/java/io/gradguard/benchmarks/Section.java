@@ -14,7 +14,8 @@ import java.util.Locale;
  * {@link Row rows} go to, written as soon as they are measured so that a crash or a time-out keeps
  * what was done. A failing part is reported as a row and the section goes on with the next part.
  *
- * <p>Arguments: {@code --mode tiny|full} (tiny: seconds, for the smoke test; full: the real sizes)
+ * <p>Arguments: {@code --mode tiny|quick|full} (tiny: seconds, for the smoke test; quick: only the
+ * small-model part at its real sizes, a minute or two; full: everything at the real sizes)
  * and {@code --out FILE} (default: rows go to standard output only).
  *
  * <pre>{@code
@@ -26,11 +27,13 @@ import java.util.Locale;
 public final class Section implements AutoCloseable {
     private final String name;
     private final boolean tiny;
+    private final boolean quick;
     private final PrintWriter out;
 
-    private Section(String name, boolean tiny, PrintWriter out) {
+    private Section(String name, boolean tiny, boolean quick, PrintWriter out) {
         this.name = name;
         this.tiny = tiny;
+        this.quick = quick;
         this.out = out;
     }
 
@@ -41,19 +44,21 @@ public final class Section implements AutoCloseable {
      */
     public static Section fromArgs(String name, String[] args) {
         boolean tiny = false;
+        boolean quick = false;
         Path file = null;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--mode" -> {
                     String m = value(args, ++i, "--mode");
-                    if (!m.equals("tiny") && !m.equals("full")) {
-                        throw new IllegalArgumentException("--mode must be tiny or full, got " + m);
+                    if (!m.equals("tiny") && !m.equals("quick") && !m.equals("full")) {
+                        throw new IllegalArgumentException("--mode must be tiny, quick or full, got " + m);
                     }
                     tiny = m.equals("tiny");
+                    quick = m.equals("quick");
                 }
                 case "--out" -> file = Path.of(value(args, ++i, "--out"));
                 default -> throw new IllegalArgumentException("unknown argument " + args[i]
-                        + ": expected --mode tiny|full and --out FILE");
+                        + ": expected --mode tiny|quick|full and --out FILE");
             }
         }
         PrintWriter w = null;
@@ -65,7 +70,7 @@ public final class Section implements AutoCloseable {
                 throw new UncheckedIOException("cannot write rows to " + file, e);
             }
         }
-        return new Section(name, tiny, w);
+        return new Section(name, tiny, quick, w);
     }
 
     private static String value(String[] args, int i, String flag) {
@@ -78,6 +83,11 @@ public final class Section implements AutoCloseable {
     /** Whether this is the tiny smoke-test mode (small sizes, few rounds). */
     public boolean tiny() {
         return tiny;
+    }
+
+    /** Whether this is the quick mode: only the small-model part, at its real sizes. */
+    public boolean quick() {
+        return quick;
     }
 
     /** Records a row (and prints it, for the log). */

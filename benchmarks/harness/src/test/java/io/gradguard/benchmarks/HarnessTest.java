@@ -30,6 +30,18 @@ class HarnessTest {
     }
 
     @Test
+    void quickModeRunsOnlyTheSmallModelsAtRealSizes() {
+        try (Section quick = Section.fromArgs("t", new String[] {"--mode", "quick"});
+                Section tiny = Section.fromArgs("t", new String[] {"--mode", "tiny"})) {
+            assertTrue(quick.quick() && !quick.tiny());
+            assertTrue(tiny.tiny() && !tiny.quick());
+            assertEquals(2, SmallModels.widths(quick).length);
+            assertEquals(1, SmallModels.widths(tiny).length);
+        }
+        assertThrows(IllegalArgumentException.class, () -> Section.fromArgs("t", new String[] {"--mode", "fast"}));
+    }
+
+    @Test
     void medianAndFit() {
         assertEquals(2.0, Stats.median(new double[] {3, 1, 2}));
         assertEquals(2.5, Stats.median(new double[] {4, 1, 3, 2}));

@@ -36,10 +36,12 @@ import java.util.concurrent.TimeUnit;
  * <pre>
  * mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=full package   # everything, writes docs/performance.md
  * mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=tiny -Dbench.sections=reference,dl4j package
+ * mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=quick -Dbench.sections=dl4j,djl,tensorflow package   # small models only
  * </pre>
  *
- * <p>Arguments: {@code --dir BENCHMARKS_DIR} (default {@code benchmarks}), {@code --mode tiny|full}
- * (default full), {@code --sections reference,reference-scalar,dl4j,djl,tensorflow} (default all). The
+ * <p>Arguments: {@code --dir BENCHMARKS_DIR} (default {@code benchmarks}), {@code --mode tiny|quick|full}
+ * (default full; quick runs only the small-model part of each framework, at its real sizes, and
+ * writes the page to the target folder only), {@code --sections reference,reference-scalar,dl4j,djl,tensorflow} (default all). The
  * system property {@code gradguard.bench.note} (Maven: {@code -Dbench.note="..."}) adds a line about
  * the machine's conditions to the page, e.g. other work sharing its cores. A section whose module is not built, whose JVM fails, or that
  * runs out of time is reported by a row saying so; the rows it wrote before are kept.
@@ -59,13 +61,13 @@ public final class Runner {
                     List.of("-Xmx5g", "-Dgradguard.simd=false"), List.of("-Xmx1g", "-Dgradguard.simd=false"), Duration.ofMinutes(4)),
             new Spec("dl4j", "dl4j", "io.gradguard.benchmarks.dl4j.Dl4jBench",
                     List.of("-Xmx2g", "-Dorg.bytedeco.javacpp.maxbytes=4g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"),
-                    List.of("-Xmx1g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"), Duration.ofMinutes(5)),
+                    List.of("-Xmx1g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"), Duration.ofMinutes(8)),
             new Spec("djl", "djl", "io.gradguard.benchmarks.djl.DjlBench",
                     List.of("-Xmx1g", "-Dai.djl.offline=true", "-Dorg.slf4j.simpleLogger.defaultLogLevel=error"),
                     List.of("-Xmx1g", "-Dai.djl.offline=true", "-Dorg.slf4j.simpleLogger.defaultLogLevel=error"),
-                    Duration.ofMinutes(5)),
+                    Duration.ofMinutes(7)),
             new Spec("tensorflow", "tensorflow", "io.gradguard.benchmarks.tensorflow.TfBench",
-                    List.of("-Xmx1g", "-Dorg.bytedeco.javacpp.maxPhysicalBytes=8g"), List.of("-Xmx1g"), Duration.ofMinutes(5)));
+                    List.of("-Xmx1g", "-Dorg.bytedeco.javacpp.maxPhysicalBytes=8g"), List.of("-Xmx1g"), Duration.ofMinutes(7)));
 
     /**
      * OpenMP threads of ND4J and PyTorch sleep rather than spin while they wait (unless the caller
@@ -82,25 +84,33 @@ public final class Runner {
     static final Map<Integer, String> GOALS = Map.of(
             1, "Reference backend within 1.5× of the bandwidth floor",
             2, "Guarded training step (global-norm clip + norm monitoring) within 3% of the unguarded step",
-            3, "GradGuard within 5% of the framework's built-in for the same clip");
+            3, "GradGuard within 5% of the framework's built-in for the same clip",
+            5, "Small models (~5k parameters): a clip-only guard within 1.15× and the README pipeline with a Monitor within 1.3× of the unguarded step");
 
     private final Path dir;
     private final boolean tiny;
+    private final boolean quick;
     private final PrintWriter console;
     private final Machine machine;
     private List<String> sections = SECTIONS.stream().map(Spec::name).toList();
     private final String note = System.getProperty("gradguard.bench.note", "").trim();
 
     Runner(Path dir, boolean tiny, PrintWriter console) {
+        this(dir, tiny ? "tiny" : "full", console);
+    }
+
+    /** A runner in mode tiny, quick or full. */
+    Runner(Path dir, String mode, PrintWriter console) {
         this.dir = dir.toAbsolutePath().normalize();
-        this.tiny = tiny;
+        this.tiny = mode.equals("tiny");
+        this.quick = mode.equals("quick");
         this.console = console;
         this.machine = Machine.now();
     }
 
     public static void main(String[] args) {
         Path dir = Path.of("benchmarks");
-        boolean tiny = false;
+        String mode = "full";
         List<String> sections = SECTIONS.stream().map(Spec::name).toList();
         for (int i = 0; i < args.length; i++) {
             String v = i + 1 < args.length ? args[i + 1] : null;
@@ -108,19 +118,19 @@ public final class Runner {
                 case "--dir" -> dir = Path.of(require(v, "--dir"));
                 case "--mode" -> {
                     String m = require(v, "--mode");
-                    if (!m.equals("tiny") && !m.equals("full")) {
-                        throw new IllegalArgumentException("--mode must be tiny or full, got " + m);
+                    if (!m.equals("tiny") && !m.equals("quick") && !m.equals("full")) {
+                        throw new IllegalArgumentException("--mode must be tiny, quick or full, got " + m);
                     }
-                    tiny = m.equals("tiny");
+                    mode = m;
                 }
                 case "--sections" -> sections = Arrays.asList(require(v, "--sections").split(","));
                 default -> throw new IllegalArgumentException("unknown argument " + args[i]
-                        + ": expected --dir DIR, --mode tiny|full, --sections a,b");
+                        + ": expected --dir DIR, --mode tiny|quick|full, --sections a,b");
             }
             i++;
         }
         PrintWriter console = new PrintWriter(System.out, true, StandardCharsets.UTF_8);
-        Runner r = new Runner(dir, tiny, console);
+        Runner r = new Runner(dir, mode, console);
         List<Row> rows = r.run(sections);
         console.println();
         console.println(r.page(rows, false));
@@ -167,7 +177,7 @@ public final class Runner {
             List<String> cmd = new ArrayList<>();
             cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
             cmd.addAll(tiny ? spec.tinyJvm() : spec.fullJvm());
-            cmd.addAll(List.of("-cp", cp, spec.mainClass(), "--mode", tiny ? "tiny" : "full", "--out", rowsFile.toString()));
+            cmd.addAll(List.of("-cp", cp, spec.mainClass(), "--mode", mode(), "--out", rowsFile.toString()));
             ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
             pb.environment().put("TF_CPP_MIN_LOG_LEVEL", "2");
             pb.environment().putIfAbsent("OMP_WAIT_POLICY", OMP_WAIT_POLICY);
@@ -176,7 +186,7 @@ public final class Runner {
             Process p = pb.start();
             Thread pump = new Thread(() -> pump(p, log, spec.name()), "pump-" + spec.name());
             pump.start();
-            Duration limit = tiny ? Duration.ofMinutes(2) : spec.limit();
+            Duration limit = tiny ? Duration.ofMinutes(2) : quick ? Duration.ofMinutes(5) : spec.limit();
             boolean done = p.waitFor(limit.toSeconds(), TimeUnit.SECONDS);
             if (!done) {
                 p.destroyForcibly().waitFor();
@@ -239,7 +249,7 @@ public final class Runner {
                 + "Do not edit: run the command below again. -->\n\n");
         sb.append("Every number on this page comes from one run of the benchmark runner, ")
                 .append(machine.date()).append(", in **").append(tiny ? "tiny mode (smoke-test sizes: not a measurement)"
-                        : "full mode").append("**");
+                        : quick ? "quick mode (the small-model part only)" : "full mode").append("**");
         if (!sections.equals(SECTIONS.stream().map(Spec::name).toList())) {
             sb.append(", sections ").append(String.join(", ", sections));
         }
@@ -259,9 +269,13 @@ public final class Runner {
         return sb.toString();
     }
 
+    private String mode() {
+        return tiny ? "tiny" : quick ? "quick" : "full";
+    }
+
     /** The Maven command that reproduces this run. */
     String command() {
-        String c = tiny ? COMMAND.replace("-Dbench=full", "-Dbench=tiny") : COMMAND;
+        String c = COMMAND.replace("-Dbench=full", "-Dbench=" + mode());
         if (!sections.equals(SECTIONS.stream().map(Spec::name).toList())) {
             c = c.replace(" package", " -Dbench.sections=" + String.join(",", sections) + " package");
         }
@@ -341,7 +355,7 @@ public final class Runner {
             Path out = Files.createDirectories(dir.resolve("target"));
             Files.writeString(out.resolve("benchmark-report.md"), page, StandardCharsets.UTF_8);
             console.println("report: " + out.resolve("benchmark-report.md"));
-            if (!tiny) {
+            if (!tiny && !quick) {
                 Path docs = Files.createDirectories(dir.toAbsolutePath().normalize().resolveSibling("docs"));
                 Files.writeString(docs.resolve("performance.md"), page, StandardCharsets.UTF_8);
                 console.println("page:   " + docs.resolve("performance.md"));

@@ -21,6 +21,7 @@ import io.gradguard.benchmarks.Row;
 import io.gradguard.benchmarks.Rounds;
 import io.gradguard.benchmarks.Scaling;
 import io.gradguard.benchmarks.Section;
+import io.gradguard.benchmarks.SmallModels;
 import io.gradguard.benchmarks.Table;
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientSet;
@@ -73,6 +74,52 @@ public final class DjlBench {
     }
 
     private void run() {
+        if (!section.quick()) {
+            parts();
+        }
+        section.part(5, "djl small models: the guard's fixed cost per step", this::small);
+    }
+
+    /**
+     * Part 5 ({@link SmallModels}): per size one model and one trainer, stepped by
+     * {@code trainer.step()} or by a {@link DjlGuard} with the clip alone, the README's pipeline, and
+     * it with a monitor; interleaved.
+     */
+    private void small() {
+        NDManager data = NDManager.newBaseManager();
+        open.add(data);
+        for (int[] w : SmallModels.widths(section)) {
+            Engine.getInstance().setRandomSeed(7);
+            NDArray x = data.randomUniform(0, 1, new Shape(BATCH, w[0]));
+            float[] labels = new float[BATCH];
+            for (int i = 0; i < BATCH; i++) {
+                labels[i] = i % w[w.length - 1];
+            }
+            NDArray y = data.create(labels);
+            Trainer t = trainer(model(w), adam(), w);
+            DjlGuard clip = DjlGuard.of(Pipelines.globalClip());
+            DjlGuard readme = DjlGuard.of(Pipelines.readme());
+            DjlGuard monitored = DjlGuard.of(Pipelines.readmeMonitored());
+            for (int i = 0; i < SmallModels.warmUpSteps(section); i++) {
+                step(t, x, y, null);
+                step(t, x, y, clip);
+                step(t, x, y, readme);
+                step(t, x, y, monitored);
+            }
+            Rounds r = SmallModels.rounds(section);
+            r.add("plain", () -> step(t, x, y, null));
+            r.add("clip", () -> step(t, x, y, clip));
+            r.add("readme", () -> step(t, x, y, readme));
+            r.add("monitored", () -> step(t, x, y, monitored));
+            long params = 0;
+            for (var p : t.getModel().getBlock().getParameters().values()) {
+                params += p.getArray().size();
+            }
+            SmallModels.emit(section, "djl", "DjlGuard", params, r.run());
+        }
+    }
+
+    private void parts() {
         section.part(2, "djl training steps", () -> {
             section.progress("engine %s", Engine.getInstance().getEngineName() + " " + Engine.getInstance().getVersion());
             NDManager data = NDManager.newBaseManager();
@@ -86,10 +133,10 @@ public final class DjlBench {
             NDArray y = data.create(labels);
             // one model for every variant: the same parameter arrays (memory placement included), so
             // the rows compare what happens between backward and the update, not two allocations
-            Model model = model();
-            Trainer plain = trainer(model, adam());
+            Model model = model(widths);
+            Trainer plain = trainer(model, adam(), widths);
             Trainer clipped = trainer(model, Adam.adam().optLearningRateTracker(Tracker.fixed(Pipelines.LEARNING_RATE))
-                    .optClipGrad((float) Pipelines.MAX_VALUE).build());
+                    .optClipGrad((float) Pipelines.MAX_VALUE).build(), widths);
             DjlGuard global = DjlGuard.of(Pipelines.guarded());
             DjlGuard idle = DjlGuard.of(Pipelines.guardedIdle());
             DjlGuard value = DjlGuard.of(Pipelines.valueClip());
@@ -168,7 +215,7 @@ public final class DjlBench {
     }
 
     /** The MLP, its parameters initialised once (seed 42) by the first trainer made on it. */
-    private Model model() {
+    private Model model(int[] widths) {
         SequentialBlock block = new SequentialBlock();
         for (int i = 1; i < widths.length; i++) {
             block.add(Linear.builder().setUnits(widths[i]).build());
@@ -184,7 +231,7 @@ public final class DjlBench {
     }
 
     /** A trainer on {@code model} with its own optimizer (and optimizer state). */
-    private Trainer trainer(Model model, Optimizer optimizer) {
+    private Trainer trainer(Model model, Optimizer optimizer, int[] widths) {
         Trainer t = model.newTrainer(new DefaultTrainingConfig(Loss.softmaxCrossEntropyLoss()).optOptimizer(optimizer));
         t.initialize(new Shape(BATCH, widths[0]));
         open.add(t);

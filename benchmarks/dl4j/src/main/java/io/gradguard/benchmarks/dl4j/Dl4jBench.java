@@ -5,6 +5,7 @@ import io.gradguard.benchmarks.Row;
 import io.gradguard.benchmarks.Rounds;
 import io.gradguard.benchmarks.Scaling;
 import io.gradguard.benchmarks.Section;
+import io.gradguard.benchmarks.SmallModels;
 import io.gradguard.benchmarks.Table;
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientSet;
@@ -69,11 +70,58 @@ public final class Dl4jBench {
     }
 
     private void run() {
+        if (!section.quick()) {
+            parts();
+        }
+        section.part(5, "dl4j small models: the guard's fixed cost per step", this::small);
+    }
+
+    /**
+     * Part 5: on small models a step costs a fraction of a millisecond, and the guard's fixed cost
+     * per step is what the ratios show. One network per size, trained by {@code fit} (unguarded)
+     * and by {@link Dl4jGuard}'s step driver (a listener cannot skip a step) running the clip alone,
+     * the README's pipeline, and it with a monitor; interleaved.
+     */
+    private void small() {
+        for (int[] w : SmallModels.widths(section)) {
+            MultiLayerNetwork net = network(w, null, 0);
+            DataSet batch = batch(w);
+            Dl4jGuard clip = Dl4jGuard.of(Pipelines.globalClip());
+            Dl4jGuard readme = Dl4jGuard.of(Pipelines.readme());
+            Dl4jGuard monitored = Dl4jGuard.of(Pipelines.readmeMonitored());
+            for (int i = 0; i < SmallModels.warmUpSteps(section); i++) {
+                fit(net, batch);
+                step(net, clip, batch);
+                step(net, readme, batch);
+                step(net, monitored, batch);
+            }
+            Rounds r = SmallModels.rounds(section);
+            r.add("plain", () -> fit(net, batch));
+            r.add("clip", () -> step(net, clip, batch));
+            r.add("readme", () -> step(net, readme, batch));
+            r.add("monitored", () -> step(net, monitored, batch));
+            Map<String, Double> m = r.run();
+            SmallModels.emit(section, "dl4j", "Dl4jGuard step driver vs fit", net.numParams(), m);
+        }
+    }
+
+    /** A fixed batch for a network of these widths: uniform inputs, one-hot labels. */
+    private static DataSet batch(int[] w) {
+        Nd4j.getRandom().setSeed(7);
+        INDArray x = Nd4j.rand(BATCH, w[0]);
+        INDArray y = Nd4j.zeros(BATCH, w[w.length - 1]);
+        for (int i = 0; i < BATCH; i++) {
+            y.putScalar(i, i % w[w.length - 1], 1.0);
+        }
+        return new DataSet(x, y);
+    }
+
+    private void parts() {
         section.part(2, "dl4j training steps", () -> {
             // every row trains one network, swapping only its listener or its layers' built-in
             // GradientNormalization (read by DL4J's updater on every step): the same parameter and
             // gradient arrays for every variant, so the rows compare what runs between backprop and update
-            MultiLayerNetwork shared = network(null, 0);
+            MultiLayerNetwork shared = network(widths, null, 0);
             Dl4jGuard globalListener = Dl4jGuard.of(Pipelines.guarded());
             Dl4jGuard idleListener = Dl4jGuard.of(Pipelines.guardedIdle());
             // the step driver on the same network (it takes its listeners, so it is given it with none)
@@ -84,13 +132,7 @@ public final class Dl4jBench {
             Dl4jGuard layerListener = Dl4jGuard.of(Pipelines.layerClip());
             Dl4jGuard valueListener = Dl4jGuard.of(Pipelines.valueClip());
             long params = shared.numParams();
-            Nd4j.getRandom().setSeed(7);
-            INDArray x = Nd4j.rand(BATCH, widths[0]);
-            INDArray y = Nd4j.zeros(BATCH, widths[widths.length - 1]);
-            for (int i = 0; i < BATCH; i++) {
-                y.putScalar(i, i % widths[widths.length - 1], 1.0);
-            }
-            DataSet batch = new DataSet(x, y);
+            DataSet batch = batch(widths);
             fit(shared, batch);
             warmUp(shared, Pipelines.guarded(), Pipelines.guardedIdle(), Pipelines.globalClipMonitored(), Pipelines.layerClip(),
                     Pipelines.valueClip());
@@ -249,7 +291,7 @@ public final class Dl4jBench {
         }
     }
 
-    private MultiLayerNetwork network(GradientNormalization clip, double threshold) {
+    private static MultiLayerNetwork network(int[] widths, GradientNormalization clip, double threshold) {
         NeuralNetConfiguration.Builder b = new NeuralNetConfiguration.Builder()
                 .seed(42)
                 .updater(new Adam(Pipelines.LEARNING_RATE))

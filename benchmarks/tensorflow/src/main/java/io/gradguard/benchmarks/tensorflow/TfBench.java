@@ -5,6 +5,7 @@ import io.gradguard.benchmarks.Row;
 import io.gradguard.benchmarks.Rounds;
 import io.gradguard.benchmarks.Scaling;
 import io.gradguard.benchmarks.Section;
+import io.gradguard.benchmarks.SmallModels;
 import io.gradguard.benchmarks.Table;
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.tensorflow.TfGuard;
@@ -94,10 +95,46 @@ public final class TfBench {
     }
 
     private void run() {
+        if (!section.quick()) {
+            parts();
+        }
+        section.part(5, "tensorflow small models: the guard's fixed cost per step", this::small);
+    }
+
+    /**
+     * Part 5: on small models a step costs a fraction of a millisecond, and the guard's fixed cost
+     * per step (session runs, host reads, bookkeeping) is what the ratios show. One graph and
+     * session per size; plain, clip only, the README's pipeline, and it with a monitor, interleaved.
+     */
+    private void small() {
+        for (int[] w : SmallModels.widths(section)) {
+            Net n = net(w);
+            Session session = new Session(n.graph());
+            open.add(session);
+            Variant plain = hand(n, session, "plain", (tf, grads) -> grads);
+            session.initialize();
+            Variant clip = guard(n, session, Pipelines.globalClip());
+            Variant readme = guard(n, session, Pipelines.readme());
+            Variant monitored = guard(n, session, Pipelines.readmeMonitored());
+            for (int i = 0; i < SmallModels.warmUpSteps(section); i++) {
+                for (Variant v : List.of(plain, clip, readme, monitored)) {
+                    v.step();
+                }
+            }
+            Rounds r = SmallModels.rounds(section);
+            r.add("plain", plain::step);
+            r.add("clip", clip::step);
+            r.add("readme", readme::step);
+            r.add("monitored", monitored::step);
+            SmallModels.emit(section, "tensorflow", "TfGuard", n.params(), r.run());
+        }
+    }
+
+    private void parts() {
         section.part(2, "tensorflow training steps", () -> {
             // one graph, one session, one set of model variables for every variant (each with its own
             // optimizer slots): the rows compare the ops between gradients and update, not two graphs
-            Net n = net();
+            Net n = net(widths);
             Session session = new Session(n.graph());
             open.add(session);
             long params = n.params();
@@ -330,7 +367,7 @@ public final class TfBench {
         return a;
     }
 
-    private Net net() {
+    private Net net(int[] widths) {
         Graph graph = new Graph();
         open.add(graph);
         Ops tf = Ops.create(graph);
