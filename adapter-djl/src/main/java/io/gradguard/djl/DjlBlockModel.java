@@ -36,6 +36,9 @@ import org.slf4j.LoggerFactory;
  * ({@code getGradient()}); stages change the gradients in place.
  */
 final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
+    /** Block types already named in the "no known layout" warning: it is given once per type and process. */
+    private static final Set<String> WARNED_TYPES = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
     private static final Logger LOG = LoggerFactory.getLogger(DjlGuard.class);
     private final NDManager manager;
     private final Block block;
@@ -169,7 +172,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
                 String layer = layer(pair.getKey(), p.getName(), block);
                 Block owner = owners.getOrDefault(p, block);
                 DjlLayouts.Kind kind = DjlLayouts.of(owner, p);
-                if (!kind.known()) {
+                if (!kind.known() && WARNED_TYPES.add(owner.getClass().getName())) { // once per type and process
                     unknown.add(layer + " (" + owner.getClass().getSimpleName() + ")");
                 }
                 out.add(new Entry(pair.getKey(), p, kind.role(), layer, kind.layout()));

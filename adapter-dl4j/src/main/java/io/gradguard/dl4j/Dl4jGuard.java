@@ -9,6 +9,7 @@ import io.gradguard.core.internal.Checks;
 import io.gradguard.core.spi.GuardedModel;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Set;
 import java.util.Map;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.conf.GradientNormalization;
@@ -83,6 +84,9 @@ import org.slf4j.LoggerFactory;
  *     (listener) its pipeline holds or skips a step
  */
 public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
+    /** Layer types already named in the "no known layout" warning: it is given once per type and process. */
+    private static final Set<String> WARNED_TYPES = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
     private static final Logger LOG = LoggerFactory.getLogger("io.gradguard.dl4j");
     private static final String INSTALLED = "install(net)";
 
@@ -339,7 +343,8 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
                     + ".gradientNormalization(...) from the configuration, or the matching stage from the pipeline.",
                     this, builtIn);
         }
-        List<String> unknown = Dl4jGradients.unknownLayers(net);
+        List<String> unknown = new java.util.ArrayList<>(Dl4jGradients.unknownLayers(net));
+        unknown.removeIf(layer -> !WARNED_TYPES.add(layer.substring(layer.indexOf('(') + 1))); // once per type and process
         if (!unknown.isEmpty()) {
             LOG.warn("GradGuard {}: no known layout for the parameters of layer(s) {}: their roles come from the keys "
                     + "(W, RW, pW weight; b bias) and their output units from the rank (the last axis up to rank 2, "

@@ -28,6 +28,7 @@ import org.deeplearning4j.nn.conf.layers.SelfAttentionLayer;
  *   <tr><td>Deconvolution2D</td><td>W: [nIn, nOut, kH, kW]</td><td>WEIGHT</td><td>{@code W[:, o]} ({@code outputAxis(1)})</td></tr>
  *   <tr><td>DepthwiseConvolution2D</td><td>W: [kH, kW, nIn, m]</td><td>WEIGHT</td><td>{@code W[..., j]} ({@link Layout#outputLast()})</td></tr>
  *   <tr><td>BatchNormalization</td><td>gamma, beta: [nOut]</td><td>OTHER</td><td>the whole vector</td></tr>
+ *   <tr><td>SimpleRnn</td><td>W: [nIn, nOut], RW: [nOut, nOut]</td><td>a column (as dense)</td></tr>
  *   <tr><td>LSTM, GravesLSTM</td><td>W: [nIn, 4·nOut], RW: [nOut, 4·nOut] (GravesLSTM: 4·nOut+3, the
  *       last three columns its peepholes)</td><td>WEIGHT</td><td>a column: one gate of one cell (gates are
  *       stacked along the output axis; PyTorch's {@code weight_ih[4·hidden, in]} rows, transposed)</td></tr>
@@ -67,7 +68,7 @@ final class Dl4jLayouts {
     }
 
     private static Kind known(Layer conf, String key) {
-        if (key.equals("b") && (isDenseLike(conf) || isConvolution(conf) || conf instanceof AbstractLSTM
+        if (key.equals("b") && (isDenseLike(conf) || isConvolution(conf) || conf instanceof AbstractLSTM || isSimpleRnn(conf)
                 || isEmbedding(conf) || conf instanceof SelfAttentionLayer)) {
             return kind(Role.BIAS, Layout.whole());
         }
@@ -83,6 +84,9 @@ final class Dl4jLayouts {
         if (isConvolution(conf) || isEmbedding(conf)) {
             return key.equals("W") ? kind(Role.WEIGHT, Layout.outputFirst()) : null;
         }
+        if (isSimpleRnn(conf)) { // W: [nIn, nOut], RW: [nOut, nOut]; one unit is a column, as for dense
+            return key.equals("W") || key.equals("RW") ? kind(Role.WEIGHT, Layout.outputLast()) : null;
+        }
         if (conf instanceof AbstractLSTM && !(conf instanceof GravesBidirectionalLSTM)) {
             return key.equals("W") || key.equals("RW") ? kind(Role.WEIGHT, Layout.outputLast()) : null;
         }
@@ -94,6 +98,10 @@ final class Dl4jLayouts {
             };
         }
         return null;
+    }
+
+    private static boolean isSimpleRnn(Layer conf) {
+        return conf instanceof org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn;
     }
 
     private static boolean isDenseLike(Layer conf) {
