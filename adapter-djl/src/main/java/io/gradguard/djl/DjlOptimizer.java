@@ -116,12 +116,15 @@ public final class DjlOptimizer extends Optimizer {
         return starts;
     }
 
-    /** The wrapped optimizer's update of every trainable parameter, with a copy of its (transformed) gradient. */
+    /**
+     * The wrapped optimizer's update of every trainable parameter, on its (transformed) gradient in
+     * place: no copy of the gradient (DJL's fused update leaves it at 0, as after a plain step).
+     */
     void updateAll() {
         for (Parameter p : parameters().values()) {
             NDArray value = p.getArray();
-            try (NDArray g = value.getGradient(); NDArray copy = g.duplicate()) {
-                optimizer.update(p.getId(), value, copy);
+            try (NDArray g = value.getGradient()) {
+                optimizer.update(p.getId(), value, g);
             }
         }
     }
