@@ -10,7 +10,7 @@ import java.util.List;
  * <pre>{@code
  * Diagnosis d = Doctor.diagnose(recording);
  * if (d.status() == Diagnosis.Status.PROBLEMS) {
- *     System.out.println(d.text());
+ *     log.info("{}", d.text());
  * }
  * }</pre>
  *

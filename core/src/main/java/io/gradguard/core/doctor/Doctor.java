@@ -44,7 +44,7 @@ import java.util.regex.Pattern;
  * Doctor doctor = Doctor.watch(monitor);     // before training
  * ... train ...
  * Diagnosis d = doctor.diagnosis();
- * System.out.println(d.text());
+ * log.info("{}", d.text());
  * }</pre>
  *
  * <p>The diagnosis of a run with no problem and at least {@link #MIN_STEPS} steps is

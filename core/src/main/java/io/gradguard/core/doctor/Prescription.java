@@ -11,7 +11,7 @@ import java.util.List;
  *
  * <pre>{@code
  * GradientPipeline guard = GradientPipeline.of(diagnosis.prescription().transforms());
- * System.out.println(diagnosis.prescription().javaSource());
+ * log.info("suggested pipeline:\n{}", diagnosis.prescription().javaSource());
  * }</pre>
  *
  * @param skipMaxConsecutive {@code Transforms.skipNonFinite(n)} with this n; -1 for no skip stage

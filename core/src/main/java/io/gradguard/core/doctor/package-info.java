@@ -6,7 +6,7 @@
  *
  * <pre>{@code
  * Diagnosis d = Doctor.diagnose(RunRecording.readJsonl(Path.of("grad.jsonl")));
- * System.out.println(d.text());
+ * log.info("{}", d.text());
  * GradientPipeline guard = GradientPipeline.of(d.prescription().transforms());
  * }</pre>
  *
