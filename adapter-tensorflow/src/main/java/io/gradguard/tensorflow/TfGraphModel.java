@@ -15,6 +15,7 @@ import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.function.Consumer;
+import java.util.function.DoubleSupplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.tensorflow.Graph;
@@ -27,6 +28,8 @@ import org.tensorflow.Tensor;
 import org.tensorflow.framework.optimizers.Optimizer;
 import org.tensorflow.op.Op;
 import org.tensorflow.op.Ops;
+import org.tensorflow.op.core.Placeholder;
+import org.tensorflow.ndarray.Shape;
 import org.tensorflow.types.TFloat32;
 import org.tensorflow.types.TFloat64;
 
@@ -40,6 +43,10 @@ import org.tensorflow.types.TFloat64;
  * to {@link GradientBuffers}: from then on a first run fills them (and returns the loss), host reads
  * evaluate the small graphs they need, and the last run transforms and applies. On HOLD and SKIP
  * the apply op is not run: the variables and the optimizer's slots do not move.
+ *
+ * <p>Loss scaling: with a loss-scale stage the gradients are those of {@code loss · S}, S a fed
+ * float64 scalar ({@code gradguard/loss_scale}, cast to the loss's dtype) whose value is the guard's
+ * scale at the start of the step; the stage divides them by S again.
  */
 final class TfGraphModel implements GuardedModel<TfTensor> {
     private static final Logger LOG = LoggerFactory.getLogger(TfGraphModel.class);
@@ -51,6 +58,10 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
     private final long[][] shapes;
     private final GradientSet<TfTensor> gradients;
     private final OptimizerBranches branches;
+    /** The fed loss scale S (the gradients are those of loss · S), or null without a loss-scale stage. */
+    private final Output<TFloat64> lossScale;
+    private final DoubleSupplier lossScaleValue;
+    private TFloat64 lossScaleTensor;
     private GradientBuffers buffers;
     private UpdateProbe probe;
     private boolean inPipeline;
@@ -59,8 +70,11 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
     private long recomputedRuns;
 
     private TfGraphModel(TfOps ops, Output<?> loss, List<Output<?>> variables, List<Output<?>> values, Output<?>[] rawGradients,
-            Optimizer optimizer, Map<String, Layout> layouts, Consumer<List<GraphOperation>> onSlotsCreated) {
+            Optimizer optimizer, Map<String, Layout> layouts, Consumer<List<GraphOperation>> onSlotsCreated,
+            Output<TFloat64> lossScale, DoubleSupplier lossScaleValue) {
         this.ops = ops;
+        this.lossScale = lossScale;
+        this.lossScaleValue = lossScaleValue;
         this.loss = loss;
         this.values = values;
         this.rawGradients = rawGradients;
@@ -99,12 +113,13 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
 
     /**
      * Validates the setup and builds the gradients of {@code loss} with respect to {@code variables}
-     * (only those: not every variable of the graph).
+     * (only those: not every variable of the graph); with {@code lossScale} (the guard's current
+     * scale; null without a loss-scale stage), the gradients of {@code loss · S}, S fed each step.
      *
      * @throws IllegalArgumentException see {@link TfGuard#attach}
      */
     static TfGraphModel build(TfOps ops, Operand<?> loss, List<? extends Operand<?>> variables, Optimizer optimizer,
-            Map<String, Layout> layouts, Consumer<List<GraphOperation>> onSlotsCreated) {
+            Map<String, Layout> layouts, Consumer<List<GraphOperation>> onSlotsCreated, DoubleSupplier lossScale) {
         Checks.notNull("loss", loss);
         Checks.notNull("variables", variables);
         Checks.notNull("optimizer", optimizer);
@@ -142,9 +157,15 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
         Set<String> undeclared = new TreeSet<>(layouts.keySet());
         undeclared.removeAll(seen);
         Checks.require(undeclared.isEmpty(), "layout", "name only variables given to attach", undeclared);
+        Output<TFloat64> scale = null;
+        Output<?> differentiated = lossOut;
+        if (lossScale != null) {
+            scale = tf.withName("loss_scale").placeholder(TFloat64.class, Placeholder.shape(Shape.scalar())).output();
+            differentiated = scaled(tf, lossOut, scale);
+        }
         Output<?>[] grads;
         try {
-            grads = graph.addGradients(lossOut, vars.toArray(new Output<?>[0]));
+            grads = graph.addGradients(differentiated, vars.toArray(new Output<?>[0]));
         } catch (RuntimeException e) {
             throw new IllegalArgumentException("TensorFlow could not build the gradients of " + lossOut.op().name()
                     + " with respect to " + seen + ": " + e.getMessage(), e);
@@ -153,7 +174,15 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
             Checks.require(grads[i] != null, "variables[" + i + "]", "have a gradient from the loss " + lossOut.op().name(),
                     vars.get(i).op().name());
         }
-        return new TfGraphModel(ops, lossOut, List.copyOf(vars), List.copyOf(values), grads, optimizer, layouts, onSlotsCreated);
+        return new TfGraphModel(ops, lossOut, List.copyOf(vars), List.copyOf(values), grads, optimizer, layouts, onSlotsCreated,
+                scale, lossScale);
+    }
+
+    /** {@code loss · S}, S cast to the loss's dtype. */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static Output<?> scaled(Ops tf, Output<?> loss, Output<TFloat64> scale) {
+        Operand s = loss.type() == TFloat64.class ? scale : tf.dtypes.cast(scale, (Class) loss.type());
+        return tf.withName("scaled_loss").math.mul((Operand) loss, s).asOutput();
     }
 
     private static boolean isFloat(Class<?> type) {
@@ -166,12 +195,32 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
      * step's one run).
      */
     boolean begin(Map<? extends Operand<?>, ? extends Tensor> feeds) {
-        ops.beginStep(feeds, this::beforeHostRead);
+        ops.beginStep(lossScale == null ? feeds : withLossScale(feeds), this::beforeHostRead);
         if (buffers != null) {
             lastLoss = buffers.fill(ops, loss);
             return true;
         }
         return false;
+    }
+
+    /** The step's feeds and the loss scale S (its tensor kept while S does not change). */
+    private Map<Operand<?>, Tensor> withLossScale(Map<? extends Operand<?>, ? extends Tensor> feeds) {
+        double s = lossScaleValue.getAsDouble();
+        if (lossScaleTensor == null || Double.doubleToRawLongBits(lossScaleTensor.getDouble()) != Double.doubleToRawLongBits(s)) {
+            closeLossScale();
+            lossScaleTensor = TFloat64.scalarOf(s);
+        }
+        Map<Operand<?>, Tensor> all = new java.util.HashMap<>(feeds);
+        all.put(lossScale, lossScaleTensor);
+        return all;
+    }
+
+    /** Closes the fed loss-scale tensor (with the guard). */
+    void closeLossScale() {
+        if (lossScaleTensor != null) {
+            lossScaleTensor.close();
+            lossScaleTensor = null;
+        }
     }
 
     @Override

@@ -8,6 +8,7 @@ import io.gradguard.core.Layout;
 import io.gradguard.core.StepContext;
 import io.gradguard.core.StepResult;
 import io.gradguard.core.internal.Checks;
+import io.gradguard.core.transform.LossScale;
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -148,7 +149,9 @@ public final class TfGuard extends Guard<TfTensor, TfGuard> {
         }
         TfOps newOps = new TfOps(session);
         TfCheckpoint newCheckpoint = new TfCheckpoint(session);
-        TfGraphModel built = TfGraphModel.build(newOps, loss, variables, optimizer, Map.copyOf(layouts), newCheckpoint::slotsCreated);
+        boolean scaled = !pipeline().transforms().isEmpty() && pipeline().transforms().get(0) instanceof LossScale;
+        TfGraphModel built = TfGraphModel.build(newOps, loss, variables, optimizer, Map.copyOf(layouts), newCheckpoint::slotsCreated,
+                scaled ? this::lossScale : null);
         this.session = session;
         this.ops = newOps;
         this.checkpoint = newCheckpoint;
@@ -346,6 +349,7 @@ public final class TfGuard extends Guard<TfTensor, TfGuard> {
         if (ops != null) {
             ops.close();
             checkpoint.close();
+            model.closeLossScale();
         }
     }
 

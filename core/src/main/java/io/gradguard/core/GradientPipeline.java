@@ -415,7 +415,49 @@ public final class GradientPipeline {
     public <T> void restoreState(InputStream in, TensorOps<T> ops) throws IOException {
         Checks.notNull("in", in);
         Checks.notNull("ops", ops);
-        byte[] all = in.readAllBytes();
+        Decoded r = decode(in.readAllBytes(), ops, transforms.size());
+        // commit
+        if (states != null) {
+            release(boundOps);
+        }
+        states = r.states();
+        boundOps = r.states() != null ? ops : null;
+        signatureNames = r.sigNames();
+        signatureShapes = r.sigShapes();
+        step = r.step();
+        microStep = r.micro();
+        skippedSteps = r.skipped();
+        heldCalls = r.held();
+        clippedSteps = r.clipped();
+        calls = r.calls();
+        created.clear();
+    }
+
+    /**
+     * The loss scale a state written by {@link #saveState} holds ({@link #lossScale()} once it is
+     * restored), read without restoring anything: for a guard whose restore waits for its model.
+     *
+     * @return 1 without a loss-scale stage
+     * @throws StateFormatException if the data is not a valid state of this pipeline
+     * @throws IOException if the data cannot be read
+     */
+    public double lossScaleIn(byte[] state) throws IOException {
+        Checks.notNull("state", state);
+        if (transforms.isEmpty() || !(transforms.get(0) instanceof io.gradguard.core.transform.LossScale ls)) {
+            return 1.0;
+        }
+        Decoded r = decode(state, null, 1); // a loss scale's state holds no tensor: no backend needed
+        created.clear();
+        return ls.currentScale(r.states() == null ? null : r.states()[0]);
+    }
+
+    /** What {@link #decode} read: the states of the stages asked for (null if the saved pipeline never ran), counters, signature. */
+    private record Decoded(TransformState[] states, String[] sigNames, long[][] sigShapes, long step, int micro, long skipped,
+            long held, long clipped, long calls) {
+    }
+
+    /** Reads and checks a saved state, the states of its first {@code stages} stages created on {@code ops}; changes nothing. */
+    private <T> Decoded decode(byte[] all, TensorOps<T> ops, int stages) throws IOException {
         if (all.length < 16) {
             throw new StateFormatException("not a GradGuard state: " + all.length + " bytes is too short");
         }
@@ -478,7 +520,7 @@ public final class GradientPipeline {
                         sigShapes[i][r] = d.readLong();
                     }
                 }
-                newStates = new TransformState[transforms.size()];
+                newStates = new TransformState[stages];
                 for (int i = 0; i < newStates.length; i++) {
                     int len = d.readInt();
                     if (len < 0 || len > d.available()) {
@@ -504,24 +546,10 @@ public final class GradientPipeline {
                     created.add(newStates[i]);
                 }
             }
-            if (d.available() != 8) {
+            if (stages == transforms.size() && d.available() != 8) {
                 throw new StateFormatException("the state has " + (d.available() - 8) + " unexpected trailing bytes");
             }
-            // commit
-            if (states != null) {
-                release(boundOps);
-            }
-            states = newStates;
-            boundOps = initialised ? ops : null;
-            signatureNames = sigNames;
-            signatureShapes = sigShapes;
-            step = newStep;
-            microStep = newMicro;
-            skippedSteps = newSkipped;
-            heldCalls = newHeld;
-            clippedSteps = newClipped;
-            calls = newCalls;
-            created.clear();
+            return new Decoded(newStates, sigNames, sigShapes, newStep, newMicro, newSkipped, newHeld, newClipped, newCalls);
         } catch (EOFException e) {
             releaseCreated(ops);
             throw new StateFormatException("the state is truncated");

@@ -54,6 +54,8 @@ public abstract class Guard<T, G extends Guard<T, G>> implements AutoCloseable {
     private StepResult<T> last;
     private TensorOps<T> ops;
     private byte[] pendingState;
+    /** The loss scale {@link #pendingState} holds: the adapter scales the first loss after a restore by it. */
+    private double pendingLossScale;
     private boolean closed;
 
     /**
@@ -106,7 +108,7 @@ public abstract class Guard<T, G extends Guard<T, G>> implements AutoCloseable {
      * {@link io.gradguard.core.transform.LossScale} stage's current scale, 1 without one.
      */
     public final double lossScale() {
-        return pipeline.lossScale();
+        return pendingState != null ? pendingLossScale : pipeline.lossScale();
     }
 
     /** Whether reductions (norms, sums across tensors) run in float64 ({@link #accumulateInDouble()}). */
@@ -287,7 +289,9 @@ public abstract class Guard<T, G extends Guard<T, G>> implements AutoCloseable {
         if (ops != null) {
             pipeline.restoreState(in, ops);
         } else {
-            pendingState = in.readAllBytes();
+            byte[] state = in.readAllBytes();
+            pendingLossScale = pipeline.lossScaleIn(state);
+            pendingState = state;
         }
     }
 

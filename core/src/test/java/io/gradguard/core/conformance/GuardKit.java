@@ -25,8 +25,9 @@ import org.junit.jupiter.api.io.TempDir;
  * What every adapter must show on a real small model of its framework, trained through its guard
  * and the framework's own optimizer: the optimizer receives exactly the transformed gradient,
  * accumulation equals the full batch, a non-finite step is really skipped, a checkpoint taken in
- * the middle of an accumulation window resumes bit for bit, update ratios are reported, a long run
- * with injected faults stays finite and flat, and misuse gets a clear error.
+ * the middle of an accumulation window resumes bit for bit, loss scaling trains as the unscaled run
+ * and skips an overflow, update ratios are reported, a long run with injected faults stays finite
+ * and flat, and misuse gets a clear error.
  *
  * <p>An adapter runs it with a subclass that builds the kit's model ({@link KitModel}) in its
  * framework and trains it through its guard:
@@ -302,6 +303,97 @@ public abstract class GuardKit {
                 clean.train(Batch.of(200 + s, 8));
             }
             assertClose(clean.parameters(), t.parameters(), 1e-6, "the run after the skip equals a run without the batch");
+            assertAllFinite(t.parameters(), "parameters");
+        }
+    }
+
+    // ---- loss scaling ---------------------------------------------------------------------------
+
+    /** 2¹¹⁰: the kit's gradients (|g| &lt; 10) times it stay finite in float32; gradients near 1e6 overflow. */
+    private static final double BIG_SCALE = 0x1p110;
+
+    /** Dynamic loss scaling at {@link #BIG_SCALE} (×2 after 3 finite steps, ×2⁻¹⁰ on overflow), then a non-finite limit of 0. */
+    private static GradientPipeline lossScaled() {
+        // skipNonFinite(0) throws on the first non-finite step it sees: an overflow must never reach it
+        return GradientPipeline.of(Transforms.dynamicLossScale(BIG_SCALE, 2, 0x1p-10, 3), Transforms.skipNonFinite(0));
+    }
+
+    /** The batch with labels 1e6 times larger: gradients near 1e6, which overflow float32 at {@link #BIG_SCALE}. */
+    private static Batch loud(Batch b) {
+        float[][] y = new float[b.y().length][];
+        for (int i = 0; i < y.length; i++) {
+            y[i] = b.y()[i].clone();
+            for (int j = 0; j < y[i].length; j++) {
+                y[i][j] = y[i][j] * 1e6f + 1e6f;
+            }
+        }
+        return new Batch(b.x(), y);
+    }
+
+    /**
+     * The adapter multiplies the loss by the guard's scale before backward and the stage divides the
+     * gradients back: with power-of-two scales both are exact, so SGD under loss scaling moves the
+     * parameters bit for bit as the unscaled run. An overflowing step is skipped (parameters
+     * untouched) and backs the scale off; three finite steps grow it; a checkpoint taken in between
+     * resumes the same scale sequence and parameters.
+     */
+    @Test
+    void loss_scaling_trains_as_unscaled_skips_an_overflow_and_resumes_exactly(@TempDir Path dir) throws IOException {
+        double[] scales = {BIG_SCALE, BIG_SCALE, BIG_SCALE, 0x1p100, 0x1p100, 0x1p100, 0x1p101, 0x1p101};
+        int overflowAt = 2;
+        int checkpointAfter = 3;
+        float[] expected;
+        try (Trainee t = newTrainee(lossScaled(), Optimizer.SGD); Trainee plain = newTrainee(GradientPipeline.of(), Optimizer.SGD)) {
+            for (int i = 0; i < scales.length; i++) {
+                assertEquals(scales[i], t.guard().lossScale(), "the scale before step " + i);
+                float[] before = t.parameters();
+                Batch b = Batch.of(500 + i, 8);
+                StepResult<?> r = t.train(i == overflowAt ? loud(b) : b);
+                assertEquals(scales[i], r.lossScale().orElseThrow(), "step " + i + " reports the scale its loss was multiplied by");
+                if (i == overflowAt) {
+                    assertTrue(r.skipped(), "the overflowing step is skipped, got " + r);
+                    assertEquals("dynamicLossScale", r.decidedBy(), "the loss scale skipped it, not skipNonFinite");
+                    assertArrayEquals(before, t.parameters(), "parameters untouched by the overflowing step");
+                } else {
+                    assertTrue(r.applies(), "step " + i + " applies, got " + r);
+                    plain.train(b);
+                    assertArrayEquals(plain.parameters(), t.parameters(), "after step " + i + ": the scaled run equals the unscaled one");
+                }
+                if (i == checkpointAfter) {
+                    t.checkpoint(dir);
+                }
+            }
+            assertEquals(0x1p101, t.guard().lossScale());
+            assertEquals(1, t.guard().skippedCount());
+            expected = t.parameters();
+        }
+        try (Trainee r = restore(dir, lossScaled(), Optimizer.SGD)) {
+            for (int i = checkpointAfter + 1; i < scales.length; i++) {
+                assertEquals(scales[i], r.guard().lossScale(), "the restored run's scale before step " + i);
+                r.train(Batch.of(500 + i, 8));
+            }
+            assertEquals(0x1p101, r.guard().lossScale());
+            assertArrayEquals(expected, r.parameters(), "the resumed run equals the uninterrupted one bit for bit");
+        }
+    }
+
+    @Test
+    void a_loss_scale_overflow_leaves_parameters_and_adam_state_untouched() {
+        try (Trainee t = newTrainee(lossScaled(), Optimizer.ADAM)) {
+            for (int s = 0; s < 2; s++) {
+                assertTrue(t.train(Batch.of(600 + s, 8)).applies());
+            }
+            float[] params = t.parameters();
+            float[] state = t.optimizerState();
+            StepResult<?> r = t.train(loud(Batch.of(602, 8)));
+            assertTrue(r.skipped(), "the overflowing step is skipped, got " + r);
+            assertArrayEquals(params, t.parameters(), "parameters untouched by the overflowing step");
+            if (state != null) {
+                assertArrayEquals(state, t.optimizerState(), "Adam's moments untouched by the overflowing step");
+            }
+            assertEquals(0x1p100, t.guard().lossScale(), "the scale backed off");
+            assertEquals(2, t.guard().stepCount());
+            assertTrue(t.train(Batch.of(603, 8)).applies(), "the next step applies at the smaller scale");
             assertAllFinite(t.parameters(), "parameters");
         }
     }

@@ -75,6 +75,12 @@ class ReferenceGuardKitTest extends GuardKit {
 
         /** Forward and backward: grads ← ∂(mean over the batch of ½‖o − y‖²)/∂θ; returns the loss. */
         double backward(Batch b) {
+            return backward(b, 1.0);
+        }
+
+        /** {@link #backward(Batch)} of the loss multiplied by {@code lossScale} (the guard's); returns the unscaled loss. */
+        double backward(Batch b, double lossScale) {
+            float scale = (float) lossScale;
             int n = b.x().length;
             for (float[] g : grads) {
                 java.util.Arrays.fill(g, 0f);
@@ -98,7 +104,7 @@ class ReferenceGuardKitTest extends GuardKit {
                     }
                     float d = o - b.y()[e][j];
                     loss += 0.5 * d * d / n;
-                    dOut[j] = d / n;
+                    dOut[j] = d / n * scale;
                 }
                 for (int j = 0; j < 2; j++) {
                     grads[3][j] += dOut[j];
@@ -216,7 +222,7 @@ class ReferenceGuardKitTest extends GuardKit {
 
         @Override
         public StepResult<?> train(Batch batch) {
-            double loss = model.backward(batch);
+            double loss = model.backward(batch, guard.lossScale());
             return guard.step(model, batch.x().length, loss);
         }
 
