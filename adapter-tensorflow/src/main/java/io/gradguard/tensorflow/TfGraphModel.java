@@ -30,7 +30,6 @@ import org.tensorflow.op.Op;
 import org.tensorflow.op.Ops;
 import org.tensorflow.op.core.Placeholder;
 import org.tensorflow.ndarray.Shape;
-import org.tensorflow.types.TFloat32;
 import org.tensorflow.types.TFloat64;
 
 /**
@@ -127,7 +126,7 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
         Graph graph = ops.graph();
         Output<?> lossOut = loss.asOutput();
         Checks.require(lossOut.env() == graph, "loss", "belong to the session's graph", lossOut.name());
-        Checks.require(isFloat(lossOut.type()), "loss", "be a float32 or float64 scalar", lossOut.dataType() + " (" + lossOut.name() + ")");
+        Checks.require(TfOps.isFloat(lossOut.type()), "loss", "be a float16, float32 or float64 scalar", lossOut.dataType() + " (" + lossOut.name() + ")");
         Checks.require(lossOut.shape().numDimensions() <= 0, "loss", "be a scalar (reduce it: tf.math.mean)",
                 "shape " + lossOut.shape() + " (" + lossOut.name() + ")");
         Checks.require(optimizer.getTF().scope().env() == graph, "optimizer", "be built on the session's graph", optimizer);
@@ -149,7 +148,7 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
                     "influence the loss " + lossOut.op().name() + " (pass only the variables the loss depends on)", name);
             @SuppressWarnings({"unchecked", "rawtypes"})
             Output<?> value = tf.withName(name.replace('/', '_') + "_value").identity((Operand) out).asOutput();
-            Checks.require(isFloat(value.type()), "variables[" + i + "]", "be float32 or float64 (only those have gradients to guard)",
+            Checks.require(TfOps.isFloat(value.type()), "variables[" + i + "]", "be float16, float32 or float64 (only those have gradients to guard)",
                     name + " of dtype " + value.dataType());
             vars.add(out);
             values.add(value);
@@ -183,10 +182,6 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
     private static Output<?> scaled(Ops tf, Output<?> loss, Output<TFloat64> scale) {
         Operand s = loss.type() == TFloat64.class ? scale : tf.dtypes.cast(scale, (Class) loss.type());
         return tf.withName("scaled_loss").math.mul((Operand) loss, s).asOutput();
-    }
-
-    private static boolean isFloat(Class<?> type) {
-        return type == TFloat32.class || type == TFloat64.class;
     }
 
     /**

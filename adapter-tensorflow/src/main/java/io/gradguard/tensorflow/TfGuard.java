@@ -46,6 +46,14 @@ import org.tensorflow.types.TFloat64;
  * optimizer's slots (moments, step counters) do not move. When a monitor asks for update ratios, the
  * variables are copied before the update and ‖Δθ‖/‖θ‖ is measured after it.
  *
+ * <p>Loss scaling: with a {@code Transforms.dynamicLossScale()} (or {@code lossScale(s)}) stage first
+ * in the pipeline, {@link #attach} builds the gradients of {@code loss · S} instead of {@code loss},
+ * S a float64 scalar fed on every step with {@link #lossScale()} (cast to the loss's dtype), and the
+ * stage divides them by S again before the rest of the pipeline; an overflowing step is skipped
+ * and S backs off. {@link #lastLoss()} stays the unscaled loss. For float16 models compute the loss
+ * in float32 (cast the logits): a float16 loss cannot be multiplied by 2¹⁶ (float16 ends at 65504),
+ * so the first step overflows and the scale starts at 2¹⁵. See {@code docs/mixed-precision.md}.
+ *
  * <p>Checkpoints: {@link #save}/{@link #restore} write and read ONE TensorFlow checkpoint holding the
  * model, the optimizer's slots and GradGuard's state; {@link #saveState}/{@link #restoreState} write
  * GradGuard's state alone.
@@ -129,7 +137,7 @@ public final class TfGuard extends Guard<TfTensor, TfGuard> {
      *
      * @param session   the session that trains (its graph holds the model)
      * @param loss      a scalar float loss
-     * @param variables the trainable variables ({@code tf.variable(...)}), float32 or float64; give them flat
+     * @param variables the trainable variables ({@code tf.variable(...)}), float16, float32 or float64; give them flat
      *                  names ({@code dense_kernel}) with a slot optimizer (Momentum, Adam): tensorflow-framework
      *                  names slots after them and rejects a '/'
      * @param optimizer a tensorflow-framework optimizer built on the same graph

@@ -297,7 +297,7 @@ class TfGuardTest {
         Operand<TFloat32> loss = mlp.tf.math.add(mlp.loss, mlp.tf.dtypes.cast(counter, TFloat32.class));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> TfGuard.of(GradientPipeline.of(Transforms.clipByGlobalNorm(1.0))).attach(mlp.session, loss, List.of(counter), new GradientDescent(mlp.graph, LR)));
-        assertEquals("variables[0] must be float32 or float64 (only those have gradients to guard), got \"counter of dtype DT_INT32\"",
+        assertEquals("variables[0] must be float16, float32 or float64 (only those have gradients to guard), got \"counter of dtype DT_INT32\"",
                 e.getMessage());
     }
 

@@ -1,0 +1,158 @@
+package io.gradguard.tensorflow;
+
+import static io.gradguard.core.conformance.Float16Fixture.W1;
+import static io.gradguard.core.conformance.Float16Fixture.W2;
+import static io.gradguard.core.conformance.Float16Fixture.X;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.StepResult;
+import io.gradguard.core.Transforms;
+import io.gradguard.core.conformance.Float16Fixture;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.tensorflow.Graph;
+import org.tensorflow.Operand;
+import org.tensorflow.Result;
+import org.tensorflow.Session;
+import org.tensorflow.Tensor;
+import org.tensorflow.framework.optimizers.GradientDescent;
+import org.tensorflow.ndarray.Shape;
+import org.tensorflow.ndarray.StdArrays;
+import org.tensorflow.ndarray.buffer.DataBuffers;
+import org.tensorflow.op.Ops;
+import org.tensorflow.op.core.Placeholder;
+import org.tensorflow.op.core.Variable;
+import org.tensorflow.types.TFloat16;
+import org.tensorflow.types.TFloat32;
+
+/**
+ * Loss scaling in float16 on TensorFlow's CPU kernels ({@link Float16Fixture}): the gradient of W1
+ * underflows to 0 without it, and with {@code dynamicLossScale()} the optimizer receives the float32
+ * gradient within float16 precision. Two ways to hold a float16 model: float16 variables and loss
+ * ("pure"), and Keras's mixed precision (float32 variables cast to float16 for the computation, the
+ * loss computed in float32).
+ */
+class Float16LossScaleTest {
+    static final float LR = 1f;
+
+    /** How the model holds its numbers. */
+    enum Precision {
+        /** float32 throughout: the reference. */
+        FLOAT32,
+        /** float16 variables, computation and loss. */
+        PURE_FLOAT16,
+        /** float32 variables, float16 computation, the loss in float32 (Keras's {@code mixed_float16}). */
+        MIXED
+    }
+
+    /** The fixture's model, trained by SGD through a guard that records the gradient of W1 it passes on. */
+    static final class Model implements AutoCloseable {
+        final Graph graph = new Graph();
+        final Session session = new Session(graph);
+        final Placeholder<?> x;
+        final Variable<?> w1;
+        final Precision precision;
+        TfGuard guard;
+        float[] received;
+
+        @SuppressWarnings({"unchecked", "rawtypes"})
+        Model(Precision precision, GradientPipeline pipeline) {
+            this.precision = precision;
+            Ops tf = Ops.create(graph);
+            Class vars = precision == Precision.PURE_FLOAT16 ? TFloat16.class : TFloat32.class;
+            Class compute = precision == Precision.FLOAT32 ? TFloat32.class : TFloat16.class;
+            x = tf.withName("x").placeholder(compute, Placeholder.shape(Shape.of(-1, 2)));
+            w1 = tf.withName("w1").variable(tf.dtypes.cast(tf.constant(StdArrays.ndCopyOf(W1)), vars));
+            Variable<?> w2 = tf.withName("w2").variable(tf.dtypes.cast(tf.constant(StdArrays.ndCopyOf(W2)), vars));
+            Operand y = tf.linalg.matMul(tf.linalg.matMul(x, as(tf, w1, compute)), as(tf, w2, compute));
+            Operand out = precision == Precision.MIXED ? tf.dtypes.cast(y, TFloat32.class) : y;
+            Operand loss = tf.math.mean(tf.math.square(out), tf.constant(new int[] {0, 1}));
+            pipeline.addListener((g, r) -> {
+                if (r.applies()) {
+                    received = guard.ops().toHostArray((TfTensor) g.get(0).gradient());
+                }
+            });
+            guard = TfGuard.of(pipeline).attach(session, loss, List.of(w1, w2), new GradientDescent(graph, LR));
+        }
+
+        @SuppressWarnings({"unchecked", "rawtypes"})
+        private static Operand as(Ops tf, Operand v, Class type) {
+            return v.type() == type ? v : tf.dtypes.cast(v, type);
+        }
+
+        StepResult<TfTensor> step() {
+            try (Tensor xs = precision == Precision.FLOAT32 ? TFloat32.tensorOf(StdArrays.ndCopyOf(X))
+                    : TFloat16.tensorOf(StdArrays.ndCopyOf(X))) {
+                return guard.step(Map.of(x, xs), X.length);
+            }
+        }
+
+        /** W1's value, as float32. */
+        float[] w1() {
+            Ops tf = Ops.create(graph);
+            float[] out = new float[4];
+            try (Result r = session.runner().fetch(tf.dtypes.cast(w1, TFloat32.class)).run()) {
+                ((TFloat32) r.get(0)).copyTo(DataBuffers.of(out, false, false));
+            }
+            return out;
+        }
+
+        @Override
+        public void close() {
+            guard.close();
+            session.close();
+            graph.close();
+        }
+    }
+
+    /** The float32 gradient of W1, the reference. */
+    static float[] float32Gradient() {
+        try (Model m = new Model(Precision.FLOAT32, GradientPipeline.of())) {
+            assertTrue(m.step().applies());
+            return m.received;
+        }
+    }
+
+    @Test
+    void float16_variables_underflow_without_loss_scaling_and_receive_the_float32_gradient_with_it() {
+        float[] reference = float32Gradient();
+        try (Model plain = new Model(Precision.PURE_FLOAT16, GradientPipeline.of())) {
+            float[] before = plain.w1();
+            assertTrue(plain.step().applies());
+            Float16Fixture.assertAllZero(plain.received, "the float16 gradient of W1 without loss scaling");
+            assertArrayEquals(before, plain.w1(), "W1 does not learn: its gradient vanished by arithmetic");
+        }
+        try (Model scaled = new Model(Precision.PURE_FLOAT16, GradientPipeline.of(Transforms.dynamicLossScale()))) {
+            float[] before = scaled.w1();
+            // a float16 loss times 2^16 is inf (float16 ends at 65504): the first step overflows and backs off
+            StepResult<TfTensor> first = scaled.step();
+            assertTrue(first.skipped(), "2^16 overflows a float16 loss, got " + first);
+            assertArrayEquals(before, scaled.w1(), "the overflowing step leaves W1 untouched");
+            assertEquals(32768.0, scaled.guard.lossScale());
+            StepResult<TfTensor> second = scaled.step();
+            assertTrue(second.applies(), second.toString());
+            Float16Fixture.assertCloseToFloat32(reference, scaled.received, "the unscaled float16 gradient of W1");
+            assertFalse(java.util.Arrays.equals(before, scaled.w1()), "W1 learns");
+        }
+    }
+
+    @Test
+    void mixed_precision_underflows_without_loss_scaling_and_receives_the_float32_gradient_with_it() {
+        float[] reference = float32Gradient();
+        try (Model plain = new Model(Precision.MIXED, GradientPipeline.of())) {
+            assertTrue(plain.step().applies());
+            Float16Fixture.assertAllZero(plain.received, "the gradient of W1 computed in float16 without loss scaling");
+        }
+        try (Model scaled = new Model(Precision.MIXED, GradientPipeline.of(Transforms.dynamicLossScale()))) {
+            StepResult<TfTensor> r = scaled.step();
+            assertTrue(r.applies(), "a float32 loss takes 2^16: " + r);
+            assertEquals(65536.0, r.lossScale().orElseThrow());
+            Float16Fixture.assertCloseToFloat32(reference, scaled.received, "the unscaled gradient of W1");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+package io.gradguard.core.conformance;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * A float16 model whose small gradients underflow to zero without loss scaling, for each adapter's
+ * float16 test: {@code y = (x · W1) · W2}, no bias, no activation, target 0, a mean squared error
+ * (the framework's own; any constant factor). Every value below is exactly representable in
+ * float16, so the float16 model and its float32 reference start from the same numbers.
+ *
+ * <p>Why the gradient of W1 underflows: {@code dL/dy} is about 1e-5 and {@code W2} about 1e-4, so
+ * {@code dL/dh = dL/dy · W2ᵀ} is about 1e-9, below float16's smallest subnormal (6e-8): it is 0,
+ * and so is {@code dL/dW1 = xᵀ · dL/dh}, although its true value (about 1e-4, because x is about
+ * 5000) is a normal float16. With the loss multiplied by 2¹⁵, {@code dL/dh} is about 3e-5 and every
+ * product is representable; divided by 2¹⁵ again, the gradient of W1 equals the float32 one within
+ * float16 precision (relative error 5e-4 in a numpy float16 emulation). The gradient of W2
+ * ({@code hᵀ · dL/dy}) does not underflow.
+ */
+public final class Float16Fixture {
+    /** The batch: 8 examples, 2 inputs, around ±5000. */
+    public static final float[][] X = new float[8][];
+    /** The first weight matrix, {@code [in=2][out=2]}. */
+    public static final float[][] W1 = {{0x1p-13f, 0x1p-12f}, {-3 * 0x1p-15f, 0x1p-14f}};
+    /** The second weight matrix, {@code [in=2][out=1]}. */
+    public static final float[][] W2 = {{0x1p-13f}, {-3 * 0x1p-14f}};
+    /** The targets: zeros, {@code [8][1]}. */
+    public static final float[][] Y = new float[8][1];
+    /**
+     * How close the float16 gradient must come to the float32 one, relative to the largest float32
+     * entry: four float16 ulps (2⁻¹⁰ each) at that magnitude.
+     */
+    public static final double TOLERANCE = 4 * 0x1p-10;
+
+    static {
+        for (int i = 0; i < X.length; i++) {
+            X[i] = new float[] {(i % 4 + 1) * 2000f, ((i * 3) % 5 + 1) * -1500f};
+        }
+    }
+
+    private Float16Fixture() {
+    }
+
+    /** {@code w} transposed ({@code [out][in]}, as DJL and PyTorch store a linear layer's weight), flattened. */
+    public static float[] transposed(float[][] w) {
+        float[] out = new float[w.length * w[0].length];
+        for (int i = 0; i < w.length; i++) {
+            for (int o = 0; o < w[0].length; o++) {
+                out[o * w.length + i] = w[i][o];
+            }
+        }
+        return out;
+    }
+
+    /** Asserts that every entry is exactly 0: the gradient underflowed. */
+    public static void assertAllZero(float[] gradient, String what) {
+        for (int i = 0; i < gradient.length; i++) {
+            assertEquals(0f, Math.abs(gradient[i]), 0f, what + "[" + i + "] underflows to 0 in float16");
+        }
+    }
+
+    /**
+     * Asserts that a float16 gradient equals the float32 one within {@link #TOLERANCE} of the
+     * largest float32 entry, and that the float32 one is not zero.
+     */
+    public static void assertCloseToFloat32(float[] float32, float[] float16, String what) {
+        assertEquals(float32.length, float16.length, what + ": length");
+        double max = 0;
+        for (float v : float32) {
+            max = Math.max(max, Math.abs(v));
+        }
+        assertTrue(max > 0, what + ": the float32 gradient is not zero");
+        for (int i = 0; i < float32.length; i++) {
+            assertTrue(float16[i] != 0 && Math.abs(float16[i] - float32[i]) <= TOLERANCE * max,
+                    what + "[" + i + "]: float32 " + float32[i] + ", float16 " + float16[i] + " (tolerance " + TOLERANCE * max + ")");
+        }
+    }
+}
