@@ -9,21 +9,23 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * (the framework's own; any constant factor). Every value below is exactly representable in
  * float16, so the float16 model and its float32 reference start from the same numbers.
  *
- * <p>Why the gradient of W1 underflows: {@code dL/dy} is about 1e-5 and {@code W2} about 1e-4, so
- * {@code dL/dh = dL/dy · W2ᵀ} is about 1e-9, below float16's smallest subnormal (6e-8): it is 0,
- * and so is {@code dL/dW1 = xᵀ · dL/dh}, although its true value (about 1e-4, because x is about
- * 5000) is a normal float16. With the loss multiplied by 2¹⁵, {@code dL/dh} is about 3e-5 and every
- * product is representable; divided by 2¹⁵ again, the gradient of W1 equals the float32 one within
- * float16 precision (relative error 5e-4 in a numpy float16 emulation). The gradient of W2
- * ({@code hᵀ · dL/dy}) does not underflow.
+ * <p>Why the gradient of W1 underflows: {@code dL/dy} is about 1e-4 and {@code W2} about 5e-5, so
+ * {@code dL/dh = dL/dy · W2ᵀ} is at most 2e-9 (1.6e-8 where the framework sums over the batch
+ * instead of averaging, as DL4J does), below half of float16's smallest subnormal (6e-8): it
+ * rounds to 0, and so does {@code dL/dW1 = xᵀ · dL/dh}, although its true value (1e-4 to 1e-3,
+ * because x is about 2e4) is a normal float16. With the loss multiplied by 2¹⁵, {@code dL/dh} is
+ * about 6e-5 and every product is representable (the largest scaled gradient is 176); divided by
+ * 2¹⁵ again, the gradient of W1 equals the float32 one within float16 precision (relative error
+ * 5e-4 in a numpy float16 emulation of both conventions). The gradient of W2 ({@code hᵀ · dL/dy})
+ * does not underflow.
  */
 public final class Float16Fixture {
-    /** The batch: 8 examples, 2 inputs, around ±5000. */
+    /** The batch: 8 examples, 2 inputs, from 6000 to 32000 in magnitude. */
     public static final float[][] X = new float[8][];
     /** The first weight matrix, {@code [in=2][out=2]}. */
     public static final float[][] W1 = {{0x1p-13f, 0x1p-12f}, {-3 * 0x1p-15f, 0x1p-14f}};
-    /** The second weight matrix, {@code [in=2][out=1]}. */
-    public static final float[][] W2 = {{0x1p-13f}, {-3 * 0x1p-14f}};
+    /** The second weight matrix, {@code [in=2][out=1]} (float16 subnormals, exactly representable). */
+    public static final float[][] W2 = {{0x1p-15f}, {-3 * 0x1p-16f}};
     /** The targets: zeros, {@code [8][1]}. */
     public static final float[][] Y = new float[8][1];
     /**
@@ -34,7 +36,7 @@ public final class Float16Fixture {
 
     static {
         for (int i = 0; i < X.length; i++) {
-            X[i] = new float[] {(i % 4 + 1) * 2000f, ((i * 3) % 5 + 1) * -1500f};
+            X[i] = new float[] {(i % 4 + 1) * 8000f, ((i * 3) % 5 + 1) * -6000f};
         }
     }
 
