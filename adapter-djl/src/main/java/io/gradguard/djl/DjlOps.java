@@ -32,7 +32,9 @@ import java.util.Objects;
  * PyTorch's own {@code clip_grad_norm_} does ({@code torch.linalg.vector_norm} accumulates float32
  * in float32); per-tensor results are then widened to float64 scalars, so sums across tensors,
  * norms and clip coefficients are float64. Σx² of float32 values near 1e30 then overflows to
- * infinity (and near 1e-30 underflows to 0), as in PyTorch. With {@code on(parent, true)}
+ * infinity (and near 1e-30 underflows to 0), as in PyTorch. A float16 or bfloat16 tensor is reduced
+ * in float32 (a float32 temporary of the step): in float16, Σx² overflows at 65504 and the squares
+ * of gradients below 2.4e-4 are subnormal or 0. With {@code on(parent, true)}
  * ({@code DjlGuard.of(...).accumulateInDouble()}) every reduction that can overflow or underflow
  * (Σx², Σ|x|, means) first widens its input to a float64 temporary of the step: exact to float64,
  * at the price of one conversion pass and a float64 copy of each gradient while it is reduced.
@@ -151,9 +153,17 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         return x.getDataType() == DataType.FLOAT64 ? m.create(value) : track(m.create(value).toType(x.getDataType(), false));
     }
 
-    /** x itself, or a float64 copy of it (a temporary of the step) when reductions run in float64. */
+    /**
+     * x itself, or a copy (a temporary of the step) in float64 when reductions run in float64, in
+     * float32 for a float16 or bfloat16 x (squares of float16 values below 2.4e-4 are subnormal or
+     * 0, and Σx² overflows at 65504).
+     */
     private NDArray reducible(NDArray x) {
-        return inDouble && x.getDataType() != DataType.FLOAT64 ? track(x.toType(DataType.FLOAT64, true)) : x;
+        DataType t = x.getDataType();
+        if (inDouble && t != DataType.FLOAT64) {
+            return track(x.toType(DataType.FLOAT64, true));
+        }
+        return t == DataType.FLOAT16 || t == DataType.BFLOAT16 ? track(x.toType(DataType.FLOAT32, true)) : x;
     }
 
     private static boolean empty(NDArray x) {

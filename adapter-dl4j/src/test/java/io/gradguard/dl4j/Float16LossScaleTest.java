@@ -58,6 +58,7 @@ class Float16LossScaleTest {
     /** Records the gradient of W1 ("0_W") the pipeline passes on to the updater. */
     static final class Received {
         float[] w1;
+        double norm;
 
         @SuppressWarnings({"unchecked", "rawtypes"})
         GradientPipeline on(GradientPipeline p) {
@@ -70,12 +71,14 @@ class Float16LossScaleTest {
         }
     }
 
-    static float[] float32Gradient() {
+    /** The float32 run: the gradient of W1 and the global norm. */
+    static Received float32Gradient() {
         Received received = new Received();
         MultiLayerNetwork net = network(DataType.FLOAT, new Sgd(1));
-        Dl4jGuard.of(received.on(GradientPipeline.of())).install(net);
+        Dl4jGuard guard = Dl4jGuard.of(received.on(GradientPipeline.of(Float16Fixture.clip()))).install(net);
         net.fit(batch(DataType.FLOAT));
-        return received.w1;
+        received.norm = Float16Fixture.norm(guard.lastResult().orElseThrow());
+        return received;
     }
 
     static float[] w1(MultiLayerNetwork net) {
@@ -84,10 +87,10 @@ class Float16LossScaleTest {
 
     @Test
     void a_float16_network_underflows_without_loss_scaling_and_receives_the_float32_gradient_with_it() {
-        float[] reference = float32Gradient();
+        Received reference = float32Gradient();
         Received plainGradient = new Received();
         MultiLayerNetwork plain = network(DataType.HALF, new Sgd(1));
-        Dl4jGuard.of(plainGradient.on(GradientPipeline.of())).install(plain);
+        Dl4jGuard.of(plainGradient.on(GradientPipeline.of(Float16Fixture.clip()))).install(plain);
         float[] before = w1(plain);
         plain.fit(batch(DataType.HALF));
         Float16Fixture.assertAllZero(plainGradient.w1, "the float16 gradient of W1 without loss scaling");
@@ -96,7 +99,7 @@ class Float16LossScaleTest {
         for (boolean installed : new boolean[] {true, false}) {
             Received received = new Received();
             MultiLayerNetwork net = network(DataType.HALF, new Sgd(1));
-            Dl4jGuard guard = Dl4jGuard.of(received.on(GradientPipeline.of(Transforms.dynamicLossScale())));
+            Dl4jGuard guard = Dl4jGuard.of(received.on(GradientPipeline.of(Transforms.dynamicLossScale(), Float16Fixture.clip())));
             if (installed) {
                 guard.install(net);
             }
@@ -108,7 +111,8 @@ class Float16LossScaleTest {
             assertEquals(32768.0, guard.lossScale(), hook);
             StepResult<?> second = fit(guard, net, installed);
             assertTrue(second.applies(), hook + ": " + second);
-            Float16Fixture.assertCloseToFloat32(reference, received.w1, hook + ": the unscaled float16 gradient of W1");
+            Float16Fixture.assertCloseToFloat32(reference.w1, received.w1, hook + ": the unscaled float16 gradient of W1");
+            Float16Fixture.assertNormClose(reference.norm, second, hook + ": the global norm of the unscaled float16 gradients");
             assertFalse(java.util.Arrays.equals(before, w1(net)), hook + ": W1 learns");
         }
     }

@@ -110,24 +110,26 @@ class Float16LossScaleTest {
         }
     }
 
-    /** The float32 gradient of W1, the reference. */
-    static float[] float32Gradient() {
-        try (Model m = new Model(Precision.FLOAT32, GradientPipeline.of())) {
-            assertTrue(m.step().applies());
-            return m.received;
+    /** The float32 gradient of W1 and the global norm, the reference. */
+    record Reference(float[] w1, double norm) {
+        static Reference measure() {
+            try (Model m = new Model(Precision.FLOAT32, GradientPipeline.of(Float16Fixture.clip()))) {
+                double norm = Float16Fixture.norm(m.step());
+                return new Reference(m.received, norm);
+            }
         }
     }
 
     @Test
     void float16_variables_underflow_without_loss_scaling_and_receive_the_float32_gradient_with_it() {
-        float[] reference = float32Gradient();
-        try (Model plain = new Model(Precision.PURE_FLOAT16, GradientPipeline.of())) {
+        Reference reference = Reference.measure();
+        try (Model plain = new Model(Precision.PURE_FLOAT16, GradientPipeline.of(Float16Fixture.clip()))) {
             float[] before = plain.w1();
             assertTrue(plain.step().applies());
             Float16Fixture.assertAllZero(plain.received, "the float16 gradient of W1 without loss scaling");
             assertArrayEquals(before, plain.w1(), "W1 does not learn: its gradient vanished by arithmetic");
         }
-        try (Model scaled = new Model(Precision.PURE_FLOAT16, GradientPipeline.of(Transforms.dynamicLossScale()))) {
+        try (Model scaled = new Model(Precision.PURE_FLOAT16, GradientPipeline.of(Transforms.dynamicLossScale(), Float16Fixture.clip()))) {
             float[] before = scaled.w1();
             // a float16 loss times 2^16 is inf (float16 ends at 65504): the first step overflows and backs off
             StepResult<TfTensor> first = scaled.step();
@@ -136,23 +138,25 @@ class Float16LossScaleTest {
             assertEquals(32768.0, scaled.guard.lossScale());
             StepResult<TfTensor> second = scaled.step();
             assertTrue(second.applies(), second.toString());
-            Float16Fixture.assertCloseToFloat32(reference, scaled.received, "the unscaled float16 gradient of W1");
+            Float16Fixture.assertCloseToFloat32(reference.w1(), scaled.received, "the unscaled float16 gradient of W1");
+            Float16Fixture.assertNormClose(reference.norm(), second, "the global norm of the unscaled float16 gradients");
             assertFalse(java.util.Arrays.equals(before, scaled.w1()), "W1 learns");
         }
     }
 
     @Test
     void mixed_precision_underflows_without_loss_scaling_and_receives_the_float32_gradient_with_it() {
-        float[] reference = float32Gradient();
-        try (Model plain = new Model(Precision.MIXED, GradientPipeline.of())) {
+        Reference reference = Reference.measure();
+        try (Model plain = new Model(Precision.MIXED, GradientPipeline.of(Float16Fixture.clip()))) {
             assertTrue(plain.step().applies());
             Float16Fixture.assertAllZero(plain.received, "the gradient of W1 computed in float16 without loss scaling");
         }
-        try (Model scaled = new Model(Precision.MIXED, GradientPipeline.of(Transforms.dynamicLossScale()))) {
+        try (Model scaled = new Model(Precision.MIXED, GradientPipeline.of(Transforms.dynamicLossScale(), Float16Fixture.clip()))) {
             StepResult<TfTensor> r = scaled.step();
             assertTrue(r.applies(), "a float32 loss takes 2^16: " + r);
             assertEquals(65536.0, r.lossScale().orElseThrow());
-            Float16Fixture.assertCloseToFloat32(reference, scaled.received, "the unscaled gradient of W1");
+            Float16Fixture.assertCloseToFloat32(reference.w1(), scaled.received, "the unscaled gradient of W1");
+            Float16Fixture.assertNormClose(reference.norm(), r, "the global norm of the unscaled gradients");
         }
     }
 }

@@ -54,6 +54,26 @@ public final class Float16Fixture {
         return out;
     }
 
+    /**
+     * A clip by global norm that never acts (threshold 1e6): its measured norm checks that the
+     * backend reduces the float16 gradients correctly (in float32 or float64: Σx² of float16 values
+     * overflows at 65504).
+     */
+    public static io.gradguard.core.GradientTransform clip() {
+        return io.gradguard.core.Transforms.clipByGlobalNorm(1e6);
+    }
+
+    /** The norm {@link #clip()} measured on this step. */
+    public static double norm(io.gradguard.core.StepResult<?> r) {
+        return r.metric("clipByGlobalNorm.norm").orElseThrow();
+    }
+
+    /** Asserts that the float16 step measured the float32 global norm within {@link #TOLERANCE}. */
+    public static void assertNormClose(double float32, io.gradguard.core.StepResult<?> float16, String what) {
+        assertTrue(float32 > 0 && Math.abs(norm(float16) - float32) <= TOLERANCE * float32,
+                what + ": float32 norm " + float32 + ", float16 " + norm(float16));
+    }
+
     /** Asserts that every entry is exactly 0: the gradient underflowed. */
     public static void assertAllZero(float[] gradient, String what) {
         for (int i = 0; i < gradient.length; i++) {
