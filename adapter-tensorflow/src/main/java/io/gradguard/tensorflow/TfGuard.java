@@ -19,7 +19,9 @@ import org.tensorflow.Operand;
 import org.tensorflow.Session;
 import org.tensorflow.Tensor;
 import org.tensorflow.framework.optimizers.Optimizer;
+import org.tensorflow.ndarray.FloatNdArray;
 import org.tensorflow.ndarray.buffer.DataBuffers;
+import org.tensorflow.types.TFloat16;
 import org.tensorflow.types.TFloat32;
 import org.tensorflow.types.TFloat64;
 
@@ -209,10 +211,11 @@ public final class TfGuard extends Guard<TfTensor, TfGuard> {
         return step(feeds, StepContext.ofBatch(batchSize));
     }
 
-    /** Whether a float32 or float64 feed holds NaN or ±Inf (read on the host: only on a step whose loss is not finite). */
+    /** Whether a float16, float32 or float64 feed holds NaN or ±Inf (read on the host: only on a step whose loss is not finite). */
     private static boolean holdsNonFinite(Map<? extends Operand<?>, ? extends Tensor> feeds) {
         for (Tensor t : feeds.values()) {
-            if (t instanceof TFloat32 f) {
+            if (t instanceof TFloat32 || t instanceof TFloat16) {
+                FloatNdArray f = (FloatNdArray) t;
                 float[] v = new float[Math.toIntExact(f.shape().size())];
                 f.copyTo(DataBuffers.of(v, false, false));
                 for (float x : v) {

@@ -40,6 +40,9 @@
  *       stateless pipeline stays one run per step.</li>
  *   <li><b>Update ratios.</b> When a monitor asks for ‖Δθ‖/‖θ‖, the variables are copied into
  *       resource variables before the update and one small run measures the change after it.</li>
+ *   <li><b>Loss scaling in the graph.</b> With a loss-scale stage first in the pipeline the
+ *       gradients built at attach are those of {@code loss · S}, S a fed float64 scalar (the
+ *       guard's current scale, fed with every run of the step); the stage divides them back.</li>
  *   <li><b>One optimizer state across branches.</b> A pipeline that takes another graph branch
  *       gets another apply op, with its own slots; the live optimizer state is copied into the
  *       branch's slots before it runs.</li>
@@ -64,7 +67,8 @@
  * <h2>Precision</h2>
  * By default reductions run in the gradients' dtype, as {@code tf.clip_by_global_norm} does
  * (Σx² of a float32 tensor is {@code 2 · L2Loss(x)}, one fused float32 pass); per-tensor results
- * are widened to float64 scalars, so sums across tensors, norms and coefficients are float64.
+ * are widened to float64 scalars, so sums across tensors, norms and coefficients are float64;
+ * float16 gradients are reduced in float32.
  * {@code TfGuard.accumulateInDouble()} (or {@code TfOps.accumulateInDouble()}) reduces in float64
  * instead, for norms of values near 1e30 or 1e-30, at the cost of a float64 copy of each gradient
  * per reduction (measured on a 5M-parameter MLP: see the benchmark).
