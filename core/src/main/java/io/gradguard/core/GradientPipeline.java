@@ -441,7 +441,7 @@ public final class GradientPipeline {
      * @throws StateFormatException if the data is not a valid state of this pipeline
      * @throws IOException if the data cannot be read
      */
-    public double lossScaleIn(byte[] state) throws IOException {
+    double lossScaleIn(byte[] state) throws IOException {
         Checks.notNull("state", state);
         if (transforms.isEmpty() || !(transforms.get(0) instanceof io.gradguard.core.transform.LossScale ls)) {
             return 1.0;

@@ -277,7 +277,8 @@ public abstract class Guard<T, G extends Guard<T, G>> implements AutoCloseable {
     /**
      * Restores a state written by {@link #saveState}; a checkpoint taken in the middle of an
      * accumulation window continues exactly. Before the guard's first step the state is checked
-     * later, when the guard binds to its model.
+     * later, when the guard binds to its model (with a loss-scale stage its frame is checked now, to
+     * read the scale {@link #lossScale()} returns until then).
      *
      * @throws IllegalArgumentException if {@code in} is null
      * @throws StateFormatException if the data is not a valid state of this pipeline
