@@ -11,6 +11,7 @@ import ai.djl.util.Pair;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 
@@ -133,6 +134,12 @@ public final class DjlOptimizer extends Optimizer {
     /** The array holding {@code p}'s value and gradient for the guard: the first device's copy. */
     NDArray value(Parameter p) {
         return devices > 1 ? copies.get(p.getId())[0] : p.getArray();
+    }
+
+    /** On several devices, {@code p}'s copies in DJL's device order (learned at the first step); else none. */
+    List<NDArray> copies(Parameter p) {
+        NDArray[] c = copies.get(p.getId());
+        return c == null ? List.of() : List.of(c);
     }
 
     /** The manager the guard's arrays live under: the model's, or a sub-manager on the first device. */
