@@ -156,13 +156,14 @@ public final class DjlOptimizer extends Optimizer {
     }
 
     /**
-     * Called by DJL once per parameter in {@code trainer.step()}: the first call of a step runs the
-     * guard (and, if the step applies, the wrapped optimizer on every parameter); the others do
-     * nothing.
+     * Called by DJL once per parameter (and device copy) in {@code trainer.step()}: on one device
+     * the first call of a step runs the guard (and, if the step applies, the wrapped optimizer on
+     * every parameter), on several the last call does; the others do nothing.
      *
      * @throws IllegalStateException if {@code parameterId} is not a trainable parameter of the
-     *     bound model, {@code weight} is not that parameter's own array (training on another or
-     *     several devices), the model is not initialized, the guard is closed, or a stage gives up
+     *     bound model, {@code weight} is not that parameter's own array on one device (training on
+     *     another device, or on several without {@code guard.listeners(...)}), a step misses a
+     *     parameter or device, the model is not initialized, the guard is closed, or a stage gives up
      */
     @Override
     public void update(String parameterId, NDArray weight, NDArray grad) {
