@@ -19,6 +19,7 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.function.Function;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -43,6 +44,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
     private final NDManager manager;
     private final Block block;
     private final Runnable optimizerStep;
+    private final Function<Parameter, NDArray> values;
     private final DjlOps ops;
     private List<Entry> entries;
 
@@ -57,18 +59,30 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
      * @throws IllegalStateException if {@code manager} is closed
      */
     DjlBlockModel(NDManager manager, Block block, Runnable optimizerStep, boolean accumulateInDouble) {
+        this(manager, block, Parameter::getArray, optimizerStep, accumulateInDouble);
+    }
+
+    /**
+     * As above, with the array that holds each parameter's value and gradient: {@code values} maps a
+     * parameter to the array the optimizer updates and whose gradient the step reads (the copy on
+     * the first training device when a {@link DjlOptimizer} guards several devices).
+     */
+    DjlBlockModel(NDManager manager, Block block, Function<Parameter, NDArray> values, Runnable optimizerStep,
+            boolean accumulateInDouble) {
         this.manager = manager;
         this.block = block;
+        this.values = values;
         this.optimizerStep = optimizerStep;
         this.ops = DjlOps.on(manager, accumulateInDouble);
     }
 
-    /** A trainer's model, stepped by {@code optimizerStep}: refuses a trainer on several devices. */
+    /** A trainer's model, stepped by {@code optimizerStep}: refuses a trainer on several devices (a {@link DjlOptimizer} guards those). */
     static DjlBlockModel of(Trainer trainer, Runnable optimizerStep, boolean accumulateInDouble) {
         Device[] devices = trainer.getDevices();
         if (devices.length != 1) {
-            throw new IllegalStateException("DjlGuard guards single-device training; this trainer uses "
-                    + Arrays.toString(devices) + ": configure one device (optDevices)");
+            throw new IllegalStateException("DjlGuard.step(trainer) guards single-device training; this trainer uses "
+                    + Arrays.toString(devices) + ": on several devices create the trainer with guard.newTrainer(model, config),"
+                    + " or put guard.wrap(model, optimizer) and guard.listeners(...) in its config");
         }
         return new DjlBlockModel(trainer.getManager(), trainer.getModel().getBlock(), optimizerStep, accumulateInDouble);
     }
@@ -100,7 +114,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
         }
         List<GradientTensor<NDArray>> out = new ArrayList<>(described().size());
         for (Entry e : described()) {
-            NDArray value = e.parameter().getArray();
+            NDArray value = values.apply(e.parameter());
             NDArray grad = ops.adopt(value.getGradient());
             out.add(new GradientTensor<>(e.key(), value.getShape().getShape(), e.role(), e.layer(), e.layout(), grad, value));
         }
@@ -128,7 +142,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
         }
         optimizerStep.run();
         for (int i = 0; i < n; i++) {
-            deltas[i].subi(entries.get(i).parameter().getArray());
+            deltas[i].subi(values.apply(entries.get(i).parameter()));
             double updateNorm = Math.sqrt(ops.toHost(ops.sumOfSquares(deltas[i])));
             updates.record(entries.get(i).layer(), updateNorm, Math.sqrt(ops.toHost(paramSquares[i])));
         }

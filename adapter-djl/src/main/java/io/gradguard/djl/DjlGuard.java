@@ -6,6 +6,7 @@ import ai.djl.training.Trainer;
 import ai.djl.training.TrainingConfig;
 import ai.djl.training.listener.DivergenceCheckTrainingListener;
 import ai.djl.training.listener.TrainingListener;
+import ai.djl.training.listener.TrainingListenerAdapter;
 import ai.djl.training.loss.Loss;
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientTransform;
@@ -88,7 +89,13 @@ import org.slf4j.LoggerFactory;
  * device memory while the optimizer runs), then one subtraction and two reductions per parameter.
  * Use the monitor's {@code every(n)} to keep it rare on big models.
  *
- * <p>One guard guards one trainer, on one device; it is not thread-safe. Its long-lived buffers
+ * <p><b>Several devices</b> ({@code TrainingConfig.optDevices}): {@link #newTrainer} and
+ * {@link #wrap} (with {@link #listeners} in the config) guard the gradient DJL applies, the sum
+ * over the devices, and decide skip and clip once for all of them; every device's copy of the
+ * parameters gets the same update (see {@link DjlOptimizer}). {@link #step(Trainer, StepContext)}
+ * refuses a trainer on several devices.
+ *
+ * <p>One guard guards one trainer; it is not thread-safe. Its long-lived buffers
  * live under the trainer's manager: {@link #close()} frees them (closing the trainer does too).
  *
  * <p>Reference: DJL {@code EasyTrain.trainBatch} / {@code Trainer.step}; PyTorch
@@ -101,6 +108,7 @@ public final class DjlGuard extends Guard<NDArray, DjlGuard> {
     private DjlOptimizer optimizer;
     private GuardedLoss loss;
     private DjlBlockModel model;
+    private StepContext pending;
 
     private DjlGuard(GradientPipeline pipeline) {
         super(pipeline);
@@ -168,6 +176,10 @@ public final class DjlGuard extends Guard<NDArray, DjlGuard> {
      * <p>DJL's epoch loss (its evaluator's epoch and progress accumulators, shown by the logging
      * listener) includes the skipped batch's NaN until the epoch ends.
      *
+     * <p>The set ends with one listener of the guard's own: when the trainer is created
+     * ({@code onTrainingBegin}) it tells the guard the trainer's devices, which a {@link DjlOptimizer}
+     * ({@link #wrap}) needs on several devices; it does nothing else.
+     *
      * <pre>{@code
      * config.addTrainingListeners(guard.listeners(TrainingListener.Defaults.logging()));
      * }</pre>
@@ -185,6 +197,7 @@ public final class DjlGuard extends Guard<NDArray, DjlGuard> {
                 out.add(l);
             }
         }
+        out.add(new DeviceListener(this));
         return out.toArray(new TrainingListener[0]);
     }
 
@@ -220,7 +233,8 @@ public final class DjlGuard extends Guard<NDArray, DjlGuard> {
      * @throws IllegalArgumentException if {@code trainer} or {@code context} is null
      * @throws IllegalStateException if {@code trainer} is a {@link DjlTrainer} (its own {@code step()}
      *     already runs the pipeline: call {@code trainer.step()}), the guard guards another trainer or
-     *     is closed, the trainer is closed or trains on several devices, the model is not initialized,
+     *     is closed, the trainer is closed or trains on several devices (use {@link #newTrainer} or
+     *     {@link #wrap} there), the model is not initialized,
      *     or a stage gives up (e.g. too many consecutive non-finite steps)
      */
     public StepResult<NDArray> step(Trainer trainer, StepContext context) {
@@ -286,16 +300,61 @@ public final class DjlGuard extends Guard<NDArray, DjlGuard> {
         return this.loss;
     }
 
-    /** The guarded step of a {@link DjlOptimizer}, at the first call of DJL's {@code trainer.step()}. */
+    /**
+     * The guarded step of a {@link DjlOptimizer}, inside DJL's {@code trainer.step()}: at its first
+     * call on one device, after DJL's last call on several.
+     */
     void runWrapped(DjlOptimizer wrapped) {
         ensureOpen();
         if (model == null) {
             Model m = wrapped.model();
-            model = new DjlBlockModel(m.getNDManager(), m.getBlock(), wrapped::updateAll, accumulatesInDouble());
+            model = new DjlBlockModel(wrapped.manager(), m.getBlock(), wrapped::value, wrapped::updateAll, accumulatesInDouble());
         }
-        StepContext context = loss == null ? StepContext.empty()
-                : StepContext.ofBatch(loss.takeExamples()).withLoss(loss.takeLoss());
+        StepContext context = pending != null ? pending
+                : loss == null ? StepContext.empty() : StepContext.ofBatch(loss.takeExamples()).withLoss(loss.takeLoss());
         step(model, context);
+    }
+
+    /**
+     * A {@link DjlTrainer} on several devices: its config's optimizer, guarded by this guard's
+     * {@link DjlOptimizer} (which sees the gradients DJL's parameter server sums over the devices).
+     */
+    DjlOptimizer wrapForDevices(Model model, ai.djl.training.optimizer.Optimizer optimizer, int devices) {
+        DjlOptimizer wrapped = wrap(model, optimizer);
+        wrapped.devices(devices);
+        return wrapped;
+    }
+
+    /** A {@link DjlTrainer}'s step on several devices: DJL's step with {@code context} for the guard's records. */
+    void stepInside(StepContext context, Runnable trainerStep) {
+        ensureOpen();
+        pending = context;
+        try {
+            trainerStep.run();
+        } finally {
+            pending = null;
+        }
+    }
+
+    /** Tells a wrapped optimizer the device count of the trainer being created (see {@link #listeners}). */
+    void trainerCreated(Trainer created) {
+        if (optimizer != null) {
+            optimizer.devices(created.getDevices().length);
+        }
+    }
+
+    /** The listener {@link #listeners} adds: tells the guard the devices of the trainer it is created for. */
+    private static final class DeviceListener extends TrainingListenerAdapter {
+        private final DjlGuard guard;
+
+        DeviceListener(DjlGuard guard) {
+            this.guard = guard;
+        }
+
+        @Override
+        public void onTrainingBegin(Trainer trainer) {
+            guard.trainerCreated(trainer);
+        }
     }
 
     private void ensureUnbound() {

@@ -2,12 +2,16 @@ package io.gradguard.djl;
 
 import ai.djl.Model;
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
 import ai.djl.nn.Block;
 import ai.djl.nn.Parameter;
 import ai.djl.training.optimizer.Optimizer;
 import ai.djl.util.Pair;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 
@@ -42,21 +46,56 @@ import java.util.Set;
  * <p>Every trainable parameter of the block is updated at each applied step, also one that took
  * no part in the forward pass (DJL's own step would leave it alone).
  *
- * <p>Limits: one model on one device, the model's own (the trainer's device must be the model's:
- * DJL then updates the model's arrays themselves); a trainer on several devices, or a parameter of
- * another model, is refused at {@code trainer.step()} with an {@link IllegalStateException}.
- * {@code DjlGuard.step(trainer)} and {@link DjlGuard#newTrainer} are refused on a guard that wraps
- * an optimizer (the pipeline would run twice per batch).
+ * <p><b>Several devices</b> ({@code TrainingConfig.optDevices}). DJL keeps one copy of every
+ * parameter per device and, in {@code trainer.step()}, its {@code LocalParameterServer} takes one
+ * parameter at a time: it adds the other devices' gradients into the first device's gradient and
+ * calls the optimizer once per device copy with that sum. This optimizer then waits until DJL has
+ * called it for every trainable parameter on every device (so every first-device gradient holds
+ * the sum over the devices, the gradient DJL applies), clears the other devices' gradients, and
+ * runs the guard's step once on the summed gradients, on the first device: a non-finite value on
+ * any device skips the step for all, a global-norm clip uses the norm of the sum. When the step
+ * applies, the wrapped optimizer updates the first device's copy and every other copy is set to
+ * it, so all copies stay equal (DJL's own per-device calls advance the wrapped optimizer's update
+ * count once per device, so its copies can drift apart under Adam; here the count moves once per
+ * step, as on one device). When it is held or skipped, no copy moves and every gradient is 0. The
+ * guard learns the trainer's device count from {@link DjlGuard#listeners} (a listener of that set
+ * reads {@code trainer.getDevices()} when the trainer is created) or from a {@link DjlTrainer},
+ * which uses this optimizer on several devices by itself:
+ *
+ * <pre>{@code
+ * TrainingConfig config = new DefaultTrainingConfig(guard.loss(Loss.l2Loss()))
+ *         .optDevices(new Device[] {Device.gpu(0), Device.gpu(1)})
+ *         .optOptimizer(guard.wrap(model, Optimizer.adam().build()))
+ *         .addTrainingListeners(guard.listeners(TrainingListener.Defaults.logging()));
+ * }</pre>
+ *
+ * <p>Limits: on one device, the trainer's device must be the model's (DJL then updates the model's
+ * arrays themselves). A parameter of another model, a copy on another device while the guard does
+ * not know the trainer's devices (add {@code guard.listeners(...)}; the first step has then already
+ * updated the first device's copies on its own gradients), or a {@code trainer.step()} that does
+ * not reach every trainable parameter on every device (call {@code trainer.initialize} first) is
+ * refused with an {@link IllegalStateException}. {@code DjlGuard.step(trainer)} and
+ * {@link DjlGuard#newTrainer} are refused on a guard that wraps an optimizer (the pipeline would
+ * run twice per batch).
  *
  * <p>This optimizer's own builder values ({@code rescaleGrad}, {@code clipGrad}, weight decay) are
  * unused: those of the wrapped optimizer apply.
  */
 public final class DjlOptimizer extends Optimizer {
+    private static final NDIndex ALL = new NDIndex("...");
     private final DjlGuard guard;
     private final Model model;
     private final Optimizer optimizer;
     private final Set<String> seen = new HashSet<>();
     private Map<String, Parameter> parameters;
+    /** The trainer's device count; 0 while unknown (one device is assumed, and checked). */
+    private int devices;
+    /** On several devices: each parameter's copies, in DJL's device order (learned from DJL's calls). */
+    private final Map<String, NDArray[]> copies = new HashMap<>();
+    /** On several devices: this step's calls per parameter, and in all. */
+    private final Map<String, Integer> calls = new HashMap<>();
+    private int stepCalls;
+    private NDManager firstDevice;
 
     DjlOptimizer(DjlGuard guard, Model model, Optimizer optimizer) {
         super(new Unused());
@@ -80,13 +119,51 @@ public final class DjlOptimizer extends Optimizer {
     }
 
     /**
-     * Called by DJL once per parameter in {@code trainer.step()}: the first call of a step runs the
-     * guard (and, if the step applies, the wrapped optimizer on every parameter); the others do
-     * nothing.
+     * Tells this optimizer how many devices its trainer trains on (from {@code trainer.getDevices()}).
+     *
+     * @throws IllegalStateException if it was told another count before (a second trainer)
+     */
+    void devices(int count) {
+        if (devices != 0 && devices != count) {
+            throw new IllegalStateException("this DjlOptimizer serves a trainer on " + devices + " device(s), not "
+                    + count + ": wrap a new optimizer, with a new DjlGuard, for each trainer");
+        }
+        devices = count;
+    }
+
+    /** The array holding {@code p}'s value and gradient for the guard: the first device's copy. */
+    NDArray value(Parameter p) {
+        return devices > 1 ? copies.get(p.getId())[0] : p.getArray();
+    }
+
+    /** On several devices, {@code p}'s copies in DJL's device order (learned at the first step); else none. */
+    List<NDArray> copies(Parameter p) {
+        NDArray[] c = copies.get(p.getId());
+        return c == null ? List.of() : List.of(c);
+    }
+
+    /** The manager the guard's arrays live under: the model's, or a sub-manager on the first device. */
+    NDManager manager() {
+        NDManager m = model.getNDManager();
+        if (devices <= 1) {
+            return m;
+        }
+        if (firstDevice == null) {
+            ai.djl.Device first = copies.values().iterator().next()[0].getDevice();
+            firstDevice = first.equals(m.getDevice()) ? m : m.newSubManager(first);
+        }
+        return firstDevice;
+    }
+
+    /**
+     * Called by DJL once per parameter (and device copy) in {@code trainer.step()}: on one device
+     * the first call of a step runs the guard (and, if the step applies, the wrapped optimizer on
+     * every parameter), on several the last call does; the others do nothing.
      *
      * @throws IllegalStateException if {@code parameterId} is not a trainable parameter of the
-     *     bound model, {@code weight} is not that parameter's own array (training on another or
-     *     several devices), the model is not initialized, the guard is closed, or a stage gives up
+     *     bound model, {@code weight} is not that parameter's own array on one device (training on
+     *     another device, or on several without {@code guard.listeners(...)}), a step misses a
+     *     parameter or device, the model is not initialized, the guard is closed, or a stage gives up
      */
     @Override
     public void update(String parameterId, NDArray weight, NDArray grad) {
@@ -96,12 +173,57 @@ public final class DjlOptimizer extends Optimizer {
                     + ", which is not a trainable parameter of its model " + model.getName()
                     + ": wrap a new optimizer for each model, with a new DjlGuard");
         }
+        if (devices > 1) {
+            collect(parameterId, weight);
+            return;
+        }
+        if (weight != p.getArray() && seen.contains(parameterId)) {
+            throw new IllegalStateException("parameter " + p.getName() + " has a copy on device " + weight.getDevice()
+                    + ": the trainer trains on several devices, and the guard did not learn them before the first step"
+                    + " (which updated the first device's copies alone): add guard.listeners(...) to the training config"
+                    + " (config.addTrainingListeners(guard.listeners(TrainingListener.Defaults.logging()))), or create"
+                    + " the trainer with guard.newTrainer(model, config)");
+        }
         if (weight != p.getArray()) {
             throw new IllegalStateException("parameter " + p.getName() + " is updated on a copy on device "
                     + weight.getDevice() + ", not on the model's array (device " + p.getArray().getDevice()
                     + "): a DjlOptimizer guards training on the model's own device only; configure that one device (optDevices)");
         }
         if (startsStep(parameterId)) {
+            guard.runWrapped(this);
+        }
+    }
+
+    /**
+     * On several devices: records the call; once DJL has called for every trainable parameter on
+     * every device, runs the guard's step on the summed gradients.
+     */
+    private void collect(String id, NDArray weight) {
+        int k = calls.merge(id, 1, Integer::sum) - 1;
+        if (k >= devices) {
+            calls.clear();
+            stepCalls = 0;
+            throw new IllegalStateException("trainer.step() did not update every trainable parameter on each of its "
+                    + devices + " devices (parameter " + id + " came again): call trainer.initialize(inputShapes)"
+                    + " before training, so that DJL's parameter store holds every parameter on every device");
+        }
+        NDArray[] c = copies.computeIfAbsent(id, x -> new NDArray[devices]);
+        if (c[k] == null) {
+            c[k] = weight;
+        } else if (c[k] != weight) {
+            throw new IllegalStateException("the copy of parameter " + id + " on device " + weight.getDevice()
+                    + " changed between steps: one DjlOptimizer serves one trainer");
+        }
+        if (++stepCalls == parameters.size() * devices) {
+            calls.clear();
+            stepCalls = 0;
+            for (NDArray[] each : copies.values()) {
+                for (int d = 1; d < each.length; d++) { // DJL added them into the first copy's gradient
+                    try (NDArray g = each[d].getGradient()) {
+                        g.set(ALL, 0f);
+                    }
+                }
+            }
             guard.runWrapped(this);
         }
     }
@@ -118,13 +240,22 @@ public final class DjlOptimizer extends Optimizer {
 
     /**
      * The wrapped optimizer's update of every trainable parameter, on its (transformed) gradient in
-     * place: no copy of the gradient (DJL's fused update leaves it at 0, as after a plain step).
+     * place: no copy of the gradient (DJL's fused update leaves it at 0, as after a plain step). On
+     * several devices the first device's copy is updated and the other copies are set to it.
      */
     void updateAll() {
         for (Parameter p : parameters().values()) {
-            NDArray value = p.getArray();
+            NDArray value = value(p);
             try (NDArray g = value.getGradient()) {
                 optimizer.update(p.getId(), value, g);
+            }
+            if (devices > 1) {
+                NDArray[] c = copies.get(p.getId());
+                for (int d = 1; d < c.length; d++) {
+                    try (NDArray moved = value.toDevice(c[d].getDevice(), true)) {
+                        c[d].set(ALL, moved);
+                    }
+                }
             }
         }
     }

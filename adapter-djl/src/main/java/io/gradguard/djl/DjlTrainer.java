@@ -1,5 +1,6 @@
 package io.gradguard.djl;
 
+import ai.djl.Device;
 import ai.djl.Model;
 import ai.djl.ndarray.NDList;
 import ai.djl.nn.Parameter;
@@ -7,18 +8,24 @@ import ai.djl.training.Trainer;
 import ai.djl.training.TrainingConfig;
 import ai.djl.training.evaluator.Evaluator;
 import ai.djl.training.initializer.Initializer;
+import ai.djl.training.listener.TrainingListener;
 import ai.djl.training.loss.Loss;
+import ai.djl.training.optimizer.Optimizer;
+import ai.djl.util.PairList;
 import ai.djl.util.Pair;
 import io.gradguard.core.StepContext;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.ExecutorService;
 import java.util.function.Predicate;
 
 /**
  * A DJL {@link Trainer} whose {@link #step()} runs the gradients through its {@link DjlGuard}
  * first and steps the optimizer only when the guard's pipeline says so: the hook for
  * {@code EasyTrain.fit}, which calls {@code trainer.step()} after every batch. Everything else is
- * the plain DJL trainer. Create it with {@link DjlGuard#newTrainer}.
+ * the plain DJL trainer. Create it with {@link DjlGuard#newTrainer}. On several devices
+ * ({@code optDevices}) the guard runs on the gradients DJL sums over the devices, inside its
+ * parameter server's update, and every device's copy gets the same update (see {@link DjlOptimizer}).
  *
  * <p>Why a trainer and not a {@code TrainingListener}: {@code EasyTrain} notifies
  * {@code onTrainingBatch} after backward and then calls {@code trainer.step()} unconditionally. A
@@ -51,8 +58,57 @@ public final class DjlTrainer extends Trainer {
     private List<Evaluator> evaluators;
 
     DjlTrainer(Model model, TrainingConfig config, DjlGuard guard) {
-        super(prepared(model, config), config);
+        super(prepared(model, config), onDevices(model, config, guard));
         this.guard = guard;
+    }
+
+    /**
+     * {@code config}, or on several devices the same config with its optimizer wrapped by the
+     * guard ({@link DjlOptimizer}): DJL sums the devices' gradients inside {@code step()}, so the
+     * guard runs there, on the sum.
+     */
+    private static TrainingConfig onDevices(Model model, TrainingConfig config, DjlGuard guard) {
+        Device[] devices = config.getDevices();
+        if (devices.length < 2) {
+            return config;
+        }
+        Optimizer guarded = guard.wrapForDevices(model, config.getOptimizer(), devices.length);
+        return new TrainingConfig() {
+            @Override
+            public Device[] getDevices() {
+                return devices;
+            }
+
+            @Override
+            public PairList<Initializer, Predicate<Parameter>> getInitializers() {
+                return config.getInitializers();
+            }
+
+            @Override
+            public Optimizer getOptimizer() {
+                return guarded;
+            }
+
+            @Override
+            public Loss getLossFunction() {
+                return config.getLossFunction();
+            }
+
+            @Override
+            public ExecutorService getExecutorService() {
+                return config.getExecutorService();
+            }
+
+            @Override
+            public List<Evaluator> getEvaluators() {
+                return config.getEvaluators();
+            }
+
+            @Override
+            public List<TrainingListener> getTrainingListeners() {
+                return config.getTrainingListeners();
+            }
+        };
     }
 
     /** What {@code PtModel.newTrainer} does before creating a trainer: set the config's initializers. */
@@ -123,7 +179,9 @@ public final class DjlTrainer extends Trainer {
 
     /**
      * Runs the guard's pipeline on the gradients of the last backward pass; steps the optimizer if
-     * the result applies, otherwise resets the gradients and leaves the optimizer untouched.
+     * the result applies, otherwise resets the gradients and leaves the optimizer untouched. On
+     * several devices DJL's step runs, and the guard inside it on the gradients summed over the
+     * devices (see {@link DjlOptimizer}).
      *
      * @throws IllegalStateException as {@link DjlGuard#step(Trainer, StepContext)}
      */
@@ -134,6 +192,10 @@ public final class DjlTrainer extends Trainer {
         if (loss != null) {
             loss.takeExamples(); // this trainer counts what went through forward
         }
-        guard.run(this, context, super::step);
+        if (getDevices().length > 1) {
+            guard.stepInside(context, super::step);
+        } else {
+            guard.run(this, context, super::step);
+        }
     }
 }

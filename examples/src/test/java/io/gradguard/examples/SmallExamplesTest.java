@@ -56,6 +56,14 @@ class SmallExamplesTest {
     }
 
     @Test
+    void tensorFlowTowers_twoTowersOnTwoCpuDevicesMatchOneDevice() throws Exception {
+        String out = run(GuardTensorFlowTowers::main);
+        assertTrue(number(out, "max |two towers - one device| over the variables after 200 steps:") < 1e-5, out);
+        assertTrue(out.contains("tower 0 ops by device: {CPU:0="), out);
+        assertTrue(out.contains("tower 1 ops by device: {CPU:1="), out);
+    }
+
+    @Test
     void checkpointAndResume_resumesExactlyOnlyWithTheGuardState() throws Exception {
         String out = run(CheckpointAndResume::main, dir.toString());
         assertEquals(0.0, number(out, "resumed model + guard:"), out);
