@@ -49,7 +49,10 @@ class Dl4jAttentionTest {
         return new DataSet(x, Nd4j.create(b.y(), new long[] {n, 1}, 'c'));
     }
 
-    /** The loss falls below a third of its start on every seed tried (3), the clips acting on the way. */
+    /**
+     * The loss (mean squared error; predicting the mean scores about 1) falls below 0.25 and a third of
+     * its start on every seed tried (3), the clips acting on the way.
+     */
     @Test
     void trains_guarded_with_clipping_adaptive_clipping_and_accumulation() {
         DataSet eval = batch(256, 999);
@@ -66,7 +69,7 @@ class Dl4jAttentionTest {
                 assertTrue(guard.clippedCount() > 0, "the clips acted on some step (seed " + seed + ")");
             }
             double after = net.score(eval, false);
-            assertTrue(after < before / 3, "seed " + seed + ": loss " + before + " -> " + after);
+            assertTrue(after < before / 3 && after < 0.25, "seed " + seed + ": loss " + before + " -> " + after);
         }
     }
 }
