@@ -24,7 +24,7 @@ import org.deeplearning4j.nn.conf.layers.SelfAttentionLayer;
  *   <caption>DL4J parameters (shapes as DL4J stores them)</caption>
  *   <tr><th>layer</th><th>key: shape</th><th>role</th><th>one output unit</th></tr>
  *   <tr><td>DenseLayer, OutputLayer (any BaseOutputLayer)</td><td>W: [nIn, nOut]</td><td>WEIGHT</td><td>a column ({@link Layout#outputLast()})</td></tr>
- *   <tr><td>ConvolutionLayer, Convolution1DLayer</td><td>W: [nOut, nIn, kH, kW]</td><td>WEIGHT</td><td>a kernel {@code W[o]} ({@link Layout#outputFirst()})</td></tr>
+ *   <tr><td>ConvolutionLayer, Convolution1DLayer</td><td>W: [nOut, nIn, kH, kW] (1D: [nOut, nIn, k, 1])</td><td>WEIGHT</td><td>a kernel {@code W[o]} ({@link Layout#outputFirst()})</td></tr>
  *   <tr><td>Deconvolution2D</td><td>W: [nIn, nOut, kH, kW]</td><td>WEIGHT</td><td>{@code W[:, o]} ({@code outputAxis(1)})</td></tr>
  *   <tr><td>DepthwiseConvolution2D</td><td>W: [kH, kW, nIn, m]</td><td>WEIGHT</td><td>{@code W[:, :, i, j]}: output channel
  *       {@code i·m + j} ({@code outputAxes(2, 3)})</td></tr>
