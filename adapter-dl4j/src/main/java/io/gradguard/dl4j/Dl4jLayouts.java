@@ -36,7 +36,8 @@ import org.deeplearning4j.nn.conf.layers.SelfAttentionLayer;
  *   <tr><td>EmbeddingLayer, EmbeddingSequenceLayer</td><td>W: [vocab, nOut]</td><td>WEIGHT</td><td>a row:
  *       one token's vector ({@link Layout#outputFirst()})</td></tr>
  *   <tr><td>SelfAttentionLayer</td><td>Wq, Wk, Wv: [nHeads, headSize, nIn]; Wo: [nHeads·headSize, nOut]</td>
- *       <td>WEIGHT</td><td>Wq/Wk/Wv: one head ({@link Layout#outputFirst()}); Wo: a column</td></tr>
+ *       <td>WEIGHT</td><td>Wq/Wk/Wv: a row {@code W[h, s]}, one projected dimension of one head
+ *       ({@code outputAxes(0, 1)}, as a row of PyTorch's and DJL's {@code [heads·size, in]} projections); Wo: a column</td></tr>
  *   <tr><td>any of these</td><td>b: [n]</td><td>BIAS</td><td>the whole vector</td></tr>
  * </table>
  *
@@ -96,7 +97,7 @@ final class Dl4jLayouts {
         }
         if (conf instanceof SelfAttentionLayer) {
             return switch (key) {
-                case "Wq", "Wk", "Wv" -> kind(Role.WEIGHT, Layout.outputFirst());
+                case "Wq", "Wk", "Wv" -> kind(Role.WEIGHT, Layout.outputAxes(0, 1)); // a row W[h, s]: one projected dimension
                 case "Wo" -> kind(Role.WEIGHT, Layout.outputLast());
                 default -> null;
             };

@@ -99,7 +99,7 @@ class Dl4jLayoutTest {
     }
 
     @Test
-    void self_attention_projections_per_head_output_projection_per_column() {
+    void self_attention_projections_per_row_of_each_head_output_projection_per_column() {
         MultiLayerNetwork net = net(new NeuralNetConfiguration.Builder().seed(4).dataType(DataType.FLOAT).updater(new Sgd(0.1)).list()
                 .layer(new SelfAttentionLayer.Builder().nIn(3).nOut(4).nHeads(2).headSize(5).projectInput(true).build())
                 .layer(new GlobalPoolingLayer.Builder().build())
@@ -107,7 +107,7 @@ class Dl4jLayoutTest {
                 .setInputType(InputType.recurrent(3, 6))
                 .build());
         backward(net, gaussian(2, 3 * 6).reshape(2, 3, 6), gaussian(2, 2));
-        check(net, Map.of("0_Wq", new Unit(Role.WEIGHT, 0), "0_Wk", new Unit(Role.WEIGHT, 0), "0_Wv", new Unit(Role.WEIGHT, 0),
+        check(net, Map.of("0_Wq", new Unit(Role.WEIGHT, 0, 1), "0_Wk", new Unit(Role.WEIGHT, 0, 1), "0_Wv", new Unit(Role.WEIGHT, 0, 1),
                 "0_Wo", new Unit(Role.WEIGHT, 1), "2_W", new Unit(Role.WEIGHT, 1), "2_b", new Unit(Role.BIAS)));
         assertArrayEquals(new long[] {2, 5, 3}, net.getLayer(0).getParam("Wq").shape());
         assertArrayEquals(new long[] {10, 4}, net.getLayer(0).getParam("Wo").shape());
