@@ -250,6 +250,8 @@ class DjlLayoutTest {
                             shapes.put(t.name(), p.getArray().getShape().getShape());
                             try (NDArray grad = p.getArray().getGradient()) {
                                 assertTrue(Arrays.stream(host(grad)).anyMatch(v -> v != 0), t + ": a zero gradient checks nothing");
+                                assertTrue(Arrays.stream(host(grad)).allMatch(Double::isFinite), t + " pass " + pass + ": DJL's gradient " + Arrays.toString(host(grad)));
+                                assertTrue(Arrays.stream(host(p.getArray())).allMatch(Double::isFinite), t + " pass " + pass + ": DJL's parameter");
                                 compare(t, guarded.ops(), t.gradient(), grad, u);
                                 compare(t, guarded.ops(), t.param(), p.getArray(), u);
                             }

@@ -11,9 +11,11 @@ import io.gradguard.core.StepResult;
 import io.gradguard.core.Transforms;
 import io.gradguard.core.conformance.UnitNormLoops;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.function.LongFunction;
 import org.junit.jupiter.api.Test;
 import org.tensorflow.Operand;
 import org.tensorflow.Tensor;
@@ -132,7 +134,7 @@ class TfArchitecturesTest {
     }
 
     /** {@code microBatches} guarded steps on batches drawn from {@code seed}; every second one applies. */
-    private static void train(TfGuard guard, long seed, int microBatches, java.util.function.LongFunction<Map<Operand<?>, Tensor>> batch) {
+    private static void train(TfGuard guard, long seed, int microBatches, LongFunction<Map<Operand<?>, Tensor>> batch) {
         for (int s = 0; s < microBatches; s++) {
             Map<Operand<?>, Tensor> f = batch.apply(seed * 1000 + s);
             try {
@@ -155,8 +157,8 @@ class TfArchitecturesTest {
                 float[] xs = all[0];
                 float[] ys = all[1];
                 for (int from = 0; from < 8; from += micro) {
-                    Map<Operand<?>, Tensor> f = n.feeds(java.util.Arrays.copyOfRange(xs, from * 72, (from + micro) * 72), new long[] {micro, 6, 6, 2},
-                            java.util.Arrays.copyOfRange(ys, from * 3, (from + micro) * 3), new long[] {micro, 3});
+                    Map<Operand<?>, Tensor> f = n.feeds(Arrays.copyOfRange(xs, from * 72, (from + micro) * 72), new long[] {micro, 6, 6, 2},
+                            Arrays.copyOfRange(ys, from * 3, (from + micro) * 3), new long[] {micro, 3});
                     try {
                         guard.step(f, micro);
                     } finally {

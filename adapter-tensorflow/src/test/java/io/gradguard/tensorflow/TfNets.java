@@ -2,6 +2,7 @@ package io.gradguard.tensorflow;
 
 import io.gradguard.core.conformance.MarkedValueTask;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -124,7 +125,7 @@ final class TfNets implements AutoCloseable {
 
     private Variable<TFloat32> constantVariable(String name, float value, long... shape) {
         float[] init = new float[(int) Shape.of(shape).size()];
-        java.util.Arrays.fill(init, value);
+        Arrays.fill(init, value);
         return add(name, init, shape);
     }
 
