@@ -4,7 +4,7 @@ import io.gradguard.core.internal.Checks;
 import java.util.Arrays;
 
 /**
- * Which axis of a parameter indexes its output units, so unit-wise transforms (adaptive gradient
+ * Which axis (or axes) of a parameter indexes its output units, so unit-wise transforms (adaptive gradient
  * clipping, centralization) reduce over the right axes. Core never guesses from the rank alone:
  * each adapter declares the layout of its framework.
  *
@@ -18,7 +18,7 @@ import java.util.Arrays;
  *
  * <p>A rank-0 or rank-1 tensor is always one unit (a bias vector is normed as a whole, as in Optax).
  * Where one output unit is indexed by two axes together (a depthwise kernel {@code [kh, kw, in,
- * multiplier]}: output channel {@code in·multiplier + m} reads {@code W[:, :, in, m]} alone), use
+ * multiplier]}: output channel {@code i·multiplier + m} reads {@code W[:, :, i, m]} alone), use
  * {@link #outputAxes(int...)}.
  *
  * <pre>{@code
