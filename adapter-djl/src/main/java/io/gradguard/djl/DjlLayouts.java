@@ -33,6 +33,10 @@ import java.util.Map;
  *   <tr><td>any</td><td>bias: [out]</td><td>BIAS</td><td>the whole vector (rank 1)</td></tr>
  * </table>
  *
+ * <p>Composite blocks built from these need nothing more: the model zoo's ResNet units (convolutions
+ * and batch norms) and {@code TransformerEncoderBlock} (its attention's query, key, value and result
+ * projections and its feed-forward pair are {@code Linear}, its norms {@code LayerNorm}).
+ *
  * <p>Any other block (a transposed convolution, whose PyTorch kernel is {@code [in, out, k...]}, a
  * custom block): the role from {@link Parameter.Type} (WEIGHT, BIAS, else OTHER) and
  * {@link Layout#outputFirst()}; the guard warns once, naming the block.

@@ -19,7 +19,13 @@ import ai.djl.nn.SequentialBlock;
 import ai.djl.nn.AbstractBlock;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
+import ai.djl.basicmodelzoo.cv.classification.ResNetV1;
+import ai.djl.nn.convolutional.Conv1d;
+import ai.djl.nn.convolutional.Conv3d;
 import ai.djl.nn.core.Linear;
+import ai.djl.nn.norm.LayerNorm;
+import ai.djl.nn.recurrent.RNN;
+import ai.djl.nn.transformer.TransformerEncoderBlock;
 import ai.djl.nn.recurrent.GRU;
 import ai.djl.nn.recurrent.LSTM;
 import ai.djl.training.GradientCollector;
@@ -93,6 +99,83 @@ class DjlLayoutTest {
     }
 
     @Test
+    void conv1d_and_conv3d_kernels_per_output_channel() {
+        check(new SequentialBlock().add(Conv1d.builder().setKernelShape(new Shape(2)).setFilters(4).build())
+                        .add(Blocks.batchFlattenBlock()).add(Linear.builder().setUnits(2).build()),
+                new Shape(2, 3, 5), m -> m.randomNormal(new Shape(2, 3, 5)),
+                Map.of("01Conv1d_weight", new Unit(Role.WEIGHT, 0), "01Conv1d_bias", new Unit(Role.BIAS),
+                        "03Linear_weight", new Unit(Role.WEIGHT, 0), "03Linear_bias", new Unit(Role.BIAS)));
+        Map<String, long[]> shapes = check(new SequentialBlock().add(Conv3d.builder().setKernelShape(new Shape(2, 2, 2)).setFilters(4).build())
+                        .add(Blocks.batchFlattenBlock()).add(Linear.builder().setUnits(2).build()),
+                new Shape(2, 3, 3, 3, 3), m -> m.randomNormal(new Shape(2, 3, 3, 3, 3)),
+                Map.of("01Conv3d_weight", new Unit(Role.WEIGHT, 0), "01Conv3d_bias", new Unit(Role.BIAS),
+                        "03Linear_weight", new Unit(Role.WEIGHT, 0), "03Linear_bias", new Unit(Role.BIAS)));
+        assertEquals(List.of(4L, 3L, 2L, 2L, 2L), boxed(shapes.get("01Conv3d_weight")));
+    }
+
+    @Test
+    void vanilla_rnn_weights_per_row_layer_norm_gamma_beta_whole() {
+        Map<String, long[]> shapes = check(new SequentialBlock()
+                        .add(RNN.builder().setActivation(RNN.Activation.TANH).setStateSize(4).setNumLayers(1).optBatchFirst(true).optReturnState(false).build())
+                        .add(LayerNorm.builder().build())
+                        .add(Blocks.batchFlattenBlock()).add(Linear.builder().setUnits(2).build()),
+                new Shape(3, 5, 3), m -> m.randomNormal(new Shape(3, 5, 3)),
+                Map.of("01RNN_l_0_i2h_WEIGHT", new Unit(Role.WEIGHT, 0), "01RNN_l_0_h2h_WEIGHT", new Unit(Role.WEIGHT, 0),
+                        "01RNN_l_0_i2h_BIAS", new Unit(Role.BIAS), "01RNN_l_0_h2h_BIAS", new Unit(Role.BIAS),
+                        "02LayerNorm_gamma", new Unit(Role.OTHER), "02LayerNorm_beta", new Unit(Role.OTHER),
+                        "04Linear_weight", new Unit(Role.WEIGHT, 0), "04Linear_bias", new Unit(Role.BIAS)));
+        assertEquals(List.of(4L, 3L), boxed(shapes.get("01RNN_l_0_i2h_WEIGHT")));
+    }
+
+    @Test
+    void model_zoo_resnet_units_are_convolutions_batch_norms_and_a_projection() {
+        for (boolean bottleneck : new boolean[] {false, true}) {
+            Block net = new SequentialBlock().add(ResNetV1.residualUnit(4, new Shape(1, 1), false, bottleneck, 0.9f))
+                    .add(Blocks.batchFlattenBlock()).add(Linear.builder().setUnits(2).build());
+            Map<String, long[]> shapes = check(net, new Shape(2, 3, 5, 5), m -> m.randomNormal(new Shape(2, 3, 5, 5)), DjlLayoutTest::byName);
+            assertAllKnown(net);
+            long kernels = shapes.keySet().stream().filter(k -> k.contains("Conv2d_weight")).count();
+            long norms = shapes.keySet().stream().filter(k -> k.contains("BatchNorm_gamma")).count();
+            assertEquals(bottleneck ? 4 : 3, kernels, "convolutions (with the projection): " + shapes.keySet());
+            assertEquals(kernels, norms, "a batch norm after each convolution: " + shapes.keySet());
+        }
+    }
+
+    @Test
+    void transformer_encoder_projections_and_feed_forward_per_row_layer_norms_whole() {
+        Block net = new SequentialBlock().add(new TransformerEncoderBlock(8, 2, 16, 0f, Activation::relu))
+                .add(Blocks.batchFlattenBlock()).add(Linear.builder().setUnits(2).build());
+        Map<String, long[]> shapes = check(net, new Shape(2, 5, 8), m -> m.randomNormal(new Shape(2, 5, 8)), DjlLayoutTest::byName);
+        assertAllKnown(net);
+        long linears = shapes.keySet().stream().filter(k -> k.endsWith("_weight")).count();
+        assertEquals(4 + 2 + 1, linears, "Linear weights (query, key, value, result; the feed-forward pair; the head): " + shapes.keySet());
+        assertEquals(2, shapes.keySet().stream().filter(k -> k.endsWith("Norm_gamma")).count(), "two layer norms: " + shapes.keySet());
+    }
+
+    /** Every parameter of {@code block} belongs to a block type the adapter knows (no default, no warning). */
+    private static void assertAllKnown(Block block) {
+        Map<Parameter, Block> owners = DjlLayouts.owners(block);
+        for (Pair<String, Parameter> p : block.getParameters()) {
+            Block owner = owners.get(p.getValue());
+            assertTrue(DjlLayouts.of(owner, p.getValue()).known(), p.getKey() + " of " + owner.getClass().getSimpleName());
+        }
+    }
+
+    /**
+     * The expectation for blocks made only of Linear, convolution and normalization blocks, from the
+     * parameter's name: weights per row/output channel (axis 0), biases and gamma/beta whole.
+     */
+    private static Unit byName(String name) {
+        if (name.endsWith("_weight")) {
+            return new Unit(Role.WEIGHT, 0);
+        }
+        if (name.endsWith("_bias")) {
+            return new Unit(Role.BIAS);
+        }
+        return name.endsWith("_gamma") || name.endsWith("_beta") ? new Unit(Role.OTHER) : null;
+    }
+
+    @Test
     void a_block_type_without_a_known_layout_is_named_once_and_gets_the_default() {
         PrintStream saved = System.err;
         ByteArrayOutputStream err = new ByteArrayOutputStream();
@@ -136,6 +219,13 @@ class DjlLayoutTest {
      * Returns the parameters' shapes.
      */
     static Map<String, long[]> check(Block block, Shape inputShape, Function<NDManager, NDArray> x, Map<String, Unit> expected) {
+        Map<String, long[]> shapes = check(block, inputShape, x, expected::get);
+        assertEquals(new TreeMap<>(expected).keySet(), shapes.keySet(), "parameters described");
+        return shapes;
+    }
+
+    /** As above, with the expectation given by a rule on the parameter's name (null: not expected). */
+    static Map<String, long[]> check(Block block, Shape inputShape, Function<NDManager, NDArray> x, Function<String, Unit> expected) {
         Map<String, long[]> shapes = new TreeMap<>();
         try (Model model = Model.newInstance("layout", ai.djl.Device.cpu(), "PyTorch")) {
             ai.djl.engine.Engine.getEngine("PyTorch").setRandomSeed(7);
@@ -152,7 +242,7 @@ class DjlLayoutTest {
                     for (int pass = 0; pass < 2; pass++) {
                         Map<String, String> seen = new TreeMap<>();
                         for (GradientTensor<NDArray> t : guarded.gradients()) {
-                            Unit u = expected.get(t.name());
+                            Unit u = expected.apply(t.name());
                             seen.put(t.name(), t.role() + " " + t.layout());
                             assertTrue(u != null, "unexpected parameter " + t);
                             assertEquals(u.role(), t.role(), t.name());
@@ -160,11 +250,13 @@ class DjlLayoutTest {
                             shapes.put(t.name(), p.getArray().getShape().getShape());
                             try (NDArray grad = p.getArray().getGradient()) {
                                 assertTrue(Arrays.stream(host(grad)).anyMatch(v -> v != 0), t + ": a zero gradient checks nothing");
+                                assertTrue(Arrays.stream(host(grad)).allMatch(Double::isFinite), t + " pass " + pass + ": DJL's gradient " + Arrays.toString(host(grad)));
+                                assertTrue(Arrays.stream(host(p.getArray())).allMatch(Double::isFinite), t + " pass " + pass + ": DJL's parameter");
                                 compare(t, guarded.ops(), t.gradient(), grad, u);
                                 compare(t, guarded.ops(), t.param(), p.getArray(), u);
                             }
                         }
-                        assertEquals(new TreeMap<>(expected).keySet(), seen.keySet(), "parameters described: " + seen);
+                        assertEquals(shapes.keySet(), seen.keySet(), "parameters described: " + seen);
                         guarded.endStep();
                     }
                 }

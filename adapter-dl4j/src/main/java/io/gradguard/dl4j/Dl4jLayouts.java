@@ -24,18 +24,20 @@ import org.deeplearning4j.nn.conf.layers.SelfAttentionLayer;
  *   <caption>DL4J parameters (shapes as DL4J stores them)</caption>
  *   <tr><th>layer</th><th>key: shape</th><th>role</th><th>one output unit</th></tr>
  *   <tr><td>DenseLayer, OutputLayer (any BaseOutputLayer)</td><td>W: [nIn, nOut]</td><td>WEIGHT</td><td>a column ({@link Layout#outputLast()})</td></tr>
- *   <tr><td>ConvolutionLayer, Convolution1DLayer</td><td>W: [nOut, nIn, kH, kW]</td><td>WEIGHT</td><td>a kernel {@code W[o]} ({@link Layout#outputFirst()})</td></tr>
+ *   <tr><td>ConvolutionLayer, Convolution1DLayer</td><td>W: [nOut, nIn, kH, kW] (1D: [nOut, nIn, k, 1])</td><td>WEIGHT</td><td>a kernel {@code W[o]} ({@link Layout#outputFirst()})</td></tr>
  *   <tr><td>Deconvolution2D</td><td>W: [nIn, nOut, kH, kW]</td><td>WEIGHT</td><td>{@code W[:, o]} ({@code outputAxis(1)})</td></tr>
- *   <tr><td>DepthwiseConvolution2D</td><td>W: [kH, kW, nIn, m]</td><td>WEIGHT</td><td>{@code W[..., j]} ({@link Layout#outputLast()})</td></tr>
+ *   <tr><td>DepthwiseConvolution2D</td><td>W: [kH, kW, nIn, m]</td><td>WEIGHT</td><td>{@code W[:, :, i, j]}: output channel
+ *       {@code i·m + j} ({@code outputAxes(2, 3)})</td></tr>
  *   <tr><td>BatchNormalization</td><td>gamma, beta: [nOut]</td><td>OTHER</td><td>the whole vector</td></tr>
- *   <tr><td>SimpleRnn</td><td>W: [nIn, nOut], RW: [nOut, nOut]</td><td>a column (as dense)</td></tr>
+ *   <tr><td>SimpleRnn</td><td>W: [nIn, nOut], RW: [nOut, nOut]</td><td>WEIGHT</td><td>a column (as dense)</td></tr>
  *   <tr><td>LSTM, GravesLSTM</td><td>W: [nIn, 4·nOut], RW: [nOut, 4·nOut] (GravesLSTM: 4·nOut+3, the
  *       last three columns its peepholes)</td><td>WEIGHT</td><td>a column: one gate of one cell (gates are
  *       stacked along the output axis; PyTorch's {@code weight_ih[4·hidden, in]} rows, transposed)</td></tr>
  *   <tr><td>EmbeddingLayer, EmbeddingSequenceLayer</td><td>W: [vocab, nOut]</td><td>WEIGHT</td><td>a row:
  *       one token's vector ({@link Layout#outputFirst()})</td></tr>
  *   <tr><td>SelfAttentionLayer</td><td>Wq, Wk, Wv: [nHeads, headSize, nIn]; Wo: [nHeads·headSize, nOut]</td>
- *       <td>WEIGHT</td><td>Wq/Wk/Wv: one head ({@link Layout#outputFirst()}); Wo: a column</td></tr>
+ *       <td>WEIGHT</td><td>Wq/Wk/Wv: a row {@code W[h, s]}, one projected dimension of one head
+ *       ({@code outputAxes(0, 1)}, as a row of PyTorch's and DJL's {@code [heads·size, in]} projections); Wo: a column</td></tr>
  *   <tr><td>any of these</td><td>b: [n]</td><td>BIAS</td><td>the whole vector</td></tr>
  * </table>
  *
@@ -75,8 +77,11 @@ final class Dl4jLayouts {
         if (conf instanceof BatchNormalization) {
             return key.equals("gamma") || key.equals("beta") ? kind(Role.OTHER, Layout.whole()) : null;
         }
-        if (isDenseLike(conf) || conf instanceof DepthwiseConvolution2D) {
+        if (isDenseLike(conf)) {
             return key.equals("W") ? kind(Role.WEIGHT, Layout.outputLast()) : null;
+        }
+        if (conf instanceof DepthwiseConvolution2D) { // output channel i·m + j reads W[:, :, i, j] alone
+            return key.equals("W") ? kind(Role.WEIGHT, Layout.outputAxes(2, 3)) : null;
         }
         if (conf instanceof Deconvolution2D) {
             return key.equals("W") ? kind(Role.WEIGHT, Layout.outputAxis(1)) : null;
@@ -92,7 +97,7 @@ final class Dl4jLayouts {
         }
         if (conf instanceof SelfAttentionLayer) {
             return switch (key) {
-                case "Wq", "Wk", "Wv" -> kind(Role.WEIGHT, Layout.outputFirst());
+                case "Wq", "Wk", "Wv" -> kind(Role.WEIGHT, Layout.outputAxes(0, 1)); // a row W[h, s]: one projected dimension
                 case "Wo" -> kind(Role.WEIGHT, Layout.outputLast());
                 default -> null;
             };

@@ -15,7 +15,11 @@ import java.util.Random;
 import java.util.TreeMap;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
+import org.deeplearning4j.nn.conf.layers.Convolution1DLayer;
+import org.deeplearning4j.nn.conf.layers.Deconvolution2D;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
+import org.deeplearning4j.nn.conf.layers.DepthwiseConvolution2D;
+import org.deeplearning4j.nn.conf.layers.EmbeddingSequenceLayer;
 import org.deeplearning4j.nn.conf.layers.EmbeddingLayer;
 import org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer;
 import org.deeplearning4j.nn.conf.layers.GravesLSTM;
@@ -23,6 +27,7 @@ import org.deeplearning4j.nn.conf.layers.LSTM;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
 import org.deeplearning4j.nn.conf.layers.SelfAttentionLayer;
+import org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.activations.Activation;
@@ -94,7 +99,7 @@ class Dl4jLayoutTest {
     }
 
     @Test
-    void self_attention_projections_per_head_output_projection_per_column() {
+    void self_attention_projections_per_row_of_each_head_output_projection_per_column() {
         MultiLayerNetwork net = net(new NeuralNetConfiguration.Builder().seed(4).dataType(DataType.FLOAT).updater(new Sgd(0.1)).list()
                 .layer(new SelfAttentionLayer.Builder().nIn(3).nOut(4).nHeads(2).headSize(5).projectInput(true).build())
                 .layer(new GlobalPoolingLayer.Builder().build())
@@ -102,10 +107,74 @@ class Dl4jLayoutTest {
                 .setInputType(InputType.recurrent(3, 6))
                 .build());
         backward(net, gaussian(2, 3 * 6).reshape(2, 3, 6), gaussian(2, 2));
-        check(net, Map.of("0_Wq", new Unit(Role.WEIGHT, 0), "0_Wk", new Unit(Role.WEIGHT, 0), "0_Wv", new Unit(Role.WEIGHT, 0),
+        check(net, Map.of("0_Wq", new Unit(Role.WEIGHT, 0, 1), "0_Wk", new Unit(Role.WEIGHT, 0, 1), "0_Wv", new Unit(Role.WEIGHT, 0, 1),
                 "0_Wo", new Unit(Role.WEIGHT, 1), "2_W", new Unit(Role.WEIGHT, 1), "2_b", new Unit(Role.BIAS)));
         assertArrayEquals(new long[] {2, 5, 3}, net.getLayer(0).getParam("Wq").shape());
         assertArrayEquals(new long[] {10, 4}, net.getLayer(0).getParam("Wo").shape());
+    }
+
+    @Test
+    void convolution_1d_kernels_per_output_channel() {
+        MultiLayerNetwork net = net(new NeuralNetConfiguration.Builder().seed(5).dataType(DataType.FLOAT).updater(new Sgd(0.1)).list()
+                .layer(new Convolution1DLayer.Builder().kernelSize(2).nOut(4).activation(Activation.TANH).build())
+                .layer(new RnnOutputLayer.Builder(LossFunctions.LossFunction.MSE).nOut(2).activation(Activation.IDENTITY).build())
+                .setInputType(InputType.recurrent(3, 5))
+                .build());
+        backward(net, gaussian(2, 3 * 5).reshape(2, 3, 5), gaussian(2, 2 * 4).reshape(2, 2, 4));
+        check(net, Map.of("0_W", new Unit(Role.WEIGHT, 0), "0_b", new Unit(Role.BIAS),
+                "1_W", new Unit(Role.WEIGHT, 1), "1_b", new Unit(Role.BIAS)));
+        assertArrayEquals(new long[] {4, 3, 2, 1}, net.getLayer(0).getParam("W").shape());
+    }
+
+    @Test
+    void deconvolution_kernels_per_output_channel_on_axis_1() {
+        MultiLayerNetwork net = net(new NeuralNetConfiguration.Builder().seed(6).dataType(DataType.FLOAT).updater(new Sgd(0.1)).list()
+                .layer(new Deconvolution2D.Builder().kernelSize(2, 2).nOut(4).activation(Activation.TANH).build())
+                .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nOut(3).activation(Activation.IDENTITY).build())
+                .setInputType(InputType.convolutional(3, 3, 2))
+                .build());
+        backward(net, gaussian(2, 2 * 3 * 3).reshape(2, 2, 3, 3), gaussian(2, 3));
+        check(net, Map.of("0_W", new Unit(Role.WEIGHT, 1), "0_b", new Unit(Role.BIAS),
+                "1_W", new Unit(Role.WEIGHT, 1), "1_b", new Unit(Role.BIAS)));
+        assertArrayEquals(new long[] {2, 4, 2, 2}, net.getLayer(0).getParam("W").shape());
+    }
+
+    @Test
+    void depthwise_kernels_per_input_channel_and_multiplier() {
+        MultiLayerNetwork net = net(new NeuralNetConfiguration.Builder().seed(7).dataType(DataType.FLOAT).updater(new Sgd(0.1)).list()
+                .layer(new DepthwiseConvolution2D.Builder().kernelSize(2, 2).depthMultiplier(3).activation(Activation.TANH).build())
+                .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nOut(3).activation(Activation.IDENTITY).build())
+                .setInputType(InputType.convolutional(4, 4, 2))
+                .build());
+        backward(net, gaussian(2, 2 * 4 * 4).reshape(2, 2, 4, 4), gaussian(2, 3));
+        check(net, Map.of("0_W", new Unit(Role.WEIGHT, 2, 3), "0_b", new Unit(Role.BIAS),
+                "1_W", new Unit(Role.WEIGHT, 1), "1_b", new Unit(Role.BIAS)));
+        assertArrayEquals(new long[] {2, 2, 2, 3}, net.getLayer(0).getParam("W").shape());
+    }
+
+    @Test
+    void simple_rnn_input_and_recurrent_weights_per_column() {
+        MultiLayerNetwork net = net(new NeuralNetConfiguration.Builder().seed(8).dataType(DataType.FLOAT).updater(new Sgd(0.1)).list()
+                .layer(new SimpleRnn.Builder().nIn(3).nOut(4).activation(Activation.TANH).build())
+                .layer(new RnnOutputLayer.Builder(LossFunctions.LossFunction.MSE).nIn(4).nOut(2).activation(Activation.IDENTITY).build())
+                .build());
+        backward(net, gaussian(3, 3 * 5).reshape(3, 3, 5), gaussian(3, 2 * 5).reshape(3, 2, 5));
+        check(net, Map.of("0_W", new Unit(Role.WEIGHT, 1), "0_RW", new Unit(Role.WEIGHT, 1), "0_b", new Unit(Role.BIAS),
+                "1_W", new Unit(Role.WEIGHT, 1), "1_b", new Unit(Role.BIAS)));
+        assertArrayEquals(new long[] {4, 4}, net.getLayer(0).getParam("RW").shape());
+    }
+
+    @Test
+    void embedding_sequence_rows_one_token_each() {
+        MultiLayerNetwork net = net(new NeuralNetConfiguration.Builder().seed(9).dataType(DataType.FLOAT).updater(new Sgd(0.1)).list()
+                .layer(new EmbeddingSequenceLayer.Builder().nIn(10).nOut(4).inputLength(3).build())
+                .layer(new GlobalPoolingLayer.Builder().build())
+                .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nIn(4).nOut(2).activation(Activation.IDENTITY).build())
+                .build());
+        INDArray tokens = Nd4j.createFromArray(new float[][] {{1, 3, 3}, {7, 0, 9}});
+        backward(net, tokens, gaussian(2, 2));
+        check(net, Map.of("0_W", new Unit(Role.WEIGHT, 0), "2_W", new Unit(Role.WEIGHT, 1), "2_b", new Unit(Role.BIAS)));
+        assertArrayEquals(new long[] {10, 4}, net.getLayer(0).getParam("W").shape());
     }
 
     /** What the test expects of one parameter: its role and the axes that index its output units (none: one unit). */

@@ -92,6 +92,9 @@ class BadInputTest {
         rejects("tensor names must be unique, got \"w\"", () -> GradientSet.of(w, w));
         rejects("shape must hold exactly data.length=1 elements, got [2]", () -> ReferenceTensor.of(new float[] {1}, 2));
         rejects("output axis must exist in a tensor of rank 2, got 3", () -> Layout.outputAxis(3).reductionAxes(2));
+        rejects("axes must name at least one axis, got \"[]\"", () -> Layout.outputAxes());
+        rejects("output axes must name distinct axes, got outputAxes(1, -1)", () -> Layout.outputAxes(1, -1).reductionAxes(2));
+        rejects("output axes must leave an axis to reduce at rank 2, got outputAxes(0, 1)", () -> Layout.outputAxes(0, 1).reductionAxes(2));
     }
 
     @Test
