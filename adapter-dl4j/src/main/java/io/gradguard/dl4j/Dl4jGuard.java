@@ -197,6 +197,24 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
         return this;
     }
 
+    /**
+     * Installs this guard on a replica of the network it guards, leaving the one it guarded: a
+     * {@code ParallelWrapper} rebuilds its workers' networks on every {@code fit}
+     * ({@link Dl4jParallelGuard}). The pipeline's state goes on; the replica must have the same
+     * parameters (the next step checks names and shapes).
+     */
+    void moveTo(Model replica) {
+        if (model == replica) {
+            return;
+        }
+        model = null;
+        if (replica instanceof ComputationGraph graph) {
+            install(graph);
+        } else {
+            install((MultiLayerNetwork) replica);
+        }
+    }
+
     /** Checks an installation; false if this guard is installed on {@code net} already. */
     private boolean prepareInstall(Model net, org.deeplearning4j.nn.api.Updater current) {
         ensureOpen();
@@ -358,7 +376,22 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
         if (accumulatesInDouble() && !ops.accumulatesInDouble()) {
             ops.nd4j().accumulateInDouble(); // asked for after a hook was made: before the first step, as Guard requires
         }
-        return step(hook, context);
+        try {
+            return step(hook, context);
+        } catch (RuntimeException e) {
+            java.util.function.Consumer<RuntimeException> f = failures;
+            if (f != null) {
+                f.accept(e);
+            }
+            throw e;
+        }
+    }
+
+    /** Told of a step that threw (a worker of {@link Dl4jParallelGuard} tells its peers); null: nobody. */
+    private volatile java.util.function.Consumer<RuntimeException> failures;
+
+    void onFailure(java.util.function.Consumer<RuntimeException> whom) {
+        failures = whom;
     }
 
     private Dl4jTrainer trainer(Model net) {
