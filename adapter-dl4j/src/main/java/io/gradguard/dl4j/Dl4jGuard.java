@@ -200,19 +200,24 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
     /**
      * Installs this guard on a replica of the network it guards, leaving the one it guarded: a
      * {@code ParallelWrapper} rebuilds its workers' networks on every {@code fit}
-     * ({@link Dl4jParallelGuard}). The pipeline's state goes on; the replica must have the same
-     * parameters (the next step checks names and shapes).
+     * ({@link Dl4jParallelGuard}), and its {@code net.clear()} at the end of a fit drops the updater
+     * of the network it keeps (installed again here). The pipeline's state goes on; the replica must
+     * have the same parameters (the next step checks names and shapes).
      */
     void moveTo(Model replica) {
-        if (model == replica) {
-            return;
+        if (model != replica) {
+            model = null;
         }
-        model = null;
         if (replica instanceof ComputationGraph graph) {
             install(graph);
         } else {
             install((MultiLayerNetwork) replica);
         }
+    }
+
+    /** The network this guard guards, null before its first. */
+    Model model() {
+        return model;
     }
 
     /** Checks an installation; false if this guard is installed on {@code net} already. */
@@ -225,7 +230,7 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
         if (owner == this) {
             return false;
         }
-        if (owner != null) {
+        if (owner != null && !owner.isClosed()) { // a closed guard's updater may be replaced
             throw new IllegalStateException(describe(net) + " already has " + owner + " installed: use one guard per network");
         }
         claimHook(INSTALLED);

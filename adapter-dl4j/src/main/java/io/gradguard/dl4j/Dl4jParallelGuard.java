@@ -205,6 +205,15 @@ public final class Dl4jParallelGuard extends BaseTrainingListener implements Ser
     public void fit(ParallelWrapper wrapper, DataSetIterator data) {
         Checks.notNull("data", data);
         attach(wrapper);
+        // DL4J's own fit ends with net.clear(), which drops the user's network's updater; a worker
+        // rebuilding its copy then creates it under the network's lock, which worker 0 holds through
+        // its whole step, while in SHARED_GRADIENTS worker 0 waits in that step for the copy: a
+        // deadlock of DL4J 1.0.0-M2.1 on every fit after the first. The updater made here avoids it.
+        if (wrapper.getModel() instanceof MultiLayerNetwork net) {
+            net.getUpdater();
+        } else if (wrapper.getModel() instanceof ComputationGraph graph) {
+            graph.getUpdater();
+        }
         if (!synchronize) {
             wrapper.fit(data);
             return;
@@ -484,6 +493,12 @@ public final class Dl4jParallelGuard extends BaseTrainingListener implements Ser
         closed = true;
         for (Dl4jGuard g : guards.values()) {
             g.close();
+            // the wrapper made this guard a listener of the user's own network (worker 0): leave it
+            if (g.model() instanceof MultiLayerNetwork net) {
+                net.setListeners(without(net.getListeners()));
+            } else if (g.model() instanceof ComputationGraph graph) {
+                graph.setListeners(without(graph.getListeners()));
+            }
         }
         GradientPipeline t;
         synchronized (this) {
@@ -494,6 +509,13 @@ public final class Dl4jParallelGuard extends BaseTrainingListener implements Ser
                 m.close();
             }
         }
+    }
+
+    private List<org.deeplearning4j.optimize.api.TrainingListener> without(
+            java.util.Collection<org.deeplearning4j.optimize.api.TrainingListener> listeners) {
+        List<org.deeplearning4j.optimize.api.TrainingListener> rest = new ArrayList<>(listeners);
+        rest.remove(this);
+        return rest;
     }
 
     private void ensureOpen() {
