@@ -169,7 +169,7 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
      *
      * @return this guard
      * @throws IllegalArgumentException if {@code net} is null
-     * @throws IllegalStateException if {@code net} is not initialised, another guard is installed on
+     * @throws IllegalStateException if {@code net} is not initialised, another open guard is installed on
      *     it, this guard guards another network or runs through another hook, or is closed
      */
     public Dl4jGuard install(MultiLayerNetwork net) {
@@ -186,7 +186,7 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
      *
      * @return this guard
      * @throws IllegalArgumentException if {@code graph} is null
-     * @throws IllegalStateException if {@code graph} is not initialised, another guard is installed
+     * @throws IllegalStateException if {@code graph} is not initialised, another open guard is installed
      *     on it, this guard guards another network or runs through another hook, or is closed
      */
     public Dl4jGuard install(ComputationGraph graph) {
