@@ -169,7 +169,7 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
      *
      * @return this guard
      * @throws IllegalArgumentException if {@code net} is null
-     * @throws IllegalStateException if {@code net} is not initialised, another guard is installed on
+     * @throws IllegalStateException if {@code net} is not initialised, another open guard is installed on
      *     it, this guard guards another network or runs through another hook, or is closed
      */
     public Dl4jGuard install(MultiLayerNetwork net) {
@@ -186,7 +186,7 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
      *
      * @return this guard
      * @throws IllegalArgumentException if {@code graph} is null
-     * @throws IllegalStateException if {@code graph} is not initialised, another guard is installed
+     * @throws IllegalStateException if {@code graph} is not initialised, another open guard is installed
      *     on it, this guard guards another network or runs through another hook, or is closed
      */
     public Dl4jGuard install(ComputationGraph graph) {
@@ -195,6 +195,29 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
             GuardedUpdaters.install(this, graph);
         }
         return this;
+    }
+
+    /**
+     * Installs this guard on a replica of the network it guards, leaving the one it guarded: a
+     * {@code ParallelWrapper} rebuilds its workers' networks on every {@code fit}
+     * ({@link Dl4jParallelGuard}), and its {@code net.clear()} at the end of a fit drops the updater
+     * of the network it keeps (installed again here). The pipeline's state goes on; the replica must
+     * have the same parameters (the next step checks names and shapes).
+     */
+    void moveTo(Model replica) {
+        if (model != replica) {
+            model = null;
+        }
+        if (replica instanceof ComputationGraph graph) {
+            install(graph);
+        } else {
+            install((MultiLayerNetwork) replica);
+        }
+    }
+
+    /** The network this guard guards, null before its first. */
+    Model model() {
+        return model;
     }
 
     /** Checks an installation; false if this guard is installed on {@code net} already. */
@@ -207,7 +230,7 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
         if (owner == this) {
             return false;
         }
-        if (owner != null) {
+        if (owner != null && !owner.isClosed()) { // a closed guard's updater may be replaced
             throw new IllegalStateException(describe(net) + " already has " + owner + " installed: use one guard per network");
         }
         claimHook(INSTALLED);
@@ -358,7 +381,22 @@ public final class Dl4jGuard extends Guard<INDArray, Dl4jGuard> {
         if (accumulatesInDouble() && !ops.accumulatesInDouble()) {
             ops.nd4j().accumulateInDouble(); // asked for after a hook was made: before the first step, as Guard requires
         }
-        return step(hook, context);
+        try {
+            return step(hook, context);
+        } catch (RuntimeException e) {
+            java.util.function.Consumer<RuntimeException> f = failures;
+            if (f != null) {
+                f.accept(e);
+            }
+            throw e;
+        }
+    }
+
+    /** Told of a step that threw (a worker of {@link Dl4jParallelGuard} tells its peers); null: nobody. */
+    private volatile java.util.function.Consumer<RuntimeException> failures;
+
+    void onFailure(java.util.function.Consumer<RuntimeException> whom) {
+        failures = whom;
     }
 
     private Dl4jTrainer trainer(Model net) {

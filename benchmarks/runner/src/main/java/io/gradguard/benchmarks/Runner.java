@@ -85,7 +85,8 @@ public final class Runner {
             1, "Reference backend within 1.5× of the bandwidth floor",
             2, "Guarded training step (global-norm clip + norm monitoring) within 3% of the unguarded step",
             3, "GradGuard within 5% of the framework's built-in for the same clip",
-            5, "Small models (~5k parameters): a clip-only guard within 1.15× and the README pipeline with a Monitor within 1.3× of the unguarded step");
+            5, "Small models (~5k parameters): a clip-only guard within 1.15× and the README pipeline with a Monitor within 1.3× of the unguarded step",
+            6, "Data parallel (2-worker DL4J ParallelWrapper): guarded (clip + norm monitor) within 1.03× per worker and 1.06× synchronized of the unguarded fit");
 
     private final Path dir;
     private final boolean tiny;

@@ -135,6 +135,63 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         this.state = own;
     }
 
+    /** A worker's monitor ({@link #forWorker}): the parent's configuration, records delivered to the parent's sinks. */
+    private Monitor(Monitor parent, String run) {
+        this.run = run;
+        this.every = parent.every;
+        this.updateRatios = parent.updateRatios;
+        this.detectors = parent.detectors;
+        this.listeners.add(new MonitorListener() {
+            @Override
+            public void onRecord(StepRecord record) {
+                parent.deliverFromWorker(null, record);
+            }
+
+            @Override
+            public void onEvent(MonitorEvent event) {
+                parent.deliverFromWorker(event, null);
+            }
+
+            @Override
+            public String toString() {
+                return "to " + parent;
+            }
+        });
+        this.own = newState();
+        this.state = own;
+    }
+
+    /**
+     * A monitor for one worker of data-parallel training (one pipeline per worker, each driven by
+     * its own thread): this monitor's configuration, its own state (record index, detectors), and
+     * records under the run name {@code <run>/worker-<worker>} delivered to this monitor's sinks, one
+     * worker at a time. Closing it delivers its last record and leaves the sinks open; closing this
+     * monitor closes them. Reports show each worker as a run ({@link RunRecorder#recordings()}).
+     *
+     * <pre>{@code
+     * Monitor monitor = Monitor.toJsonl(Path.of("grad.jsonl"));
+     * GradientPipeline worker1 = GradientPipeline.of(Transforms.clipByGlobalNorm(1.0), monitor.forWorker(1));
+     * }</pre>
+     *
+     * @throws IllegalArgumentException if {@code worker} is negative
+     */
+    public Monitor forWorker(int worker) {
+        Checks.require(worker >= 0, "worker", "be >= 0", worker);
+        return new Monitor(this, run + "/worker-" + worker);
+    }
+
+    /** A worker's record or event, delivered to this monitor's sinks one at a time (sinks are not thread-safe). */
+    private void deliverFromWorker(MonitorEvent event, StepRecord record) {
+        synchronized (listeners) {
+            if (closed) {
+                return;
+            }
+            for (MonitorListener l : listeners) {
+                deliver(l, event, record);
+            }
+        }
+    }
+
     private MonitorState newState() {
         return new MonitorState(this, detectors.newState());
     }
@@ -411,13 +468,15 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
             return;
         }
         publishPending();
-        closed = true;
-        for (MonitorListener l : listeners) {
-            if (!broken.contains(l)) {
-                try {
-                    l.close();
-                } catch (RuntimeException e) {
-                    LOG.warn("GradGuard monitor sink {} failed to close", l, e);
+        synchronized (listeners) {
+            closed = true;
+            for (MonitorListener l : listeners) {
+                if (!broken.contains(l)) {
+                    try {
+                        l.close();
+                    } catch (RuntimeException e) {
+                        LOG.warn("GradGuard monitor sink {} failed to close", l, e);
+                    }
                 }
             }
         }

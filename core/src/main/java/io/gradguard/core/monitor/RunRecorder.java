@@ -31,6 +31,23 @@ public final class RunRecorder implements MonitorListener {
         return new RunRecording(records.isEmpty() ? "run" : records.get(0).run(), records);
     }
 
+    /**
+     * The records so far, one recording per run name in the order the runs first appear: the
+     * workers of data-parallel training ({@link Monitor#forWorker}) each get their own.
+     */
+    public synchronized List<RunRecording> recordings() {
+        java.util.Map<String, List<StepRecord>> byRun = new java.util.LinkedHashMap<>();
+        for (StepRecord r : records) {
+            byRun.computeIfAbsent(r.run(), k -> new ArrayList<>()).add(r);
+        }
+        if (byRun.size() <= 1) {
+            return List.of(recording());
+        }
+        List<RunRecording> out = new ArrayList<>();
+        byRun.forEach((run, list) -> out.add(new RunRecording(run.isEmpty() ? "run" : run, list)));
+        return out;
+    }
+
     /** The records so far under another name (to tell apart runs that share one). */
     public synchronized RunRecording recording(String name) {
         return new RunRecording(name, records);

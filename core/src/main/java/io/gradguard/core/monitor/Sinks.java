@@ -6,7 +6,6 @@ import java.io.OutputStream;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.List;
 
 /**
  * Factories for the {@link Monitor}'s sinks. File sinks create missing parent directories and
@@ -92,7 +91,8 @@ public final class Sinks {
     }
 
     /**
-     * A self-contained HTML report of this run, rewritten every {@link #HTML_EVERY} records (so a
+     * A self-contained HTML report of this run (a run per worker when worker monitors,
+     * {@link Monitor#forWorker}, deliver to it), rewritten every {@link #HTML_EVERY} records (so a
      * long run can be looked at while it trains) and when the monitor is closed (closing the guard
      * closes its monitors). For several runs in one report use {@link #memory()} and
      * {@link HtmlReport#write}.
@@ -133,7 +133,7 @@ public final class Sinks {
 
             private void write() {
                 try {
-                    HtmlReport.write(path, List.of(recorder.recording()));
+                    HtmlReport.write(path, recorder.recordings());
                 } catch (IllegalArgumentException e) {
                     throw new UncheckedIOException(new IOException(e.getMessage(), e));
                 }

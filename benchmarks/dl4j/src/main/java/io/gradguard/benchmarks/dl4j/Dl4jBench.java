@@ -15,8 +15,11 @@ import io.gradguard.core.Role;
 import io.gradguard.core.StepContext;
 import io.gradguard.core.StepResult;
 import io.gradguard.dl4j.Dl4jGuard;
+import io.gradguard.dl4j.Dl4jParallelGuard;
 import io.gradguard.dl4j.Nd4jOps;
+import java.util.List;
 import java.util.Map;
+import org.deeplearning4j.datasets.iterator.ExistingDataSetIterator;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.optimize.api.BaseTrainingListener;
 import org.deeplearning4j.optimize.api.TrainingListener;
@@ -28,6 +31,7 @@ import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.nn.weights.WeightInit;
+import org.deeplearning4j.parallelism.ParallelWrapper;
 import org.nd4j.linalg.activations.Activation;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -74,6 +78,57 @@ public final class Dl4jBench {
             parts();
         }
         section.part(5, "dl4j small models: the guard's fixed cost per step", this::small);
+        section.part(6, "dl4j data parallel: 2-worker ParallelWrapper", this::parallel);
+    }
+
+    /** Widths of the data-parallel model (about 0.4M parameters), and batches per timed fit. */
+    static final int[] PARALLEL = {256, 512, 256, 10};
+    static final int PARALLEL_BATCHES = 40;
+
+    /**
+     * Part 6: throughput of a 2-worker {@code ParallelWrapper} (AVERAGING every round, CPU): one
+     * sample is one {@code wrapper.fit} over {@value #PARALLEL_BATCHES} batches of {@value #BATCH}
+     * (thread start and stop included, as in every fit). Unguarded (twice: the A/A control), guarded
+     * per worker and synchronized by {@link Dl4jParallelGuard} with the guarded step's pipeline
+     * (clipByGlobalNorm + norm monitor); each variant its own network and wrapper, interleaved.
+     */
+    private void parallel() {
+        int[] w = section.tiny() ? TINY : PARALLEL;
+        int batches = section.tiny() ? 8 : PARALLEL_BATCHES;
+        DataSet batch = batch(w);
+        List<DataSet> data = java.util.Collections.nCopies(batches, batch);
+        Map<String, ParallelWrapper> wrappers = new java.util.LinkedHashMap<>();
+        for (String v : List.of("unguarded", "unguarded again", "per worker", "synchronized")) {
+            wrappers.put(v, new ParallelWrapper.Builder<>(network(w, null, 0)).workers(2).prefetchBuffer(2)
+                    .averagingFrequency(1).trainingMode(ParallelWrapper.TrainingMode.AVERAGING).build());
+        }
+        Dl4jParallelGuard perWorker = Dl4jParallelGuard.of(Pipelines::guarded);
+        Dl4jParallelGuard synced = Dl4jParallelGuard.of(Pipelines::guarded).synchronize();
+        Map<String, Runnable> fits = Map.of(
+                "unguarded", () -> wrappers.get("unguarded").fit(new ExistingDataSetIterator(data)),
+                "unguarded again", () -> wrappers.get("unguarded again").fit(new ExistingDataSetIterator(data)),
+                "per worker", () -> perWorker.fit(wrappers.get("per worker"), new ExistingDataSetIterator(data)),
+                "synchronized", () -> synced.fit(wrappers.get("synchronized"), new ExistingDataSetIterator(data)));
+        try {
+            Rounds r = section.tiny() ? new Rounds(0, 1) : new Rounds(2, 9);
+            fits.forEach(r::add);
+            Map<String, Double> m = r.run();
+            String size = Table.count(network(w, null, 0).numParams()) + " params, 2 workers x " + batches / 2
+                    + " batches of " + BATCH;
+            double base = m.get("unguarded");
+            section.emit(Row.ratio(6, "dl4j ParallelWrapper fit, A/A control (noise)", size, m.get("unguarded again"),
+                    "unguarded ParallelWrapper fit", base, Double.NaN, "the same fit timed twice: the spread of this machine"));
+            section.emit(Row.ratio(6, "dl4j ParallelWrapper fit guarded per worker, clipByGlobalNorm + norm monitor "
+                    + "(Dl4jParallelGuard)", size, m.get("per worker"), "unguarded ParallelWrapper fit", base, 1.03,
+                    "each worker its own pipeline on its own gradient"));
+            section.emit(Row.ratio(6, "dl4j ParallelWrapper fit guarded synchronized, clipByGlobalNorm + norm monitor "
+                    + "(Dl4jParallelGuard.synchronize())", size, m.get("synchronized"), "unguarded ParallelWrapper fit", base, 1.06,
+                    "one Σg² exchange and barrier per step; the clip uses the norm over both workers"));
+        } finally {
+            wrappers.values().forEach(ParallelWrapper::shutdown);
+            perWorker.close();
+            synced.close();
+        }
     }
 
     /**
