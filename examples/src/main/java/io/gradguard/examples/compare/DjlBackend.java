@@ -20,6 +20,7 @@ import ai.djl.training.Trainer;
 import ai.djl.training.loss.Loss;
 import ai.djl.training.optimizer.Optimizer;
 import ai.djl.training.tracker.Tracker;
+import ai.djl.util.Pair;
 import ai.djl.util.PairList;
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.StepContext;
@@ -35,9 +36,10 @@ import java.util.List;
  * are PyTorch's {@code [out, in]}: the canonical weights are loaded transposed. The LSTM block keeps
  * PyTorch's layout ({@code l_0_i2h_WEIGHT [4·hidden, in]}, {@code l_0_h2h_WEIGHT [4·hidden, hidden]},
  * gate order {@code i, f, g, o}, the canonical one) and two biases whose sum acts; the canonical bias
- * goes into {@code l_0_i2h_BIAS}, and {@code l_0_h2h_BIAS} stays frozen at 0, so that the network, its
- * gradient norm and its SGD steps are those of the other frameworks' single bias. Training goes through GradGuard's DJL adapter,
- * {@link DjlGuard}, called where a hand-written loop calls {@code trainer.step()}.
+ * goes into {@code l_0_i2h_BIAS}, and {@code l_0_h2h_BIAS} stays frozen at 0, so that the network,
+ * its gradient norm and its SGD steps are those of the other frameworks' single bias. Training goes
+ * through GradGuard's DJL adapter, {@link DjlGuard}, called where a hand-written loop calls
+ * {@code trainer.step()}.
  */
 public final class DjlBackend implements Backend {
 
@@ -143,7 +145,7 @@ public final class DjlBackend implements Backend {
             Shape input = task.kind().recurrent() ? new Shape(task.batch(), task.seqLen(), task.inputs())
                     : new Shape(task.batch(), task.inputs());
             trainer.initialize(input);
-            for (ai.djl.util.Pair<String, Parameter> p : net.getParameters()) {
+            for (Pair<String, Parameter> p : net.getParameters()) {
                 if (p.getKey().endsWith("h2h_BIAS")) {
                     p.getValue().getArray().set(ALL, 0f);
                     p.getValue().freeze(true);

@@ -29,8 +29,8 @@ import org.nd4j.nativeblas.NativeOpsHolder;
  * LSTM's {@code W [nIn, 4·nOut]}, {@code RW [nOut, 4·nOut]} and {@code b [1, 4·nOut]} stack their
  * gate blocks in DL4J's order (see {@code LSTMHelpers}): the cell candidate (DL4J's "input
  * activation", through the layer's tanh), forget, output, then the input gate (DL4J's "input
- * modulation" gate), i.e. the canonical {@code g, f, o, i}. Training goes through GradGuard's DL4J step driver,
- * {@link Dl4jGuard#step} (backprop, the pipeline on ND4J's gradient, then DL4J's updater only when
+ * modulation" gate), i.e. the canonical {@code g, f, o, i}. Training goes through GradGuard's DL4J
+ * step driver, {@link Dl4jGuard#step} (backprop, the pipeline on ND4J's gradient, then DL4J's updater only when
  * the step applies), so that a skipped step really leaves the network alone. DL4J's gradient view
  * holds the sum over the batch; the adapter hands the pipeline the mean.
  */
