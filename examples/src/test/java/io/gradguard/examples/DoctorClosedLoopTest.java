@@ -39,7 +39,7 @@ class DoctorClosedLoopTest {
         StringBuilder log = new StringBuilder();
         int treatedRuns = 0;
         for (long seed : SEEDS) {
-            for (Task task : Task.all()) {
+            for (Task task : List.of(Task.deepMlp(), Task.addingProblem())) { // the two tasks built to diverge
                 for (Backend backend : Options.allBackends().values()) {
                     String who = backend.id() + " " + task.id() + " seed " + seed;
                     RunResult unguarded = Runner.run(backend, task, seed, STEPS, List.of());

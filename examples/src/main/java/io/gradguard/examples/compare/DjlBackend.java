@@ -12,6 +12,7 @@ import ai.djl.nn.Activation;
 import ai.djl.nn.Parameter;
 import ai.djl.nn.SequentialBlock;
 import ai.djl.nn.core.Linear;
+import ai.djl.nn.recurrent.LSTM;
 import ai.djl.training.DefaultTrainingConfig;
 import ai.djl.training.GradientCollector;
 import ai.djl.training.ParameterStore;
@@ -19,6 +20,7 @@ import ai.djl.training.Trainer;
 import ai.djl.training.loss.Loss;
 import ai.djl.training.optimizer.Optimizer;
 import ai.djl.training.tracker.Tracker;
+import ai.djl.util.Pair;
 import ai.djl.util.PairList;
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.StepContext;
@@ -28,11 +30,16 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * DJL with the PyTorch engine: a {@link SequentialBlock} of {@link Linear} layers and ReLU (MLP), or
- * a small vanilla-RNN block followed by a {@code Linear} (RNN), trained by a {@link Trainer} with
- * {@code Loss.l2Loss(1)} (= mean squared error) and SGD. Weights are PyTorch's {@code [out, in]}:
- * the canonical weights are loaded transposed. Training goes through GradGuard's DJL adapter,
- * {@link DjlGuard}, called where a hand-written loop calls {@code trainer.step()}.
+ * DJL with the PyTorch engine: a {@link SequentialBlock} of {@link Linear} layers and ReLU (MLP),
+ * a small vanilla-RNN block (RNN) or DJL's {@link LSTM} block (LSTM) followed by a {@code Linear},
+ * trained by a {@link Trainer} with {@code Loss.l2Loss(1)} (= mean squared error) and SGD. Weights
+ * are PyTorch's {@code [out, in]}: the canonical weights are loaded transposed. The LSTM block keeps
+ * PyTorch's layout ({@code l_0_i2h_WEIGHT [4·hidden, in]}, {@code l_0_h2h_WEIGHT [4·hidden, hidden]},
+ * gate order {@code i, f, g, o}, the canonical one) and two biases whose sum acts; the canonical bias
+ * goes into {@code l_0_i2h_BIAS}, and {@code l_0_h2h_BIAS} stays frozen at 0, so that the network,
+ * its gradient norm and its SGD steps are those of the other frameworks' single bias. Training goes
+ * through GradGuard's DJL adapter, {@link DjlGuard}, called where a hand-written loop calls
+ * {@code trainer.step()}.
  */
 public final class DjlBackend implements Backend {
 
@@ -106,6 +113,7 @@ public final class DjlBackend implements Backend {
 
     private static final class DjlModel implements Model {
         private static final NDIndex ALL = new NDIndex("...");
+        private static final NDIndex LAST_STEP = new NDIndex(":, -1, :");
         private final Task task;
         private final List<Weights.Param> params;
         private final List<long[]> shapes = new ArrayList<>();
@@ -122,8 +130,11 @@ public final class DjlBackend implements Backend {
                 for (int l = 0; l < task.depth(); l++) {
                     net.add(Linear.builder().setUnits(task.hidden()).build()).add(Activation::relu);
                 }
-            } else {
+            } else if (task.kind() == Task.Kind.RNN) {
                 net.add(new VanillaRnn(task.inputs(), task.hidden()));
+            } else {
+                net.add(LSTM.builder().setStateSize(task.hidden()).setNumLayers(1).optBatchFirst(true).build())
+                        .add(out -> new NDList(out.head().get(LAST_STEP))); // h_T of [batch, time, hidden]
             }
             net.add(Linear.builder().setUnits(1).build());
             model = ai.djl.Model.newInstance(task.id(), Device.cpu());
@@ -131,10 +142,17 @@ public final class DjlBackend implements Backend {
             trainer = model.newTrainer(new DefaultTrainingConfig(Loss.l2Loss("mse", 1f))
                     .optDevices(new Device[] {Device.cpu()})
                     .optOptimizer(Optimizer.sgd().setLearningRateTracker(Tracker.fixed((float) task.learningRate())).build()));
-            Shape input = task.kind() == Task.Kind.MLP ? new Shape(task.batch(), task.inputs())
-                    : new Shape(task.batch(), task.seqLen(), task.inputs());
+            Shape input = task.kind().recurrent() ? new Shape(task.batch(), task.seqLen(), task.inputs())
+                    : new Shape(task.batch(), task.inputs());
             trainer.initialize(input);
-            net.getParameters().forEach(p -> parameters.add(p.getValue()));
+            for (Pair<String, Parameter> p : net.getParameters()) {
+                if (p.getKey().endsWith("h2h_BIAS")) {
+                    p.getValue().getArray().set(ALL, 0f);
+                    p.getValue().freeze(true);
+                } else {
+                    parameters.add(p.getValue());
+                }
+            }
             if (parameters.size() != params.size()) {
                 throw new IllegalArgumentException("weights must hold the " + parameters.size() + " parameters of task " + task.id()
                         + ", got " + params.size());

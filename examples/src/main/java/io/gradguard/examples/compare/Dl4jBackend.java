@@ -7,6 +7,7 @@ import java.util.ArrayList;
 import java.util.List;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
+import org.deeplearning4j.nn.conf.layers.LSTM;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.conf.layers.recurrent.LastTimeStep;
 import org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn;
@@ -22,14 +23,21 @@ import org.nd4j.linalg.lossfunctions.LossFunctions;
 import org.nd4j.nativeblas.NativeOpsHolder;
 
 /**
- * Deeplearning4j: a {@link MultiLayerNetwork} of {@code DenseLayer}s (MLP) or a {@code SimpleRnn}
- * under {@code LastTimeStep} (RNN), with an identity {@code OutputLayer} and MSE loss. Weights are
- * {@code [nIn, nOut]}, as canonical. Training goes through GradGuard's DL4J step driver,
- * {@link Dl4jGuard#step} (backprop, the pipeline on ND4J's gradient, then DL4J's updater only when
+ * Deeplearning4j: a {@link MultiLayerNetwork} of {@code DenseLayer}s (MLP), or a {@code SimpleRnn}
+ * (RNN) or an {@code LSTM} (LSTM: no peepholes, sigmoid gates, tanh) under {@code LastTimeStep}, with
+ * an identity {@code OutputLayer} and MSE loss. Weights are {@code [nIn, nOut]}, as canonical; the
+ * LSTM's {@code W [nIn, 4·nOut]}, {@code RW [nOut, 4·nOut]} and {@code b [1, 4·nOut]} stack their
+ * gate blocks in DL4J's order (see {@code LSTMHelpers}): the cell candidate (DL4J's "input
+ * activation", through the layer's tanh), forget, output, then the input gate (DL4J's "input
+ * modulation" gate), i.e. the canonical {@code g, f, o, i}. Training goes through GradGuard's DL4J
+ * step driver, {@link Dl4jGuard#step} (backprop, the pipeline on ND4J's gradient, then DL4J's updater only when
  * the step applies), so that a skipped step really leaves the network alone. DL4J's gradient view
  * holds the sum over the batch; the adapter hands the pipeline the mean.
  */
 public final class Dl4jBackend implements Backend {
+
+    /** DL4J's LSTM gate block {@code k} is the canonical ({@code i, f, g, o}) block {@code DL4J_GATES[k]}: g, f, o, i. */
+    static final int[] DL4J_GATES = {2, 1, 3, 0};
 
     @Override
     public String id() {
@@ -65,10 +73,14 @@ public final class Dl4jBackend implements Backend {
             keys.add(task.depth() + "_W");
             keys.add(task.depth() + "_b");
         } else {
-            layers.layer(new LastTimeStep(new SimpleRnn.Builder().nIn(task.inputs()).nOut(task.hidden()).activation(Activation.TANH).build()));
+            layers.layer(new LastTimeStep(task.kind() == Task.Kind.RNN
+                    ? new SimpleRnn.Builder().nIn(task.inputs()).nOut(task.hidden()).activation(Activation.TANH).build()
+                    : new LSTM.Builder().nIn(task.inputs()).nOut(task.hidden()).activation(Activation.TANH)
+                            .gateActivationFunction(Activation.SIGMOID).build()));
             layers.layer(new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nIn(task.hidden()).nOut(1).activation(Activation.IDENTITY).build());
             keys.addAll(List.of("0_W", "0_RW", "0_b", "1_W", "1_b"));
         }
+        boolean gates = task.kind() == Task.Kind.LSTM;
         MultiLayerNetwork net = new MultiLayerNetwork(layers.build());
         net.init();
         if (keys.size() != weights.params().size()) {
@@ -78,7 +90,8 @@ public final class Dl4jBackend implements Backend {
         for (int i = 0; i < keys.size(); i++) {
             Weights.Param p = weights.params().get(i);
             long[] shape = net.getParam(keys.get(i)).shape();
-            net.setParam(keys.get(i), Nd4j.create(p.data(), shape, 'c'));
+            float[] data = gates && keys.get(i).startsWith("0_") ? Weights.permuteColumnBlocks(p.data(), p.cols(), DL4J_GATES) : p.data();
+            net.setParam(keys.get(i), Nd4j.create(data, shape, 'c'));
         }
         return new Dl4jModel(task, net, keys);
     }
@@ -96,9 +109,9 @@ public final class Dl4jBackend implements Backend {
         }
 
         private DataSet dataSet(Batch batch) {
-            INDArray x = task.kind() == Task.Kind.MLP
-                    ? Nd4j.create(batch.x(), batch.xShape(), 'c')
-                    : Nd4j.create(batch.xBatchFeatureTime(), new long[] {batch.size(), task.inputs(), task.seqLen()}, 'c');
+            INDArray x = task.kind().recurrent()
+                    ? Nd4j.create(batch.xBatchFeatureTime(), new long[] {batch.size(), task.inputs(), task.seqLen()}, 'c')
+                    : Nd4j.create(batch.x(), batch.xShape(), 'c');
             return new DataSet(x, Nd4j.create(batch.y(), new long[] {batch.size(), 1}, 'c'));
         }
 
@@ -111,7 +124,10 @@ public final class Dl4jBackend implements Backend {
             net.computeGradientAndScore();
             List<float[]> out = new ArrayList<>();
             for (String k : keys) {
-                out.add(net.gradient().getGradientFor(k).div(batch.size()).castTo(DataType.FLOAT).dup('c').data().asFloat());
+                INDArray g = net.gradient().getGradientFor(k);
+                float[] mean = g.div(batch.size()).castTo(DataType.FLOAT).dup('c').data().asFloat();
+                out.add(task.kind() == Task.Kind.LSTM && k.startsWith("0_")
+                        ? Weights.permuteColumnBlocks(mean, (int) g.size(g.rank() - 1), Weights.inverse(DL4J_GATES)) : mean);
             }
             return new Probe(net.score(), out);
         }

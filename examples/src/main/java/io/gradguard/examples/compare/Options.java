@@ -55,10 +55,11 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
 
             Tasks: mlp     a deep ReLU MLP (8 x 64) on a regression task, SGD with an aggressive learning rate
                    adding  a vanilla tanh RNN on the adding problem (Hochreiter & Schmidhuber 1997), T = 32
+                   lstm    an LSTM (16 cells) on the adding problem at T = 40, where the vanilla RNN does not learn
 
             Options:
               --backends LIST   comma-separated, from tf, dl4j, djl                       (default: all)
-              --tasks LIST      comma-separated, from mlp, adding                         (default: both)
+              --tasks LIST      comma-separated, from mlp, adding, lstm                   (default: all)
               --steps N         SGD steps per run, N >= 1                                 (default: 500)
               --seed S          seed of the initial weights and the data                  (default: 42)
               --seeds N         run every cell with N seeds (S, S+1, ...): median, range,  (default: 3)
@@ -66,7 +67,7 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
               --pipeline SPEC   the guard, comma-separated stages, applied in this order  (default: skip,clip)
                                   skip[=N]       skip NaN/Inf steps, up to N in a row; the next one in a row throws (3)
                                   zero           replace NaN/Inf gradient elements by 0
-                                  clip[=C]       clip the global L2 norm to C (default per task: mlp 5, adding 1)
+                                  clip[=C]       clip the global L2 norm to C (default per task: mlp 5, adding 1, lstm 1)
                                   clipLayer=C    clip each layer's L2 norm to C
                                   clipValue=C    clip every element to [-C, C]
               --out DIR         output folder for report.html                             (default: gradguard-out)
@@ -126,7 +127,8 @@ public record Options(List<Backend> backends, List<Task> tasks, int steps, long 
                     tasks = new ArrayList<>();
                     for (String id : list(a, value)) {
                         tasks.add(Task.all().stream().filter(t -> t.id().equals(id)).findFirst().orElseThrow(
-                                () -> new IllegalArgumentException("unknown task '" + id + "' (choose from mlp, adding)")));
+                                () -> new IllegalArgumentException("unknown task '" + id + "' (choose from "
+                                        + String.join(", ", Task.all().stream().map(Task::id).toList()) + ")")));
                     }
                 }
                 case "--steps" -> {

@@ -5,8 +5,8 @@ import java.util.List;
 import java.util.SplittableRandom;
 
 /**
- * One of the two training problems of the comparison, with the network that learns it and the
- * hyper-parameters under which plain SGD blows up.
+ * One of the training problems of the comparison, with the network that learns it and the
+ * hyper-parameters under which plain SGD blows up (or, for the LSTM, the structural remedy).
  *
  * <ul>
  *   <li>{@link Kind#MLP}: regression of a smooth function of {@code inputs} Gaussian features by a deep
@@ -18,26 +18,49 @@ import java.util.SplittableRandom;
  *       {@code h_t = tanh(x_t·Wx + h_{t-1}·Wh + b)} reads it, a linear layer maps {@code h_T} to the
  *       prediction. {@code Wh} starts with spectral radius about {@code recurrentGain} (&gt; 1), the
  *       textbook setting for exploding gradients through time (Pascanu et al. 2013).</li>
+ *   <li>{@link Kind#LSTM}: the adding problem at a length where the vanilla RNN does not learn, read
+ *       by an LSTM (Hochreiter &amp; Schmidhuber 1997, with a forget gate, no peepholes), the
+ *       structural remedy for the vanishing long-range gradient that clipping cannot fix. With
+ *       {@code z_t = x_t·Wx + h_{t-1}·Wh + b} split into four {@code hidden}-wide blocks in the
+ *       canonical gate order {@code i, f, g, o} (PyTorch's): {@code c_t = σ(f)⊙c_{t-1} + σ(i)⊙tanh(g)},
+ *       {@code h_t = σ(o)⊙tanh(c_t)}; a linear layer maps {@code h_T} to the prediction. The gate
+ *       biases start with the chrono initialisation (Tallec &amp; Ollivier 2018): each cell's forget-gate
+ *       bias is {@code log(u)}, {@code u ~ U(1, T - 1)}, its input-gate bias {@code -log(u)}, so that
+ *       cells start remembering over 1 to T steps and let little in; the other biases start at 0.
+ *       With the common forget bias of 1 instead ({@code σ(1) ≈ 0.73} per step), the LSTM is as
+ *       forgetful over 32 steps as the vanilla RNN and did not leave the plateau in 500 steps.</li>
  * </ul>
  *
- * <p>Both use the mean squared error over the batch, {@code L = mean((ŷ - y)²)}, and plain SGD.
+ * <p>All use the mean squared error over the batch, {@code L = mean((ŷ - y)²)}, and plain SGD.
  *
  * @param id            short name used on the command line and in the report
  * @param kind          which network
- * @param inputs        input features per example (per time step for the RNN)
- * @param hidden        hidden units per layer
- * @param depth         hidden layers (MLP; 1 for the RNN)
- * @param seqLen        time steps (RNN; 1 for the MLP)
+ * @param inputs        input features per example (per time step for the RNN and LSTM)
+ * @param hidden        hidden units per layer (LSTM: cells)
+ * @param depth         hidden layers (MLP; 1 for the RNN and LSTM)
+ * @param seqLen        time steps (RNN and LSTM; 1 for the MLP)
  * @param batch         examples per step
  * @param learningRate  the SGD learning rate, the same guarded and unguarded
- * @param recurrentGain the spectral-radius scale of the initial recurrent weights (RNN)
+ * @param recurrentGain the spectral-radius scale of the initial recurrent weights (RNN and LSTM)
  * @param clipNorm      the guard's default global-norm clip threshold for this task
  */
 public record Task(String id, Kind kind, int inputs, int hidden, int depth, int seqLen, int batch,
         double learningRate, double recurrentGain, double clipNorm) {
 
     /** The network family. */
-    public enum Kind { MLP, RNN }
+    public enum Kind {
+        /** A deep ReLU perceptron. */
+        MLP,
+        /** A vanilla tanh RNN. */
+        RNN,
+        /** An LSTM (four gates, no peepholes). */
+        LSTM;
+
+        /** Whether the input is a sequence {@code [batch, time, features]}. */
+        public boolean recurrent() {
+            return this != MLP;
+        }
+    }
 
     /** The deep-MLP regression task with its default settings. */
     public static Task deepMlp() {
@@ -49,9 +72,14 @@ public record Task(String id, Kind kind, int inputs, int hidden, int depth, int 
         return new Task("adding", Kind.RNN, 2, 32, 1, 32, 32, 0.1, 1.6, 1.0);
     }
 
-    /** Both tasks, in the order the comparison runs them. */
+    /** The adding problem at a length where the vanilla RNN does not learn, for an LSTM, with its default settings. */
+    public static Task addingLstm() {
+        return new Task("lstm", Kind.LSTM, 2, 16, 1, 40, 32, 0.5, 1.0, 1.0);
+    }
+
+    /** Every task, in the order the comparison runs them. */
     public static List<Task> all() {
-        return List.of(deepMlp(), addingProblem());
+        return List.of(deepMlp(), addingProblem(), addingLstm());
     }
 
     /** Batches of a seed's data over which {@link #baseline} is measured (3,200 examples at batch 32). */
@@ -80,14 +108,19 @@ public record Task(String id, Kind kind, int inputs, int hidden, int depth, int 
 
     /** A one-line description for the report. */
     public String describe() {
-        return kind == Kind.MLP
-                ? String.format("deep MLP, %d ReLU layers x %d units, regression, batch %d, SGD lr %s", depth, hidden, batch, learningRate)
-                : String.format("vanilla tanh RNN (%d units) on the adding problem, T = %d, batch %d, SGD lr %s", hidden, seqLen, batch, learningRate);
+        return switch (kind) {
+            case MLP -> String.format("deep MLP, %d ReLU layers x %d units, regression, batch %d, SGD lr %s", depth, hidden, batch, learningRate);
+            case RNN -> String.format("vanilla tanh RNN (%d units) on the adding problem, T = %d, batch %d, SGD lr %s", hidden, seqLen, batch, learningRate);
+            case LSTM -> String.format("LSTM (%d cells) on the adding problem, T = %d, batch %d, SGD lr %s", hidden, seqLen, batch, learningRate);
+        };
     }
 
     /**
      * The initial weights, generated once from the seed in the canonical {@code [in, out]} layout.
-     * Every backend loads these same numbers (transposing where its layout differs).
+     * Every backend loads these same numbers (transposing, and for the LSTM reordering the gate
+     * blocks, where its layout differs). The LSTM's are {@code lstm/Wx [inputs, 4·hidden]},
+     * {@code lstm/Wh [hidden, 4·hidden]} and {@code lstm/b [4·hidden]}, column blocks in the gate order
+     * {@link #LSTM_GATES}.
      */
     public Weights initialWeights(long seed) {
         SplittableRandom rnd = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + 17);
@@ -103,6 +136,22 @@ public record Task(String id, Kind kind, int inputs, int hidden, int depth, int 
                 params.add(Weights.Param.bias(layer, out, new float[out]));
                 in = out;
             }
+        } else if (kind == Kind.LSTM) {
+            int gates = 4 * hidden;
+            params.add(Weights.Param.of("lstm", "Wx", io.gradguard.core.Role.WEIGHT, new long[] {inputs, gates},
+                    gaussian(rnd, inputs * gates, 1.0 / Math.sqrt(inputs))));
+            params.add(Weights.Param.of("lstm", "Wh", io.gradguard.core.Role.WEIGHT, new long[] {hidden, gates},
+                    gaussian(rnd, hidden * gates, recurrentGain / Math.sqrt(hidden))));
+            // chrono initialisation (Tallec & Ollivier 2018): forget-gate bias log(U(1, T - 1)), input-gate bias its negative
+            float[] b = new float[gates];
+            for (int j = 0; j < hidden; j++) {
+                double forget = Math.log(1 + rnd.nextDouble() * (seqLen - 2));
+                b[hidden + j] = (float) forget;
+                b[j] = (float) -forget;
+            }
+            params.add(Weights.Param.bias("lstm", gates, b));
+            params.add(Weights.Param.weight("out", hidden, 1, gaussian(rnd, hidden, 1.0 / Math.sqrt(hidden))));
+            params.add(Weights.Param.bias("out", 1, new float[1]));
         } else {
             params.add(Weights.Param.of("rnn", "Wx", io.gradguard.core.Role.WEIGHT, new long[] {inputs, hidden},
                     gaussian(rnd, inputs * hidden, 1.0 / Math.sqrt(inputs))));
@@ -115,6 +164,13 @@ public record Task(String id, Kind kind, int inputs, int hidden, int depth, int 
         }
         return new Weights(params);
     }
+
+    /**
+     * The canonical order of the LSTM's four gate blocks along the output axis of {@code Wx},
+     * {@code Wh} and {@code b}: input gate, forget gate, cell candidate, output gate (PyTorch's and
+     * DJL's order).
+     */
+    public static final List<String> LSTM_GATES = List.of("i", "f", "g", "o");
 
     /**
      * The batch for one training step, the same for every backend: a pure function of the seed and

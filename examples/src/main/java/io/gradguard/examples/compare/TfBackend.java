@@ -1,6 +1,7 @@
 package io.gradguard.examples.compare;
 
 import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.Layout;
 import io.gradguard.core.StepResult;
 import io.gradguard.tensorflow.TfGuard;
 import io.gradguard.tensorflow.TfTensor;
@@ -10,6 +11,7 @@ import java.util.List;
 import java.util.Map;
 import org.tensorflow.Graph;
 import org.tensorflow.Operand;
+import org.tensorflow.Output;
 import org.tensorflow.Result;
 import org.tensorflow.Session;
 import org.tensorflow.Tensor;
@@ -25,9 +27,11 @@ import org.tensorflow.proto.ConfigProto;
 import org.tensorflow.types.TFloat32;
 
 /**
- * TensorFlow Java in graph mode: the network is built by hand from {@code matMul}, {@code relu} and
- * {@code tanh} (the RNN unrolled over time), weights are {@code [in, out]} Variables as canonical
- * (named {@code layer/param}), and training goes through GradGuard's TensorFlow adapter,
+ * TensorFlow Java in graph mode: the network is built by hand from {@code matMul}, {@code relu},
+ * {@code tanh} and {@code sigmoid} (the RNN and the LSTM unrolled over time; TensorFlow Java has no
+ * LSTM layer), weights are {@code [in, out]} Variables as canonical (named {@code layer/param}; the
+ * LSTM's gate blocks in the canonical order {@code i, f, g, o}), each with its layout declared to the
+ * guard ({@link TfGuard#layout}: a matrix's unit is a column, a vector is one unit), and training goes through GradGuard's TensorFlow adapter,
  * {@link TfGuard}: the pipeline runs as graph operations on TensorFlow's own gradient tensors
  * between {@code tf.gradients} and tensorflow-framework's {@link GradientDescent}, which is not run
  * on a skipped step.
@@ -86,12 +90,22 @@ public final class TfBackend implements Backend {
                 x = tf.placeholder(TFloat32.class, Placeholder.shape(Shape.of(-1, task.seqLen(), task.inputs())));
                 List<Operand<TFloat32>> steps = new ArrayList<>(tf.unstack(x, (long) task.seqLen(), Unstack.axis(1L)).output());
                 Operand<TFloat32> h = null;
+                Operand<TFloat32> c = null;
                 for (Operand<TFloat32> xt : steps) {
                     Operand<TFloat32> a = tf.linalg.matMul(xt, vars.get(0));
                     if (h != null) {
                         a = tf.math.add(a, tf.linalg.matMul(h, vars.get(1)));
                     }
-                    h = tf.math.tanh(tf.math.add(a, vars.get(2)));
+                    a = tf.math.add(a, vars.get(2));
+                    if (task.kind() == Task.Kind.RNN) {
+                        h = tf.math.tanh(a);
+                        continue;
+                    }
+                    // z = [i | f | g | o] (canonical gate order); c_t = σ(f)⊙c_{t-1} + σ(i)⊙tanh(g), h_t = σ(o)⊙tanh(c_t)
+                    List<Output<TFloat32>> z = tf.split(tf.constant(1), a, 4L).output();
+                    Operand<TFloat32> in = tf.math.mul(tf.math.sigmoid(z.get(0)), tf.math.tanh(z.get(2)));
+                    c = c == null ? in : tf.math.add(tf.math.mul(tf.math.sigmoid(z.get(1)), c), in);
+                    h = tf.math.mul(tf.math.sigmoid(z.get(3)), tf.math.tanh(c));
                 }
                 pred = tf.math.add(tf.linalg.matMul(h, vars.get(3)), vars.get(4));
             }
@@ -140,7 +154,10 @@ public final class TfBackend implements Backend {
         @Override
         public Outcome train(Batch batch, GradientPipeline pipeline) {
             if (guard == null) {
-                guard = TfGuard.of(pipeline).attach(session, loss, vars, sgd);
+                TfGuard g = TfGuard.of(pipeline);
+                // canonical [in, out]: a matrix's output unit is a column; a bias is one unit
+                vars.forEach(v -> g.layout(v, v.shape().numDimensions() == 2 ? Layout.outputLast() : Layout.whole()));
+                guard = g.attach(session, loss, vars, sgd);
             } else if (guard.pipeline() != pipeline) {
                 throw new IllegalStateException("a model trains under one pipeline: build a new model for another");
             }

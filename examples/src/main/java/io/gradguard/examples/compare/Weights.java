@@ -60,6 +60,38 @@ public record Weights(List<Param> params) {
         }
     }
 
+    /**
+     * Reorders the equal column blocks of a row-major matrix with {@code cols} columns (a vector is
+     * one row): block {@code k} of the result is block {@code order[k]} of {@code a}. Maps the
+     * LSTM's stacked gates between the canonical order and a framework's.
+     *
+     * @throws IllegalArgumentException if {@code cols} is not a multiple of {@code order.length}, or
+     *     {@code a.length} of {@code cols}
+     */
+    public static float[] permuteColumnBlocks(float[] a, int cols, int[] order) {
+        if (cols % order.length != 0 || a.length % cols != 0) {
+            throw new IllegalArgumentException("cols must split into " + order.length + " blocks and divide the length "
+                    + a.length + ", got " + cols);
+        }
+        int width = cols / order.length;
+        float[] out = new float[a.length];
+        for (int r = 0; r < a.length / cols; r++) {
+            for (int k = 0; k < order.length; k++) {
+                System.arraycopy(a, r * cols + order[k] * width, out, r * cols + k * width, width);
+            }
+        }
+        return out;
+    }
+
+    /** The inverse of a block order: {@code permuteColumnBlocks} with it undoes one with {@code order}. */
+    public static int[] inverse(int[] order) {
+        int[] inv = new int[order.length];
+        for (int k = 0; k < order.length; k++) {
+            inv[order[k]] = k;
+        }
+        return inv;
+    }
+
     /** Row-major {@code [rows, cols]} to row-major {@code [cols, rows]}. */
     public static float[] transpose(float[] a, int rows, int cols) {
         float[] out = new float[a.length];
