@@ -141,11 +141,25 @@ public final class DjlBench {
             DjlGuard idle = DjlGuard.of(Pipelines.guardedIdle());
             DjlGuard value = DjlGuard.of(Pipelines.valueClip());
             DjlGuard monitored = DjlGuard.of(Pipelines.globalClipMonitored());
+            // the drop-in optimizer wrappers: trainers on the same model, plain trainer.step(), the guard inside the optimizer
+            DjlGuard wrapGlobal = DjlGuard.of(Pipelines.guarded());
+            DjlGuard wrapIdle = DjlGuard.of(Pipelines.guardedIdle());
+            DjlGuard wrapValue = DjlGuard.of(Pipelines.valueClip());
+            DjlGuard wrapMonitored = DjlGuard.of(Pipelines.globalClipMonitored());
+            Trainer wrappedGlobal = trainer(model, wrapGlobal.wrap(model, adam()), widths);
+            Trainer wrappedIdle = trainer(model, wrapIdle.wrap(model, adam()), widths);
+            Trainer wrappedValue = trainer(model, wrapValue.wrap(model, adam()), widths);
+            Trainer wrappedMonitored = trainer(model, wrapMonitored.wrap(model, adam()), widths);
             long params = 0;
             for (var p : plain.getModel().getBlock().getParameters().values()) {
                 params += p.getArray().size();
             }
             warmUp(plain, x, y, Pipelines.guarded(), Pipelines.guardedIdle(), Pipelines.valueClip(), Pipelines.globalClipMonitored());
+            for (Trainer t : List.of(wrappedGlobal, wrappedIdle, wrappedValue, wrappedMonitored)) {
+                for (int i = 0; i < (section.tiny() ? 2 : WARM_UP_CALLS); i++) {
+                    step(t, x, y, null); // the wrappers' own code JIT-compiled before the rounds, as the guards' above
+                }
+            }
             Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 80);
             r.add("unguarded", () -> step(plain, x, y, null));
             r.add("unguarded again", () -> step(plain, x, y, null));
@@ -155,6 +169,10 @@ public final class DjlBench {
             r.add("guard idle", () -> step(plain, x, y, idle));
             r.add("guard value", () -> step(plain, x, y, value));
             r.add("guard monitored", () -> step(plain, x, y, monitored));
+            r.add("wrap global", () -> step(wrappedGlobal, x, y, null));
+            r.add("wrap idle", () -> step(wrappedIdle, x, y, null));
+            r.add("wrap value", () -> step(wrappedValue, x, y, null));
+            r.add("wrap monitored", () -> step(wrappedMonitored, x, y, null));
             Map<String, Double> m = r.run();
             String active = Pipelines.clipActivity(step(plain, x, y, global).metric(Pipelines.COEFFICIENT));
             String size = Table.count(params) + " params, batch " + BATCH;
@@ -174,6 +192,16 @@ public final class DjlBench {
                     "optClipGrad step", m.get("optClipGrad"), 1.05, "optClipGrad clips one side only on PyTorch"));
             section.emit(Row.ratio(3, "djl built-in optClipGrad step (context)", size, m.get("optClipGrad"),
                     "unguarded step", base, Double.NaN, "DJL's own cost of the clip"));
+            double floor = m.get("norm only");
+            section.emit(Row.ratio(2, "djl optimizer wrapper, clipByGlobalNorm + norm monitor (DjlOptimizer)", size, m.get("wrap global"),
+                    "Σg² only step", floor, 1.01, Pipelines.clipActivity(wrapGlobal.lastResult().orElseThrow().metric(Pipelines.COEFFICIENT))));
+            section.emit(Row.ratio(2, "djl optimizer wrapper, clipByGlobalNorm + norm monitor, armed, not acting (DjlOptimizer)", size,
+                    m.get("wrap idle"), "Σg² only step", floor, 1.01,
+                    Pipelines.clipActivity(wrapIdle.lastResult().orElseThrow().metric(Pipelines.COEFFICIENT))));
+            section.emit(Row.ratio(2, "djl optimizer wrapper + monitor every step (DjlOptimizer)", size, m.get("wrap monitored"),
+                    "Σg² only step", floor, 1.15, "per-tensor Σx², max|x|, non-finite count each step"));
+            section.emit(Row.ratio(3, "djl GradGuard clipByValue through the optimizer wrapper vs built-in optClipGrad", size,
+                    m.get("wrap value"), "optClipGrad step", m.get("optClipGrad"), 1.05, "optClipGrad clips one side only on PyTorch"));
         });
         section.part(4, "djl guard cost vs model size", this::scaling);
     }

@@ -20,6 +20,7 @@ import io.gradguard.dl4j.Nd4jOps;
 import java.util.List;
 import java.util.Map;
 import org.deeplearning4j.datasets.iterator.ExistingDataSetIterator;
+import org.deeplearning4j.nn.api.Updater;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.optimize.api.BaseTrainingListener;
 import org.deeplearning4j.optimize.api.TrainingListener;
@@ -189,6 +190,19 @@ public final class Dl4jBench {
             long params = shared.numParams();
             DataSet batch = batch(widths);
             fit(shared, batch);
+            // the installed updaters (net.fit unchanged): each shares the network's updater state; swapped in per step
+            Updater plainUpdater = shared.getUpdater();
+            Dl4jGuard installGlobal = Dl4jGuard.of(Pipelines.guarded());
+            Dl4jGuard installIdle = Dl4jGuard.of(Pipelines.guardedIdle());
+            Dl4jGuard installMonitored = Dl4jGuard.of(Pipelines.globalClipMonitored());
+            Updater installedGlobal = installed(shared, installGlobal, plainUpdater);
+            Updater installedIdle = installed(shared, installIdle, plainUpdater);
+            Updater installedMonitored = installed(shared, installMonitored, plainUpdater);
+            for (int i = 0; i < (section.tiny() ? 2 : WARM_UP_INSTALLED); i++) {
+                for (Updater u : List.of(installedGlobal, installedIdle, installedMonitored)) {
+                    fit(shared, batch, u); // JIT-compiles the installed updaters' code before the rounds
+                }
+            }
             warmUp(shared, Pipelines.guarded(), Pipelines.guardedIdle(), Pipelines.globalClipMonitored(), Pipelines.layerClip(),
                     Pipelines.valueClip());
             Rounds r = section.tiny() ? new Rounds(1, 2) : new Rounds(5, 100);
@@ -206,6 +220,9 @@ public final class Dl4jBench {
             r.add("trainer global", () -> step(shared, globalTrainer, batch));
             r.add("trainer global idle", () -> step(shared, idleTrainer, batch));
             r.add("trainer empty", () -> step(shared, emptyTrainer, batch));
+            r.add("installed global", () -> fit(shared, batch, installedGlobal));
+            r.add("installed idle", () -> fit(shared, batch, installedIdle));
+            r.add("installed monitored", () -> fit(shared, batch, installedMonitored));
             Map<String, Double> m = r.run();
             String size = Table.count(params) + " params, batch " + BATCH;
             double base = m.get("unguarded");
@@ -232,6 +249,15 @@ public final class Dl4jBench {
                     "unguarded step", base, Double.NaN, "the step driver's own loop against fit's: what the step-driver rows include besides the guard"));
             section.emit(Row.ratio(2, "dl4j guarded step + monitor every step", size, m.get("guard monitored"),
                     "unguarded step", base, Double.NaN, "per-tensor statistics each step"));
+            double floor = m.get("norm only");
+            section.emit(Row.ratio(2, "dl4j installed guard, clipByGlobalNorm + norm monitor (Dl4jGuard.install, net.fit)", size,
+                    m.get("installed global"), "Σg² only step", floor, 1.01,
+                    Pipelines.clipActivity(installGlobal.lastResult().orElseThrow().metric(Pipelines.COEFFICIENT))));
+            section.emit(Row.ratio(2, "dl4j installed guard, clipByGlobalNorm + norm monitor, armed, not acting (Dl4jGuard.install, net.fit)", size,
+                    m.get("installed idle"), "Σg² only step", floor, 1.01,
+                    Pipelines.clipActivity(installIdle.lastResult().orElseThrow().metric(Pipelines.COEFFICIENT))));
+            section.emit(Row.ratio(2, "dl4j installed guard + monitor every step (Dl4jGuard.install, net.fit)", size,
+                    m.get("installed monitored"), "Σg² only step", floor, 1.15, "per-tensor Σx², max|x|, non-finite count each step"));
             section.emit(Row.ratio(3, "dl4j GradGuard clipByLayerNorm vs built-in ClipL2PerLayer", size, m.get("guard layer"),
                     "ClipL2PerLayer step", m.get("ClipL2PerLayer"), 1.05, ""));
             section.emit(Row.ratio(3, "dl4j GradGuard clipByValue vs built-in ClipElementWiseAbsoluteValue", size,
@@ -298,6 +324,31 @@ public final class Dl4jBench {
     }
 
     private static final int WARM_UP_CALLS = 2000;
+    private static final int WARM_UP_INSTALLED = 300;
+
+    /**
+     * {@code guard} installed on {@code net} ({@link Dl4jGuard#install}) and the guarded updater it
+     * made; {@code net} gets {@code plain} back. The guarded updater shares {@code plain}'s state
+     * array, so swapping updaters per step trains one set of parameters and moments.
+     */
+    private static Updater installed(MultiLayerNetwork net, Dl4jGuard guard, Updater plain) {
+        net.setUpdater(plain);
+        guard.install(net);
+        Updater guarded = net.getUpdater();
+        net.setUpdater(plain);
+        return guarded;
+    }
+
+    /** One {@code fit} of {@code net} with {@code updater} and no listener; then {@code net} has its previous updater again. */
+    private static void fit(MultiLayerNetwork net, DataSet batch, Updater updater) {
+        Updater before = net.getUpdater();
+        net.setUpdater(updater);
+        try {
+            fit(net, batch);
+        } finally {
+            net.setUpdater(before);
+        }
+    }
 
     /** One step of a {@link Dl4jGuard}'s step driver on {@code net}, which then has no listeners. */
     private static StepResult<INDArray> step(MultiLayerNetwork net, Dl4jGuard guard, DataSet batch) {
@@ -305,7 +356,7 @@ public final class Dl4jBench {
         return guard.step(net, batch);
     }
 
-    /** One {@code fit} of {@code net} with exactly the given listeners (none: unguarded). */
+    /** One {@code fit} of {@code net} with exactly the given listeners (none: unguarded) and its current updater. */
     private static void fit(MultiLayerNetwork net, DataSet batch, TrainingListener... listeners) {
         net.setListeners(listeners);
         net.fit(batch);
