@@ -96,7 +96,10 @@ class UpdateRatioTest {
                 if (s == 1) {
                     arrays = liveArrays(trainer); // after the optimizer created its state
                 } else if (s > 1) {
-                    assertEquals(arrays, liveArrays(trainer), "live NDArrays after step " + s + " (monitored: " + (s % EVERY == 0) + ")");
+                    // no growth: arrays a suite's earlier tests left for the collector may be freed meanwhile (seen in CI: 16 then 8)
+                    int live = liveArrays(trainer);
+                    assertTrue(live <= arrays, "live NDArrays after step " + s + " (monitored: " + (s % EVERY == 0) + "): " + live
+                            + ", more than the " + arrays + " after step 1");
                 }
             }
             monitor.close();
