@@ -80,22 +80,31 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
         this.shapes = new long[variables.size()][];
         List<GradientTensor<TfTensor>> ts = new ArrayList<>();
         for (int i = 0; i < variables.size(); i++) {
-            String name = variables.get(i).op().name();
-            long[] shape = values.get(i).shape().asArray();
-            shapes[i] = shape;
-            Role role = shape.length >= 2 ? Role.WEIGHT : shape.length == 1 ? Role.BIAS : Role.OTHER;
-            Layout layout = layouts.getOrDefault(name, Layout.outputLast());
-            try {
-                layout.reductionAxes(shape.length);
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("layout of variable " + name + Arrays.toString(shape) + " must have an axis that "
-                        + "exists at rank " + shape.length + ", got " + layout, e);
-            }
-            ts.add(new GradientTensor<>(name, shape, role, layerOf(name), layout,
-                    new TfTensor(shape, rawGradients[i], null, null), new TfTensor(shape, values.get(i), null, null)));
+            shapes[i] = values.get(i).shape().asArray();
+            ts.add(gradientTensor(variables.get(i).op().name(), shapes[i], layouts, rawGradients[i], values.get(i)));
         }
         this.gradients = GradientSet.of(ts);
         this.branches = new OptimizerBranches(ops.session(), optimizer, variables, onSlotsCreated);
+    }
+
+    /**
+     * The pipeline's view of one variable: its role by rank (weight, bias, other), its layer by name,
+     * its declared layout (default {@link Layout#outputLast()}), its gradient and value nodes.
+     *
+     * @throws IllegalArgumentException if the layout's axis does not exist at the variable's rank
+     */
+    static GradientTensor<TfTensor> gradientTensor(String name, long[] shape, Map<String, Layout> layouts, Output<?> gradient,
+            Output<?> value) {
+        Role role = shape.length >= 2 ? Role.WEIGHT : shape.length == 1 ? Role.BIAS : Role.OTHER;
+        Layout layout = layouts.getOrDefault(name, Layout.outputLast());
+        try {
+            layout.reductionAxes(shape.length);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("layout of variable " + name + Arrays.toString(shape) + " must have an axis that "
+                    + "exists at rank " + shape.length + ", got " + layout, e);
+        }
+        return new GradientTensor<>(name, shape, role, layerOf(name), layout, new TfTensor(shape, gradient, null, null),
+                new TfTensor(shape, value, null, null));
     }
 
     /**
@@ -119,40 +128,15 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
      */
     static TfGraphModel build(TfOps ops, Operand<?> loss, List<? extends Operand<?>> variables, Optimizer optimizer,
             Map<String, Layout> layouts, Consumer<List<GraphOperation>> onSlotsCreated, DoubleSupplier lossScale) {
-        Checks.notNull("loss", loss);
-        Checks.notNull("variables", variables);
         Checks.notNull("optimizer", optimizer);
-        Checks.require(!variables.isEmpty(), "variables", "name at least one trainable variable", variables);
         Graph graph = ops.graph();
-        Output<?> lossOut = loss.asOutput();
-        Checks.require(lossOut.env() == graph, "loss", "belong to the session's graph", lossOut.name());
-        Checks.require(TfOps.isFloat(lossOut.type()), "loss", "be a float16, float32 or float64 scalar", lossOut.dataType() + " (" + lossOut.name() + ")");
-        Checks.require(lossOut.shape().numDimensions() <= 0, "loss", "be a scalar (reduce it: tf.math.mean)",
-                "shape " + lossOut.shape() + " (" + lossOut.name() + ")");
+        Output<?> lossOut = checkedLoss(graph, loss);
         Checks.require(optimizer.getTF().scope().env() == graph, "optimizer", "be built on the session's graph", optimizer);
-
-        Set<GraphOperation> reaching = graph.subgraphTo(Set.of(lossOut));
         Ops tf = Ops.create(graph).withSubScope("gradguard");
-        List<Output<?>> vars = new ArrayList<>();
         List<Output<?>> values = new ArrayList<>();
+        List<Output<?>> vars = checkedVariables(tf, lossOut, variables, values);
         Set<String> seen = new HashSet<>();
-        for (int i = 0; i < variables.size(); i++) {
-            Operand<?> v = Checks.notNull("variables[" + i + "]", variables.get(i));
-            Output<?> out = v.asOutput();
-            String name = out.op().name();
-            String type = out.op().type();
-            Checks.require(type.equals("VariableV2") || type.equals("Variable"), "variables[" + i + "]",
-                    "be a trainable variable (tf.variable)", name + " of op type " + type);
-            Checks.require(seen.add(name), "variables", "be distinct", name + " twice");
-            Checks.require(reaching.contains((GraphOperation) out.op()), "variables[" + i + "]",
-                    "influence the loss " + lossOut.op().name() + " (pass only the variables the loss depends on)", name);
-            @SuppressWarnings({"unchecked", "rawtypes"})
-            Output<?> value = tf.withName(name.replace('/', '_') + "_value").identity((Operand) out).asOutput();
-            Checks.require(TfOps.isFloat(value.type()), "variables[" + i + "]", "be float16, float32 or float64 (only those have gradients to guard)",
-                    name + " of dtype " + value.dataType());
-            vars.add(out);
-            values.add(value);
-        }
+        vars.forEach(v -> seen.add(v.op().name()));
         Set<String> undeclared = new TreeSet<>(layouts.keySet());
         undeclared.removeAll(seen);
         Checks.require(undeclared.isEmpty(), "layout", "name only variables given to attach", undeclared);
@@ -177,9 +161,57 @@ final class TfGraphModel implements GuardedModel<TfTensor> {
                 scale, lossScale);
     }
 
+    /**
+     * The loss's output, checked: a float scalar of {@code graph}.
+     *
+     * @throws IllegalArgumentException if it is null, of another graph, not float or not a scalar
+     */
+    static Output<?> checkedLoss(Graph graph, Operand<?> loss) {
+        Checks.notNull("loss", loss);
+        Output<?> lossOut = loss.asOutput();
+        Checks.require(lossOut.env() == graph, "loss", "belong to the session's graph", lossOut.name());
+        Checks.require(TfOps.isFloat(lossOut.type()), "loss", "be a float16, float32 or float64 scalar", lossOut.dataType() + " (" + lossOut.name() + ")");
+        Checks.require(lossOut.shape().numDimensions() <= 0, "loss", "be a scalar (reduce it: tf.math.mean)",
+                "shape " + lossOut.shape() + " (" + lossOut.name() + ")");
+        return lossOut;
+    }
+
+    /**
+     * The variables' outputs, checked: distinct float trainable variables that influence the loss.
+     * Adds to {@code values} one identity per variable (its value, for the unit-wise stages).
+     *
+     * @throws IllegalArgumentException naming the variable that is not one
+     */
+    static List<Output<?>> checkedVariables(Ops tf, Output<?> lossOut, List<? extends Operand<?>> variables, List<Output<?>> values) {
+        Checks.notNull("variables", variables);
+        Checks.require(!variables.isEmpty(), "variables", "name at least one trainable variable", variables);
+        Graph graph = (Graph) lossOut.env();
+        Set<GraphOperation> reaching = graph.subgraphTo(Set.of(lossOut));
+        List<Output<?>> vars = new ArrayList<>();
+        Set<String> seen = new HashSet<>();
+        for (int i = 0; i < variables.size(); i++) {
+            Operand<?> v = Checks.notNull("variables[" + i + "]", variables.get(i));
+            Output<?> out = v.asOutput();
+            String name = out.op().name();
+            String type = out.op().type();
+            Checks.require(type.equals("VariableV2") || type.equals("Variable"), "variables[" + i + "]",
+                    "be a trainable variable (tf.variable)", name + " of op type " + type);
+            Checks.require(seen.add(name), "variables", "be distinct", name + " twice");
+            Checks.require(reaching.contains((GraphOperation) out.op()), "variables[" + i + "]",
+                    "influence the loss " + lossOut.op().name() + " (pass only the variables the loss depends on)", name);
+            @SuppressWarnings({"unchecked", "rawtypes"})
+            Output<?> value = tf.withName(name.replace('/', '_') + "_value").identity((Operand) out).asOutput();
+            Checks.require(TfOps.isFloat(value.type()), "variables[" + i + "]", "be float16, float32 or float64 (only those have gradients to guard)",
+                    name + " of dtype " + value.dataType());
+            vars.add(out);
+            values.add(value);
+        }
+        return vars;
+    }
+
     /** {@code loss · S}, S cast to the loss's dtype. */
     @SuppressWarnings({"unchecked", "rawtypes"})
-    private static Output<?> scaled(Ops tf, Output<?> loss, Output<TFloat64> scale) {
+    static Output<?> scaled(Ops tf, Output<?> loss, Operand<TFloat64> scale) {
         Operand s = loss.type() == TFloat64.class ? scale : tf.dtypes.cast(scale, (Class) loss.type());
         return tf.withName("scaled_loss").math.mul((Operand) loss, s).asOutput();
     }

@@ -107,6 +107,8 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     private final Map<List<Output<?>>, Op> assigns = new HashMap<>();
 
     private final List<Output<TFloat64>> slots = new ArrayList<>();
+    /** Graph-only ops: each scalar is a constant, one per value. */
+    private final Map<Long, Output<?>> constants = new HashMap<>();
     private double[] slotValues = new double[16];
     private TFloat64[] slotTensors = new TFloat64[16];
     private int slotCursor;
@@ -128,10 +130,36 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
      * @throws IllegalArgumentException if the session is null
      */
     public TfOps(Session session) {
-        this.session = Checks.notNull("session", session);
-        this.graph = session.graph();
-        this.tf = Ops.create(graph).withSubScope("gradguard");
+        this(Checks.notNull("session", session).graph(), session, Ops.create(session.graph()).withSubScope("gradguard"));
+    }
+
+    /**
+     * Graph-only ops, for a step that is built once and then runs entirely in the graph
+     * ({@link TfOptimizer}): {@link #scalar} is a constant, and any host read or state buffer is refused
+     * with a {@link HostReadException}.
+     */
+    static TfOps graphOnly(Graph graph, Ops scope) {
+        return new TfOps(graph, null, scope);
+    }
+
+    private TfOps(Graph graph, Session session, Ops scope) {
+        this.session = session;
+        this.graph = graph;
+        this.tf = scope;
         this.memo = new GraphMemo(tf);
+    }
+
+    /** Thrown by graph-only ops when a stage reads a host value or keeps state in a buffer. */
+    static final class HostReadException extends IllegalStateException {
+        HostReadException(String what) {
+            super(what);
+        }
+    }
+
+    private void requireSession(String what) {
+        if (session == null) {
+            throw new HostReadException(what);
+        }
     }
 
     /**
@@ -265,6 +293,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
 
     /** Runs the session with the step's feeds and scalar slots; the caller closes the result. */
     Result run(Consumer<Session.Runner> setup) {
+        requireSession("reads a value on the host");
         if (hook != null) {
             hook.beforeRun();
         }
@@ -346,6 +375,9 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     /** A float64 scalar fed through the step's next scalar slot (see the class comment). */
     @Override
     public TfTensor scalar(double value) {
+        if (session == null) {
+            return temp(constants.computeIfAbsent(Double.doubleToRawLongBits(value), bits -> tf.constant(value).asOutput()), SCALAR);
+        }
         int k = slotCursor++;
         if (k == slots.size()) {
             slots.add(tf.withName("scalar_" + k).placeholder(TFloat64.class, Placeholder.shape(Shape.scalar())).output());
@@ -515,6 +547,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     /** Creates a resource variable of that shape and fills it (with {@code init}, or zeros) right away; state buffers are committed each step. */
     @SuppressWarnings({"unchecked", "rawtypes"})
     TfTensor newBuffer(Class<?> type, long[] shape, Tensor init, boolean state) {
+        requireSession("keeps state in a buffer");
         // a unique shared name: an empty one makes every VarHandleOp of the session share one resource
         String name = "gradguard_buffer_" + BUFFER_IDS.incrementAndGet();
         Ops scope = tf.withSubScope("state").withName("buffer_" + bufferCount++);

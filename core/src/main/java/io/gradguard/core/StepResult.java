@@ -93,6 +93,17 @@ public final class StepResult<T> {
         return OptionalDouble.of(host);
     }
 
+    /**
+     * A recorded metric as the backend scalar the stage recorded, without copying it to the host:
+     * for adapters that keep metrics on the device (TensorFlow's one-run step stores them in graph
+     * variables). Empty if the key is unknown or the value is already a host value ({@link #metric}).
+     */
+    @SuppressWarnings("unchecked")
+    public java.util.Optional<T> metricTensor(String key) {
+        Object v = metrics.get(key);
+        return v == null || v instanceof Double ? java.util.Optional.empty() : java.util.Optional.of((T) v);
+    }
+
     /** The names of the recorded metrics, in recording order. */
     public java.util.Set<String> metricNames() {
         return Collections.unmodifiableSet(metrics.keySet());

@@ -398,6 +398,44 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         }
     }
 
+    /**
+     * Records one optimizer step measured outside the pipeline's host step: TensorFlow's one-op
+     * training step ({@code TfOptimizer}) keeps its scalars in graph variables and hands them over
+     * here at its own cadence. The record gets this monitor's run name and next index, the detectors
+     * check it, and it goes to every sink, exactly as a step observed by {@link #onStep}.
+     *
+     * <pre>{@code
+     * monitor.accept(new StepRecord("", 0, step, call, false, "", "", 1, loss, normBefore, normAfter, coefficient,
+     *         coefficient < 1, 1.0, 0, false, List.of(), List.of(), List.of(), Double.NaN));
+     * }</pre>
+     *
+     * @throws IllegalArgumentException if record is null
+     */
+    public void accept(StepRecord record) {
+        io.gradguard.core.internal.Checks.notNull("record", record);
+        if (closed) {
+            return;
+        }
+        publishPending();
+        MonitorState s = state;
+        StepRecord r = new StepRecord(run, s.index++, record.step(), record.call(), record.skipped(), record.skipReason(),
+                record.skippedBy(), record.microBatches(), record.loss(), record.normBefore(), record.normAfter(),
+                record.clipCoefficient(), record.clipped(), record.clipThreshold(), record.nonFinite(), record.detailed(),
+                record.layers(), record.tensors(), List.of(), record.lossScale());
+        List<MonitorEvent> events = detectors.check(s.detectors, r);
+        if (!events.isEmpty()) {
+            r = new StepRecord(r.run(), r.index(), r.step(), r.call(), r.skipped(), r.skipReason(), r.skippedBy(), r.microBatches(),
+                    r.loss(), r.normBefore(), r.normAfter(), r.clipCoefficient(), r.clipped(), r.clipThreshold(), r.nonFinite(),
+                    r.detailed(), r.layers(), r.tensors(), events, r.lossScale());
+            for (MonitorEvent e : events) {
+                for (MonitorListener l : listeners) {
+                    deliver(l, e, null);
+                }
+            }
+        }
+        publish(r);
+    }
+
     // ---- update ratios (adapters) ------------------------------------------------------------------
 
     /**

@@ -98,6 +98,26 @@ public final class Accumulate implements GradientTransform {
         return new Accumulate(k, kDescription, mean, weighting, true);
     }
 
+    /** k when it is fixed ({@link #every}); empty when it follows a {@link #schedule}. */
+    public java.util.OptionalInt fixedK() {
+        return kDescription.equals("schedule") ? java.util.OptionalInt.empty() : java.util.OptionalInt.of(k.applyAsInt(0));
+    }
+
+    /** Whether the window's gradients are averaged (the default) rather than summed ({@link #sum()}). */
+    public boolean averages() {
+        return mean;
+    }
+
+    /** How micro-batches are weighted. */
+    public Weighting weighting() {
+        return weighting;
+    }
+
+    /** Whether a non-finite micro-batch is dropped alone ({@link #dropNonFinite()}). */
+    public boolean dropsNonFinite() {
+        return dropNonFinite;
+    }
+
     @Override
     public boolean mayHoldOrSkip() {
         return true;

@@ -95,6 +95,21 @@ public final class LossScale implements GradientTransform {
     }
 
     /** Whether the scale adapts (false for {@link #fixed}). */
+    /** The factor the scale grows by after {@link #growthInterval()} finite calls in a row (1 for a fixed scale). */
+    public double growth() {
+        return growth;
+    }
+
+    /** The factor the scale backs off by on an overflow (1 for a fixed scale). */
+    public double backoff() {
+        return backoff;
+    }
+
+    /** Finite calls in a row after which the scale grows. */
+    public int growthInterval() {
+        return growthInterval;
+    }
+
     public boolean isDynamic() {
         return growth != 1.0 || backoff != 1.0;
     }

@@ -90,6 +90,11 @@ public final class NonFiniteGuard implements GradientTransform {
         return maxConsecutive;
     }
 
+    /** Whether bad steps are let through once the consecutive limit is exceeded ({@link #letThroughWhenExhausted()}). */
+    public boolean letsThroughWhenExhausted() {
+        return letThrough;
+    }
+
     /** SKIP may skip (THROW stops training instead). */
     @Override
     public boolean mayHoldOrSkip() {

@@ -1,0 +1,917 @@
+package io.gradguard.tensorflow;
+
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.GradientSet;
+import io.gradguard.core.GradientTensor;
+import io.gradguard.core.GradientTransform;
+import io.gradguard.core.Layout;
+import io.gradguard.core.StepContext;
+import io.gradguard.core.StepResult;
+import io.gradguard.core.internal.Checks;
+import io.gradguard.core.monitor.Monitor;
+import io.gradguard.core.monitor.StepRecord;
+import io.gradguard.core.transform.Accumulate;
+import io.gradguard.core.transform.LossScale;
+import io.gradguard.core.transform.NonFiniteGuard;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import org.tensorflow.Graph;
+import org.tensorflow.GraphOperation;
+import org.tensorflow.Operand;
+import org.tensorflow.Output;
+import org.tensorflow.Result;
+import org.tensorflow.Session;
+import org.tensorflow.framework.optimizers.Optimizer;
+import org.tensorflow.ndarray.Shape;
+import org.tensorflow.op.Op;
+import org.tensorflow.op.Ops;
+import org.tensorflow.op.core.SwitchCond;
+import org.tensorflow.op.core.Variable;
+import org.tensorflow.types.TBool;
+import org.tensorflow.types.TFloat64;
+import org.tensorflow.types.TInt64;
+import org.tensorflow.types.family.TType;
+
+/**
+ * GradGuard as a tensorflow-framework {@link Optimizer}: it wraps any optimizer, and
+ * {@link #minimize} / {@link #applyGradients} return ONE training op that runs the whole guarded
+ * step inside one session run: your {@code session.runner().addTarget(train).run()} loop stays as it
+ * is. The pipeline is compiled into the graph when the op is built; every decision is a graph
+ * condition and every counter a graph variable:
+ *
+ * <ul>
+ *   <li>stateless stages ({@code clipByGlobalNorm}, {@code clipByValue}, {@code clipByNorm},
+ *       {@code clipByLayerNorm}, {@code clipByBlockRms}, {@code adaptiveClip}, {@code normalize},
+ *       {@code centralize}, {@code zeroNonFinite}, {@code masked}...) run core's own transform code on
+ *       graph nodes, once, at build time;</li>
+ *   <li>{@code skipNonFinite(k)}: the wrapped optimizer's update sits behind an all-finite gate
+ *       ({@code Switch}): on a bad step neither the variables nor the optimizer's slots (moments, beta
+ *       powers) move; the (k+1)-th bad step in a row fails the run with an {@code InvalidArgument}
+ *       error naming the likely cause; {@code THROW} fails the first;</li>
+ *   <li>{@code accumulate(k)}: the gradients add up in variables and the wrapped optimizer's update
+ *       runs on every k-th counted call, with the window's mean (a micro-batch a non-finite stage
+ *       before it skipped does not count);</li>
+ *   <li>{@code dynamicLossScale()} / {@code lossScale(s)} (first stage, {@link #minimize} only): the
+ *       gradients are those of {@code loss · S}, S a graph variable, divided by S again; an overflow
+ *       skips the update and backs S off, {@code growthInterval} finite calls grow it;</li>
+ *   <li>a {@link Monitor} stage: each call's scalars (loss, norms before and after the pipeline, the
+ *       stages' metrics) go to a ring of graph variables that {@link #drain()} hands to the monitor on
+ *       the host, when you call it (every N steps, and at {@link #close()}).</li>
+ * </ul>
+ *
+ * <p>Stages that decide on the host from history ({@code autoClip}, {@code zClip},
+ * {@code skipSpikes}) are refused at build time with an {@link IllegalArgumentException} naming
+ * the stage: run them with {@link TfGuard#attach} and {@link TfGuard#step}.
+ *
+ * <pre>{@code
+ * TfOptimizer guarded = TfOptimizer.of(session, new Adam(graph, 1e-3f),
+ *         Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1.0));
+ * Op train = guarded.minimize(loss);                      // was: adam.minimize(loss)
+ * session.initialize();
+ * for (...) {
+ *     session.runner().feed(x, xs).feed(y, ys).addTarget(train).run();    // unchanged
+ * }
+ * TfOptimizer.Counters c = guarded.counters();              // calls, steps, skipped, held
+ * }</pre>
+ *
+ * <p>State (counters, accumulators, the loss scale) lives in {@code VariableV2}s of the graph, so
+ * {@code session.save(prefix)} / {@code session.restore(prefix)} checkpoint it with the model and
+ * the optimizer's slots, and a restored run continues exactly.
+ *
+ * <p>Formulas and references are those of each stage's class in {@code io.gradguard.core.transform}.
+ * Not thread-safe for building; the training op itself may run from any thread as any TensorFlow op.
+ */
+public final class TfOptimizer extends Optimizer implements AutoCloseable {
+        /** Row columns before the stages' metrics. */
+    private static final int CALL = 0, STEP = 1, ACTION = 2, DECIDED_BY = 3, LOSS = 4, NORM_BEFORE = 5, NORM_AFTER = 6,
+            MICRO_BATCHES = 7, LOSS_SCALE = 8, NON_FINITE = 9, FIXED = 10;
+    private static final double PROCEED = 0, HOLD = 1, SKIP = 2;
+
+    private final Session session;
+    private final Optimizer inner;
+    private final GradientPipeline pipeline;
+    /** The name scope of this wrapper's nodes, chosen when the op is built (the first free {@code gradguard_opt[_n]}). */
+    private String scopeName;
+    private final Map<String, Layout> layouts = new LinkedHashMap<>();
+    private final List<Monitor> monitors = new ArrayList<>();
+    private int historyCapacity = 1000;
+    private Built built;
+    private long drained;
+    private boolean closed;
+
+    private TfOptimizer(Session session, Optimizer inner, GradientPipeline pipeline) {
+        super(graphOf(session), "gradguard_optimizer");
+        this.session = session;
+        this.inner = Checks.notNull("optimizer", inner);
+        this.pipeline = Checks.notNull("pipeline", pipeline);
+        Checks.require(inner.getTF().scope().env() == session.graph(), "optimizer", "be built on the session's graph", inner);
+        Checks.require(!(inner instanceof TfOptimizer), "optimizer", "be a framework optimizer, not another TfOptimizer", inner);
+        for (GradientTransform t : pipeline.transforms()) {
+            if (t instanceof Monitor m) {
+                monitors.add(m);
+            }
+        }
+    }
+
+    private static Graph graphOf(Session session) {
+        return Checks.notNull("session", session).graph();
+    }
+
+    /**
+     * A wrapper of {@code optimizer} running {@code pipeline} in the training op.
+     *
+     * @param session   the session that trains (counters and monitor records are read through it)
+     * @param optimizer a tensorflow-framework optimizer built on the session's graph
+     * @throws IllegalArgumentException if an argument is null, or the optimizer belongs to another graph
+     */
+    public static TfOptimizer of(Session session, Optimizer optimizer, GradientPipeline pipeline) {
+        return new TfOptimizer(session, optimizer, pipeline);
+    }
+
+    /** {@link #of(Session, Optimizer, GradientPipeline)} with a new pipeline of these transforms. */
+    public static TfOptimizer of(Session session, Optimizer optimizer, GradientTransform... transforms) {
+        return new TfOptimizer(session, optimizer, GradientPipeline.of(transforms));
+    }
+
+    /**
+     * Declares which axis of {@code variable} indexes its output units, as {@link TfGuard#layout}.
+     *
+     * @return this
+     * @throws IllegalArgumentException if an argument is null
+     * @throws IllegalStateException if the training op is built already
+     */
+    public TfOptimizer layout(Operand<?> variable, Layout layout) {
+        Checks.notNull("variable", variable);
+        Checks.notNull("layout", layout);
+        requireUnbuilt("layout");
+        layouts.put(variable.asOutput().op().name(), layout);
+        return this;
+    }
+
+    /**
+     * How many calls' records the graph keeps for a {@link Monitor} between two {@link #drain()}s
+     * (default 1000); older ones are overwritten and counted as lost.
+     *
+     * @return this
+     * @throws IllegalArgumentException if capacity &lt; 1
+     * @throws IllegalStateException if the training op is built already
+     */
+    public TfOptimizer history(int capacity) {
+        Checks.atLeast("capacity", capacity, 1);
+        requireUnbuilt("history");
+        this.historyCapacity = capacity;
+        return this;
+    }
+
+    /**
+     * Names this wrapper's scope: the first of {@code gradguard_opt}, {@code gradguard_opt_1}... not
+     * used in the graph, so that a graph built the same way gets the same variable names (a
+     * checkpoint written by {@code session.save} restores into it).
+     */
+    private Ops scope() {
+        String name = "gradguard_opt";
+        for (int n = 1; graph.operation(name + "/calls") != null || graph.operation(name + "_apply") != null; n++) {
+            name = "gradguard_opt_" + n;
+        }
+        scopeName = name;
+        return Ops.create(graph).withSubScope(name);
+    }
+
+    private void requireUnbuilt(String what) {
+        if (built != null) {
+            throw new IllegalStateException("this TfOptimizer has built its training op: call " + what + "(...) before minimize");
+        }
+    }
+
+    @Override
+    public String getOptimizerName() {
+        return "GradGuard(" + inner.getOptimizerName() + ")";
+    }
+
+    /**
+     * The guarded training op for {@code loss} over every trainable variable the loss depends on.
+     *
+     * @throws IllegalArgumentException if the loss is not a float scalar of the session's graph, or a
+     *     stage cannot run inside the graph (the message names it)
+     * @throws IllegalStateException if this wrapper already built its op (wrap again for another)
+     */
+    @Override
+    public Op minimize(Operand<?> loss) {
+        return minimize(loss, List.of());
+    }
+
+    /** {@link #minimize(Operand)}; {@code name} is ignored (GradGuard names its ops under {@code gradguard_opt_<n>}). */
+    @Override
+    public Op minimize(Operand<?> loss, String name) {
+        return minimize(loss, List.of());
+    }
+
+    /**
+     * The guarded training op for {@code loss} over {@code variables} (empty: every trainable
+     * variable the loss depends on).
+     *
+     * @throws IllegalArgumentException if the loss is not a float scalar of the session's graph, a
+     *     variable is not a float trainable variable the loss depends on, or a stage cannot run inside
+     *     the graph (the message names it)
+     * @throws IllegalStateException if this wrapper already built its op, or is closed
+     */
+    public Op minimize(Operand<?> loss, List<? extends Operand<?>> variables) {
+        requireOpen();
+        requireUnbuilt("minimize");
+        Output<?> lossOut = TfGraphModel.checkedLoss(graph, loss);
+        Checks.notNull("variables", variables);
+        Ops tf = scope();
+        List<Output<?>> values = new ArrayList<>();
+        List<Output<?>> vars = TfGraphModel.checkedVariables(tf, lossOut, variables.isEmpty() ? trainableVariables(lossOut) : variables,
+                values);
+        LossScale scale = leadingLossScale();
+        Variable<TFloat64> s = null;
+        Output<?> differentiated = lossOut;
+        if (scale != null) {
+            s = tf.withName("loss_scale").variable(tf.constant(scale.initialScale()));
+            differentiated = TfGraphModel.scaled(tf, lossOut, s);
+        }
+        Output<?>[] grads = graph.addGradients(differentiated, vars.toArray(new Output<?>[0]));
+        for (int i = 0; i < grads.length; i++) {
+            Checks.require(grads[i] != null, "variables[" + i + "]", "have a gradient from the loss " + lossOut.op().name(),
+                    vars.get(i).op().name());
+        }
+        return build(tf, lossOut, vars, values, grads, scale, s);
+    }
+
+    /**
+     * The guarded training op for gradients you computed ({@code computeGradients} or
+     * {@code tf.gradients}); {@code name} is ignored. A loss-scale stage needs the loss: use
+     * {@link #minimize}.
+     *
+     * @throws IllegalArgumentException if the list is null or empty, a pair's variable is not a float
+     *     trainable variable, a gradient is missing, the pipeline starts with a loss-scale stage, or a
+     *     stage cannot run inside the graph
+     * @throws IllegalStateException if this wrapper already built its op, or is closed
+     */
+    @Override
+    public Op applyGradients(List<GradAndVar<? extends TType>> gradsAndVars, String name) {
+        requireOpen();
+        requireUnbuilt("applyGradients");
+        Checks.notNull("gradsAndVars", gradsAndVars);
+        Checks.require(!gradsAndVars.isEmpty(), "gradsAndVars", "hold at least one gradient", gradsAndVars);
+        Checks.require(leadingLossScale() == null, "pipeline", "not start with a loss-scale stage when the gradients come "
+                + "from outside (the guard must scale the loss: use minimize(loss))", pipeline);
+        Ops tf = scope();
+        List<Output<?>> vars = new ArrayList<>();
+        List<Output<?>> values = new ArrayList<>();
+        Output<?>[] grads = new Output<?>[gradsAndVars.size()];
+        for (int i = 0; i < grads.length; i++) {
+            GradAndVar<? extends TType> gv = Checks.notNull("gradsAndVars[" + i + "]", gradsAndVars.get(i));
+            Output<?> v = gv.getVariable();
+            Checks.require(gv.getGradient() != null, "gradsAndVars[" + i + "]", "have a gradient", v.op().name());
+            Checks.require(TfOps.isFloat(v.type()), "gradsAndVars[" + i + "]", "be a float16, float32 or float64 variable",
+                    v.op().name() + " of dtype " + v.dataType());
+            vars.add(v);
+            values.add(identityOf(tf.withName(v.op().name().replace('/', '_') + "_value"), v));
+            grads[i] = gv.getGradient();
+        }
+        return build(tf, null, vars, values, grads, null, null);
+    }
+
+    /** Not called: {@link #applyGradients} hands the transformed gradients to the wrapped optimizer. */
+    @Override
+    protected <T extends TType> Op applyDense(Ops opDependencies, Output<T> gradient, Output<T> variable) {
+        throw new UnsupportedOperationException("TfOptimizer applies through the wrapped optimizer's applyGradients");
+    }
+
+    private LossScale leadingLossScale() {
+        List<GradientTransform> ts = pipeline.transforms();
+        for (int i = 1; i < ts.size(); i++) {
+            Checks.require(!(ts.get(i) instanceof LossScale), "pipeline", "have its loss-scale stage first", pipeline.stageNames());
+        }
+        return !ts.isEmpty() && ts.get(0) instanceof LossScale l ? l : null;
+    }
+
+    /** The trainable variables (VariableV2 of a float type) the loss depends on, in graph order. */
+    private List<Output<?>> trainableVariables(Output<?> loss) {
+        Set<GraphOperation> reaching = graph.subgraphTo(Set.of(loss));
+        List<Output<?>> out = new ArrayList<>();
+        for (var it = graph.operations(); it.hasNext(); ) {
+            GraphOperation op = (GraphOperation) it.next();
+            if (op.type().equals(VARIABLE_V2) && reaching.contains(op) && TfOps.isFloat(op.output(0).type())) {
+                out.add(op.output(0));
+            }
+        }
+        Checks.require(!out.isEmpty(), "loss", "depend on at least one float trainable variable", loss.op().name());
+        return out;
+    }
+
+    // ---- the compiled step ------------------------------------------------------------------------
+
+    /** What the build produced: the training op and the nodes the host reads. */
+    private record Built(Op train, Output<TInt64> counters, Output<TFloat64> row, Output<TFloat64> history, int capacity,
+            List<String> metricNames, List<String> stageNames, Output<TFloat64> lossScale) {
+    }
+
+    /** A graph under construction: the gate so far, the state writes, the metrics. */
+    private final class Program {
+        final Ops tf;
+        final TfOps ops;
+        Output<?>[] g;
+        /** Whether this call reaches the current stage (null: always). */
+        Operand<TBool> go;
+        /** The decision so far: PROCEED (0), HOLD (1) or SKIP (2), and the deciding stage's index. */
+        Operand<TFloat64> action;
+        Operand<TFloat64> decidedBy;
+        Operand<TFloat64> microBatches;
+        Operand<TFloat64> nonFinite;
+        Operand<TBool> assertsPassed;
+        final List<Op> asserts = new ArrayList<>();
+        final List<Operand<?>> computed = new ArrayList<>();
+        final List<Object[]> writes = new ArrayList<>();
+        final Map<String, Operand<TFloat64>> metrics = new LinkedHashMap<>();
+
+        Program(Ops tf, TfOps ops, Output<?>[] g) {
+            this.tf = tf;
+            this.ops = ops;
+            this.g = g;
+            this.action = tf.constant(PROCEED);
+            this.decidedBy = tf.constant(-1.0);
+            this.microBatches = tf.constant(1.0);
+            this.nonFinite = tf.constant(0.0);
+        }
+
+        /** A new value for a state variable, written at the end of the run (after every read). */
+        <T extends TType> void write(Variable<T> variable, Operand<T> value) {
+            computed.add(value);
+            writes.add(new Object[] {variable, value});
+        }
+
+        Operand<TBool> reaching() {
+            return go == null ? tf.constant(true) : go;
+        }
+
+        /** This stage decides {@code kind} when {@code when} holds on a call that reaches it. */
+        void decide(Operand<TBool> when, double kind, int stage) {
+            Operand<TBool> hit = and(reaching(), when);
+            action = tf.select(hit, tf.constant(kind), action);
+            decidedBy = tf.select(hit, tf.constant((double) stage), decidedBy);
+            Operand<TBool> notHit = tf.math.logicalNot(when);
+            go = go == null ? notHit : and(go, notHit);
+        }
+
+        Operand<TBool> and(Operand<TBool> a, Operand<TBool> b) {
+            return tf.math.logicalAnd(a, b);
+        }
+
+        /** A metric of a stage: NaN on calls that do not reach it. */
+        void metric(String key, Operand<TFloat64> value) {
+            metrics.put(key, go == null ? value : tf.select(go, value, tf.constant(Double.NaN)));
+        }
+
+        Variable<TInt64> counter(String name) {
+            return tf.withName(name).variable(tf.constant(0L));
+        }
+
+        Operand<TInt64> plusIf(Operand<TInt64> counter, Operand<TBool> when) {
+            return tf.math.add(counter, tf.dtypes.cast(when, TInt64.class));
+        }
+
+        Operand<TFloat64> f64(Operand<?> x) {
+            return castTo(tf, x, TFloat64.class);
+        }
+    }
+
+    private Op build(Ops tf, Output<?> loss, List<Output<?>> vars, List<Output<?>> values, Output<?>[] grads, LossScale scale,
+            Variable<TFloat64> s) {
+        Set<String> names = new java.util.HashSet<>();
+        vars.forEach(v -> names.add(v.op().name()));
+        Set<String> undeclared = new java.util.TreeSet<>(layouts.keySet());
+        undeclared.removeAll(names);
+        Checks.require(undeclared.isEmpty(), "layout", "name only variables the training op updates", undeclared);
+        TfOps ops = TfOps.graphOnly(graph, tf.withSubScope("stages"));
+        Program p = new Program(tf, ops, grads.clone());
+        List<GradientTransform> stages = pipeline.transforms();
+        List<String> stageNames = pipeline.stageNames();
+        List<GradientTensor<TfTensor>> tensors = new ArrayList<>();
+        for (int i = 0; i < vars.size(); i++) {
+            tensors.add(TfGraphModel.gradientTensor(vars.get(i).op().name(), vars.get(i).shape().asArray(), layouts, grads[i],
+                    values.get(i)));
+        }
+        GradientSet<TfTensor> set = GradientSet.of(tensors);
+        Variable<TInt64> calls = p.counter("calls");
+        Variable<TInt64> steps = p.counter("steps");
+        Variable<TInt64> skipped = p.counter("skipped");
+        Variable<TInt64> held = p.counter("held");
+        int first = 0;
+        Operand<TFloat64> lossScaleUsed = tf.constant(Double.NaN);
+        if (scale != null) {
+            lossScaleUsed = identity(tf, s);
+            unscale(p, scale, s, stageNames.get(0));
+            first = 1;
+        }
+        Output<?>[] input = p.g.clone();
+        boolean changed = false;
+        for (int i = first; i < stages.size(); i++) {
+            GradientTransform t = stages.get(i);
+            String stage = stageNames.get(i);
+            if (t instanceof Monitor) {
+                continue;
+            } else if (t instanceof NonFiniteGuard n && (n.policy() == NonFiniteGuard.Policy.SKIP || n.policy() == NonFiniteGuard.Policy.THROW)) {
+                nonFinite(p, n, stage, i, loss);
+            } else if (t instanceof Accumulate a) {
+                accumulate(p, a, stage, i, set);
+                input = p.g.clone(); // a record describes the window's gradient, as on the host
+            } else {
+                stateless(p, t, stage, set);
+                changed |= t.changesGradients();
+            }
+        }
+        // the norms a monitor records: before and after the pipeline (Σx² nodes are shared with the stages')
+        Operand<TFloat64> normBefore = tf.constant(Double.NaN);
+        Operand<TFloat64> normAfter = tf.constant(Double.NaN);
+        if (!monitors.isEmpty()) {
+            normBefore = globalNorm(p, input);
+            normAfter = changed ? globalNorm(p, p.g) : normBefore;
+        }
+        Operand<TBool> applies = p.go == null ? tf.constant(true) : p.go;
+        if (!p.asserts.isEmpty()) {
+            applies = tf.withControlDependencies(p.asserts).identity(applies);
+        }
+        // the row this call leaves: its counters before the call, its decision, its scalars
+        List<Operand<TFloat64>> cells = new ArrayList<>();
+        cells.add(p.f64(identity(tf, calls)));
+        cells.add(p.f64(identity(tf, steps)));
+        cells.add(p.action);
+        cells.add(p.decidedBy);
+        cells.add(loss == null ? tf.constant(Double.NaN) : p.f64(loss));
+        cells.add(normBefore);
+        cells.add(normAfter);
+        cells.add(p.microBatches);
+        cells.add(lossScaleUsed);
+        cells.add(p.nonFinite);
+        List<String> metricNames = new ArrayList<>(p.metrics.keySet());
+        cells.addAll(p.metrics.values());
+        Operand<TFloat64> row = tf.stack(cells);
+        int width = cells.size();
+        p.computed.add(row);
+        Variable<TFloat64> last = tf.withName("last_row").variable(tf.fill(tf.constant(new long[] {width}), tf.constant(Double.NaN)));
+        p.write(last, row);
+        Variable<TFloat64> history = null;
+        int capacity = monitors.isEmpty() ? 0 : historyCapacity;
+        Op historyWrite = null;
+        if (capacity > 0) {
+            history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
+            Operand<TInt64> at = tf.math.floorMod(identity(tf, calls), tf.constant((long) capacity));
+            p.computed.add(at);
+            historyWrite = tf.withControlDependencies(barrier(p)).scatterUpdate(history, tf.reshape(at, tf.constant(new long[] {1})),
+                    tf.reshape(row, tf.constant(new long[] {1, width})));
+        }
+        p.write(calls, tf.math.add(calls, tf.constant(1L)));
+        p.write(steps, p.plusIf(steps, applies));
+        p.write(skipped, p.plusIf(skipped, tf.math.equal(p.action, tf.constant(SKIP))));
+        p.write(held, p.plusIf(held, tf.math.equal(p.action, tf.constant(HOLD))));
+
+        // the wrapped optimizer's update, behind the gate: its inputs are dead when the call does not apply
+        List<Op> finals = new ArrayList<>();
+        for (Output<?> x : p.g) {
+            finals.add(identityOf(tf, x)::op);
+        }
+        Ops afterAll = tf.withControlDependencies(finals);
+        List<GradAndVar<? extends TType>> gv = new ArrayList<>();
+        boolean gated = p.go != null || !p.asserts.isEmpty();
+        for (int i = 0; i < p.g.length; i++) {
+            Output<?> x = identityOf(afterAll, p.g[i]);
+            if (gated) {
+                x = switchOf(tf, x, applies).outputTrue();
+            }
+            gv.add(gradAndVar(x, vars.get(i)));
+        }
+        Op apply = inner.applyGradients(gv, scopeName + "_apply");
+        Operand<TBool> done;
+        if (gated) {
+            SwitchCond<TBool> sw = tf.switchCond(applies, applies);
+            Operand<TBool> whenApplied = tf.withControlDependencies(List.of(apply)).identity(sw.outputTrue());
+            Operand<TBool> whenNot = tf.identity(sw.outputFalse());
+            done = tf.merge(List.of(whenApplied, whenNot)).output();
+        } else {
+            done = tf.withControlDependencies(List.of(apply)).identity(applies);
+        }
+        List<Op> end = new ArrayList<>();
+        end.add(done);
+        if (historyWrite != null) {
+            end.add(historyWrite);
+        }
+        List<Op> barrier = barrier(p);
+        for (Object[] w : p.writes) {
+            end.add(assign(tf.withControlDependencies(barrier), (Variable<?>) w[0], (Operand<?>) w[1]));
+        }
+        Op train = tf.withName("train").withControlDependencies(end).noOp();
+        Output<TInt64> counters = tf.stack(List.of(identity(tf, calls), identity(tf, steps), identity(tf, skipped),
+                identity(tf, held))).output();
+        built = new Built(train, counters, identity(tf, last).asOutput(), history == null ? null : identity(tf, history).asOutput(),
+                capacity, List.copyOf(metricNames), List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput());
+        return train;
+    }
+
+    /** Every value the run computes before any state variable is written. */
+    private static List<Op> barrier(Program p) {
+        List<Op> all = new ArrayList<>();
+        for (Operand<?> o : p.computed) {
+            all.add(o);
+        }
+        for (Output<?> x : p.g) {
+            all.add(x::op);
+        }
+        all.addAll(p.asserts);
+        all.add(p.action);
+        return all;
+    }
+
+    /** Loss scaling ({@link LossScale}): g ← g / S; an overflow skips and backs S off; growth after the interval. */
+    private void unscale(Program p, LossScale scale, Variable<TFloat64> s, String stage) {
+        Ops tf = p.tf;
+        for (int i = 0; i < p.g.length; i++) {
+            p.g[i] = tf.math.div((Operand) p.g[i], castTo(tf, s, p.g[i].type())).asOutput();
+        }
+        Operand<TFloat64> found = nonFiniteCount(p);
+        Operand<TBool> overflow = tf.math.greater(found, tf.constant(0.0));
+        Variable<TInt64> good = p.counter("loss_scale_good");
+        Variable<TInt64> overflows = p.counter("loss_scale_overflows");
+        Operand<TInt64> goodNext = tf.math.add(good, tf.constant(1L));
+        Operand<TBool> grow = tf.math.logicalAnd(tf.math.logicalNot(overflow),
+                tf.math.greaterEqual(goodNext, tf.constant((long) scale.growthInterval())));
+        Operand<TFloat64> grown = tf.math.mul(s, tf.constant(scale.growth()));
+        Operand<TFloat64> keepGrown = tf.select(tf.math.logicalAnd(tf.math.isFinite(grown),
+                tf.math.lessEqual(grown, tf.constant((double) Float.MAX_VALUE))), grown, identity(tf, s));
+        Operand<TFloat64> backedOff = tf.math.maximum(tf.math.mul(s, tf.constant(scale.backoff())), tf.constant(Double.MIN_NORMAL));
+        p.write(s, tf.select(overflow, backedOff, tf.select(grow, keepGrown, identity(tf, s))));
+        p.write(good, tf.select(tf.math.logicalOr(overflow, grow), tf.constant(0L), goodNext));
+        p.write(overflows, p.plusIf(overflows, overflow));
+        p.metric(stage + ".scale", identity(tf, s));
+        p.nonFinite = found;
+        p.decide(overflow, SKIP, 0);
+    }
+
+    /** {@link NonFiniteGuard} SKIP or THROW: the gate, the counters, and an in-graph failure past the limit. */
+    private void nonFinite(Program p, NonFiniteGuard n, String stage, int index, Output<?> loss) {
+        Ops tf = p.tf;
+        Operand<TFloat64> found = nonFiniteCount(p);
+        Operand<TBool> reached = p.reaching();
+        Operand<TBool> bad = p.and(reached, tf.math.greater(found, tf.constant(0.0)));
+        Variable<TInt64> consecutive = p.counter(stage + "_consecutive");
+        Variable<TInt64> total = p.counter(stage + "_total");
+        Operand<TInt64> next = tf.select(bad, tf.math.add(consecutive, tf.constant(1L)),
+                tf.select(reached, tf.constant(0L), identity(tf, consecutive)));
+        p.write(consecutive, next);
+        p.write(total, p.plusIf(total, bad));
+        p.metric(stage + ".nonFinite", found);
+        p.nonFinite = tf.select(reached, found, p.nonFinite);
+        List<Operand<?>> data = new ArrayList<>();
+        Operand<TBool> fail;
+        Operand<TBool> skipWhen;
+        if (n.policy() == NonFiniteGuard.Policy.THROW) {
+            fail = bad;
+            skipWhen = tf.constant(false);
+            data.add(tf.constant("GradGuard: non-finite gradient (non-finite policy THROW); non-finite values:"));
+        } else {
+            Operand<TBool> exhausted = p.and(bad, tf.math.greater(next, tf.constant((long) n.maxConsecutive())));
+            fail = n.letsThroughWhenExhausted() ? tf.constant(false) : exhausted;
+            skipWhen = n.letsThroughWhenExhausted() ? tf.math.logicalAnd(bad, tf.math.logicalNot(exhausted)) : bad;
+            data.add(tf.constant("GradGuard: non-finite gradients " + (n.maxConsecutive() + 1) + " calls in a row, more than "
+                    + "maxConsecutive=" + n.maxConsecutive() + ". If the loss below is finite, it is a sudden failure rather than "
+                    + "divergence: look for NaN/Inf in the inputs or an operation whose gradient is not finite (sqrt, log or a "
+                    + "division at 0). If it is not finite, either the input data holds NaN or Inf (check the batches) or "
+                    + "training is diverging (lower the learning rate, add clipping); or raise maxConsecutive. Non-finite values:"));
+        }
+        data.add(found);
+        if (loss != null) {
+            data.add(tf.constant("loss:"));
+            data.add(loss);
+        }
+        p.asserts.add(tf.withName(stage + "_check").assertThat(tf.math.logicalNot(fail), data));
+        p.decide(skipWhen, SKIP, index);
+    }
+
+    /** {@link Accumulate} with a fixed k: the window's sum in variables; the update on its k-th counted call. */
+    private void accumulate(Program p, Accumulate a, String stage, int index, GradientSet<TfTensor> set) {
+        Ops tf = p.tf;
+        Checks.require(a.fixedK().isPresent(), "pipeline", "accumulate a fixed k inside the graph (a schedule needs the host: "
+                + "use TfGuard.attach(...).step(...))", stage);
+        Checks.require(a.weighting() == Accumulate.Weighting.UNIFORM, "pipeline", "weight micro-batches uniformly inside the graph "
+                + "(the batch size and weight are host facts: use TfGuard.attach(...).step(...))", stage + " " + a.weighting());
+        int k = a.fixedK().getAsInt();
+        Operand<TBool> counted = p.reaching();
+        if (a.dropsNonFinite()) {
+            Operand<TBool> finite = tf.math.equal(nonFiniteCount(p), tf.constant(0.0));
+            p.decide(tf.math.logicalNot(finite), SKIP, index);
+            counted = p.reaching();
+        }
+        Variable<TInt64> count = p.counter(stage + "_count");
+        Operand<TInt64> newCount = p.plusIf(count, counted);
+        Operand<TBool> complete = tf.math.greaterEqual(newCount, tf.constant((long) k));
+        for (int i = 0; i < p.g.length; i++) {
+            Output<?> gi = p.g[i];
+            long[] shape = gi.shape().hasUnknownDimension() ? set.get(i).shape() : gi.shape().asArray();
+            Variable<?> buffer = tf.withName(stage + "_sum_" + i).variable(zeros(tf, shape, gi.type()));
+            Operand sum = tf.math.add((Operand) buffer, tf.select(counted, (Operand) gi, tf.zerosLike((Operand) gi)));
+            p.write((Variable) buffer, tf.select(complete, tf.zerosLike(sum), sum));
+            p.g[i] = (a.averages() ? tf.math.div(sum, castTo(tf, tf.constant((double) k), gi.type())) : sum).asOutput();
+        }
+        p.write(count, tf.select(complete, tf.constant(0L), newCount));
+        p.microBatches = p.f64(newCount);
+        p.metric(stage + ".microBatches", p.f64(newCount));
+        p.decide(p.and(counted, tf.math.logicalNot(complete)), HOLD, index);
+    }
+
+    /** A stage that decides nothing: core's own transform code, run once on graph nodes. */
+    private void stateless(Program p, GradientTransform t, String stage, GradientSet<TfTensor> set) {
+        for (int i = 0; i < set.size(); i++) {
+            set.get(i).gradient().rebind(p.g[i]);
+        }
+        GradientPipeline one = GradientPipeline.of(new Named(t, stage));
+        StepResult<TfTensor> r;
+        try {
+            r = one.step(set, p.ops, StepContext.ofBatch(1));
+        } catch (TfOps.HostReadException e) {
+            throw new IllegalArgumentException("pipeline stage " + stage + " (" + t + ") " + e.getMessage() + " on every step, which a "
+                    + "training op that runs inside one session run cannot do: run this pipeline with TfGuard.attach(...).step(...)", e);
+        }
+        Checks.require(r.applies(), "pipeline", "hold only through accumulate and skip only through skipNonFinite or loss scaling "
+                + "inside the graph", stage);
+        for (int i = 0; i < set.size(); i++) {
+            p.g[i] = set.get(i).gradient().value();
+        }
+        for (String key : r.metricNames()) {
+            var tensor = r.metricTensor(key);
+            if (tensor.isPresent()) {
+                p.metric(key, p.f64(tensor.get().value()));
+            } else {
+                p.metric(key, p.tf.constant(r.metric(key).getAsDouble()));
+            }
+        }
+    }
+
+    /** Σ countNonFinite over the current gradients (shared with any stage that counts the same nodes). */
+    private static Operand<TFloat64> nonFiniteCount(Program p) {
+        Operand<TFloat64> found = null;
+        for (Output<?> x : p.g) {
+            @SuppressWarnings("unchecked")
+            Output<TFloat64> n = (Output<TFloat64>) p.ops.countNonFinite(new TfTensor(x.shape().asArray(), x, null, null)).value();
+            found = found == null ? n : p.tf.math.add(found, n);
+        }
+        return found;
+    }
+
+    private static Operand<TFloat64> globalNorm(Program p, Output<?>[] g) {
+        Operand<TFloat64> sum = null;
+        for (Output<?> x : g) {
+            @SuppressWarnings("unchecked")
+            Output<TFloat64> n = (Output<TFloat64>) p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null)).value();
+            sum = sum == null ? n : p.tf.math.add(sum, n);
+        }
+        return p.tf.math.sqrt(sum);
+    }
+
+    // ---- host reads -------------------------------------------------------------------------------
+
+    /** The training op's counters, read from the graph: calls, optimizer steps applied, skipped and held calls. */
+    public record Counters(long calls, long steps, long skipped, long held) {
+    }
+
+    /**
+     * The counters as the graph holds them now (one session run).
+     *
+     * @throws IllegalStateException if the training op is not built yet, or this wrapper is closed
+     */
+    public Counters counters() {
+        requireBuilt("counters");
+        try (Result r = session.runner().fetch(built.counters).run()) {
+            TInt64 c = (TInt64) r.get(0);
+            return new Counters(c.getLong(0), c.getLong(1), c.getLong(2), c.getLong(3));
+        }
+    }
+
+    /**
+     * The last call's scalars by name: {@code loss}, {@code action} (0 applied, 1 held, 2 skipped),
+     * {@code nonFinite}, {@code lossScale}, {@code microBatches}, and every stage metric
+     * ({@code clipByGlobalNorm.norm}, {@code clipByGlobalNorm.coefficient}...; NaN where the call did
+     * not reach the stage). One session run.
+     *
+     * @throws IllegalStateException if the training op is not built yet, or this wrapper is closed
+     */
+    public Map<String, Double> lastMetrics() {
+        requireBuilt("lastMetrics");
+        try (Result r = session.runner().fetch(built.row).run()) {
+            double[] row = new double[(int) r.get(0).shape().size()];
+            ((TFloat64) r.get(0)).copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(row, false, false));
+            return named(row);
+        }
+    }
+
+    private Map<String, Double> named(double[] row) {
+        Map<String, Double> m = new LinkedHashMap<>();
+        m.put("call", row[CALL]);
+        m.put("step", row[STEP]);
+        m.put("action", row[ACTION]);
+        m.put("loss", row[LOSS]);
+        m.put("microBatches", row[MICRO_BATCHES]);
+        m.put("lossScale", row[LOSS_SCALE]);
+        m.put("nonFinite", row[NON_FINITE]);
+        for (int i = 0; i < built.metricNames.size(); i++) {
+            m.put(built.metricNames.get(i), row[FIXED + i]);
+        }
+        return m;
+    }
+
+    /**
+     * The loss scale S the next call multiplies the loss by (one session run).
+     *
+     * @throws IllegalStateException if the pipeline has no loss-scale stage, the op is not built, or this wrapper is closed
+     */
+    public double lossScale() {
+        requireBuilt("lossScale");
+        if (built.lossScale == null) {
+            throw new IllegalStateException("this pipeline has no loss-scale stage: put Transforms.dynamicLossScale() first");
+        }
+        try (Result r = session.runner().fetch(built.lossScale).run()) {
+            return ((TFloat64) r.get(0)).getDouble();
+        }
+    }
+
+    /**
+     * Hands the calls recorded since the last drain to the pipeline's {@link Monitor}s (one record
+     * per optimizer step, as on the other adapters: held micro-batches are folded into the step that
+     * closes their window) and returns how many calls it read. Call it at your logging cadence (every
+     * N steps) and at the end; calls older than the history capacity are lost (logged, counted in
+     * the return value's absence). One session run.
+     *
+     * @return the number of calls read
+     * @throws IllegalStateException if the training op is not built yet, or this wrapper is closed
+     */
+    public int drain() {
+        requireBuilt("drain");
+        if (built.history == null) {
+            return 0;
+        }
+        double[] rows;
+        long calls;
+        try (Result r = session.runner().fetch(built.history).fetch(built.counters).run()) {
+            rows = new double[built.capacity * rowWidth()];
+            ((TFloat64) r.get(0)).copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(rows, false, false));
+            calls = ((TInt64) r.get(1)).getLong(0);
+        }
+        if (calls < drained) {
+            drained = 0; // a checkpoint from before the last drain was restored
+        }
+        long from = Math.max(drained, calls - built.capacity);
+        if (from > drained) {
+            org.slf4j.LoggerFactory.getLogger(TfOptimizer.class).warn("GradGuard: {} calls' records were overwritten before drain(): "
+                    + "drain more often or raise history(...)", from - drained);
+        }
+        int width = rowWidth();
+        double lossSum = 0;
+        int lossCount = 0;
+        for (long c = from; c < calls; c++) {
+            int at = (int) (c % built.capacity) * width;
+            double[] row = java.util.Arrays.copyOfRange(rows, at, at + width);
+            if ((long) row[CALL] != c) {
+                continue;
+            }
+            double action = row[ACTION];
+            if (Double.isFinite(row[LOSS])) {
+                lossSum += row[LOSS];
+                lossCount++;
+            }
+            if (action == HOLD) {
+                continue;
+            }
+            double loss = lossCount > 0 ? lossSum / lossCount : Double.NaN;
+            lossSum = 0;
+            lossCount = 0;
+            for (Monitor m : monitors) {
+                m.accept(record(row, loss));
+            }
+        }
+        drained = calls;
+        return (int) (calls - from);
+    }
+
+    private int rowWidth() {
+        return FIXED + built.metricNames.size();
+    }
+
+    private StepRecord record(double[] row, double loss) {
+        boolean skipped = row[ACTION] == SKIP;
+        int decider = (int) row[DECIDED_BY];
+        String by = skipped && decider >= 0 ? built.stageNames.get(decider) : "";
+        double coefficient = row[NORM_BEFORE] > 0 && Double.isFinite(row[NORM_BEFORE]) ? row[NORM_AFTER] / row[NORM_BEFORE] : 1.0;
+        double threshold = Double.NaN;
+        for (int i = 0; i < built.metricNames.size(); i++) {
+            if (built.metricNames.get(i).endsWith(".threshold") && Double.isNaN(threshold)) {
+                threshold = row[FIXED + i];
+            }
+        }
+        return new StepRecord("", 0, (long) row[STEP], (long) row[CALL], skipped, skipped ? "skipped in the graph by " + by : "", by,
+                (int) row[MICRO_BATCHES], loss, row[NORM_BEFORE], row[NORM_AFTER], coefficient, coefficient < 1, threshold,
+                (long) row[NON_FINITE], false, List.of(), List.of(), List.of(), row[LOSS_SCALE]);
+    }
+
+    private void requireBuilt(String what) {
+        requireOpen();
+        if (built == null) {
+            throw new IllegalStateException("build the training op first (minimize or applyGradients), then call " + what + "()");
+        }
+    }
+
+    private void requireOpen() {
+        if (closed) {
+            throw new IllegalStateException("this TfOptimizer is closed");
+        }
+    }
+
+    /**
+     * Drains the last records to the monitors (when the training op was built and the session is
+     * still open) and closes them, so their reports are written. The graph and session stay yours.
+     */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        try {
+            if (built != null) {
+                drain();
+            }
+        } finally {
+            closed = true;
+            for (Monitor m : monitors) {
+                m.close();
+            }
+        }
+    }
+
+    @Override
+    public String toString() {
+        return getOptimizerName() + pipeline.stageNames();
+    }
+
+    // ---- graph helpers ----------------------------------------------------------------------------
+
+    /** A transform under the pipeline's name for it (so metric keys match the full pipeline's). */
+    private record Named(GradientTransform inner, String name) implements GradientTransform {
+        @Override
+        public <T> io.gradguard.core.TransformState init(GradientSet<T> gradients, io.gradguard.core.spi.TensorOps<T> ops) {
+            return inner.init(gradients, ops);
+        }
+
+        @Override
+        public <T> io.gradguard.core.Action update(io.gradguard.core.Step<T> step, io.gradguard.core.TransformState state) {
+            return inner.update(step, state);
+        }
+
+        @Override
+        public boolean changesGradients() {
+            return inner.changesGradients();
+        }
+
+        @Override
+        public boolean mayHoldOrSkip() {
+            return inner.mayHoldOrSkip();
+        }
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static <T extends TType> Operand<T> castTo(Ops tf, Operand<?> x, Class<T> type) {
+        return x.type() == type ? (Operand<T>) x : tf.dtypes.cast((Operand) x, (Class) type);
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static <T extends TType> Output<T> identity(Ops tf, Operand<T> x) {
+        return tf.identity(x).output();
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static Output<?> identityOf(Ops tf, Output<?> x) {
+        return tf.identity((Operand) x).output();
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static SwitchCond<?> switchOf(Ops tf, Output<?> x, Operand<TBool> pred) {
+        return tf.switchCond((Operand) x, pred);
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static Operand<?> zeros(Ops tf, long[] shape, Class<?> type) {
+        return tf.zeros(tf.constant(shape), (Class) type);
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static Op assign(Ops tf, Variable<?> v, Operand<?> value) {
+        return tf.assign((Operand) v, (Operand) value);
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static GradAndVar<? extends TType> gradAndVar(Output<?> grad, Output<?> var) {
+        return new GradAndVar(grad, var);
+    }
+}

@@ -1,0 +1,351 @@
+package io.gradguard.tensorflow;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.gradguard.core.GradientPipeline;
+import io.gradguard.core.GradientTransform;
+import io.gradguard.core.Transforms;
+import io.gradguard.core.conformance.GuardKit.Batch;
+import io.gradguard.core.conformance.GuardKit.KitModel;
+import io.gradguard.core.monitor.Monitor;
+import io.gradguard.core.monitor.MonitorEvent;
+import io.gradguard.core.monitor.MonitorListener;
+import io.gradguard.core.monitor.StepRecord;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Supplier;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.tensorflow.Graph;
+import org.tensorflow.Operand;
+import org.tensorflow.Result;
+import org.tensorflow.Session;
+import org.tensorflow.Tensor;
+import org.tensorflow.exceptions.TFInvalidArgumentException;
+import org.tensorflow.framework.optimizers.GradientDescent;
+import org.tensorflow.framework.optimizers.Momentum;
+import org.tensorflow.framework.optimizers.Optimizer;
+import org.tensorflow.ndarray.Shape;
+import org.tensorflow.ndarray.StdArrays;
+import org.tensorflow.ndarray.buffer.DataBuffers;
+import org.tensorflow.op.Op;
+import org.tensorflow.op.Ops;
+import org.tensorflow.op.core.Placeholder;
+import org.tensorflow.op.core.Variable;
+import org.tensorflow.types.TFloat32;
+
+/**
+ * {@link TfOptimizer}: the whole guarded step in one training op, run by the user's own
+ * {@code session.runner()} loop. The oracle is {@link TfGuard#step} (core's host-driven step on the
+ * same graph), which the GuardKit checks against SGD, full-batch accumulation and real skips: every
+ * pipeline here must give the same parameters and optimizer slots, call for call.
+ */
+class TfOptimizerTest {
+
+    /** The GuardKit's model (x[4] → dense(8, tanh) → dense(2), mean squared error) in a graph of its own. */
+    static final class Kit implements AutoCloseable {
+        final Graph graph = new Graph();
+        final Session session = new Session(graph);
+        final Ops tf = Ops.create(graph);
+        final Placeholder<TFloat32> x = tf.withName("x").placeholder(TFloat32.class, Placeholder.shape(Shape.of(-1, 4)));
+        final Placeholder<TFloat32> y = tf.withName("y").placeholder(TFloat32.class, Placeholder.shape(Shape.of(-1, 2)));
+        final List<Variable<TFloat32>> variables = new ArrayList<>();
+        final Operand<TFloat32> loss;
+        final Optimizer optimizer;
+
+        Kit(boolean momentum) {
+            KitModel k = KitModel.initial();
+            Variable<TFloat32> w1 = variable("dense1_kernel", StdArrays.ndCopyOf(k.w1()));
+            Variable<TFloat32> b1 = variable("dense1_bias", StdArrays.ndCopyOf(k.b1()));
+            Variable<TFloat32> w2 = variable("dense2_kernel", StdArrays.ndCopyOf(k.w2()));
+            Variable<TFloat32> b2 = variable("dense2_bias", StdArrays.ndCopyOf(k.b2()));
+            Operand<TFloat32> h = tf.math.tanh(tf.math.add(tf.linalg.matMul(x, w1), b1));
+            Operand<TFloat32> out = tf.math.add(tf.linalg.matMul(h, w2), b2);
+            loss = tf.withName("loss").math.mean(tf.math.square(tf.math.sub(out, y)), tf.constant(new int[] {0, 1}));
+            optimizer = momentum ? new Momentum(graph, 0.05f, 0.9f) : new GradientDescent(graph, 0.1f);
+        }
+
+        private Variable<TFloat32> variable(String name, org.tensorflow.ndarray.FloatNdArray init) {
+            Variable<TFloat32> v = tf.withName(name).variable(tf.constant(init));
+            variables.add(v);
+            return v;
+        }
+
+        Map<Operand<?>, Tensor> feeds(Batch b) {
+            return Map.of(x, TFloat32.tensorOf(StdArrays.ndCopyOf(b.x())), y, TFloat32.tensorOf(StdArrays.ndCopyOf(b.y())));
+        }
+
+        void run(Op train, Batch b) {
+            Map<Operand<?>, Tensor> f = feeds(b);
+            try {
+                Session.Runner r = session.runner();
+                f.forEach(r::feed);
+                r.addTarget(train).run().close();
+            } finally {
+                f.values().forEach(Tensor::close);
+            }
+        }
+
+        /** The parameters and, with Momentum, its accumulators. */
+        float[] state() {
+            List<Operand<TFloat32>> all = new ArrayList<>(variables);
+            if (optimizer instanceof Momentum m) {
+                for (Variable<TFloat32> v : variables) {
+                    m.getSlot(v.asOutput(), Momentum.MOMENTUM).ifPresent(all::add);
+                }
+            }
+            Session.Runner r = session.runner();
+            all.forEach(r::fetch);
+            List<Float> out = new ArrayList<>();
+            try (Result res = r.run()) {
+                for (int i = 0; i < all.size(); i++) {
+                    TFloat32 t = (TFloat32) res.get(i);
+                    float[] a = new float[(int) t.shape().size()];
+                    t.copyTo(DataBuffers.of(a, false, false));
+                    for (float v : a) {
+                        out.add(v);
+                    }
+                }
+            }
+            float[] s = new float[out.size()];
+            for (int i = 0; i < s.length; i++) {
+                s[i] = out.get(i);
+            }
+            return s;
+        }
+
+        @Override
+        public void close() {
+            session.close();
+            graph.close();
+        }
+    }
+
+    private static Batch poisoned(Batch b) {
+        float[][] x = new float[b.x().length][];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = b.x()[i].clone();
+        }
+        x[0][1] = Float.NaN;
+        return new Batch(x, b.y());
+    }
+
+    /** Batches 0..n-1, those in {@code bad} poisoned with a NaN input. */
+    private static List<Batch> batches(int n, int... bad) {
+        List<Batch> out = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            Batch b = Batch.of(100 + i, 8);
+            final int at = i;
+            out.add(Arrays.stream(bad).anyMatch(j -> j == at) ? poisoned(b) : b);
+        }
+        return out;
+    }
+
+    /** Trains the same batches through TfGuard.step and through TfOptimizer, and compares state after every call. */
+    private static void sameAsHostStep(boolean momentum, Supplier<GradientTransform[]> stages, List<Batch> batches, double tol) {
+        try (Kit host = new Kit(momentum); Kit graph = new Kit(momentum);
+                TfGuard guard = TfGuard.of(stages.get()).attach(host.session, host.loss, host.variables, host.optimizer)) {
+            TfOptimizer wrapped = TfOptimizer.of(graph.session, graph.optimizer, stages.get());
+            Op train = wrapped.minimize(graph.loss, graph.variables);
+            for (int i = 0; i < batches.size(); i++) {
+                Map<Operand<?>, Tensor> f = host.feeds(batches.get(i));
+                try {
+                    guard.step(f, 8);
+                } finally {
+                    f.values().forEach(Tensor::close);
+                }
+                graph.run(train, batches.get(i));
+                float[] expected = host.state();
+                float[] actual = graph.state();
+                // TfGuard creates the optimizer's slots at its first update; until then the wrapper's must be untouched (0)
+                assertTrue(expected.length <= actual.length, "state size after call " + i);
+                for (int j = 0; j < actual.length; j++) {
+                    assertEquals(j < expected.length ? expected[j] : 0f, actual[j], tol, "state[" + j + "] after call " + i);
+                }
+            }
+            TfOptimizer.Counters c = wrapped.counters();
+            assertEquals(guard.callCount(), c.calls(), "calls");
+            assertEquals(guard.stepCount(), c.steps(), "steps");
+            assertEquals(guard.skippedCount(), c.skipped(), "skipped");
+            assertEquals(guard.heldCount(), c.held(), "held");
+        }
+    }
+
+    @Test
+    void clipByGlobalNormEqualsTheHostStepWithSgd() {
+        sameAsHostStep(false, () -> new GradientTransform[] {Transforms.clipByGlobalNorm(0.05)}, batches(6), 1e-6);
+    }
+
+    @Test
+    void everyStatelessStageEqualsTheHostStep() {
+        sameAsHostStep(true, () -> new GradientTransform[] {Transforms.clipByValue(0.2), Transforms.adaptiveClip(0.05),
+                Transforms.clipByNorm(0.5), Transforms.centralize()}, batches(6), 1e-6);
+    }
+
+    @Test
+    void aNonFiniteStepIsSkippedAsByTheHostStep() {
+        sameAsHostStep(true, () -> new GradientTransform[] {Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(0.1)},
+                batches(10, 2, 5, 6), 1e-6);
+    }
+
+    @Test
+    void accumulationWithSkipsEqualsTheHostStep() {
+        sameAsHostStep(true, () -> new GradientTransform[] {Transforms.skipNonFinite(3), Transforms.accumulate(3),
+                Transforms.clipByGlobalNorm(0.1)}, batches(14, 1, 7, 8), 1e-6);
+    }
+
+    @Test
+    void lossScalingEqualsTheHostStep() {
+        sameAsHostStep(true, () -> new GradientTransform[] {Transforms.dynamicLossScale(65536, 2.0, 0.5, 3), Transforms.skipNonFinite(3),
+                Transforms.clipByGlobalNorm(0.1)}, batches(12, 9), 1e-6);
+    }
+
+    @Test
+    void aSkippedStepLeavesParametersAndSlotsBitIdentical() {
+        try (Kit kit = new Kit(true)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.skipNonFinite(3));
+            Op train = wrapped.minimize(kit.loss);
+            kit.run(train, Batch.of(1, 8));
+            float[] before = kit.state();
+            kit.run(train, poisoned(Batch.of(2, 8)));
+            assertArrayEquals(before, kit.state());
+            assertEquals(new TfOptimizer.Counters(2, 1, 1, 0), wrapped.counters());
+            assertEquals(2.0, wrapped.lastMetrics().get("action"));
+            assertTrue(wrapped.lastMetrics().get("nonFinite") > 0);
+        }
+    }
+
+    @Test
+    void theStepAfterTheLimitFailsTheRunNamingTheCauses() {
+        try (Kit kit = new Kit(false)) {
+            Op train = TfOptimizer.of(kit.session, kit.optimizer, Transforms.skipNonFinite(2)).minimize(kit.loss);
+            Batch bad = poisoned(Batch.of(1, 8));
+            kit.run(train, bad);
+            kit.run(train, bad);
+            TFInvalidArgumentException e = assertThrows(TFInvalidArgumentException.class, () -> kit.run(train, bad));
+            assertTrue(e.getMessage().contains("maxConsecutive=2"), e.getMessage());
+            assertTrue(e.getMessage().contains("input data holds NaN"), e.getMessage());
+        }
+    }
+
+    @Test
+    void accumulationEqualsTheFullBatchWithSgd() {
+        try (Kit micro = new Kit(false); Kit full = new Kit(false)) {
+            Op train = TfOptimizer.of(micro.session, micro.optimizer, Transforms.accumulate(4)).minimize(micro.loss);
+            Op plain = full.optimizer.minimize(full.loss);
+            for (int s = 0; s < 3; s++) {
+                Batch all = Batch.of(40 + s, 16);
+                for (int m = 0; m < 4; m++) {
+                    micro.run(train, new Batch(Arrays.copyOfRange(all.x(), 4 * m, 4 * m + 4), Arrays.copyOfRange(all.y(), 4 * m, 4 * m + 4)));
+                }
+                full.run(plain, all);
+                assertArrayEquals(full.state(), micro.state(), 1e-6f, "after step " + s);
+            }
+        }
+    }
+
+    @Test
+    void aCheckpointMidWindowResumesExactly(@TempDir Path dir) throws Exception {
+        Supplier<GradientTransform[]> stages = () -> new GradientTransform[] {Transforms.skipNonFinite(3), Transforms.accumulate(3),
+                Transforms.clipByGlobalNorm(0.1)};
+        List<Batch> batches = batches(11, 3);
+        float[] straight;
+        try (Kit kit = new Kit(true)) {
+            Op train = TfOptimizer.of(kit.session, kit.optimizer, stages.get()).minimize(kit.loss);
+            for (Batch b : batches) {
+                kit.run(train, b);
+            }
+            straight = kit.state();
+        }
+        String prefix = dir.resolve("ckpt").toString();
+        try (Kit kit = new Kit(true)) {
+            Op train = TfOptimizer.of(kit.session, kit.optimizer, stages.get()).minimize(kit.loss);
+            for (Batch b : batches.subList(0, 5)) {
+                kit.run(train, b);
+            }
+            kit.session.save(prefix);
+        }
+        try (Kit kit = new Kit(true)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, stages.get());
+            Op train = wrapped.minimize(kit.loss);
+            kit.session.restore(prefix);
+            assertEquals(new TfOptimizer.Counters(5, 1, 1, 3), wrapped.counters());
+            for (Batch b : batches.subList(5, batches.size())) {
+                kit.run(train, b);
+            }
+            assertArrayEquals(straight, kit.state());
+        }
+    }
+
+    @Test
+    void theMonitorGetsOneRecordPerOptimizerStepAtDrain() {
+        List<StepRecord> records = new ArrayList<>();
+        Monitor monitor = Monitor.builder().sink(new MonitorListener() {
+            @Override
+            public void onRecord(StepRecord record) {
+                records.add(record);
+            }
+
+            @Override
+            public void onEvent(MonitorEvent event) {
+            }
+        }).build();
+        try (Kit kit = new Kit(false)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.skipNonFinite(3), Transforms.accumulate(2),
+                    Transforms.clipByGlobalNorm(0.05), monitor);
+            Op train = wrapped.minimize(kit.loss);
+            List<Batch> batches = batches(9, 4);
+            for (Batch b : batches) {
+                kit.run(train, b);
+            }
+            assertEquals(0, records.size(), "nothing reaches the host before drain()");
+            assertEquals(9, wrapped.drain());
+            Map<String, Double> last = wrapped.lastMetrics();
+            wrapped.close();
+            // 9 calls: 1 skipped, 8 counted → 4 steps; records: 4 steps + 1 skip
+            assertEquals(5, records.size(), records.toString());
+            assertEquals(1, records.stream().filter(StepRecord::skipped).count());
+            StepRecord lastRecord = records.get(records.size() - 1);
+            assertEquals(3, lastRecord.step());
+            assertEquals(2, lastRecord.microBatches());
+            assertEquals(last.get("clipByGlobalNorm.norm"), lastRecord.normBefore(), 1e-9);
+            assertEquals(Math.min(0.05, lastRecord.normBefore()), lastRecord.normAfter(), 1e-6);
+            assertTrue(lastRecord.clipped());
+            assertTrue(lastRecord.hasLoss());
+        }
+    }
+
+    @Test
+    void aStageThatDecidesOnTheHostIsRefusedByName() {
+        try (Kit kit = new Kit(false)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.autoClip(10));
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> wrapped.minimize(kit.loss));
+            assertTrue(e.getMessage().contains("autoClip"), e.getMessage());
+            assertTrue(e.getMessage().contains("TfGuard.attach"), e.getMessage());
+        }
+    }
+
+    @Test
+    void misuseGetsClearErrors() {
+        try (Kit kit = new Kit(false)) {
+            assertThrows(IllegalArgumentException.class, () -> TfOptimizer.of(null, kit.optimizer, GradientPipeline.of()));
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.dynamicLossScale());
+            assertThrows(IllegalStateException.class, wrapped::counters);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> wrapped.applyGradients(List.of(new Optimizer.GradAndVar<>(kit.variables.get(0).asOutput(),
+                            kit.variables.get(0).asOutput())), "x"));
+            assertTrue(e.getMessage().contains("minimize"), e.getMessage());
+            wrapped.minimize(kit.loss);
+            assertThrows(IllegalStateException.class, () -> wrapped.minimize(kit.loss));
+            assertThrows(IllegalStateException.class, () -> wrapped.layout(kit.variables.get(0), io.gradguard.core.Layout.whole()));
+            wrapped.close();
+            assertThrows(IllegalStateException.class, wrapped::counters);
+        }
+    }
+}
