@@ -308,8 +308,9 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     // ---- the compiled step ------------------------------------------------------------------------
 
     /** What the build produced: the training op and the nodes the host reads. */
-    private record Built(Op train, Output<TInt64> counters, Output<TFloat64> row, Output<TFloat64> history, int capacity,
-            List<String> metricNames, List<String> stageNames, Output<TFloat64> lossScale) {
+    private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics, List<String> metricOrder,
+            Output<TFloat64> history, int capacity, int width, List<String> metricNames, List<String> stageNames,
+            Output<TFloat64> lossScale) {
     }
 
     /** A graph under construction: the gate so far, the state writes, the metrics. */
@@ -323,7 +324,10 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Operand<TFloat64> action;
         Operand<TFloat64> decidedBy;
         Operand<TFloat64> microBatches;
+        /** The exact count of non-finite values (computed only when fetched). */
         Operand<TFloat64> nonFinite;
+        /** 1 when a stage found non-finite values, else 0: what a monitor's row records. */
+        Operand<TFloat64> nonFiniteSeen;
         Operand<TBool> assertsPassed;
         final List<Op> asserts = new ArrayList<>();
         final List<Operand<?>> computed = new ArrayList<>();
@@ -338,6 +342,13 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             this.decidedBy = tf.constant(-1.0);
             this.microBatches = tf.constant(1.0);
             this.nonFinite = tf.constant(0.0);
+            this.nonFiniteSeen = tf.constant(0.0);
+        }
+
+        /** A read of state: computed on every run, before any write. */
+        <T extends TType> Operand<T> computed(Operand<T> read) {
+            computed.add(read);
+            return read;
         }
 
         /** A new value for a state variable, written at the end of the run (after every read). */
@@ -398,19 +409,18 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                     values.get(i)));
         }
         GradientSet<TfTensor> set = GradientSet.of(tensors);
-        Variable<TInt64> calls = p.counter("calls");
-        Variable<TInt64> steps = p.counter("steps");
-        Variable<TInt64> skipped = p.counter("skipped");
-        Variable<TInt64> held = p.counter("held");
+        Variable<TInt64> counters = tf.withName("counters").variable(tf.constant(new long[4]));
         int first = 0;
         Operand<TFloat64> lossScaleUsed = tf.constant(Double.NaN);
         if (scale != null) {
             lossScaleUsed = identity(tf, s);
+            p.computed.add(lossScaleUsed);
             unscale(p, scale, s, stageNames.get(0));
             first = 1;
         }
         Output<?>[] input = p.g.clone();
-        boolean changed = false;
+        int changers = 0;
+        String lastChanger = null;
         for (int i = first; i < stages.size(); i++) {
             GradientTransform t = stages.get(i);
             String stage = stageNames.get(i);
@@ -421,69 +431,83 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             } else if (t instanceof Accumulate a) {
                 accumulate(p, a, stage, i, set);
                 input = p.g.clone(); // a record describes the window's gradient, as on the host
+                changers = 0;
             } else {
                 stateless(p, t, stage, set);
-                changed |= t.changesGradients();
+                if (t.changesGradients()) {
+                    changers++;
+                    lastChanger = stage;
+                }
             }
         }
         // the norms a monitor records: before and after the pipeline (Σx² nodes are shared with the stages')
         Operand<TFloat64> normBefore = tf.constant(Double.NaN);
         Operand<TFloat64> normAfter = tf.constant(Double.NaN);
         if (!monitors.isEmpty()) {
-            normBefore = globalNorm(p, input);
-            normAfter = changed ? globalNorm(p, p.g) : normBefore;
+            Operand<TFloat64> norm = changers == 1 ? p.metrics.get(lastChanger + ".norm") : null;
+            Operand<TFloat64> coefficient = changers == 1 ? p.metrics.get(lastChanger + ".coefficient") : null;
+            if (norm != null && coefficient != null) {
+                // one global scaling stage: its norm and coefficient are the record's (no second pass)
+                normBefore = norm;
+                normAfter = tf.math.mul(norm, coefficient);
+            } else {
+                normBefore = globalNorm(p, input);
+                normAfter = changers > 0 ? globalNorm(p, p.g) : normBefore;
+            }
         }
         Operand<TBool> applies = p.go == null ? tf.constant(true) : p.go;
         if (!p.asserts.isEmpty()) {
             applies = tf.withControlDependencies(p.asserts).identity(applies);
         }
-        // the row this call leaves: its counters before the call, its decision, its scalars
-        List<Operand<TFloat64>> cells = new ArrayList<>();
-        cells.add(p.f64(identity(tf, calls)));
-        cells.add(p.f64(identity(tf, steps)));
-        cells.add(p.action);
-        cells.add(p.decidedBy);
-        cells.add(loss == null ? tf.constant(Double.NaN) : p.f64(loss));
-        cells.add(normBefore);
-        cells.add(normAfter);
-        cells.add(p.microBatches);
-        cells.add(lossScaleUsed);
-        cells.add(p.nonFinite);
-        List<String> metricNames = new ArrayList<>(p.metrics.keySet());
-        cells.addAll(p.metrics.values());
-        Operand<TFloat64> row = tf.stack(cells);
-        int width = cells.size();
-        p.computed.add(row);
-        Variable<TFloat64> last = tf.withName("last_row").variable(tf.fill(tf.constant(new long[] {width}), tf.constant(Double.NaN)));
-        p.write(last, row);
+        // the scalars a user may fetch with the step (computed only when fetched, or for a monitor's row)
+        Map<String, Operand<TFloat64>> named = new LinkedHashMap<>();
+        named.put("action", p.action);
+        named.put("loss", loss == null ? tf.constant(Double.NaN) : p.f64(loss));
+        named.put("microBatches", p.microBatches);
+        named.put("lossScale", lossScaleUsed);
+        named.put("nonFinite", p.nonFinite);
+        named.putAll(p.metrics);
+        Operand<TInt64> before = identity(tf, counters);
+        p.computed.add(before);
         Variable<TFloat64> history = null;
         int capacity = monitors.isEmpty() ? 0 : historyCapacity;
+        int width = FIXED + p.metrics.size();
         Op historyWrite = null;
         if (capacity > 0) {
+            // the row this call leaves: its counters before the call, its decision, its scalars
+            List<Operand<TFloat64>> cells = new ArrayList<>();
+            cells.add(p.f64(tf.gather(before, tf.constant(0), tf.constant(0))));
+            cells.add(p.f64(tf.gather(before, tf.constant(1), tf.constant(0))));
+            cells.add(p.action);
+            cells.add(p.decidedBy);
+            cells.add(named.get("loss"));
+            cells.add(normBefore);
+            cells.add(normAfter);
+            cells.add(p.microBatches);
+            cells.add(lossScaleUsed);
+            cells.add(p.nonFiniteSeen);
+            cells.addAll(p.metrics.values());
+            Operand<TFloat64> row = tf.stack(cells);
+            p.computed.add(row);
             history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
-            Operand<TInt64> at = tf.math.floorMod(identity(tf, calls), tf.constant((long) capacity));
+            Operand<TInt64> at = tf.math.floorMod(tf.gather(before, tf.constant(0), tf.constant(0)), tf.constant((long) capacity));
             p.computed.add(at);
             historyWrite = tf.withControlDependencies(barrier(p)).scatterUpdate(history, tf.reshape(at, tf.constant(new long[] {1})),
                     tf.reshape(row, tf.constant(new long[] {1, width})));
         }
-        p.write(calls, tf.math.add(calls, tf.constant(1L)));
-        p.write(steps, p.plusIf(steps, applies));
-        p.write(skipped, p.plusIf(skipped, tf.math.equal(p.action, tf.constant(SKIP))));
-        p.write(held, p.plusIf(held, tf.math.equal(p.action, tf.constant(HOLD))));
+        // calls, steps, skipped, held: one add of this call's deltas
+        boolean gated = p.go != null || !p.asserts.isEmpty();
+        Operand<TInt64> delta = !gated ? tf.constant(new long[] {1, 1, 0, 0})
+                : tf.stack(List.of(tf.constant(1L), tf.dtypes.cast(applies, TInt64.class),
+                        tf.dtypes.cast(tf.math.equal(p.action, tf.constant(SKIP)), TInt64.class),
+                        tf.dtypes.cast(tf.math.equal(p.action, tf.constant(HOLD)), TInt64.class)));
+        p.write(counters, tf.math.add(counters, delta));
 
         // the wrapped optimizer's update, behind the gate: its inputs are dead when the call does not apply
-        List<Op> finals = new ArrayList<>();
-        for (Output<?> x : p.g) {
-            finals.add(identityOf(tf, x)::op);
-        }
-        Ops afterAll = tf.withControlDependencies(finals);
+        // (tensorflow-framework's applyGradients runs every update after all the gradients it is given)
         List<GradAndVar<? extends TType>> gv = new ArrayList<>();
-        boolean gated = p.go != null || !p.asserts.isEmpty();
         for (int i = 0; i < p.g.length; i++) {
-            Output<?> x = identityOf(afterAll, p.g[i]);
-            if (gated) {
-                x = switchOf(tf, x, applies).outputTrue();
-            }
+            Output<?> x = gated ? switchOf(tf, p.g[i], applies).outputTrue() : p.g[i];
             gv.add(gradAndVar(x, vars.get(i)));
         }
         Op apply = inner.applyGradients(gv, scopeName + "_apply");
@@ -506,10 +530,11 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             end.add(assign(tf.withControlDependencies(barrier), (Variable<?>) w[0], (Operand<?>) w[1]));
         }
         Op train = tf.withName("train").withControlDependencies(end).noOp();
-        Output<TInt64> counters = tf.stack(List.of(identity(tf, calls), identity(tf, steps), identity(tf, skipped),
-                identity(tf, held))).output();
-        built = new Built(train, counters, identity(tf, last).asOutput(), history == null ? null : identity(tf, history).asOutput(),
-                capacity, List.copyOf(metricNames), List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput());
+        Map<String, Operand<TFloat64>> fetchable = new LinkedHashMap<>();
+        named.forEach((k, v) -> fetchable.put(k, v));
+        built = new Built(train, identity(tf, counters), Map.copyOf(fetchable), List.copyOf(named.keySet()),
+                history == null ? null : identity(tf, history).asOutput(), capacity, width, List.copyOf(p.metrics.keySet()),
+                List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput());
         return train;
     }
 
@@ -533,8 +558,9 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         for (int i = 0; i < p.g.length; i++) {
             p.g[i] = tf.math.div((Operand) p.g[i], castTo(tf, s, p.g[i].type())).asOutput();
         }
-        Operand<TFloat64> found = nonFiniteCount(p);
-        Operand<TBool> overflow = tf.math.greater(found, tf.constant(0.0));
+        Operand<TBool> finite = allFinite(p);
+        Operand<TFloat64> found = nonFiniteCount(p, finite);
+        Operand<TBool> overflow = tf.math.logicalNot(finite);
         Variable<TInt64> good = p.counter("loss_scale_good");
         Variable<TInt64> overflows = p.counter("loss_scale_overflows");
         Operand<TInt64> goodNext = tf.math.add(good, tf.constant(1L));
@@ -547,17 +573,19 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         p.write(s, tf.select(overflow, backedOff, tf.select(grow, keepGrown, identity(tf, s))));
         p.write(good, tf.select(tf.math.logicalOr(overflow, grow), tf.constant(0L), goodNext));
         p.write(overflows, p.plusIf(overflows, overflow));
-        p.metric(stage + ".scale", identity(tf, s));
+        p.metric(stage + ".scale", p.computed(identity(tf, s)));
         p.nonFinite = found;
+        p.nonFiniteSeen = p.f64(overflow);
         p.decide(overflow, SKIP, 0);
     }
 
     /** {@link NonFiniteGuard} SKIP or THROW: the gate, the counters, and an in-graph failure past the limit. */
     private void nonFinite(Program p, NonFiniteGuard n, String stage, int index, Output<?> loss) {
         Ops tf = p.tf;
-        Operand<TFloat64> found = nonFiniteCount(p);
+        Operand<TBool> finite = allFinite(p);
+        Operand<TFloat64> found = nonFiniteCount(p, finite);
         Operand<TBool> reached = p.reaching();
-        Operand<TBool> bad = p.and(reached, tf.math.greater(found, tf.constant(0.0)));
+        Operand<TBool> bad = p.and(reached, tf.math.logicalNot(finite));
         Variable<TInt64> consecutive = p.counter(stage + "_consecutive");
         Variable<TInt64> total = p.counter(stage + "_total");
         Operand<TInt64> next = tf.select(bad, tf.math.add(consecutive, tf.constant(1L)),
@@ -566,13 +594,14 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         p.write(total, p.plusIf(total, bad));
         p.metric(stage + ".nonFinite", found);
         p.nonFinite = tf.select(reached, found, p.nonFinite);
+        p.nonFiniteSeen = tf.select(bad, tf.constant(1.0), p.nonFiniteSeen);
         List<Operand<?>> data = new ArrayList<>();
         Operand<TBool> fail;
         Operand<TBool> skipWhen;
         if (n.policy() == NonFiniteGuard.Policy.THROW) {
             fail = bad;
             skipWhen = tf.constant(false);
-            data.add(tf.constant("GradGuard: non-finite gradient (non-finite policy THROW); non-finite values:"));
+            data.add(tf.constant("GradGuard: non-finite gradient (non-finite policy THROW)."));
         } else {
             Operand<TBool> exhausted = p.and(bad, tf.math.greater(next, tf.constant((long) n.maxConsecutive())));
             fail = n.letsThroughWhenExhausted() ? tf.constant(false) : exhausted;
@@ -581,9 +610,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                     + "maxConsecutive=" + n.maxConsecutive() + ". If the loss below is finite, it is a sudden failure rather than "
                     + "divergence: look for NaN/Inf in the inputs or an operation whose gradient is not finite (sqrt, log or a "
                     + "division at 0). If it is not finite, either the input data holds NaN or Inf (check the batches) or "
-                    + "training is diverging (lower the learning rate, add clipping); or raise maxConsecutive. Non-finite values:"));
+                    + "training is diverging (lower the learning rate, add clipping); or raise maxConsecutive."));
         }
-        data.add(found);
         if (loss != null) {
             data.add(tf.constant("loss:"));
             data.add(loss);
@@ -602,7 +630,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         int k = a.fixedK().getAsInt();
         Operand<TBool> counted = p.reaching();
         if (a.dropsNonFinite()) {
-            Operand<TBool> finite = tf.math.equal(nonFiniteCount(p), tf.constant(0.0));
+            Operand<TBool> finite = allFinite(p);
             p.decide(tf.math.logicalNot(finite), SKIP, index);
             counted = p.reaching();
         }
@@ -651,15 +679,44 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
     }
 
-    /** Σ countNonFinite over the current gradients (shared with any stage that counts the same nodes). */
-    private static Operand<TFloat64> nonFiniteCount(Program p) {
+    /**
+     * Whether every current gradient is finite, read from Σ over tensors of Σx² (the nodes a global
+     * L2 stage on the same gradients builds too, so the test costs one isFinite): NaN or ±Inf
+     * anywhere makes the sum NaN or Inf. As in PyTorch's {@code clip_grad_norm_(error_if_nonfinite)},
+     * a float32 gradient whose Σx² overflows (|x| beyond about 1.8e19) counts as non-finite too.
+     */
+    private static Operand<TBool> allFinite(Program p) {
+        TfTensor acc = null;
+        for (Output<?> x : p.g) {
+            TfTensor part = p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null));
+            acc = acc == null ? part : p.ops.add(acc, part);
+        }
+        @SuppressWarnings("unchecked")
+        Operand<TFloat64> sum = (Operand<TFloat64>) acc.value();
+        return p.tf.math.isFinite(sum);
+    }
+
+    /** The number of non-finite values, counted only on a call that has some (a cond: 0 otherwise, at no cost). */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static Operand<TFloat64> nonFiniteCount(Program p, Operand<TBool> finite) {
+        Ops tf = p.tf;
         Operand<TFloat64> found = null;
         for (Output<?> x : p.g) {
-            @SuppressWarnings("unchecked")
-            Output<TFloat64> n = (Output<TFloat64>) p.ops.countNonFinite(new TfTensor(x.shape().asArray(), x, null, null)).value();
-            found = found == null ? n : p.tf.math.add(found, n);
+            Operand bad = switchOf(tf, x, finite).outputFalse();
+            Operand<TFloat64> n = tf.dtypes.cast(tf.reduceSum(tf.dtypes.cast(tf.math.logicalNot(tf.math.isFinite(bad)), TFloat64.class),
+                    tf.constant(allAxes(x.shape().numDimensions()))), TFloat64.class);
+            found = found == null ? n : tf.math.add(found, n);
         }
-        return found;
+        Operand<TFloat64> none = tf.identity(tf.switchCond(tf.constant(0.0), finite).outputTrue());
+        return tf.merge(List.of(none, found)).output();
+    }
+
+    private static int[] allAxes(int rank) {
+        int[] axes = new int[rank];
+        for (int i = 0; i < rank; i++) {
+            axes[i] = i;
+        }
+        return axes;
     }
 
     private static Operand<TFloat64> globalNorm(Program p, Output<?>[] g) {
@@ -692,35 +749,33 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     }
 
     /**
-     * The last call's scalars by name: {@code loss}, {@code action} (0 applied, 1 held, 2 skipped),
-     * {@code nonFinite}, {@code lossScale}, {@code microBatches}, and every stage metric
-     * ({@code clipByGlobalNorm.norm}, {@code clipByGlobalNorm.coefficient}...; NaN where the call did
-     * not reach the stage). One session run.
+     * A scalar of the step to fetch with it, as float64: {@code loss}, {@code action} (0 applied, 1
+     * held, 2 skipped), {@code nonFinite}, {@code lossScale}, {@code microBatches}, and every stage
+     * metric ({@code clipByGlobalNorm.norm}, {@code clipByGlobalNorm.coefficient}...; NaN on a call
+     * that does not reach the stage). Fetching it costs nothing more than the node itself; nothing
+     * is read unless you fetch it.
      *
+     * <pre>{@code
+     * Operand<TFloat64> norm = guarded.metric("clipByGlobalNorm.norm");
+     * try (Result r = session.runner().feed(x, xs).feed(y, ys).addTarget(train).fetch(norm).run()) {
+     *     double n = ((TFloat64) r.get(0)).getDouble();
+     * }
+     * }</pre>
+     *
+     * @throws IllegalArgumentException if there is no such metric (the message lists them)
      * @throws IllegalStateException if the training op is not built yet, or this wrapper is closed
      */
-    public Map<String, Double> lastMetrics() {
-        requireBuilt("lastMetrics");
-        try (Result r = session.runner().fetch(built.row).run()) {
-            double[] row = new double[(int) r.get(0).shape().size()];
-            ((TFloat64) r.get(0)).copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(row, false, false));
-            return named(row);
-        }
+    public Operand<TFloat64> metric(String key) {
+        requireBuilt("metric");
+        Operand<TFloat64> m = built.metrics.get(Checks.notNull("key", key));
+        Checks.require(m != null, "key", "be one of " + built.metricOrder, key);
+        return m;
     }
 
-    private Map<String, Double> named(double[] row) {
-        Map<String, Double> m = new LinkedHashMap<>();
-        m.put("call", row[CALL]);
-        m.put("step", row[STEP]);
-        m.put("action", row[ACTION]);
-        m.put("loss", row[LOSS]);
-        m.put("microBatches", row[MICRO_BATCHES]);
-        m.put("lossScale", row[LOSS_SCALE]);
-        m.put("nonFinite", row[NON_FINITE]);
-        for (int i = 0; i < built.metricNames.size(); i++) {
-            m.put(built.metricNames.get(i), row[FIXED + i]);
-        }
-        return m;
+    /** The names {@link #metric} accepts, in pipeline order. @throws IllegalStateException if the op is not built yet */
+    public List<String> metricNames() {
+        requireBuilt("metricNames");
+        return built.metricOrder;
     }
 
     /**
@@ -756,7 +811,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         double[] rows;
         long calls;
         try (Result r = session.runner().fetch(built.history).fetch(built.counters).run()) {
-            rows = new double[built.capacity * rowWidth()];
+            rows = new double[built.capacity * built.width];
             ((TFloat64) r.get(0)).copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(rows, false, false));
             calls = ((TInt64) r.get(1)).getLong(0);
         }
@@ -768,7 +823,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             org.slf4j.LoggerFactory.getLogger(TfOptimizer.class).warn("GradGuard: {} calls' records were overwritten before drain(): "
                     + "drain more often or raise history(...)", from - drained);
         }
-        int width = rowWidth();
+        int width = built.width;
         double lossSum = 0;
         int lossCount = 0;
         for (long c = from; c < calls; c++) {
@@ -794,10 +849,6 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         drained = calls;
         return (int) (calls - from);
-    }
-
-    private int rowWidth() {
-        return FIXED + built.metricNames.size();
     }
 
     private StepRecord record(double[] row, double loss) {

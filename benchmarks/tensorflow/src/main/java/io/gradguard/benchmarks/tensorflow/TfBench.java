@@ -9,6 +9,7 @@ import io.gradguard.benchmarks.SmallModels;
 import io.gradguard.benchmarks.Table;
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.tensorflow.TfGuard;
+import io.gradguard.tensorflow.TfOptimizer;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -116,8 +117,12 @@ public final class TfBench {
             Variant clip = guard(n, session, Pipelines.globalClip());
             Variant readme = guard(n, session, Pipelines.readme());
             Variant monitored = guard(n, session, Pipelines.readmeMonitored());
+            Variant wClip = wrapped(n, session, Pipelines.globalClip());
+            Variant wReadme = wrapped(n, session, Pipelines.readme());
+            Variant wMonitored = wrapped(n, session, Pipelines.readmeMonitored());
+            session.initialize();
             for (int i = 0; i < SmallModels.warmUpSteps(section); i++) {
-                for (Variant v : List.of(plain, clip, readme, monitored)) {
+                for (Variant v : List.of(plain, clip, readme, monitored, wClip, wReadme, wMonitored)) {
                     v.step();
                 }
             }
@@ -126,7 +131,13 @@ public final class TfBench {
             r.add("clip", clip::step);
             r.add("readme", readme::step);
             r.add("monitored", monitored::step);
-            SmallModels.emit(section, "tensorflow", "TfGuard", n.params(), r.run());
+            r.add("w clip", wClip::step);
+            r.add("w readme", wReadme::step);
+            r.add("w monitored", wMonitored::step);
+            Map<String, Double> m = r.run();
+            SmallModels.emit(section, "tensorflow", "TfOptimizer, one training op", n.params(), Map.of("plain", m.get("plain"),
+                    "clip", m.get("w clip"), "readme", m.get("w readme"), "monitored", m.get("w monitored")));
+            SmallModels.emit(section, "tensorflow", "TfGuard.step", n.params(), m);
         }
     }
 
@@ -156,10 +167,15 @@ public final class TfBench {
             Variant guardMonitored = guard(n, session, Pipelines.globalClipMonitored());
             GuardedVariant guardWatched = guard(n, session, Pipelines.guarded());
             GuardedVariant guardWatchedIdle = guard(n, session, Pipelines.guardedIdle());
+            Variant wrappedWatched = wrapped(n, session, Pipelines.guarded());
+            Variant wrappedWatchedIdle = wrapped(n, session, Pipelines.guardedIdle());
+            Variant wrappedValue = wrapped(n, session, Pipelines.valueClip());
+            session.initialize();
             // JIT warm-up of GradGuard's host code (the rounds' own warm-up gives it a few dozen
             // steps, the interpreter's share of a real run's first seconds): real steps on the shared graph
             for (int i = 0; i < (section.tiny() ? 1 : WARM_UP_STEPS); i++) {
-                for (Variant v : List.of(guardGlobal, guardIdle, guardValue, guardMonitored, guardWatched, guardWatchedIdle)) {
+                for (Variant v : List.of(guardGlobal, guardIdle, guardValue, guardMonitored, guardWatched, guardWatchedIdle,
+                        wrappedWatched, wrappedWatchedIdle, wrappedValue)) {
                     v.step();
                 }
             }
@@ -176,6 +192,9 @@ public final class TfBench {
             r.add("guard monitored", guardMonitored::step);
             r.add("guard watched", guardWatched::step);
             r.add("guard watched idle", guardWatchedIdle::step);
+            r.add("wrapped watched", wrappedWatched::step);
+            r.add("wrapped watched idle", wrappedWatchedIdle::step);
+            r.add("wrapped value", wrappedValue::step);
             Map<String, Double> m = r.run();
             String size = Table.count(params) + " params, batch " + BATCH;
             double base = m.get("unguarded");
@@ -187,6 +206,12 @@ public final class TfBench {
                     "unguarded step", base, 1.03, Pipelines.clipActivity(guardWatched.coefficient)));
             section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm + norm monitor, armed, not acting (TfGuard)", size,
                     m.get("guard watched idle"), "unguarded step", base, 1.03, Pipelines.clipActivity(guardWatchedIdle.coefficient)));
+            section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm + norm monitor (TfOptimizer, one training op)", size,
+                    m.get("wrapped watched"), "Σg² only step", m.get("norm only"), 1.01, "clip acting"));
+            section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm + norm monitor, armed, not acting (TfOptimizer)", size,
+                    m.get("wrapped watched idle"), "Σg² only step", m.get("norm only"), 1.01, "clip armed, not acting"));
+            section.emit(Row.ratio(3, "tensorflow TfOptimizer clipByValue vs tf.clipByValue", size, m.get("wrapped value"),
+                    "tf.clipByValue step", m.get("hand value"), 1.05, ""));
             section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm alone, armed, not acting (context)", size,
                     m.get("guard global idle"), "unguarded step", base, Double.NaN, Pipelines.clipActivity(guardIdle.coefficient)));
             section.emit(Row.ratio(2, "tensorflow guarded step + monitor every step", size, m.get("guard monitored"),
@@ -324,6 +349,30 @@ public final class TfBench {
         TfGuard guard = TfGuard.of(pipeline).attach(session, n.loss(), n.vars(), new Adam(n.graph(), Pipelines.LEARNING_RATE));
         open.add(guard);
         return new GuardedVariant(guard);
+    }
+
+    /** Calls between two {@link TfOptimizer#drain()}s of a wrapped variant with a monitor: a logging cadence. */
+    private static final int DRAIN_EVERY = 100;
+
+    /**
+     * A step through the optimizer wrapper: the pipeline compiled into one training op on the shared
+     * graph, run by a plain {@code session.runner()} that fetches the loss, as the hand-written steps
+     * do; its monitor's records are drained every {@value #DRAIN_EVERY} calls. Call
+     * {@code session.initialize()} after building it (its own and Adam's variables).
+     */
+    private Variant wrapped(Net n, Session session, GradientPipeline pipeline) {
+        TfOptimizer o = TfOptimizer.of(session, new Adam(n.graph(), Pipelines.LEARNING_RATE), pipeline);
+        Op train = o.minimize(n.loss(), n.vars());
+        open.add(o);
+        int[] calls = {0};
+        return () -> {
+            try (Result r = session.runner().addTarget(train).fetch(n.loss()).run()) {
+                sink = r.size();
+            }
+            if (++calls[0] % DRAIN_EVERY == 0) {
+                o.drain();
+            }
+        };
     }
 
     /** Σ over tensors of Σ g², then g · c / max(√Σ, c) with c = {@link Pipelines#MAX_NORM}, all as graph ops. */
