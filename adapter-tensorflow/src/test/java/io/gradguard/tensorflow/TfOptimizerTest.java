@@ -334,6 +334,37 @@ class TfOptimizerTest {
         }
     }
 
+    /** 10,000 calls with 1% poisoned batches: every one skipped, none missed, parameters finite, no node added after the build. */
+    @Test
+    void soakWithFaults() {
+        try (Kit kit = new Kit(true)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.skipNonFinite(3), Transforms.accumulate(2),
+                    Transforms.clipByGlobalNorm(0.5));
+            Op train = wrapped.minimize(kit.loss);
+            kit.run(train, Batch.of(0, 8));
+            int ops = TfOps.operationCount(kit.graph);
+            java.util.Random r = new java.util.Random(3);
+            int injected = 0;
+            for (int i = 1; i < 10_000; i++) {
+                Batch b = Batch.of(i, 8);
+                if (r.nextDouble() < 0.01) {
+                    b = poisoned(b);
+                    injected++;
+                }
+                kit.run(train, b);
+            }
+            TfOptimizer.Counters c = wrapped.counters();
+            assertEquals(injected, c.skipped(), "skipped == injected");
+            assertEquals(10_000, c.calls());
+            assertEquals((10_000 - injected) / 2, c.steps(), "one update per 2 counted micro-batches");
+            for (float v : kit.state()) {
+                assertTrue(Float.isFinite(v), "parameters and slots finite");
+            }
+            assertEquals(ops, TfOps.operationCount(kit.graph), "no node is added per step");
+            assertTrue(injected > 50, "faults injected: " + injected);
+        }
+    }
+
     @Test
     void aStageThatDecidesOnTheHostIsRefusedByName() {
         try (Kit kit = new Kit(false)) {

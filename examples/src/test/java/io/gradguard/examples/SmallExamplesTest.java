@@ -56,6 +56,16 @@ class SmallExamplesTest {
     }
 
     @Test
+    void tensorFlowOptimizer_theWrappedOptimizerKeepsTheUsersLoopFinite() throws Exception {
+        String out = run(GuardTensorFlowOptimizer::main);
+        assertTrue(Double.isNaN(number(out, "plain Momentum: loss after 400 steps")), out);
+        double guarded = number(out, "GradGuard:      loss after 400 steps");
+        assertTrue(guarded < 2.0, "guarded loss " + guarded);
+        assertTrue(out.contains("400 calls: 199 optimizer steps, 1 skipped, 200 held"), out);
+        assertTrue(out.contains("step 99: loss") && out.contains("step 200: loss"), out);
+    }
+
+    @Test
     void tensorFlowTowers_twoTowersOnTwoCpuDevicesMatchOneDevice() throws Exception {
         String out = run(GuardTensorFlowTowers::main);
         assertTrue(number(out, "max |two towers - one device| over the variables after 200 steps:") < 1e-5, out);

@@ -113,6 +113,7 @@ public final class TfBench {
             Session session = new Session(n.graph());
             open.add(session);
             Variant plain = hand(n, session, "plain", (tf, grads) -> grads);
+            Variant handClip = hand(n, session, "hand_clip", TfBench::clipByGlobalNorm);
             session.initialize();
             Variant clip = guard(n, session, Pipelines.globalClip());
             Variant readme = guard(n, session, Pipelines.readme());
@@ -122,7 +123,7 @@ public final class TfBench {
             Variant wMonitored = wrapped(n, session, Pipelines.readmeMonitored());
             session.initialize();
             for (int i = 0; i < SmallModels.warmUpSteps(section); i++) {
-                for (Variant v : List.of(plain, clip, readme, monitored, wClip, wReadme, wMonitored)) {
+                for (Variant v : List.of(plain, handClip, clip, readme, monitored, wClip, wReadme, wMonitored)) {
                     v.step();
                 }
             }
@@ -131,6 +132,7 @@ public final class TfBench {
             r.add("clip", clip::step);
             r.add("readme", readme::step);
             r.add("monitored", monitored::step);
+            r.add("hand clip", handClip::step);
             r.add("w clip", wClip::step);
             r.add("w readme", wReadme::step);
             r.add("w monitored", wMonitored::step);
@@ -138,6 +140,9 @@ public final class TfBench {
             SmallModels.emit(section, "tensorflow", "TfOptimizer, one training op", n.params(), Map.of("plain", m.get("plain"),
                     "clip", m.get("w clip"), "readme", m.get("w readme"), "monitored", m.get("w monitored")));
             SmallModels.emit(section, "tensorflow", "TfGuard.step", n.params(), m);
+            section.emit(Row.ratio(5, "tensorflow small model, clipByGlobalNorm as hand-written TF ops (context)",
+                    Table.count(n.params()) + " params, batch " + SmallModels.BATCH, m.get("hand clip"), "unguarded step", m.get("plain"),
+                    Double.NaN, "the floor of any clip in the graph"));
         }
     }
 
