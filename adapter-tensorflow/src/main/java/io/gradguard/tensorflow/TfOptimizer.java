@@ -328,11 +328,15 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Operand<TFloat64> nonFinite;
         /** 1 when a stage found non-finite values, else 0: what a monitor's row records. */
         Operand<TFloat64> nonFiniteSeen;
-        Operand<TBool> assertsPassed;
+        /** Whether a stage skipped / held this call (null: none can). */
+        Operand<TBool> skips;
+        Operand<TBool> holds;
         final List<Op> asserts = new ArrayList<>();
         final List<Operand<?>> computed = new ArrayList<>();
         final List<Object[]> writes = new ArrayList<>();
         final Map<String, Operand<TFloat64>> metrics = new LinkedHashMap<>();
+        /** The same metrics ungated, for a monitor's row (the host blanks what a skipped or held call did not reach). */
+        final Map<String, Operand<TFloat64>> rawMetrics = new LinkedHashMap<>();
 
         Program(Ops tf, TfOps ops, Output<?>[] g) {
             this.tf = tf;
@@ -363,11 +367,21 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
 
         /** This stage decides {@code kind} when {@code when} holds on a call that reaches it. */
         void decide(Operand<TBool> when, double kind, int stage) {
-            Operand<TBool> hit = and(reaching(), when);
+            Operand<TBool> hit = reached(when);
+            if (kind == SKIP) {
+                skips = skips == null ? hit : tf.math.logicalOr(skips, hit);
+            } else {
+                holds = holds == null ? hit : tf.math.logicalOr(holds, hit);
+            }
             action = tf.select(hit, tf.constant(kind), action);
             decidedBy = tf.select(hit, tf.constant((double) stage), decidedBy);
             Operand<TBool> notHit = tf.math.logicalNot(when);
             go = go == null ? notHit : and(go, notHit);
+        }
+
+        /** {@code when}, on a call that reaches the current stage. */
+        Operand<TBool> reached(Operand<TBool> when) {
+            return go == null ? when : and(go, when);
         }
 
         Operand<TBool> and(Operand<TBool> a, Operand<TBool> b) {
@@ -377,6 +391,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         /** A metric of a stage: NaN on calls that do not reach it. */
         void metric(String key, Operand<TFloat64> value) {
             metrics.put(key, go == null ? value : tf.select(go, value, tf.constant(Double.NaN)));
+            rawMetrics.put(key, value);
         }
 
         Variable<TInt64> counter(String name) {
@@ -444,8 +459,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Operand<TFloat64> normBefore = tf.constant(Double.NaN);
         Operand<TFloat64> normAfter = tf.constant(Double.NaN);
         if (!monitors.isEmpty()) {
-            Operand<TFloat64> norm = changers == 1 ? p.metrics.get(lastChanger + ".norm") : null;
-            Operand<TFloat64> coefficient = changers == 1 ? p.metrics.get(lastChanger + ".coefficient") : null;
+            Operand<TFloat64> norm = changers == 1 ? p.rawMetrics.get(lastChanger + ".norm") : null;
+            Operand<TFloat64> coefficient = changers == 1 ? p.rawMetrics.get(lastChanger + ".coefficient") : null;
             if (norm != null && coefficient != null) {
                 // one global scaling stage: its norm and coefficient are the record's (no second pass)
                 normBefore = norm;
@@ -486,7 +501,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             cells.add(p.microBatches);
             cells.add(lossScaleUsed);
             cells.add(p.nonFiniteSeen);
-            cells.addAll(p.metrics.values());
+            cells.addAll(p.rawMetrics.values());
             Operand<TFloat64> row = tf.stack(cells);
             p.computed.add(row);
             history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
@@ -498,9 +513,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         // calls, steps, skipped, held: one add of this call's deltas
         boolean gated = p.go != null || !p.asserts.isEmpty();
         Operand<TInt64> delta = !gated ? tf.constant(new long[] {1, 1, 0, 0})
-                : tf.stack(List.of(tf.constant(1L), tf.dtypes.cast(applies, TInt64.class),
-                        tf.dtypes.cast(tf.math.equal(p.action, tf.constant(SKIP)), TInt64.class),
-                        tf.dtypes.cast(tf.math.equal(p.action, tf.constant(HOLD)), TInt64.class)));
+                : tf.dtypes.cast(tf.stack(List.of(tf.constant(true), applies, p.skips == null ? tf.constant(false) : p.skips,
+                        p.holds == null ? tf.constant(false) : p.holds)), TInt64.class);
         p.write(counters, tf.math.add(counters, delta));
 
         // the wrapped optimizer's update, behind the gate: its inputs are dead when the call does not apply
@@ -585,11 +599,11 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Operand<TBool> finite = allFinite(p);
         Operand<TFloat64> found = nonFiniteCount(p, finite);
         Operand<TBool> reached = p.reaching();
-        Operand<TBool> bad = p.and(reached, tf.math.logicalNot(finite));
+        Operand<TBool> bad = p.reached(tf.math.logicalNot(finite));
         Variable<TInt64> consecutive = p.counter(stage + "_consecutive");
         Variable<TInt64> total = p.counter(stage + "_total");
-        Operand<TInt64> next = tf.select(bad, tf.math.add(consecutive, tf.constant(1L)),
-                tf.select(reached, tf.constant(0L), identity(tf, consecutive)));
+        Operand<TInt64> unchanged = p.go == null ? tf.constant(0L) : tf.select(reached, tf.constant(0L), identity(tf, consecutive));
+        Operand<TInt64> next = tf.select(bad, tf.math.add(consecutive, tf.constant(1L)), unchanged);
         p.write(consecutive, next);
         p.write(total, p.plusIf(total, bad));
         p.metric(stage + ".nonFinite", found);
