@@ -520,11 +520,18 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         // the wrapped optimizer's update, behind the gate: its inputs are dead when the call does not apply
         // (tensorflow-framework's applyGradients runs every update after all the gradients it is given)
         List<GradAndVar<? extends TType>> gv = new ArrayList<>();
+        Set<GraphOperation> gates = new java.util.HashSet<>();
         for (int i = 0; i < p.g.length; i++) {
             Output<?> x = gated ? switchOf(tf, p.g[i], applies).outputTrue() : p.g[i];
+            gates.add((GraphOperation) x.op());
             gv.add(gradAndVar(x, vars.get(i)));
         }
+        Set<String> existing = new java.util.HashSet<>();
+        graph.operations().forEachRemaining(o -> existing.add(o.name()));
         Op apply = inner.applyGradients(gv, scopeName + "_apply");
+        if (gated) {
+            apply = gatedUpdate(tf, existing, gates, applies);
+        }
         Operand<TBool> done;
         if (gated) {
             SwitchCond<TBool> sw = tf.switchCond(applies, applies);
@@ -550,6 +557,65 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 history == null ? null : identity(tf, history).asOutput(), capacity, width, List.copyOf(p.metrics.keySet()),
                 List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput());
         return train;
+    }
+
+    /**
+     * The wrapped optimizer's update, all of it behind the gate. Its per-variable updates read the
+     * gated gradients, so they do not run on a call that does not apply. Some optimizers also write
+     * state that reads no gradient (tensorflow-framework's Adam and Adamax advance their beta powers
+     * in {@code finish}, AdaGradDA its global step in {@code prepare}): such a write is rebuilt with
+     * its value behind the gate and ordered after the per-variable updates (which read the old
+     * value), and the training op targets these instead of the optimizer's own op, so the originals
+     * never run. A write the updates read the result of (Nadam's momentum schedule) cannot be moved
+     * behind the gate: that optimizer is refused.
+     *
+     * @throws IllegalArgumentException if the optimizer writes state the gate cannot hold back
+     */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private Op gatedUpdate(Ops tf, Set<String> existing, Set<GraphOperation> gates, Operand<TBool> applies) {
+        Set<GraphOperation> downstream = graph.subgraphFromOps(gates);
+        List<GraphOperation> gatedWrites = new ArrayList<>();
+        List<GraphOperation> ungated = new ArrayList<>();
+        for (var it = graph.operations(); it.hasNext(); ) {
+            GraphOperation op = (GraphOperation) it.next();
+            if (existing.contains(op.name()) || graph.isInitializer(op) || !writes(op.type())) {
+                continue;
+            }
+            (downstream.contains(op) ? gatedWrites : ungated).add(op);
+        }
+        Set<GraphOperation> feeding = gatedWrites.isEmpty() ? Set.of() : graph.subgraphToOps(new java.util.HashSet<>(gatedWrites));
+        List<String> refused = new ArrayList<>();
+        for (GraphOperation op : ungated) {
+            boolean movable = (op.type().equals("Assign") || op.type().equals("AssignAdd") || op.type().equals("AssignSub"))
+                    && !feeding.contains(op);
+            if (!movable) {
+                refused.add(op.name() + " (" + op.type() + ")");
+            }
+        }
+        Checks.require(refused.isEmpty(), "optimizer", "write its state in its per-variable updates or in assignments they do not "
+                + "read, so that a skipped or held call leaves it untouched; " + inner.getOptimizerName() + " writes " + refused
+                + " on every run and reads the result: use another optimizer (Adam, Momentum, RMSProp, AdaGrad...) or a pipeline "
+                + "that never skips or holds", inner.getOptimizerName());
+        List<Op> all = new ArrayList<>();
+        for (GraphOperation w : gatedWrites) {
+            all.add(() -> w);
+        }
+        Ops afterUpdates = tf.withControlDependencies(new ArrayList<>(all));
+        for (GraphOperation op : ungated) {
+            Operand ref = op.input(0);
+            Operand value = switchOf(tf, op.input(1), applies).outputTrue();
+            Op write = switch (op.type()) {
+                case "AssignAdd" -> afterUpdates.assignAdd(ref, value);
+                case "AssignSub" -> afterUpdates.assignSub(ref, value);
+                default -> afterUpdates.assign(ref, value);
+            };
+            all.add(write);
+        }
+        return tf.withControlDependencies(all).noOp();
+    }
+
+    private static boolean writes(String type) {
+        return type.startsWith("Assign") || type.startsWith("Apply") || type.startsWith("ResourceApply") || type.startsWith("Scatter");
     }
 
     /** Every value the run computes before any state variable is written. */

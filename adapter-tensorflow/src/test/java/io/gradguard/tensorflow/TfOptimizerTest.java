@@ -375,6 +375,94 @@ class TfOptimizerTest {
         }
     }
 
+    /**
+     * tensorflow-framework's Adam advances its beta powers in {@code finish}, outside the per-variable
+     * updates: the wrapper moves those writes behind its gate too, so a skipped call leaves the
+     * moments AND the beta powers untouched, and orders them after the updates (which makes Adam
+     * reproducible: unwrapped, the two race).
+     */
+    @Test
+    void aSkippedCallLeavesAdamsBetaPowersUntouchedAndAdamIsReproducible() {
+        float[][] runs = new float[2][];
+        for (int run = 0; run < 2; run++) {
+            try (Kit kit = new Kit(false)) {
+                org.tensorflow.framework.optimizers.Adam adam = new org.tensorflow.framework.optimizers.Adam(kit.graph, 0.01f);
+                Op train = TfOptimizer.of(kit.session, adam, Transforms.skipNonFinite(3)).minimize(kit.loss);
+                List<Operand<TFloat32>> watched = new ArrayList<>(kit.variables);
+                for (Variable<TFloat32> v : kit.variables) {
+                    watched.add(adam.getSlot(v.asOutput(), org.tensorflow.framework.optimizers.Adam.FIRST_MOMENT).get());
+                    watched.add(adam.getSlot(v.asOutput(), org.tensorflow.framework.optimizers.Adam.SECOND_MOMENT).get());
+                }
+                for (int i = 0; i < 5; i++) {
+                    kit.run(train, Batch.of(i, 8));
+                }
+                float[] before = fetchAll(kit, watched);
+                float[] powers = fetchAll(kit, betaPowers(kit));
+                kit.run(train, poisoned(Batch.of(9, 8)));
+                assertArrayEquals(before, fetchAll(kit, watched), "parameters and moments");
+                assertArrayEquals(powers, fetchAll(kit, betaPowers(kit)), "beta powers");
+                kit.run(train, Batch.of(10, 8));
+                assertTrue(fetchAll(kit, betaPowers(kit))[0] < powers[0], "the next applied call advances them");
+                runs[run] = fetchAll(kit, watched);
+            }
+        }
+        assertArrayEquals(runs[0], runs[1], "two identical Adam runs are bit-identical");
+    }
+
+    @SuppressWarnings("unchecked")
+    private static List<Operand<TFloat32>> betaPowers(Kit kit) {
+        List<Operand<TFloat32>> out = new ArrayList<>();
+        kit.graph.operations().forEachRemaining(o -> {
+            if (o.type().equals("VariableV2") && o.name().toLowerCase().contains("power")) {
+                out.add((Operand<TFloat32>) (Operand<?>) o.output(0));
+            }
+        });
+        assertEquals(2, out.size(), "Adam's two beta powers");
+        return out;
+    }
+
+    private static float[] fetchAll(Kit kit, List<Operand<TFloat32>> ops) {
+        Session.Runner r = kit.session.runner();
+        ops.forEach(r::fetch);
+        List<Float> all = new ArrayList<>();
+        try (Result res = r.run()) {
+            for (int i = 0; i < ops.size(); i++) {
+                TFloat32 t = (TFloat32) res.get(i);
+                float[] a = new float[(int) t.shape().size()];
+                t.copyTo(DataBuffers.of(a, false, false));
+                for (float v : a) {
+                    all.add(v);
+                }
+            }
+        }
+        float[] out = new float[all.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = all.get(i);
+        }
+        return out;
+    }
+
+    @Test
+    void anOptimizerThatMovesStateOnEveryRunIsRefusedWhenCallsMaySkip() {
+        try (Kit kit = new Kit(false)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, new org.tensorflow.framework.optimizers.Nadam(kit.graph),
+                    Transforms.skipNonFinite(3));
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> wrapped.minimize(kit.loss));
+            assertTrue(e.getMessage().contains("Nadam"), e.getMessage());
+        }
+        try (Kit kit = new Kit(false)) {
+            // a pipeline that never skips or holds: Nadam runs every call, as unwrapped
+            TfOptimizer.of(kit.session, new org.tensorflow.framework.optimizers.Nadam(kit.graph), Transforms.clipByGlobalNorm(1))
+                    .minimize(kit.loss);
+        }
+        try (Kit kit = new Kit(false)) {
+            for (Optimizer o : List.of(new org.tensorflow.framework.optimizers.Adam(kit.graph), new org.tensorflow.framework.optimizers.RMSProp(kit.graph),
+                    new org.tensorflow.framework.optimizers.AdaGrad(kit.graph), new Momentum(kit.graph, 0.1f, 0.9f))) {
+                TfOptimizer.of(kit.session, o, Transforms.skipNonFinite(3), Transforms.accumulate(2)).minimize(kit.loss);
+            }
+        }
+    }
+
     @Test
     void misuseGetsClearErrors() {
         try (Kit kit = new Kit(false)) {
