@@ -10,7 +10,12 @@ import io.gradguard.core.StepResult;
 import io.gradguard.core.internal.Checks;
 import io.gradguard.core.monitor.Monitor;
 import io.gradguard.core.monitor.StepRecord;
+import io.gradguard.core.NormType;
+import io.gradguard.core.Norms;
 import io.gradguard.core.transform.Accumulate;
+import io.gradguard.core.transform.AutoClip;
+import io.gradguard.core.transform.SkipSpikes;
+import io.gradguard.core.transform.ZClip;
 import io.gradguard.core.transform.LossScale;
 import io.gradguard.core.transform.NonFiniteGuard;
 import java.util.ArrayList;
@@ -57,14 +62,18 @@ import org.tensorflow.types.family.TType;
  *   <li>{@code dynamicLossScale()} / {@code lossScale(s)} (first stage, {@link #minimize} only): the
  *       gradients are those of {@code loss · S}, S a graph variable, divided by S again; an overflow
  *       skips the update and backs S off, {@code growthInterval} finite calls grow it;</li>
+ *   <li>{@code skipSpikes}, {@code zClip}, {@code autoClip}: their norm histories (a ring of the last
+ *       norms, the EMA mean and variance, the warm-up buffer) in graph variables, the z-score or
+ *       percentile and the decision as graph ops, with core's formulas;</li>
  *   <li>a {@link Monitor} stage: each call's scalars (loss, norms before and after the pipeline, the
  *       stages' metrics) go to a ring of graph variables that {@link #drain()} hands to the monitor on
  *       the host, when you call it (every N steps, and at {@link #close()}).</li>
  * </ul>
  *
- * <p>Stages that decide on the host from history ({@code autoClip}, {@code zClip},
- * {@code skipSpikes}) are refused at build time with an {@link IllegalArgumentException} naming
- * the stage: run them with {@link TfGuard#attach} and {@link TfGuard#step}.
+ * <p>What cannot run in a graph is refused at build time with an {@link IllegalArgumentException}
+ * naming the stage: a stage of your own that reads a value on the host, and {@code accumulate} with
+ * a schedule or batch-size weights (host facts). Run those with {@link TfGuard#attach} and
+ * {@link TfGuard#step}.
  *
  * <pre>{@code
  * TfOptimizer guarded = TfOptimizer.of(session, new Adam(graph, 1e-3f),
@@ -443,6 +452,16 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 continue;
             } else if (t instanceof NonFiniteGuard n && (n.policy() == NonFiniteGuard.Policy.SKIP || n.policy() == NonFiniteGuard.Policy.THROW)) {
                 nonFinite(p, n, stage, i, loss);
+            } else if (t instanceof SkipSpikes k) {
+                skipSpikes(p, k, stage, i, set);
+            } else if (t instanceof ZClip z) {
+                zClip(p, z, stage, set);
+                changers++;
+                lastChanger = stage;
+            } else if (t instanceof AutoClip a) {
+                autoClip(p, a, stage, set);
+                changers++;
+                lastChanger = stage;
             } else if (t instanceof Accumulate a) {
                 accumulate(p, a, stage, i, set);
                 input = p.g.clone(); // a record describes the window's gradient, as on the host
@@ -729,6 +748,216 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         p.microBatches = p.f64(newCount);
         p.metric(stage + ".microBatches", p.f64(newCount));
         p.decide(p.and(counted, tf.math.logicalNot(complete)), HOLD, index);
+    }
+
+    // ---- the spike handlers: their host history kept in graph variables ----------------------------
+
+    /** The global L2 norm of the current gradients, built as core builds it (so a later global stage shares the nodes). */
+    @SuppressWarnings("unchecked")
+    private static Operand<TFloat64> norm(Program p, GradientSet<TfTensor> set) {
+        for (int i = 0; i < set.size(); i++) {
+            set.get(i).gradient().rebind(p.g[i]);
+        }
+        return (Operand<TFloat64>) Norms.globalNorm(p.ops, set, NormType.L2).value();
+    }
+
+    /** Multiplies every current gradient by the float64 scalar {@code coef}, as core's stages do ({@code scaleInPlace}). */
+    private static void scale(Program p, GradientSet<TfTensor> set, Operand<TFloat64> coef) {
+        TfTensor c = new TfTensor(new long[0], coef.asOutput(), null, null);
+        for (int i = 0; i < set.size(); i++) {
+            TfTensor g = set.get(i).gradient();
+            g.rebind(p.g[i]);
+            p.ops.scaleInPlace(g, c);
+            p.g[i] = g.value();
+        }
+    }
+
+    /**
+     * A ring of the last {@code capacity} accepted norms in graph variables, as core's norm history:
+     * mean and population standard deviation over the valid entries, percentiles with numpy's linear
+     * interpolation.
+     */
+    private final class Ring {
+        final Program p;
+        final Variable<TFloat64> values;
+        final Variable<TInt64> count;
+        final int capacity;
+        final Operand<TInt64> index;
+
+        Ring(Program p, String name, int capacity) {
+            this.p = p;
+            this.capacity = capacity;
+            Ops tf = p.tf;
+            values = tf.withName(name + "_history").variable(tf.fill(tf.constant(new long[] {capacity}), tf.constant(0.0)));
+            count = p.counter(name + "_history_count");
+            index = tf.range(tf.constant(0L), tf.constant((long) capacity), tf.constant(1L));
+        }
+
+        Operand<TFloat64> size(Operand<TInt64> n) {
+            return p.f64(p.tf.math.minimum(n, p.tf.constant((long) capacity)));
+        }
+
+        Operand<TBool> valid(Operand<TInt64> n) {
+            return p.tf.math.less(index, p.tf.math.minimum(n, p.tf.constant((long) capacity)));
+        }
+
+        Operand<TFloat64> mean(Operand<TFloat64> h, Operand<TInt64> n) {
+            Ops tf = p.tf;
+            Operand<TFloat64> sum = tf.reduceSum(tf.select(valid(n), h, tf.zerosLike(h)), tf.constant(0));
+            return tf.math.div(sum, size(n));
+        }
+
+        Operand<TFloat64> std(Operand<TFloat64> h, Operand<TInt64> n) {
+            Ops tf = p.tf;
+            Operand<TFloat64> d = tf.math.sub(h, mean(h, n));
+            Operand<TFloat64> sum = tf.reduceSum(tf.select(valid(n), tf.math.mul(d, d), tf.zerosLike(h)), tf.constant(0));
+            return tf.math.sqrt(tf.math.div(sum, size(n)));
+        }
+
+        /** The ring with {@code x} added when {@code when}; writes it and the count at the end of the run. Returns the new values and count. */
+        Object[] add(Operand<TFloat64> x, Operand<TBool> when) {
+            Ops tf = p.tf;
+            Operand<TInt64> at = tf.math.floorMod(identity(tf, count), tf.constant((long) capacity));
+            Operand<TBool> slot = tf.math.logicalAnd(tf.math.equal(index, at), when);
+            Operand<TFloat64> h = tf.select(slot, tf.fill(tf.constant(new long[] {capacity}), x), identity(tf, values));
+            Operand<TInt64> n = p.plusIf(count, when);
+            p.write(values, h);
+            p.write(count, n);
+            return new Object[] {h, n};
+        }
+
+        /** The p-th percentile (0..100] of the valid entries, numpy's linear interpolation (as core's NormHistory). */
+        Operand<TFloat64> percentile(Operand<TFloat64> h, Operand<TInt64> n, double percent) {
+            Ops tf = p.tf;
+            Operand<TFloat64> ascending = tf.math.neg(tf.nn.topK(tf.math.neg(tf.select(valid(n), h,
+                    tf.fill(tf.constant(new long[] {capacity}), tf.constant(Double.POSITIVE_INFINITY)))), tf.constant(capacity), org.tensorflow.types.TInt32.class).values());
+            Operand<TFloat64> rank = tf.math.mul(tf.constant(percent / 100.0), tf.math.sub(size(n), tf.constant(1.0)));
+            Operand<TInt64> lo = tf.dtypes.cast(tf.math.floor(rank), TInt64.class);
+            Operand<TInt64> hi = tf.math.minimum(tf.math.add(lo, tf.constant(1L)),
+                    tf.math.sub(tf.math.minimum(n, tf.constant((long) capacity)), tf.constant(1L)));
+            Operand<TFloat64> a = tf.gather(ascending, tf.math.maximum(lo, tf.constant(0L)), tf.constant(0));
+            Operand<TFloat64> b = tf.gather(ascending, tf.math.maximum(hi, tf.constant(0L)), tf.constant(0));
+            return tf.math.add(a, tf.math.mul(tf.math.sub(b, a), tf.math.sub(rank, p.f64(lo))));
+        }
+    }
+
+    /** {@link SkipSpikes}: z-score of the norm against the accepted norms' window; a spike skips, up to a limit in a row. */
+    private void skipSpikes(Program p, SkipSpikes k, String stage, int index, GradientSet<TfTensor> set) {
+        Ops tf = p.tf;
+        Operand<TFloat64> n = norm(p, set);
+        Ring ring = new Ring(p, stage, k.windowSize());
+        Operand<TInt64> count = identity(tf, ring.count);
+        Operand<TFloat64> h = identity(tf, ring.values);
+        p.computed(count);
+        p.computed(h);
+        Operand<TBool> finite = tf.math.isFinite(n);
+        Operand<TBool> judged = tf.math.greaterEqual(tf.math.minimum(count, tf.constant((long) k.windowSize())),
+                tf.constant((long) k.minHistorySize()));
+        Operand<TFloat64> z = tf.math.div(tf.math.sub(n, ring.mean(h, count)), tf.math.add(ring.std(h, count), tf.constant(SkipSpikes.EPS)));
+        Operand<TBool> spike = tf.math.logicalAnd(tf.math.logicalAnd(finite, judged), tf.math.greater(z, tf.constant(k.zThreshold())));
+        Variable<TInt64> consecutive = p.counter(stage + "_consecutive");
+        Variable<TInt64> skipped = p.counter(stage + "_skipped");
+        Variable<TInt64> letThrough = p.counter(stage + "_let_through");
+        Operand<TBool> skipIt = tf.math.logicalAnd(spike, tf.math.less(consecutive, tf.constant((long) k.maxConsecutiveSkips())));
+        Operand<TBool> skipHere = p.reached(skipIt);
+        Operand<TBool> accept = p.reached(tf.math.logicalAnd(finite, tf.math.logicalNot(skipIt)));
+        p.write(consecutive, tf.select(skipHere, tf.math.add(consecutive, tf.constant(1L)),
+                tf.select(accept, tf.constant(0L), identity(tf, consecutive))));
+        p.write(skipped, p.plusIf(skipped, skipHere));
+        p.write(letThrough, p.plusIf(letThrough, p.reached(tf.math.logicalAnd(spike, tf.math.logicalNot(skipIt)))));
+        ring.add(n, accept);
+        p.metric(stage + ".norm", n);
+        p.metric(stage + ".z", z);
+        p.decide(skipIt, SKIP, index);
+    }
+
+    /** {@link ZClip}: EMA mean and variance of the norm after a warm-up; a spike's z-score sets the bound. */
+    private void zClip(Program p, ZClip zc, String stage, GradientSet<TfTensor> set) {
+        Ops tf = p.tf;
+        Operand<TFloat64> n = norm(p, set);
+        Operand<TBool> finite = tf.math.isFinite(n);
+        Operand<TBool> on = p.reached(finite);
+        int warmup = zc.warmupSteps();
+        Variable<TFloat64> mean = tf.withName(stage + "_mean").variable(tf.constant(0.0));
+        Variable<TFloat64> var = tf.withName(stage + "_var").variable(tf.constant(0.0));
+        Variable<TInt64> collected = p.counter(stage + "_collected");
+        Operand<TFloat64> m = p.computed(identity(tf, mean));
+        Operand<TFloat64> v = p.computed(identity(tf, var));
+        Operand<TInt64> c = p.computed(identity(tf, collected));
+        Operand<TBool> warming = tf.math.less(c, tf.constant((long) warmup));
+        // warm-up: the norms seed the mean and the variance once `warmup` of them are collected
+        Operand<TFloat64> warmMean = m;
+        Operand<TFloat64> warmVar = v;
+        if (warmup > 0) {
+            Variable<TFloat64> buffer = tf.withName(stage + "_warmup").variable(tf.fill(tf.constant(new long[] {warmup}), tf.constant(0.0)));
+            Operand<TFloat64> b = p.computed(identity(tf, buffer));
+            Operand<TInt64> range = tf.range(tf.constant(0L), tf.constant((long) warmup), tf.constant(1L));
+            Operand<TBool> slot = tf.math.logicalAnd(tf.math.equal(range, c), tf.math.logicalAnd(on, warming));
+            Operand<TFloat64> filled = tf.select(slot, tf.fill(tf.constant(new long[] {warmup}), n), b);
+            p.write(buffer, filled);
+            Operand<TFloat64> bm = tf.math.div(tf.reduceSum(filled, tf.constant(0)), tf.constant((double) warmup));
+            Operand<TFloat64> d = tf.math.sub(filled, bm);
+            Operand<TFloat64> bv = tf.math.div(tf.reduceSum(tf.math.mul(d, d), tf.constant(0)), tf.constant((double) warmup));
+            Operand<TBool> seeds = tf.math.logicalAnd(tf.math.logicalAnd(on, warming), tf.math.equal(c, tf.constant((long) warmup - 1)));
+            warmMean = tf.select(seeds, bm, m);
+            warmVar = tf.select(seeds, bv, v);
+        }
+        // after it: z-score against the EMA; a spike's bound, and the EMA updated with the bounded norm
+        Operand<TFloat64> std = tf.math.sqrt(v);
+        Operand<TFloat64> z = tf.math.div(tf.math.sub(n, m), tf.math.add(std, tf.constant(zc.eps())));
+        Operand<TBool> spike = tf.math.greater(z, tf.constant(zc.zThreshold()));
+        double zt = zc.zThreshold();
+        Operand<TFloat64> bound = zc.clipMode() == ZClip.Mode.MEAN ? m
+                : tf.math.mul(tf.math.add(m, tf.math.div(tf.math.mul(tf.constant(zt), std), tf.math.div(z, tf.constant(zt)))),
+                        tf.constant(zc.clipFactor()));
+        Operand<TFloat64> steadyThreshold = tf.select(spike, bound, n);
+        Operand<TFloat64> x = steadyThreshold;
+        Operand<TFloat64> a = tf.constant(zc.alpha());
+        Operand<TFloat64> b1 = tf.constant(1 - zc.alpha());
+        Operand<TFloat64> newMean = tf.math.add(tf.math.mul(a, m), tf.math.mul(b1, x));
+        Operand<TFloat64> dx = tf.math.sub(x, newMean);
+        Operand<TFloat64> newVar = tf.math.add(tf.math.mul(a, v), tf.math.mul(b1, tf.math.mul(dx, dx)));
+        Operand<TBool> steady = tf.math.logicalAnd(on, tf.math.logicalNot(warming));
+        p.write(mean, tf.select(steady, newMean, warmMean));
+        p.write(var, tf.select(steady, newVar, warmVar));
+        p.write(collected, p.plusIf(collected, tf.math.logicalAnd(on, warming)));
+        Operand<TFloat64> threshold = tf.select(warming, n, steadyThreshold);
+        if (!Double.isNaN(zc.capNorm())) {
+            threshold = tf.math.minimum(threshold, tf.constant(zc.capNorm()));
+        }
+        Operand<TFloat64> coef = coefficient(tf, finite, n, threshold);
+        p.metric(stage + ".norm", n);
+        p.metric(stage + ".z", z);
+        p.metric(stage + ".coefficient", coef);
+        p.metric(stage + ".threshold", threshold);
+        scale(p, set, coef);
+    }
+
+    /** {@link AutoClip}: the bound is a percentile of the norms seen so far (the last historySize). */
+    private void autoClip(Program p, AutoClip ac, String stage, GradientSet<TfTensor> set) {
+        Ops tf = p.tf;
+        Operand<TFloat64> n = norm(p, set);
+        Operand<TBool> finite = tf.math.isFinite(n);
+        Ring ring = new Ring(p, stage, ac.historySize());
+        p.computed(identity(tf, ring.count));
+        Object[] added = ring.add(n, p.reached(finite));
+        @SuppressWarnings("unchecked")
+        Operand<TFloat64> h = (Operand<TFloat64>) added[0];
+        @SuppressWarnings("unchecked")
+        Operand<TInt64> count = (Operand<TInt64>) added[1];
+        Operand<TFloat64> threshold = ring.percentile(h, count, ac.percentile());
+        Operand<TFloat64> coef = coefficient(tf, finite, n, threshold);
+        p.metric(stage + ".norm", n);
+        p.metric(stage + ".coefficient", coef);
+        p.metric(stage + ".threshold", threshold);
+        scale(p, set, coef);
+    }
+
+    /** threshold / n when the norm is finite and above a positive threshold, else 1 (core's clip coefficient). */
+    private static Operand<TFloat64> coefficient(Ops tf, Operand<TBool> finite, Operand<TFloat64> n, Operand<TFloat64> threshold) {
+        Operand<TBool> acts = tf.math.logicalAnd(finite, tf.math.logicalAnd(tf.math.greater(threshold, tf.constant(0.0)),
+                tf.math.greater(n, threshold)));
+        return tf.select(acts, tf.math.div(threshold, n), tf.constant(1.0));
     }
 
     /** A stage that decides nothing: core's own transform code, run once on graph nodes. */

@@ -161,7 +161,8 @@ class TfOptimizerTest {
     }
 
     /** Trains the same batches through TfGuard.step and through TfOptimizer, and compares state after every call. */
-    private static void sameAsHostStep(boolean momentum, Supplier<GradientTransform[]> stages, List<Batch> batches, double tol) {
+    /** @return the host guard's skipped and clipped counts (so a test can check its stages acted) */
+    private static long[] sameAsHostStep(boolean momentum, Supplier<GradientTransform[]> stages, List<Batch> batches, double tol) {
         try (Kit host = new Kit(momentum); Kit graph = new Kit(momentum);
                 TfGuard guard = TfGuard.of(stages.get()).attach(host.session, host.loss, host.variables, host.optimizer)) {
             TfOptimizer wrapped = TfOptimizer.of(graph.session, graph.optimizer, stages.get());
@@ -187,6 +188,7 @@ class TfOptimizerTest {
             assertEquals(guard.stepCount(), c.steps(), "steps");
             assertEquals(guard.skippedCount(), c.skipped(), "skipped");
             assertEquals(guard.heldCount(), c.held(), "held");
+            return new long[] {guard.skippedCount(), guard.clippedCount()};
         }
     }
 
@@ -217,6 +219,54 @@ class TfOptimizerTest {
     void lossScalingEqualsTheHostStep() {
         sameAsHostStep(true, () -> new GradientTransform[] {Transforms.dynamicLossScale(65536, 2.0, 0.5, 3), Transforms.skipNonFinite(3),
                 Transforms.clipByGlobalNorm(0.1)}, batches(12, 9), 1e-6);
+    }
+
+    /** The batch with inputs and targets ×30: a gradient-norm spike. */
+    private static Batch loud(Batch b) {
+        float[][] x = new float[b.x().length][];
+        float[][] y = new float[b.y().length][];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = b.x()[i].clone();
+            y[i] = b.y()[i].clone();
+            for (int j = 0; j < x[i].length; j++) {
+                x[i][j] *= 30;
+            }
+            for (int j = 0; j < y[i].length; j++) {
+                y[i][j] *= 30;
+            }
+        }
+        return new Batch(x, y);
+    }
+
+    private static List<Batch> withSpikes(int n, int... spikes) {
+        List<Batch> out = batches(n);
+        for (int i : spikes) {
+            out.set(i, loud(out.get(i)));
+        }
+        return out;
+    }
+
+    @Test
+    void skipSpikesEqualsTheHostStep() {
+        long[] acted = sameAsHostStep(true, () -> new GradientTransform[] {io.gradguard.core.transform.SkipSpikes.zAbove(2.0).window(8)
+                .minHistory(4).maxConsecutive(2), Transforms.clipByGlobalNorm(0.5)}, withSpikes(22, 9, 14, 15, 16, 17), 1e-6);
+        assertEquals(3, acted[0], "spikes 9, 14, 15 skipped; 16 let through (2 in a row), 17 then judged against a window holding 16");
+    }
+
+    @Test
+    void zClipEqualsTheHostStep() {
+        assertTrue(sameAsHostStep(true, () -> new GradientTransform[] {Transforms.skipNonFinite(3), io.gradguard.core.transform.ZClip
+                .defaults().warmup(4)}, withSpikes(16, 8, 12), 1e-6)[1] >= 2, "the spikes clipped");
+        assertTrue(sameAsHostStep(false, () -> new GradientTransform[] {io.gradguard.core.transform.ZClip.defaults().warmup(3)
+                .mode(io.gradguard.core.transform.ZClip.Mode.MEAN).cap(2.0)}, withSpikes(12, 1, 7), 1e-6)[1] >= 2, "clipped");
+    }
+
+    @Test
+    void autoClipEqualsTheHostStep() {
+        assertTrue(sameAsHostStep(true, () -> new GradientTransform[] {Transforms.accumulate(2), Transforms.autoClip(50, 5)},
+                withSpikes(16, 3, 9), 1e-6)[1] >= 2, "clipped");
+        assertTrue(sameAsHostStep(false, () -> new GradientTransform[] {Transforms.autoClip(10, 100)}, withSpikes(8, 5), 1e-6)[1] >= 3,
+                "clipped");
     }
 
     @Test
@@ -365,22 +415,34 @@ class TfOptimizerTest {
         }
     }
 
+    /** A stage of the user's own that reads a value on the host cannot run inside the graph: refused, by name. */
     @Test
     void aStageThatDecidesOnTheHostIsRefusedByName() {
+        GradientTransform hostReader = new GradientTransform() {
+            @Override
+            public String name() {
+                return "myHostRule";
+            }
+
+            @Override
+            public <T> io.gradguard.core.Action update(io.gradguard.core.Step<T> step, io.gradguard.core.TransformState state) {
+                double n = step.ops().toHost(step.ops().sumOfSquares(step.gradients().get(0).gradient()));
+                return n > 1e9 ? io.gradguard.core.Action.skip("too large") : io.gradguard.core.Action.proceed();
+            }
+        };
         try (Kit kit = new Kit(false)) {
-            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.autoClip(10));
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, hostReader);
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> wrapped.minimize(kit.loss));
-            assertTrue(e.getMessage().contains("autoClip"), e.getMessage());
+            assertTrue(e.getMessage().contains("myHostRule"), e.getMessage());
             assertTrue(e.getMessage().contains("TfGuard.attach"), e.getMessage());
+        }
+        try (Kit kit = new Kit(false)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, io.gradguard.core.transform.Accumulate.schedule(s -> 2));
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> wrapped.minimize(kit.loss));
+            assertTrue(e.getMessage().contains("schedule"), e.getMessage());
         }
     }
 
-    /**
-     * tensorflow-framework's Adam advances its beta powers in {@code finish}, outside the per-variable
-     * updates: the wrapper moves those writes behind its gate too, so a skipped call leaves the
-     * moments AND the beta powers untouched, and orders them after the updates (which makes Adam
-     * reproducible: unwrapped, the two race).
-     */
     @Test
     void aSkippedCallLeavesAdamsBetaPowersUntouchedAndAdamIsReproducible() {
         float[][] runs = new float[2][];

@@ -52,6 +52,16 @@ public final class AutoClip implements GradientTransform {
         return "autoClip";
     }
 
+    /** The percentile of the norm history that bounds the norm (0..100]. */
+    public double percentile() {
+        return percentile;
+    }
+
+    /** How many recent norms the history keeps. */
+    public int historySize() {
+        return historySize;
+    }
+
     @Override
     public <T> TransformState init(io.gradguard.core.GradientSet<T> gradients, TensorOps<T> ops) {
         return new State(new NormHistory(historySize));

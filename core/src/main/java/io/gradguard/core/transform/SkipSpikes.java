@@ -43,7 +43,8 @@ import java.io.IOException;
  *     minHistory not in [2, W], or maxConsecutive &lt; 0
  */
 public final class SkipSpikes implements GradientTransform {
-    private static final double EPS = 1e-12;
+    /** The ε added to the standard deviation in the z-score. */
+    public static final double EPS = 1e-12;
 
     private final double zThreshold;
     private final int window;
@@ -73,6 +74,26 @@ public final class SkipSpikes implements GradientTransform {
 
     public SkipSpikes maxConsecutive(int m) {
         return new SkipSpikes(zThreshold, window, minHistory, m);
+    }
+
+    /** The z-score above which a norm is a spike. */
+    public double zThreshold() {
+        return zThreshold;
+    }
+
+    /** How many recent accepted norms the mean and deviation are taken over. */
+    public int windowSize() {
+        return window;
+    }
+
+    /** Accepted norms needed before a spike can be judged. */
+    public int minHistorySize() {
+        return minHistory;
+    }
+
+    /** Spikes skipped in a row before one is let through. */
+    public int maxConsecutiveSkips() {
+        return maxConsecutive;
     }
 
     @Override

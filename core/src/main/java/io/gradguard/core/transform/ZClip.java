@@ -98,6 +98,41 @@ public final class ZClip implements GradientTransform {
         return new ZClip(alpha, zThreshold, warmup, mode, clipFactor, maxNorm, eps);
     }
 
+    /** The EMA's decay α of the norm's mean and variance. */
+    public double alpha() {
+        return alpha;
+    }
+
+    /** The z-score above which a norm is a spike. */
+    public double zThreshold() {
+        return zThreshold;
+    }
+
+    /** Steps whose norms seed the mean and variance. */
+    public int warmupSteps() {
+        return warmup;
+    }
+
+    /** How a spike's bound is chosen. */
+    public Mode clipMode() {
+        return mode;
+    }
+
+    /** The factor of the adaptive bound ({@link Mode#ADAPTIVE_SCALING}). */
+    public double clipFactor() {
+        return clipFactor;
+    }
+
+    /** The absolute bound on top of the adaptive one; NaN for none. */
+    public double capNorm() {
+        return cap;
+    }
+
+    /** The ε added to the standard deviation. */
+    public double eps() {
+        return eps;
+    }
+
     @Override
     public String name() {
         return "zClip";
