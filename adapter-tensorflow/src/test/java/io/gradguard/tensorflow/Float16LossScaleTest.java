@@ -159,4 +159,62 @@ class Float16LossScaleTest {
             Float16Fixture.assertNormClose(reference.norm(), r, "the global norm of the unscaled gradients");
         }
     }
+
+    /**
+     * The same through the optimizer wrapper ({@link TfOptimizer}, the step in one training op): pure
+     * float16, the loss scale a graph variable. Without scaling W1 does not move; with it the first
+     * call overflows (skipped, W1 untouched, the scale backs off to 2^15) and the second moves W1 by
+     * LR times the float32 gradient, within float16 precision.
+     */
+    @Test
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    void float16_through_the_optimizer_wrapper() {
+        Reference reference = Reference.measure();
+        for (boolean scaled : new boolean[] {false, true}) {
+            try (Graph graph = new Graph(); Session session = new Session(graph)) {
+                Ops tf = Ops.create(graph);
+                Placeholder x = tf.withName("x").placeholder(TFloat16.class, Placeholder.shape(Shape.of(-1, 2)));
+                Variable w1 = tf.withName("w1").variable(tf.dtypes.cast(tf.constant(StdArrays.ndCopyOf(Float16Fixture.W1)), TFloat16.class));
+                Variable w2 = tf.withName("w2").variable(tf.dtypes.cast(tf.constant(StdArrays.ndCopyOf(Float16Fixture.W2)), TFloat16.class));
+                Operand loss = tf.math.mean(tf.math.square(tf.linalg.matMul(tf.linalg.matMul(x, w1), w2)), tf.constant(new int[] {0, 1}));
+                TfOptimizer guard = scaled
+                        ? TfOptimizer.of(session, new GradientDescent(graph, LR), Transforms.dynamicLossScale(), Float16Fixture.clip())
+                        : TfOptimizer.of(session, new GradientDescent(graph, LR), Float16Fixture.clip());
+                org.tensorflow.op.Op train = guard.minimize(loss, List.<Operand<?>>of(w1, w2));
+                Operand w1f = tf.dtypes.cast(w1, TFloat32.class);
+                java.util.function.Supplier<float[]> value = () -> {
+                    float[] out = new float[4];
+                    try (Result r = session.runner().fetch(w1f).run()) {
+                        ((TFloat32) r.get(0)).copyTo(DataBuffers.of(out, false, false));
+                    }
+                    return out;
+                };
+                Runnable step = () -> {
+                    try (TFloat16 xs = TFloat16.tensorOf(StdArrays.ndCopyOf(Float16Fixture.X))) {
+                        session.runner().feed(x, xs).addTarget(train).run().close();
+                    }
+                };
+                float[] before = value.get();
+                step.run();
+                if (!scaled) {
+                    assertArrayEquals(before, value.get(), "W1 does not learn in float16 without loss scaling");
+                    continue;
+                }
+                assertEquals(new TfOptimizer.Counters(1, 0, 1, 0), guard.counters(), "2^16 overflows a float16 loss: skipped");
+                assertArrayEquals(before, value.get(), "the overflowing call leaves W1 untouched");
+                assertEquals(32768.0, guard.lossScale());
+                step.run();
+                assertEquals(new TfOptimizer.Counters(2, 1, 1, 0), guard.counters());
+                float[] after = value.get();
+                float[] applied = new float[4];
+                for (int i = 0; i < 4; i++) {
+                    applied[i] = (before[i] - after[i]) / LR;
+                }
+                for (int i = 0; i < 4; i++) {
+                    assertEquals(reference.w1()[i], applied[i], Math.abs(reference.w1()[i]) * 0.02 + Math.abs(before[i]) * 2e-3,
+                            "W1[" + i + "] moved by LR times the float32 gradient");
+                }
+            }
+        }
+    }
 }
