@@ -319,7 +319,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     /** What the build produced: the training op and the nodes the host reads. */
     private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics, List<String> metricOrder,
             Output<TFloat64> history, int capacity, int width, List<String> metricNames, List<String> stageNames,
-            Output<TFloat64> lossScale) {
+            Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers) {
     }
 
     /** A graph under construction: the gate so far, the state writes, the metrics. */
@@ -505,7 +505,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         p.computed.add(before);
         Variable<TFloat64> history = null;
         int capacity = monitors.isEmpty() ? 0 : historyCapacity;
-        int width = FIXED + p.metrics.size();
+        int width = FIXED + p.metrics.size() + (monitors.isEmpty() ? 0 : 2 * input.length);
         Op historyWrite = null;
         if (capacity > 0) {
             // the row this call leaves: its counters before the call, its decision, its scalars
@@ -521,6 +521,13 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             cells.add(lossScaleUsed);
             cells.add(p.nonFiniteSeen);
             cells.addAll(p.rawMetrics.values());
+            // per tensor, before the pipeline's changes: Σx² (the nodes a global stage builds anyway) and max|x|
+            for (Output<?> x : input) {
+                cells.add(p.f64(p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null)).value()));
+            }
+            for (Output<?> x : input) {
+                cells.add(p.f64(p.ops.maxAbs(new TfTensor(x.shape().asArray(), x, null, null)).value()));
+            }
             Operand<TFloat64> row = tf.stack(cells);
             p.computed.add(row);
             history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
@@ -574,7 +581,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         named.forEach((k, v) -> fetchable.put(k, v));
         built = new Built(train, identity(tf, counters), Map.copyOf(fetchable), List.copyOf(named.keySet()),
                 history == null ? null : identity(tf, history).asOutput(), capacity, width, List.copyOf(p.metrics.keySet()),
-                List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput());
+                List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set));
         return train;
     }
 
@@ -1160,6 +1167,41 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         return (int) (calls - from);
     }
 
+    private static List<String> tensorNames(GradientSet<TfTensor> set) {
+        List<String> out = new ArrayList<>();
+        set.forEach(t -> out.add(t.name()));
+        return List.copyOf(out);
+    }
+
+    private static List<String> tensorLayers(GradientSet<TfTensor> set) {
+        List<String> out = new ArrayList<>();
+        set.forEach(t -> out.add(t.layer()));
+        return List.copyOf(out);
+    }
+
+    /** Per tensor and per layer from the row's Σx² and max|x| (a non-finite tensor counts 1: the graph does not count). */
+    private List<io.gradguard.core.monitor.TensorStats> tensorStats(double[] row) {
+        int n = built.tensorNames.size();
+        int at = FIXED + built.metricNames.size();
+        List<io.gradguard.core.monitor.TensorStats> out = new ArrayList<>(n);
+        for (int i = 0; i < n; i++) {
+            double ss = row[at + i];
+            out.add(new io.gradguard.core.monitor.TensorStats(built.tensorNames.get(i), built.tensorLayers.get(i), Math.sqrt(ss),
+                    row[at + n + i], Double.isFinite(ss) ? 0 : 1));
+        }
+        return out;
+    }
+
+    private static List<io.gradguard.core.monitor.LayerStats> layerStats(List<io.gradguard.core.monitor.TensorStats> tensors) {
+        Map<String, Double> ss = new LinkedHashMap<>();
+        for (var t : tensors) {
+            ss.merge(t.layer(), t.norm() * t.norm(), Double::sum);
+        }
+        List<io.gradguard.core.monitor.LayerStats> out = new ArrayList<>();
+        ss.forEach((layer, v) -> out.add(new io.gradguard.core.monitor.LayerStats(layer, Math.sqrt(v), Double.NaN)));
+        return out;
+    }
+
     private StepRecord record(double[] row, double loss) {
         boolean skipped = row[ACTION] == SKIP;
         int decider = (int) row[DECIDED_BY];
@@ -1173,7 +1215,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         return new StepRecord("", 0, (long) row[STEP], (long) row[CALL], skipped, skipped ? "skipped in the graph by " + by : "", by,
                 (int) row[MICRO_BATCHES], loss, row[NORM_BEFORE], row[NORM_AFTER], coefficient, coefficient < 1, threshold,
-                (long) row[NON_FINITE], false, List.of(), List.of(), List.of(), row[LOSS_SCALE]);
+                (long) row[NON_FINITE], true, layerStats(tensorStats(row)), tensorStats(row), List.of(), row[LOSS_SCALE]);
     }
 
     private void requireBuilt(String what) {

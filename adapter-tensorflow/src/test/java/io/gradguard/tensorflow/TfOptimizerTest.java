@@ -381,6 +381,15 @@ class TfOptimizerTest {
             assertEquals(Math.min(0.05, lastRecord.normBefore()), lastRecord.normAfter(), 1e-6);
             assertTrue(lastRecord.clipped());
             assertTrue(lastRecord.hasLoss());
+            // per tensor and per layer, before the clip: their squares add up to the record's norm
+            assertEquals(4, lastRecord.tensors().size());
+            assertEquals(List.of("dense1", "dense2"), lastRecord.layers().stream().map(l -> l.layer()).toList());
+            double ss = lastRecord.tensors().stream().mapToDouble(t -> t.norm() * t.norm()).sum();
+            assertEquals(lastRecord.normBefore(), Math.sqrt(ss), 1e-9);
+            assertTrue(lastRecord.tensors().stream().allMatch(t -> t.maxAbs() > 0 && t.maxAbs() <= t.norm()));
+            StepRecord skipped = records.stream().filter(StepRecord::skipped).findFirst().orElseThrow();
+            assertEquals("nonFinite", skipped.skippedBy());
+            assertTrue(skipped.nonFinite() > 0);
         }
     }
 

@@ -175,12 +175,13 @@ public final class TfBench {
             Variant wrappedWatched = wrapped(n, session, Pipelines.guarded());
             Variant wrappedWatchedIdle = wrapped(n, session, Pipelines.guardedIdle());
             Variant wrappedValue = wrapped(n, session, Pipelines.valueClip());
+            Variant wrappedMonitored = wrapped(n, session, Pipelines.globalClipMonitored());
             session.initialize();
             // JIT warm-up of GradGuard's host code (the rounds' own warm-up gives it a few dozen
             // steps, the interpreter's share of a real run's first seconds): real steps on the shared graph
             for (int i = 0; i < (section.tiny() ? 1 : WARM_UP_STEPS); i++) {
                 for (Variant v : List.of(guardGlobal, guardIdle, guardValue, guardMonitored, guardWatched, guardWatchedIdle,
-                        wrappedWatched, wrappedWatchedIdle, wrappedValue)) {
+                        wrappedWatched, wrappedWatchedIdle, wrappedValue, wrappedMonitored)) {
                     v.step();
                 }
             }
@@ -200,6 +201,7 @@ public final class TfBench {
             r.add("wrapped watched", wrappedWatched::step);
             r.add("wrapped watched idle", wrappedWatchedIdle::step);
             r.add("wrapped value", wrappedValue::step);
+            r.add("wrapped monitored", wrappedMonitored::step);
             Map<String, Double> m = r.run();
             String size = Table.count(params) + " params, batch " + BATCH;
             double base = m.get("unguarded");
@@ -215,6 +217,8 @@ public final class TfBench {
                     m.get("wrapped watched"), "Σg² only step", m.get("norm only"), 1.01, "clip acting"));
             section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm + norm monitor, armed, not acting (TfOptimizer)", size,
                     m.get("wrapped watched idle"), "Σg² only step", m.get("norm only"), 1.01, "clip armed, not acting"));
+            section.emit(Row.ratio(2, "tensorflow guarded step + monitor every step (TfOptimizer)", size, m.get("wrapped monitored"),
+                    "Σg² only step", m.get("norm only"), 1.15, "per-tensor Σx², max|x| and a non-finite flag in the graph every step"));
             section.emit(Row.ratio(3, "tensorflow TfOptimizer clipByValue vs tf.clipByValue", size, m.get("wrapped value"),
                     "tf.clipByValue step", m.get("hand value"), 1.05, ""));
             section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm alone, armed, not acting (context)", size,
