@@ -1,17 +1,19 @@
 package io.gradguard.tensorflow;
 
+import static io.gradguard.tensorflow.GraphProgram.HOLD;
+import static io.gradguard.tensorflow.GraphProgram.SKIP;
+import static io.gradguard.tensorflow.GraphProgram.identity;
+import static io.gradguard.tensorflow.GraphProgram.identityOf;
+import static io.gradguard.tensorflow.GraphProgram.switchOf;
+
 import io.gradguard.core.GradientPipeline;
 import io.gradguard.core.GradientSet;
 import io.gradguard.core.GradientTensor;
 import io.gradguard.core.GradientTransform;
 import io.gradguard.core.Layout;
-import io.gradguard.core.StepContext;
-import io.gradguard.core.StepResult;
 import io.gradguard.core.internal.Checks;
 import io.gradguard.core.monitor.Monitor;
 import io.gradguard.core.monitor.StepRecord;
-import io.gradguard.core.NormType;
-import io.gradguard.core.Norms;
 import io.gradguard.core.transform.Accumulate;
 import io.gradguard.core.transform.AutoClip;
 import io.gradguard.core.transform.SkipSpikes;
@@ -30,7 +32,6 @@ import org.tensorflow.Output;
 import org.tensorflow.Result;
 import org.tensorflow.Session;
 import org.tensorflow.framework.optimizers.Optimizer;
-import org.tensorflow.ndarray.Shape;
 import org.tensorflow.op.Op;
 import org.tensorflow.op.Ops;
 import org.tensorflow.op.core.SwitchCond;
@@ -97,7 +98,6 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         /** Row columns before the stages' metrics. */
     private static final int CALL = 0, STEP = 1, ACTION = 2, DECIDED_BY = 3, LOSS = 4, NORM_BEFORE = 5, NORM_AFTER = 6,
             MICRO_BATCHES = 7, LOSS_SCALE = 8, NON_FINITE = 9, FIXED = 10;
-    private static final double PROCEED = 0, HOLD = 1, SKIP = 2;
 
     private final Session session;
     private final Optimizer inner;
@@ -322,100 +322,6 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers) {
     }
 
-    /** A graph under construction: the gate so far, the state writes, the metrics. */
-    private final class Program {
-        final Ops tf;
-        final TfOps ops;
-        Output<?>[] g;
-        /** Whether this call reaches the current stage (null: always). */
-        Operand<TBool> go;
-        /** The decision so far: PROCEED (0), HOLD (1) or SKIP (2), and the deciding stage's index. */
-        Operand<TFloat64> action;
-        Operand<TFloat64> decidedBy;
-        Operand<TFloat64> microBatches;
-        /** The exact count of non-finite values (computed only when fetched). */
-        Operand<TFloat64> nonFinite;
-        /** 1 when a stage found non-finite values, else 0: what a monitor's row records. */
-        Operand<TFloat64> nonFiniteSeen;
-        /** Whether a stage skipped / held this call (null: none can). */
-        Operand<TBool> skips;
-        Operand<TBool> holds;
-        final List<Op> asserts = new ArrayList<>();
-        final List<Operand<?>> computed = new ArrayList<>();
-        final List<Object[]> writes = new ArrayList<>();
-        final Map<String, Operand<TFloat64>> metrics = new LinkedHashMap<>();
-        /** The same metrics ungated, for a monitor's row (the host blanks what a skipped or held call did not reach). */
-        final Map<String, Operand<TFloat64>> rawMetrics = new LinkedHashMap<>();
-
-        Program(Ops tf, TfOps ops, Output<?>[] g) {
-            this.tf = tf;
-            this.ops = ops;
-            this.g = g;
-            this.action = tf.constant(PROCEED);
-            this.decidedBy = tf.constant(-1.0);
-            this.microBatches = tf.constant(1.0);
-            this.nonFinite = tf.constant(0.0);
-            this.nonFiniteSeen = tf.constant(0.0);
-        }
-
-        /** A read of state: computed on every run, before any write. */
-        <T extends TType> Operand<T> computed(Operand<T> read) {
-            computed.add(read);
-            return read;
-        }
-
-        /** A new value for a state variable, written at the end of the run (after every read). */
-        <T extends TType> void write(Variable<T> variable, Operand<T> value) {
-            computed.add(value);
-            writes.add(new Object[] {variable, value});
-        }
-
-        Operand<TBool> reaching() {
-            return go == null ? tf.constant(true) : go;
-        }
-
-        /** This stage decides {@code kind} when {@code when} holds on a call that reaches it. */
-        void decide(Operand<TBool> when, double kind, int stage) {
-            Operand<TBool> hit = reached(when);
-            if (kind == SKIP) {
-                skips = skips == null ? hit : tf.math.logicalOr(skips, hit);
-            } else {
-                holds = holds == null ? hit : tf.math.logicalOr(holds, hit);
-            }
-            action = tf.select(hit, tf.constant(kind), action);
-            decidedBy = tf.select(hit, tf.constant((double) stage), decidedBy);
-            Operand<TBool> notHit = tf.math.logicalNot(when);
-            go = go == null ? notHit : and(go, notHit);
-        }
-
-        /** {@code when}, on a call that reaches the current stage. */
-        Operand<TBool> reached(Operand<TBool> when) {
-            return go == null ? when : and(go, when);
-        }
-
-        Operand<TBool> and(Operand<TBool> a, Operand<TBool> b) {
-            return tf.math.logicalAnd(a, b);
-        }
-
-        /** A metric of a stage: NaN on calls that do not reach it. */
-        void metric(String key, Operand<TFloat64> value) {
-            metrics.put(key, go == null ? value : tf.select(go, value, tf.constant(Double.NaN)));
-            rawMetrics.put(key, value);
-        }
-
-        Variable<TInt64> counter(String name) {
-            return tf.withName(name).variable(tf.constant(0L));
-        }
-
-        Operand<TInt64> plusIf(Operand<TInt64> counter, Operand<TBool> when) {
-            return tf.math.add(counter, tf.dtypes.cast(when, TInt64.class));
-        }
-
-        Operand<TFloat64> f64(Operand<?> x) {
-            return castTo(tf, x, TFloat64.class);
-        }
-    }
-
     private Op build(Ops tf, Output<?> loss, List<Output<?>> vars, List<Output<?>> values, Output<?>[] grads, LossScale scale,
             Variable<TFloat64> s) {
         Set<String> names = new java.util.HashSet<>();
@@ -424,7 +330,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         undeclared.removeAll(names);
         Checks.require(undeclared.isEmpty(), "layout", "name only variables the training op updates", undeclared);
         TfOps ops = TfOps.graphOnly(graph, tf.withSubScope("stages"));
-        Program p = new Program(tf, ops, grads.clone());
+        GraphProgram p = new GraphProgram(tf, ops, grads.clone());
         List<GradientTransform> stages = pipeline.transforms();
         List<String> stageNames = pipeline.stageNames();
         List<GradientTensor<TfTensor>> tensors = new ArrayList<>();
@@ -439,7 +345,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         if (scale != null) {
             lossScaleUsed = identity(tf, s);
             p.computed.add(lossScaleUsed);
-            unscale(p, scale, s, stageNames.get(0));
+            GraphStages.lossScale(p, scale, s, stageNames.get(0));
             first = 1;
         }
         Output<?>[] input = p.g.clone();
@@ -451,23 +357,23 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             if (t instanceof Monitor) {
                 continue;
             } else if (t instanceof NonFiniteGuard n && (n.policy() == NonFiniteGuard.Policy.SKIP || n.policy() == NonFiniteGuard.Policy.THROW)) {
-                nonFinite(p, n, stage, i, loss);
+                GraphStages.nonFinite(p, n, stage, i, loss);
             } else if (t instanceof SkipSpikes k) {
-                skipSpikes(p, k, stage, i, set);
+                GraphStages.skipSpikes(p, k, stage, i, set);
             } else if (t instanceof ZClip z) {
-                zClip(p, z, stage, set);
+                GraphStages.zClip(p, z, stage, set);
                 changers++;
                 lastChanger = stage;
             } else if (t instanceof AutoClip a) {
-                autoClip(p, a, stage, set);
+                GraphStages.autoClip(p, a, stage, set);
                 changers++;
                 lastChanger = stage;
             } else if (t instanceof Accumulate a) {
-                accumulate(p, a, stage, i, set);
+                GraphStages.accumulate(p, a, stage, i, set);
                 input = p.g.clone(); // a record describes the window's gradient, as on the host
                 changers = 0;
             } else {
-                stateless(p, t, stage, set);
+                GraphStages.stateless(p, t, stage, set);
                 if (t.changesGradients()) {
                     changers++;
                     lastChanger = stage;
@@ -485,8 +391,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 normBefore = norm;
                 normAfter = tf.math.mul(norm, coefficient);
             } else {
-                normBefore = globalNorm(p, input);
-                normAfter = changers > 0 ? globalNorm(p, p.g) : normBefore;
+                normBefore = GraphProgram.globalNorm(p, input);
+                normAfter = changers > 0 ? GraphProgram.globalNorm(p, p.g) : normBefore;
             }
         }
         Operand<TBool> applies = p.go == null ? tf.constant(true) : p.go;
@@ -533,7 +439,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
             Operand<TInt64> at = tf.math.floorMod(tf.gather(before, tf.constant(0), tf.constant(0)), tf.constant((long) capacity));
             p.computed.add(at);
-            historyWrite = tf.withControlDependencies(barrier(p)).scatterUpdate(history, tf.reshape(at, tf.constant(new long[] {1})),
+            historyWrite = tf.withControlDependencies(GraphProgram.barrier(p)).scatterUpdate(history, tf.reshape(at, tf.constant(new long[] {1})),
                     tf.reshape(row, tf.constant(new long[] {1, width})));
         }
         // calls, steps, skipped, held: one add of this call's deltas
@@ -572,7 +478,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         if (historyWrite != null) {
             end.add(historyWrite);
         }
-        List<Op> barrier = barrier(p);
+        List<Op> barrier = GraphProgram.barrier(p);
         for (Object[] w : p.writes) {
             end.add(assign(tf.withControlDependencies(barrier), (Variable<?>) w[0], (Operand<?>) w[1]));
         }
@@ -642,407 +548,6 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
 
     private static boolean writes(String type) {
         return type.startsWith("Assign") || type.startsWith("Apply") || type.startsWith("ResourceApply") || type.startsWith("Scatter");
-    }
-
-    /** Every value the run computes before any state variable is written. */
-    private static List<Op> barrier(Program p) {
-        List<Op> all = new ArrayList<>();
-        for (Operand<?> o : p.computed) {
-            all.add(o);
-        }
-        for (Output<?> x : p.g) {
-            all.add(x::op);
-        }
-        all.addAll(p.asserts);
-        all.add(p.action);
-        return all;
-    }
-
-    /** Loss scaling ({@link LossScale}): g ← g / S; an overflow skips and backs S off; growth after the interval. */
-    private void unscale(Program p, LossScale scale, Variable<TFloat64> s, String stage) {
-        Ops tf = p.tf;
-        for (int i = 0; i < p.g.length; i++) {
-            p.g[i] = tf.math.div((Operand) p.g[i], castTo(tf, s, p.g[i].type())).asOutput();
-        }
-        Operand<TBool> finite = allFinite(p);
-        Operand<TFloat64> found = nonFiniteCount(p, finite);
-        Operand<TBool> overflow = tf.math.logicalNot(finite);
-        Variable<TInt64> good = p.counter("loss_scale_good");
-        Variable<TInt64> overflows = p.counter("loss_scale_overflows");
-        Operand<TInt64> goodNext = tf.math.add(good, tf.constant(1L));
-        Operand<TBool> grow = tf.math.logicalAnd(tf.math.logicalNot(overflow),
-                tf.math.greaterEqual(goodNext, tf.constant((long) scale.growthInterval())));
-        Operand<TFloat64> grown = tf.math.mul(s, tf.constant(scale.growth()));
-        Operand<TFloat64> keepGrown = tf.select(tf.math.logicalAnd(tf.math.isFinite(grown),
-                tf.math.lessEqual(grown, tf.constant((double) Float.MAX_VALUE))), grown, identity(tf, s));
-        Operand<TFloat64> backedOff = tf.math.maximum(tf.math.mul(s, tf.constant(scale.backoff())), tf.constant(Double.MIN_NORMAL));
-        p.write(s, tf.select(overflow, backedOff, tf.select(grow, keepGrown, identity(tf, s))));
-        p.write(good, tf.select(tf.math.logicalOr(overflow, grow), tf.constant(0L), goodNext));
-        p.write(overflows, p.plusIf(overflows, overflow));
-        p.metric(stage + ".scale", p.computed(identity(tf, s)));
-        p.nonFinite = found;
-        p.nonFiniteSeen = p.f64(overflow);
-        p.decide(overflow, SKIP, 0);
-    }
-
-    /** {@link NonFiniteGuard} SKIP or THROW: the gate, the counters, and an in-graph failure past the limit. */
-    private void nonFinite(Program p, NonFiniteGuard n, String stage, int index, Output<?> loss) {
-        Ops tf = p.tf;
-        Operand<TBool> finite = allFinite(p);
-        Operand<TFloat64> found = nonFiniteCount(p, finite);
-        Operand<TBool> reached = p.reaching();
-        Operand<TBool> bad = p.reached(tf.math.logicalNot(finite));
-        Variable<TInt64> consecutive = p.counter(stage + "_consecutive");
-        Variable<TInt64> total = p.counter(stage + "_total");
-        Operand<TInt64> unchanged = p.go == null ? tf.constant(0L) : tf.select(reached, tf.constant(0L), identity(tf, consecutive));
-        Operand<TInt64> next = tf.select(bad, tf.math.add(consecutive, tf.constant(1L)), unchanged);
-        p.write(consecutive, next);
-        p.write(total, p.plusIf(total, bad));
-        p.metric(stage + ".nonFinite", found);
-        p.nonFinite = tf.select(reached, found, p.nonFinite);
-        p.nonFiniteSeen = tf.select(bad, tf.constant(1.0), p.nonFiniteSeen);
-        List<Operand<?>> data = new ArrayList<>();
-        Operand<TBool> fail;
-        Operand<TBool> skipWhen;
-        if (n.policy() == NonFiniteGuard.Policy.THROW) {
-            fail = bad;
-            skipWhen = tf.constant(false);
-            data.add(tf.constant("GradGuard: non-finite gradient (non-finite policy THROW)."));
-        } else {
-            Operand<TBool> exhausted = p.and(bad, tf.math.greater(next, tf.constant((long) n.maxConsecutive())));
-            fail = n.letsThroughWhenExhausted() ? tf.constant(false) : exhausted;
-            skipWhen = n.letsThroughWhenExhausted() ? tf.math.logicalAnd(bad, tf.math.logicalNot(exhausted)) : bad;
-            data.add(tf.constant("GradGuard: non-finite gradients " + (n.maxConsecutive() + 1) + " calls in a row, more than "
-                    + "maxConsecutive=" + n.maxConsecutive() + ". If the loss below is finite, it is a sudden failure rather than "
-                    + "divergence: look for NaN/Inf in the inputs or an operation whose gradient is not finite (sqrt, log or a "
-                    + "division at 0). If it is not finite, either the input data holds NaN or Inf (check the batches) or "
-                    + "training is diverging (lower the learning rate, add clipping); or raise maxConsecutive."));
-        }
-        if (loss != null) {
-            data.add(tf.constant("loss:"));
-            data.add(loss);
-        }
-        p.asserts.add(tf.withName(stage + "_check").assertThat(tf.math.logicalNot(fail), data));
-        p.decide(skipWhen, SKIP, index);
-    }
-
-    /** {@link Accumulate} with a fixed k: the window's sum in variables; the update on its k-th counted call. */
-    private void accumulate(Program p, Accumulate a, String stage, int index, GradientSet<TfTensor> set) {
-        Ops tf = p.tf;
-        Checks.require(a.fixedK().isPresent(), "pipeline", "accumulate a fixed k inside the graph (a schedule needs the host: "
-                + "use TfGuard.attach(...).step(...))", stage);
-        Checks.require(a.weighting() == Accumulate.Weighting.UNIFORM, "pipeline", "weight micro-batches uniformly inside the graph "
-                + "(the batch size and weight are host facts: use TfGuard.attach(...).step(...))", stage + " " + a.weighting());
-        int k = a.fixedK().getAsInt();
-        Operand<TBool> counted = p.reaching();
-        if (a.dropsNonFinite()) {
-            Operand<TBool> finite = allFinite(p);
-            p.decide(tf.math.logicalNot(finite), SKIP, index);
-            counted = p.reaching();
-        }
-        Variable<TInt64> count = p.counter(stage + "_count");
-        Operand<TInt64> newCount = p.plusIf(count, counted);
-        Operand<TBool> complete = tf.math.greaterEqual(newCount, tf.constant((long) k));
-        for (int i = 0; i < p.g.length; i++) {
-            Output<?> gi = p.g[i];
-            long[] shape = gi.shape().hasUnknownDimension() ? set.get(i).shape() : gi.shape().asArray();
-            Variable<?> buffer = tf.withName(stage + "_sum_" + i).variable(zeros(tf, shape, gi.type()));
-            Operand sum = tf.math.add((Operand) buffer, tf.select(counted, (Operand) gi, tf.zerosLike((Operand) gi)));
-            p.write((Variable) buffer, tf.select(complete, tf.zerosLike(sum), sum));
-            p.g[i] = (a.averages() ? tf.math.div(sum, castTo(tf, tf.constant((double) k), gi.type())) : sum).asOutput();
-        }
-        p.write(count, tf.select(complete, tf.constant(0L), newCount));
-        p.microBatches = p.f64(newCount);
-        p.metric(stage + ".microBatches", p.f64(newCount));
-        p.decide(p.and(counted, tf.math.logicalNot(complete)), HOLD, index);
-    }
-
-    // ---- the spike handlers: their host history kept in graph variables ----------------------------
-
-    /** The global L2 norm of the current gradients, built as core builds it (so a later global stage shares the nodes). */
-    @SuppressWarnings("unchecked")
-    private static Operand<TFloat64> norm(Program p, GradientSet<TfTensor> set) {
-        for (int i = 0; i < set.size(); i++) {
-            set.get(i).gradient().rebind(p.g[i]);
-        }
-        return (Operand<TFloat64>) Norms.globalNorm(p.ops, set, NormType.L2).value();
-    }
-
-    /** Multiplies every current gradient by the float64 scalar {@code coef}, as core's stages do ({@code scaleInPlace}). */
-    private static void scale(Program p, GradientSet<TfTensor> set, Operand<TFloat64> coef) {
-        TfTensor c = new TfTensor(new long[0], coef.asOutput(), null, null);
-        for (int i = 0; i < set.size(); i++) {
-            TfTensor g = set.get(i).gradient();
-            g.rebind(p.g[i]);
-            p.ops.scaleInPlace(g, c);
-            p.g[i] = g.value();
-        }
-    }
-
-    /**
-     * A ring of the last {@code capacity} accepted norms in graph variables, as core's norm history:
-     * mean and population standard deviation over the valid entries, percentiles with numpy's linear
-     * interpolation.
-     */
-    private final class Ring {
-        final Program p;
-        final Variable<TFloat64> values;
-        final Variable<TInt64> count;
-        final int capacity;
-        final Operand<TInt64> index;
-
-        Ring(Program p, String name, int capacity) {
-            this.p = p;
-            this.capacity = capacity;
-            Ops tf = p.tf;
-            values = tf.withName(name + "_history").variable(tf.fill(tf.constant(new long[] {capacity}), tf.constant(0.0)));
-            count = p.counter(name + "_history_count");
-            index = tf.range(tf.constant(0L), tf.constant((long) capacity), tf.constant(1L));
-        }
-
-        Operand<TFloat64> size(Operand<TInt64> n) {
-            return p.f64(p.tf.math.minimum(n, p.tf.constant((long) capacity)));
-        }
-
-        Operand<TBool> valid(Operand<TInt64> n) {
-            return p.tf.math.less(index, p.tf.math.minimum(n, p.tf.constant((long) capacity)));
-        }
-
-        Operand<TFloat64> mean(Operand<TFloat64> h, Operand<TInt64> n) {
-            Ops tf = p.tf;
-            Operand<TFloat64> sum = tf.reduceSum(tf.select(valid(n), h, tf.zerosLike(h)), tf.constant(0));
-            return tf.math.div(sum, size(n));
-        }
-
-        Operand<TFloat64> std(Operand<TFloat64> h, Operand<TInt64> n) {
-            Ops tf = p.tf;
-            Operand<TFloat64> d = tf.math.sub(h, mean(h, n));
-            Operand<TFloat64> sum = tf.reduceSum(tf.select(valid(n), tf.math.mul(d, d), tf.zerosLike(h)), tf.constant(0));
-            return tf.math.sqrt(tf.math.div(sum, size(n)));
-        }
-
-        /** The ring with {@code x} added when {@code when}; writes it and the count at the end of the run. Returns the new values and count. */
-        Object[] add(Operand<TFloat64> x, Operand<TBool> when) {
-            Ops tf = p.tf;
-            Operand<TInt64> at = tf.math.floorMod(identity(tf, count), tf.constant((long) capacity));
-            Operand<TBool> slot = tf.math.logicalAnd(tf.math.equal(index, at), when);
-            Operand<TFloat64> h = tf.select(slot, tf.fill(tf.constant(new long[] {capacity}), x), identity(tf, values));
-            Operand<TInt64> n = p.plusIf(count, when);
-            p.write(values, h);
-            p.write(count, n);
-            return new Object[] {h, n};
-        }
-
-        /** The p-th percentile (0..100] of the valid entries, numpy's linear interpolation (as core's NormHistory). */
-        Operand<TFloat64> percentile(Operand<TFloat64> h, Operand<TInt64> n, double percent) {
-            Ops tf = p.tf;
-            Operand<TFloat64> ascending = tf.math.neg(tf.nn.topK(tf.math.neg(tf.select(valid(n), h,
-                    tf.fill(tf.constant(new long[] {capacity}), tf.constant(Double.POSITIVE_INFINITY)))), tf.constant(capacity), org.tensorflow.types.TInt32.class).values());
-            Operand<TFloat64> rank = tf.math.mul(tf.constant(percent / 100.0), tf.math.sub(size(n), tf.constant(1.0)));
-            Operand<TInt64> lo = tf.dtypes.cast(tf.math.floor(rank), TInt64.class);
-            Operand<TInt64> hi = tf.math.minimum(tf.math.add(lo, tf.constant(1L)),
-                    tf.math.sub(tf.math.minimum(n, tf.constant((long) capacity)), tf.constant(1L)));
-            Operand<TFloat64> a = tf.gather(ascending, tf.math.maximum(lo, tf.constant(0L)), tf.constant(0));
-            Operand<TFloat64> b = tf.gather(ascending, tf.math.maximum(hi, tf.constant(0L)), tf.constant(0));
-            return tf.math.add(a, tf.math.mul(tf.math.sub(b, a), tf.math.sub(rank, p.f64(lo))));
-        }
-    }
-
-    /** {@link SkipSpikes}: z-score of the norm against the accepted norms' window; a spike skips, up to a limit in a row. */
-    private void skipSpikes(Program p, SkipSpikes k, String stage, int index, GradientSet<TfTensor> set) {
-        Ops tf = p.tf;
-        Operand<TFloat64> n = norm(p, set);
-        Ring ring = new Ring(p, stage, k.windowSize());
-        Operand<TInt64> count = identity(tf, ring.count);
-        Operand<TFloat64> h = identity(tf, ring.values);
-        p.computed(count);
-        p.computed(h);
-        Operand<TBool> finite = tf.math.isFinite(n);
-        Operand<TBool> judged = tf.math.greaterEqual(tf.math.minimum(count, tf.constant((long) k.windowSize())),
-                tf.constant((long) k.minHistorySize()));
-        Operand<TFloat64> z = tf.math.div(tf.math.sub(n, ring.mean(h, count)), tf.math.add(ring.std(h, count), tf.constant(SkipSpikes.EPS)));
-        Operand<TBool> spike = tf.math.logicalAnd(tf.math.logicalAnd(finite, judged), tf.math.greater(z, tf.constant(k.zThreshold())));
-        Variable<TInt64> consecutive = p.counter(stage + "_consecutive");
-        Variable<TInt64> skipped = p.counter(stage + "_skipped");
-        Variable<TInt64> letThrough = p.counter(stage + "_let_through");
-        Operand<TBool> skipIt = tf.math.logicalAnd(spike, tf.math.less(consecutive, tf.constant((long) k.maxConsecutiveSkips())));
-        Operand<TBool> skipHere = p.reached(skipIt);
-        Operand<TBool> accept = p.reached(tf.math.logicalAnd(finite, tf.math.logicalNot(skipIt)));
-        p.write(consecutive, tf.select(skipHere, tf.math.add(consecutive, tf.constant(1L)),
-                tf.select(accept, tf.constant(0L), identity(tf, consecutive))));
-        p.write(skipped, p.plusIf(skipped, skipHere));
-        p.write(letThrough, p.plusIf(letThrough, p.reached(tf.math.logicalAnd(spike, tf.math.logicalNot(skipIt)))));
-        ring.add(n, accept);
-        p.metric(stage + ".norm", n);
-        p.metric(stage + ".z", z);
-        p.decide(skipIt, SKIP, index);
-    }
-
-    /** {@link ZClip}: EMA mean and variance of the norm after a warm-up; a spike's z-score sets the bound. */
-    private void zClip(Program p, ZClip zc, String stage, GradientSet<TfTensor> set) {
-        Ops tf = p.tf;
-        Operand<TFloat64> n = norm(p, set);
-        Operand<TBool> finite = tf.math.isFinite(n);
-        Operand<TBool> on = p.reached(finite);
-        int warmup = zc.warmupSteps();
-        Variable<TFloat64> mean = tf.withName(stage + "_mean").variable(tf.constant(0.0));
-        Variable<TFloat64> var = tf.withName(stage + "_var").variable(tf.constant(0.0));
-        Variable<TInt64> collected = p.counter(stage + "_collected");
-        Operand<TFloat64> m = p.computed(identity(tf, mean));
-        Operand<TFloat64> v = p.computed(identity(tf, var));
-        Operand<TInt64> c = p.computed(identity(tf, collected));
-        Operand<TBool> warming = tf.math.less(c, tf.constant((long) warmup));
-        // warm-up: the norms seed the mean and the variance once `warmup` of them are collected
-        Operand<TFloat64> warmMean = m;
-        Operand<TFloat64> warmVar = v;
-        if (warmup > 0) {
-            Variable<TFloat64> buffer = tf.withName(stage + "_warmup").variable(tf.fill(tf.constant(new long[] {warmup}), tf.constant(0.0)));
-            Operand<TFloat64> b = p.computed(identity(tf, buffer));
-            Operand<TInt64> range = tf.range(tf.constant(0L), tf.constant((long) warmup), tf.constant(1L));
-            Operand<TBool> slot = tf.math.logicalAnd(tf.math.equal(range, c), tf.math.logicalAnd(on, warming));
-            Operand<TFloat64> filled = tf.select(slot, tf.fill(tf.constant(new long[] {warmup}), n), b);
-            p.write(buffer, filled);
-            Operand<TFloat64> bm = tf.math.div(tf.reduceSum(filled, tf.constant(0)), tf.constant((double) warmup));
-            Operand<TFloat64> d = tf.math.sub(filled, bm);
-            Operand<TFloat64> bv = tf.math.div(tf.reduceSum(tf.math.mul(d, d), tf.constant(0)), tf.constant((double) warmup));
-            Operand<TBool> seeds = tf.math.logicalAnd(tf.math.logicalAnd(on, warming), tf.math.equal(c, tf.constant((long) warmup - 1)));
-            warmMean = tf.select(seeds, bm, m);
-            warmVar = tf.select(seeds, bv, v);
-        }
-        // after it: z-score against the EMA; a spike's bound, and the EMA updated with the bounded norm
-        Operand<TFloat64> std = tf.math.sqrt(v);
-        Operand<TFloat64> z = tf.math.div(tf.math.sub(n, m), tf.math.add(std, tf.constant(zc.eps())));
-        Operand<TBool> spike = tf.math.greater(z, tf.constant(zc.zThreshold()));
-        double zt = zc.zThreshold();
-        Operand<TFloat64> bound = zc.clipMode() == ZClip.Mode.MEAN ? m
-                : tf.math.mul(tf.math.add(m, tf.math.div(tf.math.mul(tf.constant(zt), std), tf.math.div(z, tf.constant(zt)))),
-                        tf.constant(zc.clipFactor()));
-        Operand<TFloat64> steadyThreshold = tf.select(spike, bound, n);
-        Operand<TFloat64> x = steadyThreshold;
-        Operand<TFloat64> a = tf.constant(zc.alpha());
-        Operand<TFloat64> b1 = tf.constant(1 - zc.alpha());
-        Operand<TFloat64> newMean = tf.math.add(tf.math.mul(a, m), tf.math.mul(b1, x));
-        Operand<TFloat64> dx = tf.math.sub(x, newMean);
-        Operand<TFloat64> newVar = tf.math.add(tf.math.mul(a, v), tf.math.mul(b1, tf.math.mul(dx, dx)));
-        Operand<TBool> steady = tf.math.logicalAnd(on, tf.math.logicalNot(warming));
-        p.write(mean, tf.select(steady, newMean, warmMean));
-        p.write(var, tf.select(steady, newVar, warmVar));
-        p.write(collected, p.plusIf(collected, tf.math.logicalAnd(on, warming)));
-        Operand<TFloat64> threshold = tf.select(warming, n, steadyThreshold);
-        if (!Double.isNaN(zc.capNorm())) {
-            threshold = tf.math.minimum(threshold, tf.constant(zc.capNorm()));
-        }
-        Operand<TFloat64> coef = coefficient(tf, finite, n, threshold);
-        p.metric(stage + ".norm", n);
-        p.metric(stage + ".z", z);
-        p.metric(stage + ".coefficient", coef);
-        p.metric(stage + ".threshold", threshold);
-        scale(p, set, coef);
-    }
-
-    /** {@link AutoClip}: the bound is a percentile of the norms seen so far (the last historySize). */
-    private void autoClip(Program p, AutoClip ac, String stage, GradientSet<TfTensor> set) {
-        Ops tf = p.tf;
-        Operand<TFloat64> n = norm(p, set);
-        Operand<TBool> finite = tf.math.isFinite(n);
-        Ring ring = new Ring(p, stage, ac.historySize());
-        p.computed(identity(tf, ring.count));
-        Object[] added = ring.add(n, p.reached(finite));
-        @SuppressWarnings("unchecked")
-        Operand<TFloat64> h = (Operand<TFloat64>) added[0];
-        @SuppressWarnings("unchecked")
-        Operand<TInt64> count = (Operand<TInt64>) added[1];
-        Operand<TFloat64> threshold = ring.percentile(h, count, ac.percentile());
-        Operand<TFloat64> coef = coefficient(tf, finite, n, threshold);
-        p.metric(stage + ".norm", n);
-        p.metric(stage + ".coefficient", coef);
-        p.metric(stage + ".threshold", threshold);
-        scale(p, set, coef);
-    }
-
-    /** threshold / n when the norm is finite and above a positive threshold, else 1 (core's clip coefficient). */
-    private static Operand<TFloat64> coefficient(Ops tf, Operand<TBool> finite, Operand<TFloat64> n, Operand<TFloat64> threshold) {
-        Operand<TBool> acts = tf.math.logicalAnd(finite, tf.math.logicalAnd(tf.math.greater(threshold, tf.constant(0.0)),
-                tf.math.greater(n, threshold)));
-        return tf.select(acts, tf.math.div(threshold, n), tf.constant(1.0));
-    }
-
-    /** A stage that decides nothing: core's own transform code, run once on graph nodes. */
-    private void stateless(Program p, GradientTransform t, String stage, GradientSet<TfTensor> set) {
-        for (int i = 0; i < set.size(); i++) {
-            set.get(i).gradient().rebind(p.g[i]);
-        }
-        GradientPipeline one = GradientPipeline.of(new Named(t, stage));
-        StepResult<TfTensor> r;
-        try {
-            r = one.step(set, p.ops, StepContext.ofBatch(1));
-        } catch (TfOps.HostReadException e) {
-            throw new IllegalArgumentException("pipeline stage " + stage + " (" + t + ") " + e.getMessage() + " on every step, which a "
-                    + "training op that runs inside one session run cannot do: run this pipeline with TfGuard.attach(...).step(...)", e);
-        }
-        Checks.require(r.applies(), "pipeline", "hold only through accumulate and skip only through skipNonFinite or loss scaling "
-                + "inside the graph", stage);
-        for (int i = 0; i < set.size(); i++) {
-            p.g[i] = set.get(i).gradient().value();
-        }
-        for (String key : r.metricNames()) {
-            var tensor = r.metricTensor(key);
-            if (tensor.isPresent()) {
-                p.metric(key, p.f64(tensor.get().value()));
-            } else {
-                p.metric(key, p.tf.constant(r.metric(key).getAsDouble()));
-            }
-        }
-    }
-
-    /**
-     * Whether every current gradient is finite, read from Σ over tensors of Σx² (the nodes a global
-     * L2 stage on the same gradients builds too, so the test costs one isFinite): NaN or ±Inf
-     * anywhere makes the sum NaN or Inf. As in PyTorch's {@code clip_grad_norm_(error_if_nonfinite)},
-     * a float32 gradient whose Σx² overflows (|x| beyond about 1.8e19) counts as non-finite too.
-     */
-    private static Operand<TBool> allFinite(Program p) {
-        TfTensor acc = null;
-        for (Output<?> x : p.g) {
-            TfTensor part = p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null));
-            acc = acc == null ? part : p.ops.add(acc, part);
-        }
-        @SuppressWarnings("unchecked")
-        Operand<TFloat64> sum = (Operand<TFloat64>) acc.value();
-        return p.tf.math.isFinite(sum);
-    }
-
-    /** The number of non-finite values, counted only on a call that has some (a cond: 0 otherwise, at no cost). */
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private static Operand<TFloat64> nonFiniteCount(Program p, Operand<TBool> finite) {
-        Ops tf = p.tf;
-        Operand<TFloat64> found = null;
-        for (Output<?> x : p.g) {
-            Operand bad = switchOf(tf, x, finite).outputFalse();
-            Operand<TFloat64> n = tf.dtypes.cast(tf.reduceSum(tf.dtypes.cast(tf.math.logicalNot(tf.math.isFinite(bad)), TFloat64.class),
-                    tf.constant(allAxes(x.shape().numDimensions()))), TFloat64.class);
-            found = found == null ? n : tf.math.add(found, n);
-        }
-        Operand<TFloat64> none = tf.identity(tf.switchCond(tf.constant(0.0), finite).outputTrue());
-        return tf.merge(List.of(none, found)).output();
-    }
-
-    private static int[] allAxes(int rank) {
-        int[] axes = new int[rank];
-        for (int i = 0; i < rank; i++) {
-            axes[i] = i;
-        }
-        return axes;
-    }
-
-    private static Operand<TFloat64> globalNorm(Program p, Output<?>[] g) {
-        Operand<TFloat64> sum = null;
-        for (Output<?> x : g) {
-            @SuppressWarnings("unchecked")
-            Output<TFloat64> n = (Output<TFloat64>) p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null)).value();
-            sum = sum == null ? n : p.tf.math.add(sum, n);
-        }
-        return p.tf.math.sqrt(sum);
     }
 
     // ---- host reads -------------------------------------------------------------------------------
@@ -1258,54 +763,6 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     }
 
     // ---- graph helpers ----------------------------------------------------------------------------
-
-    /** A transform under the pipeline's name for it (so metric keys match the full pipeline's). */
-    private record Named(GradientTransform inner, String name) implements GradientTransform {
-        @Override
-        public <T> io.gradguard.core.TransformState init(GradientSet<T> gradients, io.gradguard.core.spi.TensorOps<T> ops) {
-            return inner.init(gradients, ops);
-        }
-
-        @Override
-        public <T> io.gradguard.core.Action update(io.gradguard.core.Step<T> step, io.gradguard.core.TransformState state) {
-            return inner.update(step, state);
-        }
-
-        @Override
-        public boolean changesGradients() {
-            return inner.changesGradients();
-        }
-
-        @Override
-        public boolean mayHoldOrSkip() {
-            return inner.mayHoldOrSkip();
-        }
-    }
-
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private static <T extends TType> Operand<T> castTo(Ops tf, Operand<?> x, Class<T> type) {
-        return x.type() == type ? (Operand<T>) x : tf.dtypes.cast((Operand) x, (Class) type);
-    }
-
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private static <T extends TType> Output<T> identity(Ops tf, Operand<T> x) {
-        return tf.identity(x).output();
-    }
-
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private static Output<?> identityOf(Ops tf, Output<?> x) {
-        return tf.identity((Operand) x).output();
-    }
-
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private static SwitchCond<?> switchOf(Ops tf, Output<?> x, Operand<TBool> pred) {
-        return tf.switchCond((Operand) x, pred);
-    }
-
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private static Operand<?> zeros(Ops tf, long[] shape, Class<?> type) {
-        return tf.zeros(tf.constant(shape), (Class) type);
-    }
 
     @SuppressWarnings({"unchecked", "rawtypes"})
     private static Op assign(Ops tf, Variable<?> v, Operand<?> value) {

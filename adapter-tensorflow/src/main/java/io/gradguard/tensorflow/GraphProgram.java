@@ -1,0 +1,240 @@
+package io.gradguard.tensorflow;
+
+import io.gradguard.core.GradientSet;
+import io.gradguard.core.NormType;
+import io.gradguard.core.Norms;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.tensorflow.Operand;
+import org.tensorflow.Output;
+import org.tensorflow.op.Op;
+import org.tensorflow.op.Ops;
+import org.tensorflow.op.core.SwitchCond;
+import org.tensorflow.op.core.Variable;
+import org.tensorflow.types.TBool;
+import org.tensorflow.types.TFloat64;
+import org.tensorflow.types.TInt64;
+import org.tensorflow.types.family.TType;
+
+/**
+ * A guarded step under construction inside a TensorFlow graph ({@link TfOptimizer}): the current
+ * gradient nodes, whether a call still reaches the next stage (the gate so far), the decision
+ * (applied, held or skipped) and the deciding stage, the state writes, the metrics. Stages add to
+ * it in pipeline order ({@link GraphStages}); every state write runs at the end of the run, after
+ * every read ({@link #barrier}), so a stage reads the state of the previous call.
+ */
+final class GraphProgram {
+    /** What a call did: the wrapped optimizer applied (0), held (1) or skipped (2). */
+    static final double PROCEED = 0, HOLD = 1, SKIP = 2;
+
+    final Ops tf;
+    final TfOps ops;
+    Output<?>[] g;
+    /** Whether this call reaches the current stage (null: always). */
+    Operand<TBool> go;
+    /** The decision so far: PROCEED (0), HOLD (1) or SKIP (2), and the deciding stage's index. */
+    Operand<TFloat64> action;
+    Operand<TFloat64> decidedBy;
+    Operand<TFloat64> microBatches;
+    /** The exact count of non-finite values (computed only when fetched). */
+    Operand<TFloat64> nonFinite;
+    /** 1 when a stage found non-finite values, else 0: what a monitor's row records. */
+    Operand<TFloat64> nonFiniteSeen;
+    /** Whether a stage skipped / held this call (null: none can). */
+    Operand<TBool> skips;
+    Operand<TBool> holds;
+    final List<Op> asserts = new ArrayList<>();
+    final List<Operand<?>> computed = new ArrayList<>();
+    final List<Object[]> writes = new ArrayList<>();
+    final Map<String, Operand<TFloat64>> metrics = new LinkedHashMap<>();
+    /** The same metrics ungated, for a monitor's row (the host blanks what a skipped or held call did not reach). */
+    final Map<String, Operand<TFloat64>> rawMetrics = new LinkedHashMap<>();
+
+    GraphProgram(Ops tf, TfOps ops, Output<?>[] g) {
+        this.tf = tf;
+        this.ops = ops;
+        this.g = g;
+        this.action = tf.constant(PROCEED);
+        this.decidedBy = tf.constant(-1.0);
+        this.microBatches = tf.constant(1.0);
+        this.nonFinite = tf.constant(0.0);
+        this.nonFiniteSeen = tf.constant(0.0);
+    }
+
+    /** A read of state: computed on every run, before any write. */
+    <T extends TType> Operand<T> computed(Operand<T> read) {
+        computed.add(read);
+        return read;
+    }
+
+    /** A new value for a state variable, written at the end of the run (after every read). */
+    <T extends TType> void write(Variable<T> variable, Operand<T> value) {
+        computed.add(value);
+        writes.add(new Object[] {variable, value});
+    }
+
+    Operand<TBool> reaching() {
+        return go == null ? tf.constant(true) : go;
+    }
+
+    /** This stage decides {@code kind} when {@code when} holds on a call that reaches it. */
+    void decide(Operand<TBool> when, double kind, int stage) {
+        Operand<TBool> hit = reached(when);
+        if (kind == SKIP) {
+            skips = skips == null ? hit : tf.math.logicalOr(skips, hit);
+        } else {
+            holds = holds == null ? hit : tf.math.logicalOr(holds, hit);
+        }
+        action = tf.select(hit, tf.constant(kind), action);
+        decidedBy = tf.select(hit, tf.constant((double) stage), decidedBy);
+        Operand<TBool> notHit = tf.math.logicalNot(when);
+        go = go == null ? notHit : and(go, notHit);
+    }
+
+    /** {@code when}, on a call that reaches the current stage. */
+    Operand<TBool> reached(Operand<TBool> when) {
+        return go == null ? when : and(go, when);
+    }
+
+    Operand<TBool> and(Operand<TBool> a, Operand<TBool> b) {
+        return tf.math.logicalAnd(a, b);
+    }
+
+    /** A metric of a stage: NaN on calls that do not reach it. */
+    void metric(String key, Operand<TFloat64> value) {
+        metrics.put(key, go == null ? value : tf.select(go, value, tf.constant(Double.NaN)));
+        rawMetrics.put(key, value);
+    }
+
+    Variable<TInt64> counter(String name) {
+        return tf.withName(name).variable(tf.constant(0L));
+    }
+
+    Operand<TInt64> plusIf(Operand<TInt64> counter, Operand<TBool> when) {
+        return tf.math.add(counter, tf.dtypes.cast(when, TInt64.class));
+    }
+
+    Operand<TFloat64> f64(Operand<?> x) {
+        return castTo(tf, x, TFloat64.class);
+    }
+
+    /** A graph under construction: the gate so far, the state writes, the metrics. */
+
+    /** Every value the run computes before any state variable is written. */
+    static List<Op> barrier(GraphProgram p) {
+        List<Op> all = new ArrayList<>();
+        for (Operand<?> o : p.computed) {
+            all.add(o);
+        }
+        for (Output<?> x : p.g) {
+            all.add(x::op);
+        }
+        all.addAll(p.asserts);
+        all.add(p.action);
+        return all;
+    }
+
+    /** The global L2 norm of the current gradients, built as core builds it (so a later global stage shares the nodes). */
+    @SuppressWarnings("unchecked")
+    static Operand<TFloat64> norm(GraphProgram p, GradientSet<TfTensor> set) {
+        for (int i = 0; i < set.size(); i++) {
+            set.get(i).gradient().rebind(p.g[i]);
+        }
+        return (Operand<TFloat64>) Norms.globalNorm(p.ops, set, NormType.L2).value();
+    }
+
+    /** Multiplies every current gradient by the float64 scalar {@code coef}, as core's stages do ({@code scaleInPlace}). */
+    static void scale(GraphProgram p, GradientSet<TfTensor> set, Operand<TFloat64> coef) {
+        TfTensor c = new TfTensor(new long[0], coef.asOutput(), null, null);
+        for (int i = 0; i < set.size(); i++) {
+            TfTensor g = set.get(i).gradient();
+            g.rebind(p.g[i]);
+            p.ops.scaleInPlace(g, c);
+            p.g[i] = g.value();
+        }
+    }
+
+    /** threshold / n when the norm is finite and above a positive threshold, else 1 (core's clip coefficient). */
+    static Operand<TFloat64> coefficient(Ops tf, Operand<TBool> finite, Operand<TFloat64> n, Operand<TFloat64> threshold) {
+        Operand<TBool> acts = tf.math.logicalAnd(finite, tf.math.logicalAnd(tf.math.greater(threshold, tf.constant(0.0)),
+                tf.math.greater(n, threshold)));
+        return tf.select(acts, tf.math.div(threshold, n), tf.constant(1.0));
+    }
+
+    /**
+     * Whether every current gradient is finite, read from Σ over tensors of Σx² (the nodes a global
+     * L2 stage on the same gradients builds too, so the test costs one isFinite): NaN or ±Inf
+     * anywhere makes the sum NaN or Inf. As in PyTorch's {@code clip_grad_norm_(error_if_nonfinite)},
+     * a float32 gradient whose Σx² overflows (|x| beyond about 1.8e19) counts as non-finite too.
+     */
+    static Operand<TBool> allFinite(GraphProgram p) {
+        TfTensor acc = null;
+        for (Output<?> x : p.g) {
+            TfTensor part = p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null));
+            acc = acc == null ? part : p.ops.add(acc, part);
+        }
+        @SuppressWarnings("unchecked")
+        Operand<TFloat64> sum = (Operand<TFloat64>) acc.value();
+        return p.tf.math.isFinite(sum);
+    }
+
+    /** The number of non-finite values, counted only on a call that has some (a cond: 0 otherwise, at no cost). */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    static Operand<TFloat64> nonFiniteCount(GraphProgram p, Operand<TBool> finite) {
+        Ops tf = p.tf;
+        Operand<TFloat64> found = null;
+        for (Output<?> x : p.g) {
+            Operand bad = switchOf(tf, x, finite).outputFalse();
+            Operand<TFloat64> n = tf.dtypes.cast(tf.reduceSum(tf.dtypes.cast(tf.math.logicalNot(tf.math.isFinite(bad)), TFloat64.class),
+                    tf.constant(allAxes(x.shape().numDimensions()))), TFloat64.class);
+            found = found == null ? n : tf.math.add(found, n);
+        }
+        Operand<TFloat64> none = tf.identity(tf.switchCond(tf.constant(0.0), finite).outputTrue());
+        return tf.merge(List.of(none, found)).output();
+    }
+
+    static int[] allAxes(int rank) {
+        int[] axes = new int[rank];
+        for (int i = 0; i < rank; i++) {
+            axes[i] = i;
+        }
+        return axes;
+    }
+
+    static Operand<TFloat64> globalNorm(GraphProgram p, Output<?>[] g) {
+        Operand<TFloat64> sum = null;
+        for (Output<?> x : g) {
+            @SuppressWarnings("unchecked")
+            Output<TFloat64> n = (Output<TFloat64>) p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null)).value();
+            sum = sum == null ? n : p.tf.math.add(sum, n);
+        }
+        return p.tf.math.sqrt(sum);
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    static <T extends TType> Operand<T> castTo(Ops tf, Operand<?> x, Class<T> type) {
+        return x.type() == type ? (Operand<T>) x : tf.dtypes.cast((Operand) x, (Class) type);
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    static <T extends TType> Output<T> identity(Ops tf, Operand<T> x) {
+        return tf.identity(x).output();
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    static Output<?> identityOf(Ops tf, Output<?> x) {
+        return tf.identity((Operand) x).output();
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    static SwitchCond<?> switchOf(Ops tf, Output<?> x, Operand<TBool> pred) {
+        return tf.switchCond((Operand) x, pred);
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    static Operand<?> zeros(Ops tf, long[] shape, Class<?> type) {
+        return tf.zeros(tf.constant(shape), (Class) type);
+    }
+}
