@@ -113,24 +113,7 @@ class TfOptimizerTest {
                     m.getSlot(v.asOutput(), Momentum.MOMENTUM).ifPresent(all::add);
                 }
             }
-            Session.Runner r = session.runner();
-            all.forEach(r::fetch);
-            List<Float> out = new ArrayList<>();
-            try (Result res = r.run()) {
-                for (int i = 0; i < all.size(); i++) {
-                    TFloat32 t = (TFloat32) res.get(i);
-                    float[] a = new float[(int) t.shape().size()];
-                    t.copyTo(DataBuffers.of(a, false, false));
-                    for (float v : a) {
-                        out.add(v);
-                    }
-                }
-            }
-            float[] s = new float[out.size()];
-            for (int i = 0; i < s.length; i++) {
-                s[i] = out.get(i);
-            }
-            return s;
+            return fetchAll(this, all);
         }
 
         @Override
