@@ -749,6 +749,10 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             if (built != null) {
                 drain();
             }
+        } catch (RuntimeException e) {
+            // e.g. the session was closed first: the monitors still close and write what they have
+            org.slf4j.LoggerFactory.getLogger(TfOptimizer.class).warn("GradGuard: the last records could not be read from the "
+                    + "graph at close ({}); close the TfOptimizer before its session to keep them", e.toString());
         } finally {
             closed = true;
             for (Monitor m : monitors) {

@@ -518,6 +518,31 @@ class TfOptimizerTest {
     }
 
     @Test
+    void closingAfterTheSessionStillClosesTheMonitor() {
+        List<String> closed = new ArrayList<>();
+        Monitor monitor = Monitor.builder().sink(new MonitorListener() {
+            @Override
+            public void onRecord(StepRecord record) {
+            }
+
+            @Override
+            public void onEvent(MonitorEvent event) {
+            }
+
+            @Override
+            public void close() {
+                closed.add("sink");
+            }
+        }).build();
+        Kit kit = new Kit(false);
+        TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.clipByGlobalNorm(1), monitor);
+        kit.run(wrapped.minimize(kit.loss), Batch.of(1, 8));
+        kit.close();
+        wrapped.close();
+        assertEquals(List.of("sink"), closed);
+    }
+
+    @Test
     void misuseGetsClearErrors() {
         try (Kit kit = new Kit(false)) {
             assertThrows(IllegalArgumentException.class, () -> TfOptimizer.of(null, kit.optimizer, GradientPipeline.of()));
