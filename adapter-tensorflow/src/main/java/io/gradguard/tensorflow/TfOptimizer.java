@@ -431,8 +431,19 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             for (Output<?> x : input) {
                 cells.add(p.f64(p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null)).value()));
             }
+            // max|x| costs a pass of its own: measured on the monitor's cadence (every N-th call), NaN in between
+            int every = monitors.stream().mapToInt(Monitor::every).min().orElse(1);
+            Operand<TBool> detail = every == 1 ? null
+                    : tf.math.equal(tf.math.floorMod(tf.gather(before, tf.constant(0), tf.constant(0)), tf.constant((long) every)),
+                            tf.constant(0L));
             for (Output<?> x : input) {
-                cells.add(p.f64(p.ops.maxAbs(new TfTensor(x.shape().asArray(), x, null, null)).value()));
+                Output<?> at = detail == null ? x : switchOf(tf, x, detail).outputTrue();
+                Operand<TFloat64> max = p.f64(p.ops.maxAbs(new TfTensor(x.shape().asArray(), at, null, null)).value());
+                if (detail != null) {
+                    Operand<TFloat64> none = tf.identity(tf.switchCond(tf.constant(Double.NaN), detail).outputFalse());
+                    max = tf.merge(List.of(max, none)).output();
+                }
+                cells.add(max);
             }
             Operand<TFloat64> row = tf.stack(cells);
             p.computed.add(row);

@@ -517,6 +517,36 @@ class TfOptimizerTest {
         }
     }
 
+    /** max|x| costs a pass: measured on the monitor's cadence only (every 3rd call here); the norms on every call. */
+    @Test
+    void perTensorMaxAbsFollowsTheMonitorsCadence() {
+        List<StepRecord> records = new ArrayList<>();
+        Monitor monitor = Monitor.builder().every(3).sink(new MonitorListener() {
+            @Override
+            public void onRecord(StepRecord record) {
+                records.add(record);
+            }
+
+            @Override
+            public void onEvent(MonitorEvent event) {
+            }
+        }).build();
+        try (Kit kit = new Kit(false)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.clipByGlobalNorm(0.05), monitor);
+            Op train = wrapped.minimize(kit.loss);
+            for (Batch b : batches(7)) {
+                kit.run(train, b);
+            }
+            wrapped.close();
+        }
+        assertEquals(7, records.size());
+        for (StepRecord r : records) {
+            boolean measured = r.call() % 3 == 0;
+            assertTrue(r.tensors().stream().allMatch(t -> Double.isNaN(t.maxAbs()) != measured), "call " + r.call() + ": " + r.tensors());
+            assertTrue(r.tensors().stream().allMatch(t -> t.norm() > 0), "norms on every call");
+        }
+    }
+
     @Test
     void closingAfterTheSessionStillClosesTheMonitor() {
         List<String> closed = new ArrayList<>();

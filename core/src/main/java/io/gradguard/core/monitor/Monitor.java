@@ -399,6 +399,14 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
     }
 
     /**
+     * Every how many steps the monitor measures each tensor ({@link Builder#every}); in between it
+     * records the global norms only, unless a step needs explaining.
+     */
+    public int every() {
+        return every;
+    }
+
+    /**
      * Records one optimizer step measured outside the pipeline's host step: TensorFlow's one-op
      * training step ({@code TfOptimizer}) keeps its scalars in graph variables and hands them over
      * here at its own cadence. The record gets this monitor's run name and next index, the detectors
