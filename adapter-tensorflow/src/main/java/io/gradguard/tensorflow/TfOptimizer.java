@@ -317,8 +317,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     // ---- the compiled step ------------------------------------------------------------------------
 
     /** What the build produced: the training op and the nodes the host reads. */
-    private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics, List<String> metricOrder,
-            Output<TFloat64> history, int capacity, int width, List<String> metricNames, List<String> stageNames,
+    private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics,
+            Output<TFloat64> history, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
             Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers) {
     }
 
@@ -409,6 +409,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         named.putAll(p.metrics);
         Operand<TInt64> before = identity(tf, counters);
         p.computed.add(before);
+        Operand<TInt64> callIndex = tf.gather(before, tf.constant(0), tf.constant(0));
         Variable<TFloat64> history = null;
         int capacity = monitors.isEmpty() ? 0 : historyCapacity;
         int width = FIXED + p.metrics.size() + (monitors.isEmpty() ? 0 : 2 * input.length);
@@ -416,7 +417,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         if (capacity > 0) {
             // the row this call leaves: its counters before the call, its decision, its scalars
             List<Operand<TFloat64>> cells = new ArrayList<>();
-            cells.add(p.f64(tf.gather(before, tf.constant(0), tf.constant(0))));
+            cells.add(p.f64(callIndex));
             cells.add(p.f64(tf.gather(before, tf.constant(1), tf.constant(0))));
             cells.add(p.action);
             cells.add(p.decidedBy);
@@ -434,8 +435,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             // max|x| costs a pass of its own: measured on the monitor's cadence (every N-th call), NaN in between
             int every = monitors.stream().mapToInt(Monitor::every).min().orElse(1);
             Operand<TBool> detail = every == 1 ? null
-                    : tf.math.equal(tf.math.floorMod(tf.gather(before, tf.constant(0), tf.constant(0)), tf.constant((long) every)),
-                            tf.constant(0L));
+                    : tf.math.equal(tf.math.floorMod(callIndex, tf.constant((long) every)), tf.constant(0L));
             for (Output<?> x : input) {
                 Output<?> at = detail == null ? x : switchOf(tf, x, detail).outputTrue();
                 Operand<TFloat64> max = p.f64(p.ops.maxAbs(new TfTensor(x.shape().asArray(), at, null, null)).value());
@@ -448,7 +448,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             Operand<TFloat64> row = tf.stack(cells);
             p.computed.add(row);
             history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
-            Operand<TInt64> at = tf.math.floorMod(tf.gather(before, tf.constant(0), tf.constant(0)), tf.constant((long) capacity));
+            Operand<TInt64> at = tf.math.floorMod(callIndex, tf.constant((long) capacity));
             p.computed.add(at);
             historyWrite = tf.withControlDependencies(GraphProgram.barrier(p)).scatterUpdate(history, tf.reshape(at, tf.constant(new long[] {1})),
                     tf.reshape(row, tf.constant(new long[] {1, width})));
@@ -494,9 +494,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             end.add(assign(tf.withControlDependencies(barrier), (Variable<?>) w[0], (Operand<?>) w[1]));
         }
         Op train = tf.withName("train").withControlDependencies(end).noOp();
-        Map<String, Operand<TFloat64>> fetchable = new LinkedHashMap<>();
-        named.forEach((k, v) -> fetchable.put(k, v));
-        built = new Built(train, identity(tf, counters), Map.copyOf(fetchable), List.copyOf(named.keySet()),
+        built = new Built(train, identity(tf, counters), java.util.Collections.unmodifiableMap(named),
                 history == null ? null : identity(tf, history).asOutput(), capacity, width, List.copyOf(p.metrics.keySet()),
                 List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set));
         return train;
@@ -600,14 +598,14 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     public Operand<TFloat64> metric(String key) {
         requireBuilt("metric");
         Operand<TFloat64> m = built.metrics.get(Checks.notNull("key", key));
-        Checks.require(m != null, "key", "be one of " + built.metricOrder, key);
+        Checks.require(m != null, "key", "be one of " + built.metrics.keySet(), key);
         return m;
     }
 
     /** The names {@link #metric} accepts, in pipeline order. @throws IllegalStateException if the op is not built yet */
     public List<String> metricNames() {
         requireBuilt("metricNames");
-        return built.metricOrder;
+        return List.copyOf(built.metrics.keySet());
     }
 
     /**
@@ -698,7 +696,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     /** Per tensor and per layer from the row's Σx² and max|x| (a non-finite tensor counts 1: the graph does not count). */
     private List<io.gradguard.core.monitor.TensorStats> tensorStats(double[] row) {
         int n = built.tensorNames.size();
-        int at = FIXED + built.metricNames.size();
+        int at = FIXED + built.rowMetrics.size();
         List<io.gradguard.core.monitor.TensorStats> out = new ArrayList<>(n);
         for (int i = 0; i < n; i++) {
             double ss = row[at + i];
@@ -724,8 +722,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         String by = skipped && decider >= 0 ? built.stageNames.get(decider) : "";
         double coefficient = row[NORM_BEFORE] > 0 && Double.isFinite(row[NORM_BEFORE]) ? row[NORM_AFTER] / row[NORM_BEFORE] : 1.0;
         double threshold = Double.NaN;
-        for (int i = 0; i < built.metricNames.size(); i++) {
-            if (built.metricNames.get(i).endsWith(".threshold") && Double.isNaN(threshold)) {
+        for (int i = 0; i < built.rowMetrics.size(); i++) {
+            if (built.rowMetrics.get(i).endsWith(".threshold") && Double.isNaN(threshold)) {
                 threshold = row[FIXED + i];
             }
         }

@@ -329,10 +329,9 @@ class TfOptimizerTest {
         }
     }
 
-    @Test
-    void theMonitorGetsOneRecordPerOptimizerStepAtDrain() {
-        List<StepRecord> records = new ArrayList<>();
-        Monitor monitor = Monitor.builder().sink(new MonitorListener() {
+    /** A monitor sink that keeps every record. */
+    private static MonitorListener into(List<StepRecord> records) {
+        return new MonitorListener() {
             @Override
             public void onRecord(StepRecord record) {
                 records.add(record);
@@ -341,7 +340,13 @@ class TfOptimizerTest {
             @Override
             public void onEvent(MonitorEvent event) {
             }
-        }).build();
+        };
+    }
+
+    @Test
+    void theMonitorGetsOneRecordPerOptimizerStepAtDrain() {
+        List<StepRecord> records = new ArrayList<>();
+        Monitor monitor = Monitor.builder().sink(into(records)).build();
         try (Kit kit = new Kit(false)) {
             TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.skipNonFinite(3), Transforms.accumulate(2),
                     Transforms.clipByGlobalNorm(0.05), monitor);
@@ -521,16 +526,7 @@ class TfOptimizerTest {
     @Test
     void perTensorMaxAbsFollowsTheMonitorsCadence() {
         List<StepRecord> records = new ArrayList<>();
-        Monitor monitor = Monitor.builder().every(3).sink(new MonitorListener() {
-            @Override
-            public void onRecord(StepRecord record) {
-                records.add(record);
-            }
-
-            @Override
-            public void onEvent(MonitorEvent event) {
-            }
-        }).build();
+        Monitor monitor = Monitor.builder().every(3).sink(into(records)).build();
         try (Kit kit = new Kit(false)) {
             TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.clipByGlobalNorm(0.05), monitor);
             Op train = wrapped.minimize(kit.loss);

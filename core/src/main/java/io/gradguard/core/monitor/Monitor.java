@@ -379,17 +379,7 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         StepRecord record = new StepRecord(run, s.index++, ctx.step(), ctx.call(), skipped, r.action().reason(), r.decidedBy(), calls, loss,
                 m.normBefore, m.normAfter, coefficient, rec.clipped, rec.threshold, m.nonFinite, m.detailed, m.layers,
                 m.tensors, List.of(), r.lossScale().orElse(Double.NaN));
-        List<MonitorEvent> events = detectors.check(s.detectors, record);
-        if (!events.isEmpty()) {
-            record = new StepRecord(record.run(), record.index(), record.step(), record.call(), skipped, record.skipReason(), record.skippedBy(),
-                    calls, loss, record.normBefore(), record.normAfter(), coefficient, record.clipped(), record.clipThreshold(),
-                    record.nonFinite(), record.detailed(), record.layers(), record.tensors(), events, record.lossScale());
-            for (MonitorEvent e : events) {
-                for (MonitorListener l : listeners) {
-                    deliver(l, e, null);
-                }
-            }
-        }
+        record = checked(s, record);
         updates.clear();
         if (updateRatios && !skipped && record.detailed() && !record.layers().isEmpty()) {
             pending = record;
@@ -430,18 +420,23 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
                 record.skippedBy(), record.microBatches(), record.loss(), record.normBefore(), record.normAfter(),
                 record.clipCoefficient(), record.clipped(), record.clipThreshold(), record.nonFinite(), record.detailed(),
                 record.layers(), record.tensors(), List.of(), record.lossScale());
+        publish(checked(s, r));
+    }
+
+    /** The record with what the detectors found at it, each event delivered to every listener first. */
+    private StepRecord checked(MonitorState s, StepRecord r) {
         List<MonitorEvent> events = detectors.check(s.detectors, r);
-        if (!events.isEmpty()) {
-            r = new StepRecord(r.run(), r.index(), r.step(), r.call(), r.skipped(), r.skipReason(), r.skippedBy(), r.microBatches(),
-                    r.loss(), r.normBefore(), r.normAfter(), r.clipCoefficient(), r.clipped(), r.clipThreshold(), r.nonFinite(),
-                    r.detailed(), r.layers(), r.tensors(), events, r.lossScale());
-            for (MonitorEvent e : events) {
-                for (MonitorListener l : listeners) {
-                    deliver(l, e, null);
-                }
+        if (events.isEmpty()) {
+            return r;
+        }
+        for (MonitorEvent e : events) {
+            for (MonitorListener l : listeners) {
+                deliver(l, e, null);
             }
         }
-        publish(r);
+        return new StepRecord(r.run(), r.index(), r.step(), r.call(), r.skipped(), r.skipReason(), r.skippedBy(), r.microBatches(),
+                r.loss(), r.normBefore(), r.normAfter(), r.clipCoefficient(), r.clipped(), r.clipThreshold(), r.nonFinite(),
+                r.detailed(), r.layers(), r.tensors(), events, r.lossScale());
     }
 
     // ---- update ratios (adapters) ------------------------------------------------------------------
