@@ -578,7 +578,11 @@ class TfOptimizerTest {
                     () -> wrapped.applyGradients(List.of(new Optimizer.GradAndVar<>(kit.variables.get(0).asOutput(),
                             kit.variables.get(0).asOutput())), "x"));
             assertTrue(e.getMessage().contains("minimize"), e.getMessage());
+            IllegalArgumentException h = assertThrows(IllegalArgumentException.class, () -> wrapped.history(0));
+            assertTrue(h.getMessage().contains("capacity"), h.getMessage());
             wrapped.minimize(kit.loss);
+            IllegalArgumentException k = assertThrows(IllegalArgumentException.class, () -> wrapped.metric("nope"));
+            assertTrue(k.getMessage().contains("nope") && k.getMessage().contains("loss"), k.getMessage());
             assertThrows(IllegalStateException.class, () -> wrapped.minimize(kit.loss));
             assertThrows(IllegalStateException.class, () -> wrapped.layout(kit.variables.get(0), io.gradguard.core.Layout.whole()));
             wrapped.close();
