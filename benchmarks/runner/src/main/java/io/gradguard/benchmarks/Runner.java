@@ -77,6 +77,17 @@ public final class Runner {
      */
     static final String OMP_WAIT_POLICY = "PASSIVE";
 
+    /**
+     * glibc's allocator with fixed thresholds (unless the caller set them): blocks up to 32 MiB come
+     * from the heap, and the heap's top is not handed back to the kernel after each free. With its
+     * default, adaptive thresholds, a step's multi-megabyte temporaries (PyTorch's Adam allocates
+     * several per parameter) were mapped and unmapped on each step, and every page of them
+     * faulted in again: which variant paid for that depended on the order of earlier allocations,
+     * not on its own work (docs/performance.md has the measurement). It applies to every case of a
+     * section alike.
+     */
+    static final Map<String, String> MALLOC = Map.of("MALLOC_MMAP_THRESHOLD_", "33554432", "MALLOC_TRIM_THRESHOLD_", "4294967296");
+
     /** The one command that runs everything, from the repository root. */
     static final String COMMAND = "mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=full package";
 
@@ -182,6 +193,7 @@ public final class Runner {
             ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
             pb.environment().put("TF_CPP_MIN_LOG_LEVEL", "2");
             pb.environment().putIfAbsent("OMP_WAIT_POLICY", OMP_WAIT_POLICY);
+            MALLOC.forEach(pb.environment()::putIfAbsent);
             console.printf("== %s: %s%n", spec.name(), spec.mainClass());
             Instant start = Instant.now();
             Process p = pb.start();
@@ -393,7 +405,8 @@ public final class Runner {
                     + "- Load average (1, 5, 15 min): " + loadAtStart + " at the start, " + loadAtEnd + " at the end; it counts "
                     + "the benchmark's own threads and any other work on the machine: a load near or above the core count "
                     + "means the cases shared the cores, which the A/A control rows show as noise\n"
-                    + "- OpenMP: " + threads() + "\n";
+                    + "- OpenMP: " + threads() + "\n"
+                    + "- Native allocator (glibc): " + malloc() + "\n";
         }
 
         /** The OpenMP settings the sections' native code runs with. */
@@ -402,6 +415,18 @@ public final class Runner {
             String wait = System.getenv("OMP_WAIT_POLICY");
             return "OMP_WAIT_POLICY=" + (wait == null ? OMP_WAIT_POLICY + " (the runner's default)" : wait)
                     + (threads == null ? "" : ", OMP_NUM_THREADS=" + threads);
+        }
+
+        /** The glibc allocator settings the sections run with. */
+        static String malloc() {
+            StringBuilder out = new StringBuilder();
+            boolean given = false;
+            for (String key : new java.util.TreeSet<>(MALLOC.keySet())) {
+                String v = System.getenv(key);
+                given |= v != null;
+                out.append(out.length() == 0 ? "" : ", ").append(key).append('=').append(v != null ? v : MALLOC.get(key));
+            }
+            return out + (given ? "" : " (the runner's default)");
         }
 
         /** The 1, 5 and 15 minute load averages (other work on the machine makes timings noisy). */
