@@ -432,10 +432,12 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             for (Output<?> x : input) {
                 cells.add(p.f64(p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null)).value()));
             }
-            // max|x| costs a pass of its own: measured on the monitor's cadence (every N-th call), NaN in between
+            // max|x| costs a pass of its own: measured on the monitor's cadence (every N-th optimizer step,
+            // the steps whose records keep per-tensor statistics), NaN in between
             int every = monitors.stream().mapToInt(Monitor::every).min().orElse(1);
             Operand<TBool> detail = every == 1 ? null
-                    : tf.math.equal(tf.math.floorMod(callIndex, tf.constant((long) every)), tf.constant(0L));
+                    : tf.math.equal(tf.math.floorMod(tf.gather(before, tf.constant(1), tf.constant(0)), tf.constant((long) every)),
+                            tf.constant(0L));
             for (Output<?> x : input) {
                 Output<?> at = detail == null ? x : switchOf(tf, x, detail).outputTrue();
                 Operand<TFloat64> max = p.f64(p.ops.maxAbs(new TfTensor(x.shape().asArray(), at, null, null)).value());

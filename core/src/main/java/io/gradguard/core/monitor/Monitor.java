@@ -365,8 +365,7 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         Measured m = null;
         if (!skipped && ctx.step() % every != 0) {
             m = Measured.global(g, r.ops(), rec);
-            if (!Double.isFinite(m.normBefore) || !Double.isFinite(m.normAfter) || rec.nonFiniteTotal > 0
-                    || detectors.isSpike(s.detectors, m.normBefore)) {
+            if (wantsDetail(s, ctx.step(), false, m.normBefore, m.normAfter, rec.nonFiniteTotal)) {
                 m = null; // something to explain: measure each tensor
             }
         }
@@ -400,7 +399,10 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
      * Records one optimizer step measured outside the pipeline's host step: TensorFlow's one-op
      * training step ({@code TfOptimizer}) keeps its scalars in graph variables and hands them over
      * here at its own cadence. The record gets this monitor's run name and next index, the detectors
-     * check it, and it goes to every sink, exactly as a step observed by {@link #onStep}.
+     * check it, and it goes to every sink, exactly as a step observed by {@link #onStep}. Its
+     * per-tensor and per-layer statistics are kept on the steps {@link #onStep} would detail (every
+     * {@link #every()}-th, skipped, non-finite, a norm spike) and dropped on the others, so both
+     * paths write the same records.
      *
      * <pre>{@code
      * monitor.accept(new StepRecord("", 0, step, call, false, "", "", 1, loss, normBefore, normAfter, coefficient,
@@ -416,11 +418,23 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
         }
         publishPending();
         MonitorState s = state;
+        boolean detailed = record.detailed() && wantsDetail(s, record.step(), record.skipped(), record.normBefore(),
+                record.normAfter(), record.nonFinite());
         StepRecord r = new StepRecord(run, s.index++, record.step(), record.call(), record.skipped(), record.skipReason(),
                 record.skippedBy(), record.microBatches(), record.loss(), record.normBefore(), record.normAfter(),
-                record.clipCoefficient(), record.clipped(), record.clipThreshold(), record.nonFinite(), record.detailed(),
-                record.layers(), record.tensors(), List.of(), record.lossScale());
+                record.clipCoefficient(), record.clipped(), record.clipThreshold(), record.nonFinite(), detailed,
+                detailed ? record.layers() : List.of(), detailed ? record.tensors() : List.of(), List.of(), record.lossScale());
         publish(checked(s, r));
+    }
+
+    /**
+     * Whether a step's record carries per-tensor and per-layer statistics: on every {@link #every()}-th
+     * step, and on any step with something to explain (skipped, a non-finite norm or value, a norm
+     * spike).
+     */
+    private boolean wantsDetail(MonitorState s, long step, boolean skipped, double normBefore, double normAfter, double nonFinite) {
+        return skipped || step % every == 0 || !Double.isFinite(normBefore) || !Double.isFinite(normAfter) || nonFinite > 0
+                || detectors.isSpike(s.detectors, normBefore);
     }
 
     /** The record with what the detectors found at it, each event delivered to every listener first. */
