@@ -18,8 +18,6 @@ import ai.djl.training.tracker.Tracker;
 import ai.djl.translate.Batchifier;
 import ai.djl.util.Pair;
 import io.gradguard.core.GradientPipeline;
-import io.gradguard.core.Guard;
-import io.gradguard.core.StepResult;
 import io.gradguard.core.conformance.GuardKit;
 import java.io.IOException;
 import java.io.InputStream;
@@ -108,19 +106,19 @@ class DjlGuardKitTest extends GuardKit {
         }
 
         @Override
-        public Guard<?, ?> guard() {
-            return guard;
+        public GuardView guard() {
+            return GuardView.of(guard);
         }
 
         @Override
-        public StepResult<?> train(Batch b) {
+        public StepView train(Batch b) {
             try (NDManager m = trainer.getManager().newSubManager();
                     ai.djl.training.dataset.Batch batch = new ai.djl.training.dataset.Batch(m, new NDList(m.create(b.x())), new NDList(m.create(b.y())), b.x().length,
                     Batchifier.STACK, Batchifier.STACK, 0, 0)) {
                 EasyTrain.trainBatch(trainer, batch);
                 trainer.step();
             }
-            return guard.lastResult().orElseThrow();
+            return StepView.of(guard.lastResult().orElseThrow());
         }
 
         @Override

@@ -1,7 +1,6 @@
 package io.gradguard.dl4j;
 
 import io.gradguard.core.GradientPipeline;
-import io.gradguard.core.Guard;
 import io.gradguard.core.StepResult;
 import io.gradguard.core.conformance.GuardKit;
 import java.io.IOException;
@@ -72,13 +71,13 @@ class Dl4jGuardKitTest extends GuardKit {
         }
 
         @Override
-        public Guard<?, ?> guard() {
-            return guard;
+        public GuardView guard() {
+            return GuardView.of(guard);
         }
 
         @Override
-        public StepResult<?> train(Batch batch) {
-            return fit(guard, net, dataSet(batch));
+        public StepView train(Batch batch) {
+            return StepView.of(fit(guard, net, dataSet(batch)));
         }
 
         @Override

@@ -38,6 +38,8 @@ final class GraphProgram {
     Operand<TFloat64> action;
     Operand<TFloat64> decidedBy;
     Operand<TFloat64> microBatches;
+    /** The first accumulate stage's count of micro-batches in the unfinished window (null: no such stage). */
+    Variable<TInt64> window;
     /** The exact count of non-finite values (computed only when fetched). */
     Operand<TFloat64> nonFinite;
     /** 1 when a stage found non-finite values, else 0: what a monitor's row records. */

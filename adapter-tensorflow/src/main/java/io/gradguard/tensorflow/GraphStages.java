@@ -44,9 +44,17 @@ final class GraphStages {
     private GraphStages() {
     }
 
-    /** Loss scaling ({@link LossScale}): g ← g / S; an overflow skips and backs S off; growth after the interval. */
-    static void lossScale(GraphProgram p, LossScale scale, Variable<TFloat64> s, String stage) {
+    /**
+     * Loss scaling ({@link LossScale}): g ← g / S; an overflow skips and backs S off; growth after the
+     * interval.
+     *
+     * @return the scale this call multiplied the loss by: a copy taken before S is written (an
+     *     {@code Identity} of the variable would alias its buffer, and a fetch would show the scale
+     *     written for the next call)
+     */
+    static Operand<TFloat64> lossScale(GraphProgram p, LossScale scale, Variable<TFloat64> s, String stage) {
         Ops tf = p.tf;
+        Operand<TFloat64> used = p.computed(tf.deepCopy(s));
         for (int i = 0; i < p.g.length; i++) {
             p.g[i] = tf.math.div((Operand) p.g[i], castTo(tf, s, p.g[i].type())).asOutput();
         }
@@ -65,10 +73,11 @@ final class GraphStages {
         p.write(s, tf.select(overflow, backedOff, tf.select(grow, keepGrown, identity(tf, s))));
         p.write(good, tf.select(tf.math.logicalOr(overflow, grow), tf.constant(0L), goodNext));
         p.write(overflows, p.plusIf(overflows, overflow));
-        p.metric(stage + ".scale", p.computed(identity(tf, s)));
+        p.metric(stage + ".scale", tf.identity(used)); // a node of its own: a runner refuses to fetch one output twice
         p.nonFinite = found;
         p.nonFiniteSeen = p.f64(overflow);
         p.decide(overflow, SKIP, 0);
+        return used;
     }
 
     /** {@link NonFiniteGuard} SKIP or THROW: the gate, the counters, and an in-graph failure past the limit. */
@@ -127,6 +136,9 @@ final class GraphStages {
             counted = p.reaching();
         }
         Variable<TInt64> count = p.counter(stage + "_count");
+        if (p.window == null) {
+            p.window = count;
+        }
         Operand<TInt64> newCount = p.plusIf(count, counted);
         Operand<TBool> complete = tf.math.greaterEqual(newCount, tf.constant((long) k));
         for (int i = 0; i < p.g.length; i++) {

@@ -38,7 +38,9 @@ import org.tensorflow.op.core.SwitchCond;
 import org.tensorflow.op.core.Variable;
 import org.tensorflow.types.TBool;
 import org.tensorflow.types.TFloat64;
+import org.tensorflow.types.TInt32;
 import org.tensorflow.types.TInt64;
+import org.tensorflow.types.TString;
 import org.tensorflow.types.family.TType;
 
 /**
@@ -68,8 +70,17 @@ import org.tensorflow.types.family.TType;
  *       percentile and the decision as graph ops, with core's formulas;</li>
  *   <li>a {@link Monitor} stage: each call's scalars (loss, norms before and after the pipeline, the
  *       stages' metrics) go to a ring of graph variables that {@link #drain()} hands to the monitor on
- *       the host, when you call it (every N steps, and at {@link #close()}).</li>
+ *       the host, when you call it (every N steps, and at {@link #close()}); for a monitor that wants
+ *       update ratios ({@code updateRatios(true)}, the default), on an applied call whose optimizer
+ *       step falls on its cadence ({@code every(n)}), each layer's ‖θ_after − θ_before‖ / ‖θ_before‖,
+ *       θ_before a copy taken before the update.</li>
  * </ul>
+ *
+ * <p>Optimizers that write state reading no gradient (tensorflow-framework's Adam and Adamax advance
+ * their beta powers in {@code finish}) get those writes rebuilt behind the gate and after the
+ * per-variable updates: a skipped or held call leaves them untouched, and Adam's race between its
+ * beta-power update and the {@code ApplyAdam} ops that read the powers is gone (two wrapped runs are
+ * bit-identical, whatever the pipeline).
  *
  * <p>What cannot run in a graph is refused at build time with an {@link IllegalArgumentException}
  * naming the stage: a stage of your own that reads a value on the host, and {@code accumulate} with
@@ -86,6 +97,14 @@ import org.tensorflow.types.family.TType;
  * }
  * TfOptimizer.Counters c = guarded.counters();              // calls, steps, skipped, held
  * }</pre>
+ *
+ * <p>A step is that one run: the wrapper runs nothing of its own while your loop trains. What a
+ * call did is a node you fetch with it ({@link #metric}, {@link #decidedBy()}); the counters, the
+ * loss scale, the accumulation window and the monitor's records are read when you call
+ * {@link #counters()}, {@link #lossScale()}, {@link #microStep()} or {@link #drain()} (one session
+ * run each). One wrapper builds one training op for one model, with a pipeline of its own: a second
+ * {@code minimize} or a pipeline that another guard or wrapper runs is refused with an
+ * {@link IllegalStateException}.
  *
  * <p>State (counters, accumulators, the loss scale) lives in {@code VariableV2}s of the graph, so
  * {@code session.save(prefix)} / {@code session.restore(prefix)} checkpoint it with the model and
@@ -108,6 +127,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     private final List<Monitor> monitors = new ArrayList<>();
     private int historyCapacity = 1000;
     private Built built;
+    /** The session runs this wrapper made itself ({@link #counters}, {@link #lossScale}, {@link #microStep}, {@link #drain}). */
+    private long ownRuns;
     private long drained;
     private boolean closed;
 
@@ -123,6 +144,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 monitors.add(m);
             }
         }
+        pipeline.claim(this);
     }
 
     private static Graph graphOf(Session session) {
@@ -134,13 +156,19 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
      *
      * @param session   the session that trains (counters and monitor records are read through it)
      * @param optimizer a tensorflow-framework optimizer built on the session's graph
+     * @param pipeline  the stages, a pipeline of this wrapper's own: its monitors get this model's records
      * @throws IllegalArgumentException if an argument is null, or the optimizer belongs to another graph
+     * @throws IllegalStateException if another guard or TfOptimizer already runs the pipeline (one pipeline per model)
      */
     public static TfOptimizer of(Session session, Optimizer optimizer, GradientPipeline pipeline) {
         return new TfOptimizer(session, optimizer, pipeline);
     }
 
-    /** {@link #of(Session, Optimizer, GradientPipeline)} with a new pipeline of these transforms. */
+    /**
+     * {@link #of(Session, Optimizer, GradientPipeline)} with a new pipeline of these transforms.
+     *
+     * @throws IllegalArgumentException if an argument is null, or the optimizer belongs to another graph
+     */
     public static TfOptimizer of(Session session, Optimizer optimizer, GradientTransform... transforms) {
         return new TfOptimizer(session, optimizer, GradientPipeline.of(transforms));
     }
@@ -190,9 +218,14 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     }
 
     private void requireUnbuilt(String what) {
-        if (built != null) {
-            throw new IllegalStateException("this TfOptimizer has built its training op: call " + what + "(...) before minimize");
+        if (built == null) {
+            return;
         }
+        if (what.equals("minimize") || what.equals("applyGradients")) {
+            throw new IllegalStateException("this TfOptimizer has built its training op already (" + built.train.op().name()
+                    + "): one TfOptimizer, with a pipeline of its own, per model and training op");
+        }
+        throw new IllegalStateException("this TfOptimizer has built its training op: call " + what + "(...) before minimize");
     }
 
     @Override
@@ -319,7 +352,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     /** What the build produced: the training op and the nodes the host reads. */
     private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics,
             Output<TFloat64> history, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
-            Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers) {
+            Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers, Output<TString> decidedBy,
+            Output<TInt64> window, List<String> ratioLayers) {
     }
 
     private Op build(Ops tf, Output<?> loss, List<Output<?>> vars, List<Output<?>> values, Output<?>[] grads, LossScale scale,
@@ -343,9 +377,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         int first = 0;
         Operand<TFloat64> lossScaleUsed = tf.constant(Double.NaN);
         if (scale != null) {
-            lossScaleUsed = identity(tf, s);
-            p.computed.add(lossScaleUsed);
-            GraphStages.lossScale(p, scale, s, stageNames.get(0));
+            lossScaleUsed = GraphStages.lossScale(p, scale, s, stageNames.get(0));
             first = 1;
         }
         Output<?>[] input = p.g.clone();
@@ -407,16 +439,14 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         named.put("lossScale", lossScaleUsed);
         named.put("nonFinite", p.nonFinite);
         named.putAll(p.metrics);
+        Output<TString> decidedBy = decidedByName(tf, p.decidedBy, stageNames);
         Operand<TInt64> before = identity(tf, counters);
         p.computed.add(before);
         Operand<TInt64> callIndex = tf.gather(before, tf.constant(0), tf.constant(0));
-        Variable<TFloat64> history = null;
         int capacity = monitors.isEmpty() ? 0 : historyCapacity;
-        int width = FIXED + p.metrics.size() + (monitors.isEmpty() ? 0 : 2 * input.length);
-        Op historyWrite = null;
+        List<Operand<TFloat64>> cells = new ArrayList<>();
         if (capacity > 0) {
             // the row this call leaves: its counters before the call, its decision, its scalars
-            List<Operand<TFloat64>> cells = new ArrayList<>();
             cells.add(p.f64(callIndex));
             cells.add(p.f64(tf.gather(before, tf.constant(1), tf.constant(0))));
             cells.add(p.action);
@@ -442,18 +472,10 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 Output<?> at = detail == null ? x : switchOf(tf, x, detail).outputTrue();
                 Operand<TFloat64> max = p.f64(p.ops.maxAbs(new TfTensor(x.shape().asArray(), at, null, null)).value());
                 if (detail != null) {
-                    Operand<TFloat64> none = tf.identity(tf.switchCond(tf.constant(Double.NaN), detail).outputFalse());
-                    max = tf.merge(List.of(max, none)).output();
+                    max = orNaN(tf, max, detail);
                 }
                 cells.add(max);
             }
-            Operand<TFloat64> row = tf.stack(cells);
-            p.computed.add(row);
-            history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
-            Operand<TInt64> at = tf.math.floorMod(callIndex, tf.constant((long) capacity));
-            p.computed.add(at);
-            historyWrite = tf.withControlDependencies(GraphProgram.barrier(p)).scatterUpdate(history, tf.reshape(at, tf.constant(new long[] {1})),
-                    tf.reshape(row, tf.constant(new long[] {1, width})));
         }
         // calls, steps, skipped, held: one add of this call's deltas
         boolean gated = p.go != null || !p.asserts.isEmpty();
@@ -462,21 +484,27 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                         p.holds == null ? tf.constant(false) : p.holds)), TInt64.class);
         p.write(counters, tf.math.add(counters, delta));
 
+        // update-to-parameter ratios, for a monitor that wants them, on an applied call of its cadence (optimizer steps):
+        // a real copy of θ before the update (a ref variable read through Identity aliases the buffer the update changes in
+        // place), ordered before the update by a control dependency of the gradients the optimizer reads
+        UpdateRatios ratios = capacity > 0 ? UpdateRatios.wanted(tf, p, monitors, applies, tf.gather(before, tf.constant(1),
+                tf.constant(0)), values, set) : null;
+
         // the wrapped optimizer's update, behind the gate: its inputs are dead when the call does not apply
         // (tensorflow-framework's applyGradients runs every update after all the gradients it is given)
         List<GradAndVar<? extends TType>> gv = new ArrayList<>();
         Set<GraphOperation> gates = new java.util.HashSet<>();
         for (int i = 0; i < p.g.length; i++) {
             Output<?> x = gated ? switchOf(tf, p.g[i], applies).outputTrue() : p.g[i];
+            if (ratios != null) {
+                x = identityOf(tf.withControlDependencies(List.of(ratios.copied)), x);
+            }
             gates.add((GraphOperation) x.op());
             gv.add(gradAndVar(x, vars.get(i)));
         }
         Set<String> existing = new java.util.HashSet<>();
         graph.operations().forEachRemaining(o -> existing.add(o.name()));
-        Op apply = inner.applyGradients(gv, scopeName + "_apply");
-        if (gated) {
-            apply = gatedUpdate(tf, existing, gates, applies);
-        }
+        Op apply = orderedUpdate(tf, existing, gates, gated ? applies : null, inner.applyGradients(gv, scopeName + "_apply"));
         Operand<TBool> done;
         if (gated) {
             SwitchCond<TBool> sw = tf.switchCond(applies, applies);
@@ -488,8 +516,20 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         List<Op> end = new ArrayList<>();
         end.add(done);
-        if (historyWrite != null) {
-            end.add(historyWrite);
+        Variable<TFloat64> history = null;
+        int width = 0;
+        if (capacity > 0) {
+            if (ratios != null) {
+                cells.addAll(ratios.after(tf, p, apply, vars));
+            }
+            width = cells.size();
+            Operand<TFloat64> row = tf.stack(cells);
+            p.computed.add(row);
+            history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
+            Operand<TInt64> at = tf.math.floorMod(callIndex, tf.constant((long) capacity));
+            p.computed.add(at);
+            end.add(tf.withControlDependencies(GraphProgram.barrier(p)).scatterUpdate(history, tf.reshape(at, tf.constant(new long[] {1})),
+                    tf.reshape(row, tf.constant(new long[] {1, width}))));
         }
         List<Op> barrier = GraphProgram.barrier(p);
         for (Object[] w : p.writes) {
@@ -498,24 +538,29 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Op train = tf.withName("train").withControlDependencies(end).noOp();
         built = new Built(train, identity(tf, counters), java.util.Collections.unmodifiableMap(named),
                 history == null ? null : identity(tf, history).asOutput(), capacity, width, List.copyOf(p.metrics.keySet()),
-                List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set));
+                List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set),
+                decidedBy, p.window == null ? null : identity(tf, p.window), ratios == null ? List.of() : ratios.layers);
         return train;
     }
 
     /**
-     * The wrapped optimizer's update, all of it behind the gate. Its per-variable updates read the
-     * gated gradients, so they do not run on a call that does not apply. Some optimizers also write
-     * state that reads no gradient (tensorflow-framework's Adam and Adamax advance their beta powers
-     * in {@code finish}, AdaGradDA its global step in {@code prepare}): such a write is rebuilt with
-     * its value behind the gate and ordered after the per-variable updates (which read the old
-     * value), and the training op targets these instead of the optimizer's own op, so the originals
-     * never run. A write the updates read the result of (Nadam's momentum schedule) cannot be moved
-     * behind the gate: that optimizer is refused.
+     * The wrapped optimizer's update, all of it behind the gate ({@code applies}; null: the pipeline
+     * never skips or holds). Its per-variable updates read the gated gradients, so they do not run
+     * on a call that does not apply. Some optimizers also write state that reads no gradient
+     * (tensorflow-framework's Adam and Adamax advance their beta powers in {@code finish}, AdaGradDA
+     * its global step in {@code prepare}): such a write is rebuilt with its value behind the gate and
+     * ordered after the per-variable updates (which read the old value), and the training op targets
+     * these instead of the optimizer's own op, so the originals never run. Without a gate the writes
+     * are rebuilt the same way for that order alone: tensorflow-framework's Adam leaves its beta-power
+     * update racing the {@code ApplyAdam} ops that read the powers, so some variables would see the
+     * next step's bias correction. A write the updates read the result of (Nadam's momentum schedule)
+     * cannot be moved behind the gate: with a gate that optimizer is refused, without one its own op
+     * runs as unwrapped.
      *
      * @throws IllegalArgumentException if the optimizer writes state the gate cannot hold back
      */
     @SuppressWarnings({"unchecked", "rawtypes"})
-    private Op gatedUpdate(Ops tf, Set<String> existing, Set<GraphOperation> gates, Operand<TBool> applies) {
+    private Op orderedUpdate(Ops tf, Set<String> existing, Set<GraphOperation> gates, Operand<TBool> applies, Op own) {
         Set<GraphOperation> downstream = graph.subgraphFromOps(gates);
         List<GraphOperation> gatedWrites = new ArrayList<>();
         List<GraphOperation> ungated = new ArrayList<>();
@@ -535,6 +580,9 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 refused.add(op.name() + " (" + op.type() + ")");
             }
         }
+        if (applies == null && (!refused.isEmpty() || ungated.isEmpty())) {
+            return own;
+        }
         Checks.require(refused.isEmpty(), "optimizer", "write its state in its per-variable updates or in assignments they do not "
                 + "read, so that a skipped or held call leaves it untouched; " + inner.getOptimizerName() + " writes " + refused
                 + " on every run and reads the result: use another optimizer (Adam, Momentum, RMSProp, AdaGrad...) or a pipeline "
@@ -546,7 +594,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Ops afterUpdates = tf.withControlDependencies(new ArrayList<>(all));
         for (GraphOperation op : ungated) {
             Operand ref = op.input(0);
-            Operand value = switchOf(tf, op.input(1), applies).outputTrue();
+            Operand value = applies == null ? op.input(1) : switchOf(tf, op.input(1), applies).outputTrue();
             Op write = switch (op.type()) {
                 case "AssignAdd" -> afterUpdates.assignAdd(ref, value);
                 case "AssignSub" -> afterUpdates.assignSub(ref, value);
@@ -574,7 +622,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
      */
     public Counters counters() {
         requireBuilt("counters");
-        try (Result r = session.runner().fetch(built.counters).run()) {
+        try (Result r = runner().fetch(built.counters).run()) {
             TInt64 c = (TInt64) r.get(0);
             return new Counters(c.getLong(0), c.getLong(1), c.getLong(2), c.getLong(3));
         }
@@ -611,6 +659,52 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     }
 
     /**
+     * The name of the stage that held or skipped the step, to fetch with it as a {@link #metric}:
+     * "" on a call that applied, else the stage's name in the pipeline ({@code "dynamicLossScale"}
+     * for an overflow, {@code "nonFinite"} for non-finite gradients, {@code "accumulate"} for a held
+     * micro-batch), as {@code StepResult.decidedBy()} on the host.
+     *
+     * <pre>{@code
+     * try (Result r = session.runner().feed(x, xs).addTarget(train).fetch(guarded.decidedBy()).run()) {
+     *     String by = ((TString) r.get(0)).getObject();
+     * }
+     * }</pre>
+     *
+     * @throws IllegalStateException if the training op is not built yet, or this wrapper is closed
+     */
+    public Operand<TString> decidedBy() {
+        requireBuilt("decidedBy");
+        return built.decidedBy;
+    }
+
+    /**
+     * The micro-batches absorbed into the current, unfinished accumulation window, read from the
+     * graph (one session run; 0 without an {@code accumulate} stage, and no run).
+     *
+     * @throws IllegalStateException if the training op is not built yet, or this wrapper is closed
+     */
+    public int microStep() {
+        requireBuilt("microStep");
+        if (built.window == null) {
+            return 0;
+        }
+        try (Result r = runner().fetch(built.window).run()) {
+            return (int) ((TInt64) r.get(0)).getLong();
+        }
+    }
+
+    /** A runner of the session for a read of this wrapper's own, counted ({@link #ownRuns}). */
+    private Session.Runner runner() {
+        ownRuns++;
+        return session.runner();
+    }
+
+    /** How many session runs this wrapper made itself: none while the user's loop trains, only when a host read is called. */
+    long ownRuns() {
+        return ownRuns;
+    }
+
+    /**
      * The loss scale S the next call multiplies the loss by (one session run).
      *
      * @throws IllegalStateException if the pipeline has no loss-scale stage, the op is not built, or this wrapper is closed
@@ -620,7 +714,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         if (built.lossScale == null) {
             throw new IllegalStateException("this pipeline has no loss-scale stage: put Transforms.dynamicLossScale() first");
         }
-        try (Result r = session.runner().fetch(built.lossScale).run()) {
+        try (Result r = runner().fetch(built.lossScale).run()) {
             return ((TFloat64) r.get(0)).getDouble();
         }
     }
@@ -642,7 +736,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         double[] rows;
         long calls;
-        try (Result r = session.runner().fetch(built.history).fetch(built.counters).run()) {
+        try (Result r = runner().fetch(built.history).fetch(built.counters).run()) {
             rows = new double[built.capacity * built.width];
             ((TFloat64) r.get(0)).copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(rows, false, false));
             calls = ((TInt64) r.get(1)).getLong(0);
@@ -675,8 +769,16 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             double loss = lossCount > 0 ? lossSum / lossCount : Double.NaN;
             lossSum = 0;
             lossCount = 0;
+            StepRecord withRatios = null;
+            StepRecord without = null;
             for (Monitor m : monitors) {
-                m.accept(record(row, loss));
+                if (m.updateRatios() && !built.ratioLayers.isEmpty()) {
+                    withRatios = withRatios != null ? withRatios : record(row, loss, true);
+                    m.accept(withRatios);
+                } else {
+                    without = without != null ? without : record(row, loss, false);
+                    m.accept(without);
+                }
             }
         }
         drained = calls;
@@ -708,17 +810,33 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         return out;
     }
 
-    private static List<io.gradguard.core.monitor.LayerStats> layerStats(List<io.gradguard.core.monitor.TensorStats> tensors) {
+    /**
+     * Per layer from the tensors; with {@code ratios}, each layer's update ratio from the row's Σ(Δθ)²
+     * and Σθ² (θ before the update), as the host monitor computes it: √(Σ(Δθ)² / Σθ²); for a layer
+     * of zeros 0 if it did not move, +∞ if it did; NaN on a call that was not measured.
+     */
+    private List<io.gradguard.core.monitor.LayerStats> layerStats(List<io.gradguard.core.monitor.TensorStats> tensors, double[] row,
+            boolean ratios) {
         Map<String, Double> ss = new LinkedHashMap<>();
         for (var t : tensors) {
             ss.merge(t.layer(), t.norm() * t.norm(), Double::sum);
         }
+        int at = FIXED + built.rowMetrics.size() + 2 * built.tensorNames.size();
         List<io.gradguard.core.monitor.LayerStats> out = new ArrayList<>();
-        ss.forEach((layer, v) -> out.add(new io.gradguard.core.monitor.LayerStats(layer, Math.sqrt(v), Double.NaN)));
+        ss.forEach((layer, v) -> {
+            int l = ratios ? built.ratioLayers.indexOf(layer) : -1;
+            double ratio = Double.NaN;
+            if (l >= 0) {
+                double du = row[at + 2 * l];
+                double p = row[at + 2 * l + 1];
+                ratio = Double.isNaN(du) || Double.isNaN(p) ? Double.NaN : p > 0 ? Math.sqrt(du / p) : du == 0 ? 0 : Double.POSITIVE_INFINITY;
+            }
+            out.add(new io.gradguard.core.monitor.LayerStats(layer, Math.sqrt(v), ratio));
+        });
         return out;
     }
 
-    private StepRecord record(double[] row, double loss) {
+    private StepRecord record(double[] row, double loss, boolean ratios) {
         boolean skipped = row[ACTION] == SKIP;
         int decider = (int) row[DECIDED_BY];
         String by = skipped && decider >= 0 ? built.stageNames.get(decider) : "";
@@ -731,7 +849,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         return new StepRecord("", 0, (long) row[STEP], (long) row[CALL], skipped, skipped ? "skipped in the graph by " + by : "", by,
                 (int) row[MICRO_BATCHES], loss, row[NORM_BEFORE], row[NORM_AFTER], coefficient, coefficient < 1, threshold,
-                (long) row[NON_FINITE], true, layerStats(tensorStats(row)), tensorStats(row), List.of(), row[LOSS_SCALE]);
+                (long) row[NON_FINITE], true, layerStats(tensorStats(row), row, ratios), tensorStats(row), List.of(), row[LOSS_SCALE]);
     }
 
     private void requireBuilt(String what) {
@@ -778,6 +896,110 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     }
 
     // ---- graph helpers ----------------------------------------------------------------------------
+
+    /** {@code value} where {@code when} holds (computed only then), NaN otherwise. */
+    private static Operand<TFloat64> orNaN(Ops tf, Operand<TFloat64> value, Operand<TBool> when) {
+        Operand<TFloat64> none = tf.identity(tf.switchCond(tf.constant(Double.NaN), when).outputFalse());
+        return tf.merge(List.of(value, none)).output();
+    }
+
+    /** The deciding stage's name from its index (-1: none, ""). */
+    private static Output<TString> decidedByName(Ops tf, Operand<TFloat64> index, List<String> stageNames) {
+        String[] names = new String[stageNames.size() + 1];
+        names[0] = "";
+        for (int i = 0; i < stageNames.size(); i++) {
+            names[i + 1] = stageNames.get(i);
+        }
+        Operand<TInt32> at = tf.dtypes.cast(tf.math.add(index, tf.constant(1.0)), TInt32.class);
+        return tf.withName("decided_by").gather(tf.constant(java.nio.charset.StandardCharsets.UTF_8, names), at, tf.constant(0)).output();
+    }
+
+    /**
+     * Update-to-parameter ratios measured in the graph, for the monitors built with
+     * {@code updateRatios(true)} (the default), on an applied call whose optimizer step falls on
+     * their cadence ({@link Monitor#every}): per layer Σ(θ_after − θ_before)² and Σθ_before², the
+     * host monitor's ‖Δθ‖ / ‖θ‖. θ_before is a real copy ({@code DeepCopy}) taken before the update:
+     * a ref variable read through {@code Identity} aliases the buffer that the update changes in
+     * place. The gradients the optimizer reads wait for the copies ({@link #copied}); θ_after is read
+     * after the update. Nothing is copied or reduced on the other calls.
+     */
+    private static final class UpdateRatios {
+        final Operand<TBool> measure;
+        /** θ before the update, live only on a measured call. */
+        final Output<?>[] before;
+        /** Live on every call; on a measured call, after the copies. */
+        final Operand<TBool> copied;
+        /** The layers in the order of a record's layer statistics. */
+        final List<String> layers;
+        final int[] layerOf;
+        final long[][] shapes;
+
+        private UpdateRatios(Operand<TBool> measure, Output<?>[] before, Operand<TBool> copied, List<String> layers, int[] layerOf,
+                long[][] shapes) {
+            this.measure = measure;
+            this.before = before;
+            this.copied = copied;
+            this.layers = layers;
+            this.layerOf = layerOf;
+            this.shapes = shapes;
+        }
+
+        /** The copies, where a monitor wants ratios; null where none does. */
+        @SuppressWarnings({"unchecked", "rawtypes"})
+        static UpdateRatios wanted(Ops tf, GraphProgram p, List<Monitor> monitors, Operand<TBool> applies, Operand<TInt64> step,
+                List<Output<?>> values, GradientSet<TfTensor> set) {
+            int every = monitors.stream().filter(Monitor::updateRatios).mapToInt(Monitor::every).min().orElse(0);
+            if (every == 0) {
+                return null;
+            }
+            Operand<TBool> measure = every == 1 ? applies
+                    : p.and(applies, tf.math.equal(tf.math.floorMod(step, tf.constant((long) every)), tf.constant(0L)));
+            List<String> layers = new ArrayList<>();
+            int n = values.size();
+            int[] layerOf = new int[n];
+            long[][] shapes = new long[n][];
+            Output<?>[] before = new Output<?>[n];
+            List<Op> copies = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                String layer = set.get(i).layer();
+                if (!layers.contains(layer)) {
+                    layers.add(layer);
+                }
+                layerOf[i] = layers.indexOf(layer);
+                shapes[i] = set.get(i).shape();
+                before[i] = tf.deepCopy((Operand) switchOf(tf, values.get(i), measure).outputTrue()).asOutput();
+                Output<?> copy = before[i];
+                copies.add(copy::op);
+            }
+            SwitchCond<TBool> sw = tf.switchCond(measure, measure);
+            Operand<TBool> afterCopies = tf.withControlDependencies(copies).identity(sw.outputTrue());
+            Operand<TBool> copied = tf.merge(List.of(afterCopies, tf.identity(sw.outputFalse()))).output();
+            return new UpdateRatios(measure, before, copied, List.copyOf(layers), layerOf, shapes);
+        }
+
+        /** Per layer Σ(Δθ)² and Σθ², read after {@code apply}; NaN on a call not measured. */
+        @SuppressWarnings({"unchecked", "rawtypes"})
+        List<Operand<TFloat64>> after(Ops tf, GraphProgram p, Op apply, List<Output<?>> vars) {
+            Ops afterUpdate = tf.withControlDependencies(List.of(apply));
+            Operand<TFloat64>[] updates = new Operand[layers.size()];
+            Operand<TFloat64>[] params = new Operand[layers.size()];
+            for (int i = 0; i < before.length; i++) {
+                Output<?> now = switchOf(tf, identityOf(afterUpdate, vars.get(i)), measure).outputTrue();
+                Output<?> delta = tf.math.sub((Operand) now, (Operand) before[i]).asOutput();
+                Operand<TFloat64> u = p.f64(p.ops.sumOfSquares(new TfTensor(shapes[i], delta, null, null)).value());
+                Operand<TFloat64> q = p.f64(p.ops.sumOfSquares(new TfTensor(shapes[i], before[i], null, null)).value());
+                int l = layerOf[i];
+                updates[l] = updates[l] == null ? u : tf.math.add(updates[l], u);
+                params[l] = params[l] == null ? q : tf.math.add(params[l], q);
+            }
+            List<Operand<TFloat64>> cells = new ArrayList<>();
+            for (int l = 0; l < layers.size(); l++) {
+                cells.add(orNaN(tf, updates[l], measure));
+                cells.add(orNaN(tf, params[l], measure));
+            }
+            return cells;
+        }
+    }
 
     @SuppressWarnings({"unchecked", "rawtypes"})
     private static Op assign(Ops tf, Variable<?> v, Operand<?> value) {

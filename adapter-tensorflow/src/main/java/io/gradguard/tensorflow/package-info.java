@@ -83,8 +83,9 @@
  *
  * <p>tensorflow-framework 1.0's {@code Adam} updates its beta powers without a control dependency on
  * its ApplyAdam ops, which read them: two identical runs can differ (by 1e-3 to 1e-2 after a few
- * steps on the GuardKit's model), with or without GradGuard. Use Momentum or RMSProp where runs must
- * be bit-identical.
+ * steps on the GuardKit's model), unwrapped or through {@link io.gradguard.tensorflow.TfGuard}. Use
+ * Momentum or RMSProp there where runs must be bit-identical. {@link io.gradguard.tensorflow.TfOptimizer}
+ * orders the beta-power update after the ApplyAdam ops: its Adam runs are bit-identical.
  *
  * <p>Every {@code Tensor} the adapter fetches or feeds is closed (fed scalars are cached per slot
  * and closed with the guard).

@@ -1,8 +1,6 @@
 package io.gradguard.tensorflow;
 
 import io.gradguard.core.GradientPipeline;
-import io.gradguard.core.Guard;
-import io.gradguard.core.StepResult;
 import io.gradguard.core.conformance.GuardKit;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -61,16 +59,16 @@ class TfGuardKitTest extends GuardKit {
         }
 
         @Override
-        public Guard<?, ?> guard() {
-            return guard;
+        public GuardView guard() {
+            return GuardView.of(guard);
         }
 
         @Override
-        public StepResult<?> train(Batch batch) {
+        public StepView train(Batch batch) {
             try (TFloat32 xs = TFloat32.tensorOf(StdArrays.ndCopyOf(batch.x()));
                     TFloat32 ys = TFloat32.tensorOf(StdArrays.ndCopyOf(batch.y()))) {
                 Map<Operand<?>, Tensor> feeds = Map.of(x, xs, y, ys);
-                return guard.step(feeds, batch.x().length);
+                return StepView.of(guard.step(feeds, batch.x().length));
             }
         }
 

@@ -523,6 +523,114 @@ class TfOptimizerTest {
     }
 
     /**
+     * Update ratios measured in the graph: per layer ‖θ_after − θ_before‖ / ‖θ_before‖ as the host
+     * measures it from the parameters fetched around each call, on the cadence of the monitor's
+     * optimizer steps (every 2nd here: steps 0, 2, 4), NaN on the other and on a skipped call, and
+     * never for a monitor built with {@code updateRatios(false)}.
+     */
+    @Test
+    void updateRatiosAreMeasuredInTheGraphOnTheMonitorsCadence() {
+        List<StepRecord> records = new ArrayList<>();
+        List<StepRecord> plain = new ArrayList<>();
+        Monitor monitor = Monitor.builder().every(2).sink(into(records)).build();
+        Monitor without = Monitor.builder().updateRatios(false).sink(into(plain)).build();
+        List<double[]> expected = new ArrayList<>();
+        try (Kit kit = new Kit(true)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(0.5),
+                    monitor, without);
+            Op train = wrapped.minimize(kit.loss);
+            for (Batch b : batches(6, 3)) {
+                List<float[]> before = perVariable(kit);
+                kit.run(train, b);
+                List<float[]> after = perVariable(kit);
+                // variables w1, b1 (layer dense1), w2, b2 (dense2)
+                double[] ratios = new double[2];
+                for (int layer = 0; layer < 2; layer++) {
+                    double du = 0;
+                    double p = 0;
+                    for (int v = 2 * layer; v < 2 * layer + 2; v++) {
+                        for (int j = 0; j < before.get(v).length; j++) {
+                            double d = (double) after.get(v)[j] - before.get(v)[j];
+                            du += d * d;
+                            p += (double) before.get(v)[j] * before.get(v)[j];
+                        }
+                    }
+                    ratios[layer] = Math.sqrt(du / p);
+                }
+                expected.add(ratios);
+            }
+            wrapped.close();
+        }
+        assertEquals(6, records.size());
+        for (StepRecord r : records) {
+            boolean measured = !r.skipped() && r.step() % 2 == 0;
+            // layer statistics only on detailed steps: the cadence's and the skipped one
+            assertEquals(r.skipped() || r.step() % 2 == 0, r.detailed(), "call " + r.call());
+            if (!r.detailed()) {
+                assertTrue(r.layers().isEmpty(), "call " + r.call() + ": " + r.layers());
+                continue;
+            }
+            for (int layer = 0; layer < 2; layer++) {
+                double ratio = r.layers().get(layer).updateRatio();
+                if (measured) {
+                    double e = expected.get((int) r.call())[layer];
+                    assertTrue(e > 0, "call " + r.call() + " moved layer " + layer);
+                    assertEquals(e, ratio, 1e-5 * e, "call " + r.call() + ", layer " + r.layers().get(layer).layer());
+                } else {
+                    assertTrue(Double.isNaN(ratio), "call " + r.call() + " (step " + r.step() + ", skipped " + r.skipped()
+                            + ") is not measured, got " + ratio);
+                }
+            }
+        }
+        assertEquals(List.of(0L, 2L, 5L), records.stream().filter(r -> r.detailed() && !Double.isNaN(r.layers().get(0).updateRatio()))
+                .map(StepRecord::call).toList(), "steps 0, 2, 4 are calls 0, 2, 5 (call 3 skipped)");
+        assertEquals(6, plain.size());
+        assertTrue(plain.stream().allMatch(r -> r.layers().stream().allMatch(l -> Double.isNaN(l.updateRatio()))),
+                "no ratios for a monitor that does not want them");
+    }
+
+    private static List<float[]> perVariable(Kit kit) {
+        List<float[]> out = new ArrayList<>();
+        for (Variable<TFloat32> v : kit.variables) {
+            out.add(fetchAll(kit, List.of(v)));
+        }
+        return out;
+    }
+
+    /**
+     * The deciding stage is a node fetched with the step, as {@code StepResult.decidedBy()}; the
+     * window and counters are read outside it; the step itself makes no session run of the
+     * wrapper's own.
+     */
+    @Test
+    void decidedByIsFetchedWithTheStepAndTheWrapperRunsNothingDuringIt() {
+        try (Kit kit = new Kit(false)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.skipNonFinite(3), Transforms.accumulate(3));
+            Op train = wrapped.minimize(kit.loss);
+            List<Batch> calls = batches(4, 2);
+            List<String> decided = new ArrayList<>();
+            List<Integer> windows = new ArrayList<>();
+            for (Batch b : calls) {
+                long own = wrapped.ownRuns();
+                Map<Operand<?>, Tensor> f = kit.feeds(b);
+                Session.Runner r = kit.session.runner();
+                f.forEach(r::feed);
+                try (Result res = r.addTarget(train).fetch(wrapped.decidedBy()).run()) {
+                    decided.add(((org.tensorflow.types.TString) res.get(0)).getObject());
+                } finally {
+                    f.values().forEach(Tensor::close);
+                }
+                assertEquals(own, wrapped.ownRuns(), "no run of the wrapper's own during the step");
+                windows.add(wrapped.microStep());
+                assertEquals(own + 1, wrapped.ownRuns(), "microStep() is one run");
+            }
+            assertEquals(List.of("accumulate", "accumulate", "nonFinite", ""), decided);
+            assertEquals(List.of(1, 2, 2, 0), windows, "a skip before the window leaves it as it was");
+            assertEquals(new TfOptimizer.Counters(4, 1, 1, 2), wrapped.counters());
+        }
+    }
+
+    /**
      * max|x| costs a pass: measured on the monitor's cadence only (every 3rd step here). Records keep
      * per-tensor statistics on those steps only, as the monitor's own {@code onStep} does.
      */

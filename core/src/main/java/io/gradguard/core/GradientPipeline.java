@@ -260,12 +260,16 @@ public final class GradientPipeline {
     }
 
     /**
-     * Marks this pipeline as run by {@code owner} (a {@link Guard}): its state belongs to that
-     * guard's model.
+     * Marks this pipeline as run by {@code owner}: its state belongs to that owner's model. A
+     * {@link Guard} claims its pipeline when it is built; an adapter that runs the pipeline without
+     * a guard (TensorFlow's {@code TfOptimizer} compiles it into a graph) claims it the same way, so
+     * that one pipeline never guards two models. Claiming again by the same owner does nothing.
      *
-     * @throws IllegalStateException if another guard already runs it
+     * @throws IllegalArgumentException if owner is null
+     * @throws IllegalStateException if another owner already runs it
      */
-    synchronized void claim(Object owner) {
+    public synchronized void claim(Object owner) {
+        Checks.notNull("owner", owner);
         if (guard != null && guard != owner) {
             throw new IllegalStateException("this pipeline is already run by " + guard + " (its state belongs to that"
                     + " model): use one pipeline per model, e.g. build a new GradientPipeline.of(...) for each guard");

@@ -114,4 +114,17 @@ class BadInputTest {
         p.step(GradientSet.<ReferenceTensor>of(java.util.List.of()), ReferenceOps.INSTANCE, StepContext.empty());
         assertEquals(1, p.stepCount());
     }
+
+    /** An adapter without a guard (TensorFlow's one-op step) claims its pipeline as a guard does: one owner per pipeline. */
+    @Test
+    void a_pipeline_has_one_owner() {
+        GradientPipeline p = GradientPipeline.of(Transforms.clipByGlobalNorm(1.0));
+        Object first = new Object();
+        p.claim(first);
+        p.claim(first);
+        IllegalStateException e = assertThrows(IllegalStateException.class, () -> p.claim(new Object()));
+        org.junit.jupiter.api.Assertions.assertTrue(e.getMessage().contains("one pipeline per model"), e.getMessage());
+        IllegalArgumentException n = assertThrows(IllegalArgumentException.class, () -> p.claim(null));
+        org.junit.jupiter.api.Assertions.assertTrue(n.getMessage().contains("owner"), n.getMessage());
+    }
 }

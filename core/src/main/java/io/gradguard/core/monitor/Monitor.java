@@ -396,6 +396,15 @@ public final class Monitor implements GradientTransform, StepListener, AutoClose
     }
 
     /**
+     * Whether applied, detailed records carry update-to-parameter ratios ({@link Builder#updateRatios}):
+     * an adapter that measures the updates itself (TensorFlow's one-op step) measures them only for
+     * a monitor that wants them.
+     */
+    public boolean updateRatios() {
+        return updateRatios;
+    }
+
+    /**
      * Records one optimizer step measured outside the pipeline's host step: TensorFlow's one-op
      * training step ({@code TfOptimizer}) keeps its scalars in graph variables and hands them over
      * here at its own cadence. The record gets this monitor's run name and next index, the detectors

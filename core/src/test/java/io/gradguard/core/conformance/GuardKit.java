@@ -17,6 +17,7 @@ import io.gradguard.core.monitor.RunRecorder;
 import io.gradguard.core.monitor.StepRecord;
 import java.io.IOException;
 import java.nio.file.Path;
+import java.util.OptionalDouble;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -119,13 +120,150 @@ public abstract class GuardKit {
         }
     }
 
+    /**
+     * What the kit reads of the guard of a trainee: a core {@link Guard} ({@link #of}), or what an
+     * adapter without a host step offers instead (TensorFlow's one-op training step keeps its
+     * counters in the graph).
+     */
+    public interface GuardView {
+        /** Every train call so far: the micro-batches fed, held and skipped ones included. */
+        long callCount();
+
+        /** Optimizer steps applied so far. */
+        long stepCount();
+
+        /** Micro-batches held by accumulation so far. */
+        long heldCount();
+
+        /** Steps skipped on purpose (non-finite, overflow, spikes) so far. */
+        long skippedCount();
+
+        /** The loss scale the next train call multiplies the loss by. */
+        double lossScale();
+
+        /** Micro-batches absorbed into the current, unfinished accumulation window. */
+        int microStep();
+
+        /**
+         * Closes the guard: its monitors get their last records and write them; a later train call
+         * throws IllegalStateException naming "closed".
+         */
+        void close();
+
+        /** The view of a core guard. */
+        static GuardView of(Guard<?, ?> guard) {
+            java.util.Objects.requireNonNull(guard, "guard");
+            return new GuardView() {
+                @Override
+                public long callCount() {
+                    return guard.callCount();
+                }
+
+                @Override
+                public long stepCount() {
+                    return guard.stepCount();
+                }
+
+                @Override
+                public long heldCount() {
+                    return guard.heldCount();
+                }
+
+                @Override
+                public long skippedCount() {
+                    return guard.skippedCount();
+                }
+
+                @Override
+                public double lossScale() {
+                    return guard.lossScale();
+                }
+
+                @Override
+                public int microStep() {
+                    return guard.pipeline().microStep();
+                }
+
+                @Override
+                public void close() {
+                    guard.close();
+                }
+
+                @Override
+                public String toString() {
+                    return guard.toString();
+                }
+            };
+        }
+    }
+
+    /**
+     * What the kit reads of one train call's outcome: a core {@link StepResult} ({@link #of}), or
+     * the values an adapter without a host step fetched with the step.
+     */
+    public interface StepView {
+        /** Whether the optimizer applied this call's (or its window's) gradient. */
+        boolean applies();
+
+        /** Whether a stage skipped the call on purpose. */
+        boolean skipped();
+
+        /** The stage that held or skipped the call, "" when it applied. */
+        String decidedBy();
+
+        /** A stage's metric (e.g. {@code clipByGlobalNorm.norm}), empty if no stage recorded it on this call. */
+        OptionalDouble metric(String key);
+
+        /** The scale the call's loss was multiplied by, empty without a loss-scale stage. */
+        OptionalDouble lossScale();
+
+        /** The view of a core step result. */
+        static StepView of(StepResult<?> result) {
+            java.util.Objects.requireNonNull(result, "result");
+            return new StepView() {
+                @Override
+                public boolean applies() {
+                    return result.applies();
+                }
+
+                @Override
+                public boolean skipped() {
+                    return result.skipped();
+                }
+
+                @Override
+                public String decidedBy() {
+                    return result.decidedBy();
+                }
+
+                @Override
+                public OptionalDouble metric(String key) {
+                    return result.metric(key);
+                }
+
+                @Override
+                public OptionalDouble lossScale() {
+                    return result.lossScale();
+                }
+
+                @Override
+                public String toString() {
+                    return result.toString();
+                }
+            };
+        }
+    }
+
     /** The kit's model in one framework, trained through the adapter's guard by the framework's own loop. */
     public interface Trainee extends AutoCloseable {
-        /** The guard that guards this model. */
-        Guard<?, ?> guard();
+        /** The guard that guards this model ({@link GuardView#of} for a core guard). */
+        GuardView guard();
 
-        /** One micro-batch: forward, backward, the guarded step (the framework's optimizer runs if it applies). */
-        StepResult<?> train(Batch batch);
+        /**
+         * One micro-batch: forward, backward, the guarded step (the framework's optimizer runs if it
+         * applies); {@link StepView#of} for a core step result.
+         */
+        StepView train(Batch batch);
 
         /** Every parameter's value, flattened in a fixed order. */
         float[] parameters();
@@ -214,7 +352,7 @@ public abstract class GuardKit {
         float[] clipped;
         double measured;
         try (Trainee t = newTrainee(GradientPipeline.of(Transforms.clipByGlobalNorm(c)), Optimizer.SGD)) {
-            StepResult<?> r = t.train(b);
+            StepView r = t.train(b);
             assertTrue(r.applies(), "a plain clip applies every step");
             measured = r.metric("clipByGlobalNorm.norm").orElseThrow();
             clipped = t.parameters();
@@ -257,7 +395,7 @@ public abstract class GuardKit {
                 Batch b = Batch.of(100 + s, 8);
                 assertTrue(full.train(b).applies());
                 for (int m = 0; m < k; m++) {
-                    StepResult<?> r = acc.train(b.slice(2 * m, 2 * m + 2));
+                    StepView r = acc.train(b.slice(2 * m, 2 * m + 2));
                     assertEquals(m == k - 1, r.applies(), "micro-batch " + m + " of step " + s);
                 }
             }
@@ -288,7 +426,7 @@ public abstract class GuardKit {
             }
             float[] params = t.parameters();
             float[] state = t.optimizerState();
-            StepResult<?> r = t.train(Batch.of(999, 8).poisoned());
+            StepView r = t.train(Batch.of(999, 8).poisoned());
             assertTrue(r.skipped(), "a NaN step is skipped, got " + r);
             assertArrayEquals(params, t.parameters(), "parameters untouched by the skipped step");
             if (state != null) {
@@ -348,7 +486,7 @@ public abstract class GuardKit {
                 assertEquals(scales[i], t.guard().lossScale(), "the scale before step " + i);
                 float[] before = t.parameters();
                 Batch b = Batch.of(500 + i, 8);
-                StepResult<?> r = t.train(i == overflowAt ? loud(b) : b);
+                StepView r = t.train(i == overflowAt ? loud(b) : b);
                 assertEquals(scales[i], r.lossScale().orElseThrow(), "step " + i + " reports the scale its loss was multiplied by");
                 if (i == overflowAt) {
                     assertTrue(r.skipped(), "the overflowing step is skipped, got " + r);
@@ -385,7 +523,7 @@ public abstract class GuardKit {
             }
             float[] params = t.parameters();
             float[] state = t.optimizerState();
-            StepResult<?> r = t.train(loud(Batch.of(602, 8)));
+            StepView r = t.train(loud(Batch.of(602, 8)));
             assertTrue(r.skipped(), "the overflowing step is skipped, got " + r);
             assertArrayEquals(params, t.parameters(), "parameters untouched by the overflowing step");
             if (state != null) {
@@ -411,7 +549,7 @@ public abstract class GuardKit {
             for (int m = 0; m < 5; m++) { // one step applied, two micro-batches of the next held
                 t.train(Batch.of(300 + m, 4));
             }
-            assertEquals(2, t.guard().pipeline().microStep(), "the checkpoint is taken mid-window");
+            assertEquals(2, t.guard().microStep(), "the checkpoint is taken mid-window");
             t.checkpoint(dir);
             atCheckpoint = t.parameters();
             for (int m = 5; m < 12; m++) {
@@ -469,7 +607,7 @@ public abstract class GuardKit {
             for (int i = 0; i < SOAK_STEPS; i++) {
                 boolean poison = i % 100 == 37;
                 injected += poison ? 1 : 0;
-                StepResult<?> r = t.train(poison ? bad : good);
+                StepView r = t.train(poison ? bad : good);
                 assertEquals(poison, r.skipped(), "step " + i);
                 if (i == SOAK_STEPS / 5) {
                     System.gc();

@@ -238,6 +238,8 @@ class MonitorTest {
         GradientPipeline.of(immediate).step(model(), OPS, StepContext.empty());
         assertEquals(1, rec2.recording().records().size());
         assertFalse(immediate.wantsUpdates());
+        assertFalse(immediate.updateRatios(), "an adapter that measures updates itself asks the monitor whether to");
+        assertTrue(Monitor.builder().build().updateRatios(), "on by default");
     }
 
     @Test

@@ -216,14 +216,14 @@ class ReferenceGuardKitTest extends GuardKit {
         }
 
         @Override
-        public Guard<?, ?> guard() {
-            return guard;
+        public GuardView guard() {
+            return GuardView.of(guard);
         }
 
         @Override
-        public StepResult<?> train(Batch batch) {
+        public StepView train(Batch batch) {
             double loss = model.backward(batch, guard.lossScale());
-            return guard.step(model, batch.x().length, loss);
+            return StepView.of(guard.step(model, batch.x().length, loss));
         }
 
         @Override
