@@ -43,10 +43,13 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(DjlGuard.class);
     private final NDManager manager;
     private final Block block;
-    private final Runnable optimizerStep;
+    private final OptimizerStep optimizerStep;
+    private final boolean foldScales;
     private final Function<Parameter, NDArray> values;
     private final DjlOps ops;
     private List<Entry> entries;
+    /** This step's gradient handles, in entry order. */
+    private final List<NDArray> handles = new ArrayList<>();
 
     /** What the guard knows about one parameter (computed once). */
     private record Entry(String key, Parameter parameter, Role role, String layer, Layout layout) {
@@ -59,20 +62,33 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
      * @throws IllegalStateException if {@code manager} is closed
      */
     DjlBlockModel(NDManager manager, Block block, Runnable optimizerStep, boolean accumulateInDouble) {
-        this(manager, block, Parameter::getArray, optimizerStep, accumulateInDouble);
+        this(manager, block, Parameter::getArray, factors -> optimizerStep.run(), false, accumulateInDouble);
+    }
+
+    /**
+     * The optimizer's update of every parameter, in the order of {@link #parameters()}, each on its
+     * gradient times {@code factors[i]} (a clip's scale left to the optimizer's gradient rescale; 1
+     * where nothing is pending).
+     */
+    @FunctionalInterface
+    interface OptimizerStep {
+        void run(double[] factors);
     }
 
     /**
      * As above, with the array that holds each parameter's value and gradient: {@code values} maps a
      * parameter to the array the optimizer updates and whose gradient the step reads (the copy on
-     * the first training device when a {@link DjlOptimizer} guards several devices).
+     * the first training device when a {@link DjlOptimizer} guards several devices). With
+     * {@code foldScales} (an optimizer that reads its gradient through a rescale factor), a clip's
+     * scale of a gradient is handed to {@code optimizerStep} as a factor instead of a pass of its own.
      */
-    DjlBlockModel(NDManager manager, Block block, Function<Parameter, NDArray> values, Runnable optimizerStep,
-            boolean accumulateInDouble) {
+    DjlBlockModel(NDManager manager, Block block, Function<Parameter, NDArray> values, OptimizerStep optimizerStep,
+            boolean foldScales, boolean accumulateInDouble) {
         this.manager = manager;
         this.block = block;
         this.values = values;
         this.optimizerStep = optimizerStep;
+        this.foldScales = foldScales;
         this.ops = DjlOps.on(manager, accumulateInDouble);
     }
 
@@ -113,34 +129,41 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
             throw new IllegalStateException("the trainer or model is closed: create a new trainer and a new DjlGuard");
         }
         List<GradientTensor<NDArray>> out = new ArrayList<>(described().size());
+        handles.clear();
         for (Entry e : described()) {
             NDArray value = values.apply(e.parameter());
-            NDArray grad = ops.adopt(value.getGradient());
+            NDArray grad = foldScales ? ops.adoptDeferrable(value.getGradient()) : ops.adopt(value.getGradient());
+            handles.add(grad);
             out.add(new GradientTensor<>(e.key(), value.getShape().getShape(), e.role(), e.layer(), e.layout(), grad, value));
         }
         return GradientSet.of(out);
     }
 
     /**
-     * Runs the optimizer (DJL's fused updates also zero the gradients). When a
+     * Runs the optimizer (DJL's fused updates also zero the gradients), with the scales left
+     * pending on the gradients as its rescale factors. When a
      * monitor wants update ratios, DJL updates the parameters inside that call, so each parameter
      * is copied into the step's scope first (and ‖θ‖² taken), and the copy becomes
      * Δθ = θ_before − θ_after in place afterwards.
      */
     @Override
     public void apply(GradientSet<NDArray> gradients, StepResult<NDArray> result, UpdateRecorder<NDArray> updates) {
+        int n = entries.size();
+        double[] factors = new double[n];
+        for (int i = 0; i < n; i++) {
+            factors[i] = ops.takePending(handles.get(i)); // the arrays the optimizer reads
+        }
         if (updates == null) {
-            optimizerStep.run();
+            optimizerStep.run(factors);
             return;
         }
-        int n = entries.size();
         NDArray[] deltas = new NDArray[n];
         NDArray[] paramSquares = new NDArray[n];
         for (int i = 0; i < n; i++) {
             deltas[i] = ops.adopt(gradients.get(i).param().duplicate());
             paramSquares[i] = ops.sumOfSquares(deltas[i]);
         }
-        optimizerStep.run();
+        optimizerStep.run(factors);
         for (int i = 0; i < n; i++) {
             deltas[i].subi(values.apply(entries.get(i).parameter()));
             double updateNorm = Math.sqrt(ops.toHost(ops.sumOfSquares(deltas[i])));
@@ -163,6 +186,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
     /** Closes every array the step created: gradient handles, reductions, coefficients, parameter copies. */
     @Override
     public void endStep() {
+        handles.clear();
         ops.freeTemporaries();
     }
 

@@ -308,7 +308,8 @@ public final class DjlGuard extends Guard<NDArray, DjlGuard> {
         ensureOpen();
         if (model == null) {
             Model m = wrapped.model();
-            model = new DjlBlockModel(wrapped.manager(), m.getBlock(), wrapped::value, wrapped::updateAll, accumulatesInDouble());
+            model = new DjlBlockModel(wrapped.manager(), m.getBlock(), wrapped::value, wrapped::updateAll, wrapped.foldsScales(),
+                    accumulatesInDouble());
         }
         StepContext context = pending != null ? pending
                 : loss == null ? StepContext.empty() : StepContext.ofBatch(loss.takeExamples()).withLoss(loss.takeLoss());

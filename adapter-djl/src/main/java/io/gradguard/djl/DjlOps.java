@@ -8,6 +8,8 @@ import ai.djl.ndarray.types.Shape;
 import io.gradguard.core.internal.Checks;
 import io.gradguard.core.spi.TensorOps;
 import java.util.Arrays;
+import java.util.IdentityHashMap;
+import java.util.Map;
 import java.util.Objects;
 
 /**
@@ -59,6 +61,11 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     private final NDManager state;
     private final boolean inDouble;
     private NDManager step;
+    /**
+     * The step's gradients whose scaling may be left to the optimizer ({@link #adoptDeferrable}), and
+     * what is pending on them: the true value of such a gradient is its factor × what it stores.
+     */
+    private final Map<NDArray, Double> deferrable = new IdentityHashMap<>();
 
     private DjlOps(NDManager parent, boolean inDouble) {
         this.inDouble = inDouble;
@@ -110,6 +117,8 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
      * ({@link #zerosLike}, {@link #fromHost}). Backend metrics of a step must be read before.
      */
     public void freeTemporaries() {
+        settleAll();
+        deferrable.clear();
         if (step != null) {
             step.close();
             step = null;
@@ -119,6 +128,56 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     /** Attaches an array the adapter obtained for this step (a gradient handle) to the step manager. */
     NDArray adopt(NDArray x) {
         return track(x);
+    }
+
+    /**
+     * As {@link #adopt}, for a float32 gradient that the optimizer will read through a gradient
+     * rescale ({@link DjlOptimizer}): a clip's scale of it by a factor in (0, 1) is then kept
+     * pending instead of costing a pass ({@link #scaleInPlace}), until {@link #takePending} hands it
+     * to the optimizer. Every primitive sees the true values: reductions fold the factor into their
+     * result (Σx² × c², max|x| × c); any other use of the array applies the factor first, with the
+     * same multiplication the clip would have made.
+     */
+    NDArray adoptDeferrable(NDArray x) {
+        track(x);
+        if (x.getDataType() == DataType.FLOAT32 && !x.getDevice().isGpu()) {
+            deferrable.put(x, 1.0);
+        }
+        return x;
+    }
+
+    /** The factor pending on {@code x} (1 if none), which the caller now applies; {@code x} is no longer deferrable. */
+    double takePending(NDArray x) {
+        Double f = deferrable.remove(x);
+        return f == null ? 1.0 : f;
+    }
+
+    /** Applies what is pending on {@code x}, if anything, as the clip's own multiplication would have. */
+    private NDArray settled(NDArray x) {
+        Double f = deferrable.get(x);
+        if (f != null && f != 1.0) {
+            deferrable.put(x, 1.0);
+            x.muli(stepManager().create(f.doubleValue()));
+        }
+        return x;
+    }
+
+    /** Nothing pending is ever dropped: what a step did not hand to the optimizer is applied. */
+    private void settleAll() {
+        for (NDArray x : deferrable.keySet()) {
+            if (!x.isReleased()) {
+                settled(x);
+            }
+        }
+    }
+
+    /** {@code reduced} (a rank-0 temporary) times what is pending on {@code x} to the given power. */
+    private NDArray folded(NDArray reduced, NDArray x, int power) {
+        Double f = deferrable.get(x);
+        if (f == null || f == 1.0) {
+            return reduced;
+        }
+        return track(reduced.mul(power == 2 ? f * f : f));
     }
 
     /** Frees the temporaries and every long-lived buffer. */
@@ -217,6 +276,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public float[] toHostArray(NDArray x) {
+        settled(x);
         if (x.getDataType() == DataType.FLOAT32) {
             return x.toFloatArray();
         }
@@ -227,6 +287,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public double[] toHostDoubles(NDArray x) {
+        settled(x);
         if (x.getDataType() == DataType.FLOAT64) {
             return x.toDoubleArray();
         }
@@ -278,6 +339,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public void release(NDArray x) {
+        deferrable.remove(x);
         x.close();
     }
 
@@ -290,7 +352,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         }
         // one fused pass (BLAS dot) over a flat view: no x² temporary
         try (NDArray flat = reducible(x).reshape(-1)) {
-            return widen(flat.dot(flat));
+            return folded(widen(flat.dot(flat)), x, 2);
         }
     }
 
@@ -300,7 +362,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
             return scalar(0.0);
         }
         try (NDArray abs = reducible(x).abs()) {
-            return widen(abs.sum());
+            return folded(widen(abs.sum()), x, 1);
         }
     }
 
@@ -311,7 +373,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         }
         // max(|max x|, |min x|): two reductions, no |x| copy of the whole tensor; NaN propagates
         try (NDArray hi = x.max(); NDArray lo = x.min(); NDArray absHi = hi.abs(); NDArray absLo = lo.abs()) {
-            return widen(absHi.maximum(absLo));
+            return folded(widen(absHi.maximum(absLo)), x, 1);
         }
     }
 
@@ -328,46 +390,46 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public NDArray sumOfSquares(NDArray x, int[] axes) {
-        try (NDArray sq = reducible(x).square()) {
+        try (NDArray sq = reducible(settled(x)).square()) {
             return widen(sq.sum(axes, true));
         }
     }
 
     @Override
     public NDArray mean(NDArray x, int[] axes) {
-        return widen(reducible(x).mean(axes, true));
+        return widen(reducible(settled(x)).mean(axes, true));
     }
 
     // ---- functional element-wise math -------------------------------------------------------------
 
     @Override
     public NDArray add(NDArray a, NDArray b) {
-        return track(a.add(b));
+        return track(settled(a).add(settled(b)));
     }
 
     @Override
     public NDArray mul(NDArray a, NDArray b) {
-        return track(a.mul(b));
+        return track(settled(a).mul(settled(b)));
     }
 
     @Override
     public NDArray div(NDArray a, NDArray b) {
-        return track(a.div(b));
+        return track(settled(a).div(settled(b)));
     }
 
     @Override
     public NDArray min(NDArray a, NDArray b) {
-        return track(a.minimum(b));
+        return track(settled(a).minimum(settled(b)));
     }
 
     @Override
     public NDArray max(NDArray a, NDArray b) {
-        return track(a.maximum(b));
+        return track(settled(a).maximum(settled(b)));
     }
 
     @Override
     public NDArray sqrt(NDArray a) {
-        return track(a.sqrt());
+        return track(settled(a).sqrt());
     }
 
     // ---- in-place updates ---------------------------------------------------------------------
@@ -381,14 +443,25 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
      */
     @Override
     public void scaleInPlace(NDArray x, NDArray factor) {
-        if (factor.getShape().dimension() == 0 && !factor.getDevice().isGpu() && toHost(factor) == 1.0) {
-            return;
+        if (factor.getShape().dimension() == 0 && !factor.getDevice().isGpu()) {
+            double c = toHost(factor);
+            if (c == 1.0) {
+                return;
+            }
+            Double pending = deferrable.get(x);
+            if (pending != null && c > 0 && c < 1) {
+                settled(x); // a second scale: the first is applied, as the clip would have, and this one waits
+                deferrable.put(x, c);
+                return;
+            }
         }
-        x.muli(factor);
+        settled(x).muli(factor);
     }
 
     @Override
     public void addInPlace(NDArray x, NDArray y, double alpha) {
+        settled(x);
+        settled(y);
         if (alpha == 1.0) {
             x.addi(y);
             return;
@@ -403,6 +476,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         if (empty(x)) {
             return;
         }
+        settled(x);
         NDManager step = stepManager();
         if (x.getManager() == step) {
             clampInto(x, lo, hi);
@@ -428,6 +502,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         if (empty(x)) {
             return;
         }
+        settled(x);
         // masks first (from the unchanged x), then masked_fill_ in place; the indexer closes each mask
         NDArray nanMask = x.isNaN();
         NDArray posMask = posInf == Double.POSITIVE_INFINITY ? null : x.eq(scalarLike(x, Double.POSITIVE_INFINITY));
@@ -449,6 +524,10 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         if (!dst.getShape().equals(src.getShape())) {
             throw new IllegalArgumentException("src must have dst's shape " + dst.getShape() + ", got " + src.getShape());
         }
+        settled(src);
+        if (deferrable.containsKey(dst)) {
+            deferrable.put(dst, 1.0); // every element is overwritten
+        }
         if (!empty(dst)) {
             dst.set(ALL, src);
         }
@@ -456,6 +535,9 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public void fill(NDArray x, double value) {
+        if (deferrable.containsKey(x)) {
+            deferrable.put(x, 1.0); // every element is overwritten
+        }
         if (!empty(x)) {
             x.set(ALL, scalarLike(x, value));
         }

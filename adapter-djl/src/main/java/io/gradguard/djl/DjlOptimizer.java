@@ -43,6 +43,17 @@ import java.util.Set;
  * update, which did not run). A new step begins at a call for a parameter already seen since the
  * last one began, or once every trainable parameter has been seen.
  *
+ * <p><b>A clip costs no pass of its own.</b> When the wrapped optimizer is one of DJL's SGD, NAG,
+ * Adam or AdamW (built with the default {@code optRescaleGrad(1)}), a clip's scale c of a float32
+ * gradient on the CPU is not multiplied in: it stays pending while later stages and the monitor
+ * read the gradient (their reductions fold it: Σ(c·g)² = c²·Σg², max|c·g| = c·max|g|; any
+ * other use applies it first), and the optimizer then takes it as its gradient rescale for that
+ * one update. DJL's update multiplies its copy of the gradient by the rescale before clamping or
+ * weight decay ({@code rescaled = clip(rescale · grad) + wd · weight}), so the parameters come out
+ * bit for bit as with the clip's own multiplication, one pass over the gradients fewer. Other
+ * optimizers (a subclass included), another rescale, float16 and GPU gradients get the
+ * multiplication as before.
+ *
  * <p>Every trainable parameter of the block is updated at each applied step, also one that took
  * no part in the forward pass (DJL's own step would leave it alone).
  *
@@ -79,7 +90,8 @@ import java.util.Set;
  * run twice per batch).
  *
  * <p>This optimizer's own builder values ({@code rescaleGrad}, {@code clipGrad}, weight decay) are
- * unused: those of the wrapped optimizer apply.
+ * unused: those of the wrapped optimizer apply (its {@code rescaleGrad} is set to a pending clip
+ * scale for the one update that takes it, and back to 1 after).
  */
 public final class DjlOptimizer extends Optimizer {
     private static final NDIndex ALL = new NDIndex("...");
@@ -96,6 +108,7 @@ public final class DjlOptimizer extends Optimizer {
     private final Map<String, Integer> calls = new HashMap<>();
     private int stepCalls;
     private NDManager firstDevice;
+    private long folded;
 
     DjlOptimizer(DjlGuard guard, Model model, Optimizer optimizer) {
         super(new Unused());
@@ -240,14 +253,22 @@ public final class DjlOptimizer extends Optimizer {
 
     /**
      * The wrapped optimizer's update of every trainable parameter, on its (transformed) gradient in
-     * place: no copy of the gradient (DJL's fused update leaves it at 0, as after a plain step). On
-     * several devices the first device's copy is updated and the other copies are set to it.
+     * place: no copy of the gradient (DJL's fused update leaves it at 0, as after a plain step),
+     * times {@code factors[i]} through the gradient rescale where a clip's scale is pending on it
+     * (see {@link #foldsScales()}). On several devices the first device's copy is updated and the
+     * other copies are set to it.
      */
-    void updateAll() {
+    void updateAll(double[] factors) {
+        int i = 0;
         for (Parameter p : parameters().values()) {
             NDArray value = value(p);
+            double factor = factors[i++];
             try (NDArray g = value.getGradient()) {
-                optimizer.update(p.getId(), value, g);
+                if (factor == 1.0) {
+                    optimizer.update(p.getId(), value, g);
+                } else {
+                    updateRescaled(p.getId(), value, g, (float) factor);
+                }
             }
             if (devices > 1) {
                 NDArray[] c = copies.get(p.getId());
@@ -257,6 +278,66 @@ public final class DjlOptimizer extends Optimizer {
                     }
                 }
             }
+        }
+    }
+
+    /**
+     * The wrapped optimizer's update with its gradient rescale set to {@code factor} for this one
+     * call: the optimizer multiplies its copy of the gradient by it first
+     * ({@code rescaled = clip(rescale · grad) + wd · weight}), exactly the multiplication the clip
+     * would have made in a pass of its own.
+     */
+    private void updateRescaled(String id, NDArray value, NDArray grad, float factor) {
+        try {
+            RESCALE_GRAD.setFloat(optimizer, factor);
+            optimizer.update(id, value, grad);
+            folded++;
+        } catch (IllegalAccessException e) {
+            throw new IllegalStateException("cannot set the gradient rescale of " + optimizer.getClass().getName(), e);
+        } finally {
+            try {
+                RESCALE_GRAD.setFloat(optimizer, 1f);
+            } catch (IllegalAccessException ignored) {
+                // set just above: cannot fail here
+            }
+        }
+    }
+
+    /**
+     * Whether a clip's scale can be left to the wrapped optimizer's gradient rescale: one of DJL's
+     * built-in optimizers that multiply the gradient by {@code rescaleGrad} before anything else
+     * (SGD, NAG, Adam, AdamW; not a subclass, which may not), with its rescale at the default 1 (so
+     * the product is the clip's own multiplication, bit for bit).
+     */
+    boolean foldsScales() {
+        if (RESCALE_GRAD == null || !FOLDING.contains(optimizer.getClass())) {
+            return false;
+        }
+        try {
+            return RESCALE_GRAD.getFloat(optimizer) == 1f;
+        } catch (IllegalAccessException e) {
+            return false;
+        }
+    }
+
+    /** How many parameter updates took a clip's scale through the gradient rescale (for tests). */
+    long foldedUpdates() {
+        return folded;
+    }
+
+    private static final Set<Class<?>> FOLDING = Set.of(ai.djl.training.optimizer.Sgd.class, ai.djl.training.optimizer.Nag.class,
+            ai.djl.training.optimizer.Adam.class, ai.djl.training.optimizer.AdamW.class);
+
+    /** {@code Optimizer.rescaleGrad} (protected), or null where the runtime does not let it be set. */
+    private static final java.lang.reflect.Field RESCALE_GRAD = rescaleGrad();
+
+    private static java.lang.reflect.Field rescaleGrad() {
+        try {
+            java.lang.reflect.Field f = Optimizer.class.getDeclaredField("rescaleGrad");
+            f.setAccessible(true);
+            return f;
+        } catch (ReflectiveOperationException | RuntimeException e) {
+            return null;
         }
     }
 

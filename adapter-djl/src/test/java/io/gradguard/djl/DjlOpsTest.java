@@ -35,6 +35,44 @@ class DjlOpsTest {
         root.close();
     }
 
+    /**
+     * A scale of a deferrable gradient stays pending: reductions fold it, any other use applies it
+     * first (as the scale itself would have), the optimizer can take it, and a step's end applies
+     * what nobody took, so nothing is lost.
+     */
+    @Test
+    void a_deferred_scale_is_folded_into_reductions_applied_before_other_uses_and_never_lost() {
+        float[] values = {3f, -4f, 1f, 0.5f};
+        NDArray g = ops.adoptDeferrable(root.create(values));
+        NDArray kept = root.create(values);
+        ops.scaleInPlace(g, ops.scalar(0.25));
+        assertArrayEquals(values, kept.toFloatArray());
+        assertEquals(0.25 * 0.25 * 26.25, ops.toHost(ops.sumOfSquares(g)), 1e-12, "Σx² folds c²");
+        assertEquals(0.25 * 4, ops.toHost(ops.maxAbs(g)), 1e-12, "max|x| folds c");
+        assertArrayEquals(values, g.duplicate().toFloatArray(), "no pass yet: the array still stores g");
+        assertEquals(0.25, ops.takePending(g), "the optimizer takes the factor");
+        assertEquals(1.0, ops.takePending(g), "once");
+
+        NDArray h = ops.adoptDeferrable(root.create(values));
+        ops.scaleInPlace(h, ops.scalar(0.5));
+        ops.clampInPlace(h, -1, 1); // another use applies the scale first: clamp(0.5·g)
+        assertArrayEquals(new float[] {1f, -1f, 0.5f, 0.25f}, h.duplicate().toFloatArray());
+        assertEquals(1.0, ops.takePending(h));
+
+        NDArray param = root.zeros(new ai.djl.ndarray.types.Shape(4));
+        param.setRequiresGradient(true);
+        try (ai.djl.training.GradientCollector gc = ai.djl.engine.Engine.getEngine("PyTorch").newGradientCollector();
+                NDArray loss = param.mul(root.create(values)).sum()) {
+            gc.backward(loss); // ∂loss/∂param = values
+        }
+        NDArray handle = ops.adoptDeferrable(param.getGradient()); // a handle on the parameter's gradient storage
+        ops.scaleInPlace(handle, ops.scalar(0.5));
+        ops.freeTemporaries(); // nobody took the factor: the step's end applies it before closing the handle
+        try (NDArray after = param.getGradient()) {
+            assertArrayEquals(new float[] {1.5f, -2f, 0.5f, 0.25f}, after.toFloatArray());
+        }
+    }
+
     @Test
     void every_temporary_of_a_step_is_freed_and_state_buffers_survive() {
         NDArray w = root.randomNormal(new ai.djl.ndarray.types.Shape(8, 4));

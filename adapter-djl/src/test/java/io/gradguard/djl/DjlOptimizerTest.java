@@ -88,6 +88,74 @@ class DjlOptimizerTest {
         }
     }
 
+    /** An Adam that DJL does not know: the wrapper cannot rely on how it reads its gradient rescale. */
+    private static final class OwnAdam extends ai.djl.training.optimizer.Adam {
+        OwnAdam() {
+            super(ai.djl.training.optimizer.Adam.builder().optLearningRateTracker(Tracker.fixed(0.01f)));
+        }
+    }
+
+    /**
+     * An acting clipByGlobalNorm (and a monitor reading each tensor after it) through the wrapper
+     * with Adam: the clip's scale reaches Adam as its gradient rescale, with no pass of its own
+     * (one folded update per parameter and step), and the parameters equal those of
+     * {@code DjlGuard.step(trainer)}, where the clip multiplies the gradients itself, bit for bit;
+     * the monitor's norms agree within float rounding (it reads c²·Σg² instead of Σ(c·g)²). A subclass of Adam
+     * gets the clip's multiplication instead, with the same parameters. Seeds 70, 71, 72.
+     */
+    @Test
+    void an_acting_clip_is_left_to_adams_gradient_rescale_bit_for_bit() {
+        for (long seed = 70; seed < 73; seed++) {
+            for (boolean own : new boolean[] {false, true}) {
+                var hookRecords = io.gradguard.core.monitor.Sinks.memory();
+                var wrapRecords = io.gradguard.core.monitor.Sinks.memory();
+                DjlGuard hook = DjlGuard.of(Transforms.clipByGlobalNorm(0.05),
+                        io.gradguard.core.monitor.Monitor.builder().updateRatios(false).sink(hookRecords).build());
+                DjlGuard guard = DjlGuard.of(Transforms.clipByGlobalNorm(0.05),
+                        io.gradguard.core.monitor.Monitor.builder().updateRatios(false).sink(wrapRecords).build());
+                Optimizer adam = own ? new OwnAdam() : Nets.adam(0.01f);
+                try (Trainer plain = Nets.trainer(4, 8, 3, own ? new OwnAdam() : Nets.adam(0.01f));
+                        Model model = Nets.mlp(4, 8, 3)) {
+                    DjlOptimizer wrapped = guard.wrap(model, adam);
+                    try (Trainer guarded = model.newTrainer(Nets.config(wrapped))) {
+                        guarded.initialize(new Shape(1, 4));
+                        Nets.copyParams(plain, guarded);
+                        for (int s = 0; s < 4; s++) {
+                            float[][] x = Nets.data(seed * 10 + s, 8, 4, 1f);
+                            float[][] y = Nets.data(seed * 10 + s + 500, 8, 3, 3f);
+                            Nets.backward(plain, x, y);
+                            assertTrue(hook.step(plain).metric("clipByGlobalNorm.coefficient").orElseThrow() < 1, "the clip acts");
+                            Nets.backward(guarded, x, y);
+                            guarded.step();
+                        }
+                        Map<String, float[]> a = Nets.params(plain);
+                        Map<String, float[]> b = Nets.params(guarded);
+                        for (String k : a.keySet()) {
+                            org.junit.jupiter.api.Assertions.assertArrayEquals(a.get(k), b.get(k), "seed " + seed + ", " + k);
+                        }
+                        assertEquals(own ? 0 : 4 * 4, wrapped.foldedUpdates(), "updates that took the clip's scale as their rescale");
+                    }
+                } finally {
+                    hook.close();
+                    guard.close();
+                }
+                var h = hookRecords.recording().records();
+                var w = wrapRecords.recording().records();
+                assertEquals(4, w.size());
+                for (int i = 0; i < 4; i++) {
+                    assertEquals(h.get(i).normBefore(), w.get(i).normBefore(), 1e-6 * h.get(i).normBefore(), "record " + i);
+                    assertEquals(h.get(i).normAfter(), w.get(i).normAfter(), 1e-6 * h.get(i).normAfter(), "record " + i);
+                    for (int t = 0; t < h.get(i).tensors().size(); t++) {
+                        var ht = h.get(i).tensors().get(t);
+                        var wt = w.get(i).tensors().get(t);
+                        assertEquals(ht.norm(), wt.norm(), 1e-6 * ht.norm(), "record " + i + ", " + ht.name());
+                        assertEquals(ht.maxAbs(), wt.maxAbs(), 1e-6 * ht.maxAbs(), "record " + i + ", " + ht.name());
+                    }
+                }
+            }
+        }
+    }
+
     private static ArrayDataset dataset(NDManager data, float[][] x, float[][] y, int batch) {
         return new ArrayDataset.Builder().setData(data.create(x)).optLabels(data.create(y)).setSampling(batch, false).build();
     }
