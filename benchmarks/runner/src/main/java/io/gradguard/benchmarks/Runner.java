@@ -78,15 +78,17 @@ public final class Runner {
     static final String OMP_WAIT_POLICY = "PASSIVE";
 
     /**
-     * glibc's allocator with fixed thresholds (unless the caller set them): blocks up to 32 MiB come
-     * from the heap, and the heap's top is not handed back to the kernel after each free. With its
+     * glibc's allocator with one arena and fixed thresholds (unless the caller set them): blocks up to
+     * 32 MiB come from the heap, and the heap's top is not handed back to the kernel after each free
+     * (a JVM's threads otherwise get per-thread arenas, whose heaps are mapped and dropped). With its
      * default, adaptive thresholds, a step's multi-megabyte temporaries (PyTorch's Adam allocates
      * several per parameter) were mapped and unmapped on each step, and every page of them
      * faulted in again: which variant paid for that depended on the order of earlier allocations,
      * not on its own work (docs/performance.md has the measurement). It applies to every case of a
      * section alike.
      */
-    static final Map<String, String> MALLOC = Map.of("MALLOC_MMAP_THRESHOLD_", "33554432", "MALLOC_TRIM_THRESHOLD_", "4294967296");
+    static final Map<String, String> MALLOC = Map.of("MALLOC_ARENA_MAX", "1", "MALLOC_MMAP_THRESHOLD_", "33554432",
+            "MALLOC_TRIM_THRESHOLD_", "4294967296");
 
     /** The one command that runs everything, from the repository root. */
     static final String COMMAND = "mvn -B -q -pl benchmarks/runner -am -DskipTests -Dbench=full package";
