@@ -84,8 +84,9 @@ public final class Runner {
      * default, adaptive thresholds, a step's multi-megabyte temporaries (PyTorch's Adam allocates
      * several per parameter) were mapped and unmapped on each step, and every page of them
      * faulted in again: which variant paid for that depended on the order of earlier allocations,
-     * not on its own work (docs/performance.md has the measurement). It applies to every case of a
-     * section alike.
+     * not on its own work (docs/performance.md has the measurement). Set for the DJL section, whose
+     * PyTorch optimizer makes those allocations, for every case alike; TensorFlow and ND4J manage
+     * their buffers themselves, and one arena would make TensorFlow's op threads share a lock.
      */
     static final Map<String, String> MALLOC = Map.of("MALLOC_ARENA_MAX", "1", "MALLOC_MMAP_THRESHOLD_", "33554432",
             "MALLOC_TRIM_THRESHOLD_", "4294967296");
@@ -195,7 +196,9 @@ public final class Runner {
             ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
             pb.environment().put("TF_CPP_MIN_LOG_LEVEL", "2");
             pb.environment().putIfAbsent("OMP_WAIT_POLICY", OMP_WAIT_POLICY);
-            MALLOC.forEach(pb.environment()::putIfAbsent);
+            if (spec.name().equals("djl")) {
+                MALLOC.forEach(pb.environment()::putIfAbsent);
+            }
             console.printf("== %s: %s%n", spec.name(), spec.mainClass());
             Instant start = Instant.now();
             Process p = pb.start();
@@ -408,7 +411,7 @@ public final class Runner {
                     + "the benchmark's own threads and any other work on the machine: a load near or above the core count "
                     + "means the cases shared the cores, which the A/A control rows show as noise\n"
                     + "- OpenMP: " + threads() + "\n"
-                    + "- Native allocator (glibc): " + malloc() + "\n";
+                    + "- Native allocator (glibc), DJL section: " + malloc() + "\n";
         }
 
         /** The OpenMP settings the sections' native code runs with. */
