@@ -93,26 +93,7 @@ class TfGuardKitTest extends GuardKit {
         }
 
         private float[] fetch(List<? extends Operand<TFloat32>> operands) {
-            Session.Runner r = session.runner();
-            operands.forEach(r::fetch);
-            List<float[]> parts = new ArrayList<>();
-            int n = 0;
-            try (Result result = r.run()) {
-                for (int i = 0; i < operands.size(); i++) {
-                    TFloat32 t = (TFloat32) result.get(i);
-                    float[] a = new float[(int) t.shape().size()];
-                    t.copyTo(DataBuffers.of(a, false, false));
-                    parts.add(a);
-                    n += a.length;
-                }
-            }
-            float[] out = new float[n];
-            int at = 0;
-            for (float[] a : parts) {
-                System.arraycopy(a, 0, out, at, a.length);
-                at += a.length;
-            }
-            return out;
+            return fetchFlat(session, operands);
         }
 
         @Override
@@ -172,5 +153,29 @@ class TfGuardKitTest extends GuardKit {
         try (TfTrainee other = new TfTrainee(GradientPipeline.of(), Optimizer.SGD)) {
             ((TfTrainee) trainee).guard.attach(other.session, other.loss, other.variables, new GradientDescent(other.graph, SGD_LR));
         }
+    }
+
+    /** The operands' values, fetched in one run and flattened one after another. */
+    static float[] fetchFlat(Session session, List<? extends Operand<TFloat32>> operands) {
+        Session.Runner r = session.runner();
+        operands.forEach(r::fetch);
+        List<float[]> parts = new ArrayList<>();
+        int n = 0;
+        try (Result result = r.run()) {
+            for (int i = 0; i < operands.size(); i++) {
+                TFloat32 t = (TFloat32) result.get(i);
+                float[] a = new float[(int) t.shape().size()];
+                t.copyTo(DataBuffers.of(a, false, false));
+                parts.add(a);
+                n += a.length;
+            }
+        }
+        float[] out = new float[n];
+        int at = 0;
+        for (float[] a : parts) {
+            System.arraycopy(a, 0, out, at, a.length);
+            at += a.length;
+        }
+        return out;
     }
 }

@@ -18,7 +18,6 @@ import org.tensorflow.framework.optimizers.Adam;
 import org.tensorflow.framework.optimizers.GradientDescent;
 import org.tensorflow.ndarray.Shape;
 import org.tensorflow.ndarray.StdArrays;
-import org.tensorflow.ndarray.buffer.DataBuffers;
 import org.tensorflow.op.Op;
 import org.tensorflow.op.Ops;
 import org.tensorflow.op.core.Placeholder;
@@ -177,26 +176,7 @@ class TfOptimizerKitTest extends GuardKit {
         }
 
         private float[] fetch(List<? extends Operand<TFloat32>> operands) {
-            Session.Runner r = session.runner();
-            operands.forEach(r::fetch);
-            List<float[]> parts = new ArrayList<>();
-            int n = 0;
-            try (Result result = r.run()) {
-                for (int i = 0; i < operands.size(); i++) {
-                    TFloat32 t = (TFloat32) result.get(i);
-                    float[] a = new float[(int) t.shape().size()];
-                    t.copyTo(DataBuffers.of(a, false, false));
-                    parts.add(a);
-                    n += a.length;
-                }
-            }
-            float[] out = new float[n];
-            int at = 0;
-            for (float[] a : parts) {
-                System.arraycopy(a, 0, out, at, a.length);
-                at += a.length;
-            }
-            return out;
+            return TfGuardKitTest.fetchFlat(session, operands);
         }
 
         /** The model, the optimizer's slots and the wrapper's state: every variable of the graph. */
