@@ -595,8 +595,21 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     public TfTensor sumOfSquares(TfTensor x) {
         requireFloat(x, "x");
         // L2Loss(x) = Σx²/2 in one fused pass (as tf.clip_by_global_norm); the factor 2 is exact
-        Output<?> half = f64(memo.node(Kind.L2LOSS, null, accumuland(x)));
+        Output<?> half = f64(halfSumOfSquares(x));
         return temp(memo.node(Kind.MUL, null, half, memo.node(Kind.CONST, 2.0)), SCALAR);
+    }
+
+    /**
+     * Σx²/2 in the accumulation dtype, not yet widened: for a caller that stacks many such scalars
+     * and widens and doubles them once ({@link TfOptimizer}'s monitor row).
+     */
+    Output<?> halfSumOfSquares(TfTensor x) {
+        return memo.node(Kind.L2LOSS, null, accumuland(x));
+    }
+
+    /** max|x| in x's dtype (exact), not yet widened or floored at 0 (an empty tensor gives -inf). */
+    Output<?> rawMaxAbs(Output<?> x) {
+        return memo.node(Kind.REDUCE_MAX, x.shape().numDimensions(), memo.node(Kind.ABS, null, x));
     }
 
     @Override
@@ -609,7 +622,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     public TfTensor maxAbs(TfTensor x) {
         requireFloat(x, "x");
         // reduce in the tensor's dtype (exact), then max with 0: an empty tensor's max is -inf, NaN propagates
-        Output<?> m = f64(memo.node(Kind.REDUCE_MAX, x.shapeRef().length, memo.node(Kind.ABS, null, x.value())));
+        Output<?> m = f64(rawMaxAbs(x.value()));
         return temp(memo.node(Kind.MAX, null, m, memo.node(Kind.CONST, 0.0)), SCALAR);
     }
 

@@ -31,9 +31,11 @@ import org.tensorflow.Operand;
 import org.tensorflow.Output;
 import org.tensorflow.Result;
 import org.tensorflow.Session;
+import org.tensorflow.ndarray.Shape;
 import org.tensorflow.framework.optimizers.Optimizer;
 import org.tensorflow.op.Op;
 import org.tensorflow.op.Ops;
+import org.tensorflow.op.core.Placeholder;
 import org.tensorflow.op.core.SwitchCond;
 import org.tensorflow.op.core.Variable;
 import org.tensorflow.types.TBool;
@@ -351,7 +353,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
 
     /** What the build produced: the training op and the nodes the host reads. */
     private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics,
-            Output<TFloat64> history, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
+            Placeholder<TInt64> drainedFeed, Output<TFloat64> newRows, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
             Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers, Output<TString> decidedBy,
             Output<TInt64> window, List<String> ratioLayers) {
     }
@@ -444,7 +446,9 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         p.computed.add(before);
         Operand<TInt64> callIndex = tf.gather(before, tf.constant(0), tf.constant(0));
         int capacity = monitors.isEmpty() ? 0 : historyCapacity;
+        // a monitor's row: scalar cells, then per-tensor and per-layer vectors (each built as one node)
         List<Operand<TFloat64>> cells = new ArrayList<>();
+        List<Operand<TFloat64>> vectors = new ArrayList<>();
         if (capacity > 0) {
             // the row this call leaves: its counters before the call, its decision, its scalars
             cells.add(p.f64(callIndex));
@@ -463,19 +467,18 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 cells.add(p.f64(p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null)).value()));
             }
             // max|x| costs a pass of its own: measured on the monitor's cadence (every N-th optimizer step,
-            // the steps whose records keep per-tensor statistics), NaN in between
+            // the steps whose records keep per-tensor statistics), NaN in between; reduced in each tensor's
+            // dtype, then widened, floored at 0 (an empty tensor) and gated once for all tensors
             int every = monitors.stream().mapToInt(Monitor::every).min().orElse(1);
             Operand<TBool> detail = every == 1 ? null
                     : tf.math.equal(tf.math.floorMod(tf.gather(before, tf.constant(1), tf.constant(0)), tf.constant((long) every)),
                             tf.constant(0L));
+            List<Operand<?>> maxes = new ArrayList<>();
             for (Output<?> x : input) {
-                Output<?> at = detail == null ? x : switchOf(tf, x, detail).outputTrue();
-                Operand<TFloat64> max = p.f64(p.ops.maxAbs(new TfTensor(x.shape().asArray(), at, null, null)).value());
-                if (detail != null) {
-                    max = orNaN(tf, max, detail);
-                }
-                cells.add(max);
+                maxes.add(p.ops.rawMaxAbs(detail == null ? x : switchOf(tf, x, detail).outputTrue()));
             }
+            Operand<TFloat64> max = tf.math.maximum(stackF64(tf, maxes), tf.constant(0.0));
+            vectors.add(detail == null ? max : orNaN(tf, max, detail, input.length));
         }
         // calls, steps, skipped, held: one add of this call's deltas
         boolean gated = p.go != null || !p.asserts.isEmpty();
@@ -520,10 +523,13 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         int width = 0;
         if (capacity > 0) {
             if (ratios != null) {
-                cells.addAll(ratios.after(tf, p, apply, vars));
+                vectors.add(ratios.after(tf, p, apply, vars));
             }
-            width = cells.size();
-            Operand<TFloat64> row = tf.stack(cells);
+            width = cells.size() + input.length + (ratios == null ? 0 : 2 * ratios.layers.size());
+            List<Operand<TFloat64>> parts = new ArrayList<>();
+            parts.add(tf.stack(cells));
+            parts.addAll(vectors);
+            Operand<TFloat64> row = tf.concat(parts, tf.constant(0));
             p.computed.add(row);
             history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
             Operand<TInt64> at = tf.math.floorMod(callIndex, tf.constant((long) capacity));
@@ -531,13 +537,25 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             end.add(tf.withControlDependencies(GraphProgram.barrier(p)).scatterUpdate(history, tf.reshape(at, tf.constant(new long[] {1})),
                     tf.reshape(row, tf.constant(new long[] {1, width}))));
         }
+        Output<TInt64> countersRead = identity(tf, counters);
+        Placeholder<TInt64> drainedFeed = null;
+        Output<TFloat64> newRows = null;
+        if (history != null) {
+            // for drain(): the rows of the calls since the host last drained, [max(drained, calls − capacity), calls), in
+            // one gather (a restored checkpoint from before that drain starts from 0); the ring itself stays in the graph
+            drainedFeed = tf.withName("drained").placeholder(TInt64.class, Placeholder.shape(Shape.scalar()));
+            Operand<TInt64> calls = tf.gather(countersRead, tf.constant(0), tf.constant(0));
+            Operand<TInt64> from = tf.select(tf.math.less(calls, drainedFeed), tf.constant(0L), drainedFeed);
+            Operand<TInt64> start = tf.math.maximum(from, tf.math.sub(calls, tf.constant((long) capacity)));
+            Operand<TInt64> slots = tf.math.floorMod(tf.range(start, calls, tf.constant(1L)), tf.constant((long) capacity));
+            newRows = tf.gather(identity(tf, history), slots, tf.constant(0)).asOutput();
+        }
         List<Op> barrier = GraphProgram.barrier(p);
         for (Object[] w : p.writes) {
             end.add(assign(tf.withControlDependencies(barrier), (Variable<?>) w[0], (Operand<?>) w[1]));
         }
         Op train = tf.withName("train").withControlDependencies(end).noOp();
-        built = new Built(train, identity(tf, counters), java.util.Collections.unmodifiableMap(named),
-                history == null ? null : identity(tf, history).asOutput(), capacity, width, List.copyOf(p.metrics.keySet()),
+        built = new Built(train, countersRead, java.util.Collections.unmodifiableMap(named), drainedFeed, newRows, capacity, width, List.copyOf(p.metrics.keySet()),
                 List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set),
                 decidedBy, p.window == null ? null : identity(tf, p.window), ratios == null ? List.of() : ratios.layers);
         return train;
@@ -731,14 +749,16 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
      */
     public int drain() {
         requireBuilt("drain");
-        if (built.history == null) {
+        if (built.newRows == null) {
             return 0;
         }
         double[] rows;
         long calls;
-        try (Result r = runner().fetch(built.history).fetch(built.counters).run()) {
-            rows = new double[built.capacity * built.width];
-            ((TFloat64) r.get(0)).copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(rows, false, false));
+        try (TInt64 fed = TInt64.scalarOf(drained);
+                Result r = runner().feed(built.drainedFeed, fed).fetch(built.newRows).fetch(built.counters).run()) {
+            TFloat64 fetched = (TFloat64) r.get(0);
+            rows = new double[(int) fetched.size()];
+            fetched.copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(rows, false, false));
             calls = ((TInt64) r.get(1)).getLong(0);
         }
         if (calls < drained) {
@@ -753,7 +773,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         double lossSum = 0;
         int lossCount = 0;
         for (long c = from; c < calls; c++) {
-            int at = (int) (c % built.capacity) * width;
+            int at = (int) (c - from) * width;
             double[] row = java.util.Arrays.copyOfRange(rows, at, at + width);
             if ((long) row[CALL] != c) {
                 continue;
@@ -827,8 +847,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             int l = ratios ? built.ratioLayers.indexOf(layer) : -1;
             double ratio = Double.NaN;
             if (l >= 0) {
-                double du = row[at + 2 * l];
-                double p = row[at + 2 * l + 1];
+                double du = row[at + l];
+                double p = row[at + built.ratioLayers.size() + l];
                 ratio = Double.isNaN(du) || Double.isNaN(p) ? Double.NaN : p > 0 ? Math.sqrt(du / p) : du == 0 ? 0 : Double.POSITIVE_INFINITY;
             }
             out.add(new io.gradguard.core.monitor.LayerStats(layer, Math.sqrt(v), ratio));
@@ -841,6 +861,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         int decider = (int) row[DECIDED_BY];
         String by = skipped && decider >= 0 ? built.stageNames.get(decider) : "";
         double coefficient = row[NORM_BEFORE] > 0 && Double.isFinite(row[NORM_BEFORE]) ? row[NORM_AFTER] / row[NORM_BEFORE] : 1.0;
+        var tensors = tensorStats(row);
         double threshold = Double.NaN;
         for (int i = 0; i < built.rowMetrics.size(); i++) {
             if (built.rowMetrics.get(i).endsWith(".threshold") && Double.isNaN(threshold)) {
@@ -849,7 +870,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         return new StepRecord("", 0, (long) row[STEP], (long) row[CALL], skipped, skipped ? "skipped in the graph by " + by : "", by,
                 (int) row[MICRO_BATCHES], loss, row[NORM_BEFORE], row[NORM_AFTER], coefficient, coefficient < 1, threshold,
-                (long) row[NON_FINITE], true, layerStats(tensorStats(row), row, ratios), tensorStats(row), List.of(), row[LOSS_SCALE]);
+                (long) row[NON_FINITE], true, layerStats(tensors, row, ratios), tensors, List.of(), row[LOSS_SCALE]);
     }
 
     private void requireBuilt(String what) {
@@ -898,9 +919,21 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     // ---- graph helpers ----------------------------------------------------------------------------
 
     /** {@code value} where {@code when} holds (computed only then), NaN otherwise. */
-    private static Operand<TFloat64> orNaN(Ops tf, Operand<TFloat64> value, Operand<TBool> when) {
-        Operand<TFloat64> none = tf.identity(tf.switchCond(tf.constant(Double.NaN), when).outputFalse());
+    /** {@code value} (a vector of {@code n}, live only when {@code when}) where {@code when}, n NaN where not. */
+    private static Operand<TFloat64> orNaN(Ops tf, Operand<TFloat64> value, Operand<TBool> when, int n) {
+        double[] nan = new double[n];
+        java.util.Arrays.fill(nan, Double.NaN);
+        Operand<TFloat64> none = tf.identity(tf.switchCond(tf.constant(nan), when).outputFalse());
         return tf.merge(List.of(value, none)).output();
+    }
+
+    /** Scalars stacked into one vector and widened to float64 once (each widened first where their dtypes differ). */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static Operand<TFloat64> stackF64(Ops tf, List<? extends Operand<?>> xs) {
+        if (xs.stream().allMatch(x -> x.type() == xs.get(0).type())) {
+            return GraphProgram.castTo(tf, tf.stack((List) xs), TFloat64.class);
+        }
+        return tf.stack(xs.stream().map(x -> GraphProgram.castTo(tf, x, TFloat64.class)).toList());
     }
 
     /** The deciding stage's name from its index (-1: none, ""). */
@@ -977,27 +1010,33 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             return new UpdateRatios(measure, before, copied, List.copyOf(layers), layerOf, shapes);
         }
 
-        /** Per layer Σ(Δθ)² and Σθ², read after {@code apply}; NaN on a call not measured. */
+        /**
+         * Per layer Σ(Δθ)², then per layer Σθ², read after {@code apply}; NaN on a call not measured.
+         * Each variable's Σx²/2 is reduced in its accumulation dtype; the halves are stacked, widened,
+         * doubled and summed per layer once.
+         */
         @SuppressWarnings({"unchecked", "rawtypes"})
-        List<Operand<TFloat64>> after(Ops tf, GraphProgram p, Op apply, List<Output<?>> vars) {
+        Operand<TFloat64> after(Ops tf, GraphProgram p, Op apply, List<Output<?>> vars) {
             Ops afterUpdate = tf.withControlDependencies(List.of(apply));
-            Operand<TFloat64>[] updates = new Operand[layers.size()];
-            Operand<TFloat64>[] params = new Operand[layers.size()];
-            for (int i = 0; i < before.length; i++) {
+            List<Operand<?>> halves = new ArrayList<>();
+            int n = before.length;
+            for (int i = 0; i < n; i++) {
                 Output<?> now = switchOf(tf, identityOf(afterUpdate, vars.get(i)), measure).outputTrue();
                 Output<?> delta = tf.math.sub((Operand) now, (Operand) before[i]).asOutput();
-                Operand<TFloat64> u = p.f64(p.ops.sumOfSquares(new TfTensor(shapes[i], delta, null, null)).value());
-                Operand<TFloat64> q = p.f64(p.ops.sumOfSquares(new TfTensor(shapes[i], before[i], null, null)).value());
-                int l = layerOf[i];
-                updates[l] = updates[l] == null ? u : tf.math.add(updates[l], u);
-                params[l] = params[l] == null ? q : tf.math.add(params[l], q);
+                halves.add(p.ops.halfSumOfSquares(new TfTensor(shapes[i], delta, null, null)));
             }
-            List<Operand<TFloat64>> cells = new ArrayList<>();
-            for (int l = 0; l < layers.size(); l++) {
-                cells.add(orNaN(tf, updates[l], measure));
-                cells.add(orNaN(tf, params[l], measure));
+            for (int i = 0; i < n; i++) {
+                halves.add(p.ops.halfSumOfSquares(new TfTensor(shapes[i], before[i], null, null)));
             }
-            return cells;
+            // segment of variable i: its layer for Σ(Δθ)², the layer count plus its layer for Σθ²
+            int[] segments = new int[2 * n];
+            for (int i = 0; i < n; i++) {
+                segments[i] = layerOf[i];
+                segments[n + i] = layers.size() + layerOf[i];
+            }
+            Operand<TFloat64> sums = tf.math.unsortedSegmentSum(tf.math.mul(stackF64(tf, halves), tf.constant(2.0)),
+                    tf.constant(segments), tf.constant(2 * layers.size()));
+            return orNaN(tf, sums, measure, 2 * layers.size());
         }
     }
 

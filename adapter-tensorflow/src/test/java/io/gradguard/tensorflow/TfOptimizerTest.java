@@ -344,6 +344,39 @@ class TfOptimizerTest {
     }
 
     @Test
+    void drainReadsTheCallsSinceTheLastDrainAndSaysWhatTheRingOverwrote(@TempDir Path dir) throws Exception {
+        List<StepRecord> records = new ArrayList<>();
+        Monitor monitor = Monitor.builder().sink(into(records)).build();
+        String prefix = dir.resolve("ckpt").toString();
+        try (Kit kit = new Kit(false)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.clipByGlobalNorm(0.05), monitor).history(4);
+            Op train = wrapped.minimize(kit.loss);
+            List<Batch> batches = batches(10, 4);
+            for (Batch b : batches.subList(0, 3)) {
+                kit.run(train, b);
+            }
+            assertEquals(3, wrapped.drain());
+            assertEquals(0, wrapped.drain(), "nothing new");
+            for (Batch b : batches.subList(3, 5)) {
+                kit.run(train, b);
+            }
+            kit.session.save(prefix); // 5 calls, 3 of them drained
+            for (Batch b : batches.subList(5, 10)) {
+                kit.run(train, b);
+            }
+            // 10 calls, a ring of 4: calls 3..5 were overwritten, 6..9 are read
+            assertEquals(4, wrapped.drain());
+            assertEquals(List.of(0L, 1L, 2L, 6L, 7L, 8L, 9L), records.stream().map(StepRecord::call).toList());
+            // back to call 5 (the ring of then: calls 1..4): everything it still holds is read again
+            kit.session.restore(prefix);
+            records.clear();
+            assertEquals(4, wrapped.drain());
+            assertEquals(List.of(1L, 2L, 3L, 4L), records.stream().map(StepRecord::call).toList());
+            wrapped.close();
+        }
+    }
+
+    @Test
     void theMonitorGetsOneRecordPerOptimizerStepAtDrain() {
         List<StepRecord> records = new ArrayList<>();
         Monitor monitor = Monitor.builder().sink(into(records)).build();
@@ -535,12 +568,16 @@ class TfOptimizerTest {
         Monitor monitor = Monitor.builder().every(2).sink(into(records)).build();
         Monitor without = Monitor.builder().updateRatios(false).sink(into(plain)).build();
         List<double[]> expected = new ArrayList<>();
+        List<double[]> maxAbs = new ArrayList<>();
         try (Kit kit = new Kit(true)) {
             TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(0.5),
                     monitor, without);
             Op train = wrapped.minimize(kit.loss);
+            List<Operand<?>> grads = new ArrayList<>();
+            kit.tf.gradients(kit.loss, kit.variables).dy().forEach(grads::add);
             for (Batch b : batches(6, 3)) {
                 List<float[]> before = perVariable(kit);
+                maxAbs.add(maxAbsOf(kit, grads, b));
                 kit.run(train, b);
                 List<float[]> after = perVariable(kit);
                 // variables w1, b1 (layer dense1), w2, b2 (dense2)
@@ -570,6 +607,10 @@ class TfOptimizerTest {
                 assertTrue(r.layers().isEmpty(), "call " + r.call() + ": " + r.layers());
                 continue;
             }
+            // max|g| per tensor, before the clip, exactly as the host reduces it (measured on the same cadence)
+            for (int t = 0; t < 4; t++) {
+                assertEquals(maxAbs.get((int) r.call())[t], r.tensors().get(t).maxAbs(), 0.0, "call " + r.call() + ", tensor " + t);
+            }
             for (int layer = 0; layer < 2; layer++) {
                 double ratio = r.layers().get(layer).updateRatio();
                 if (measured) {
@@ -587,6 +628,32 @@ class TfOptimizerTest {
         assertEquals(6, plain.size());
         assertTrue(plain.stream().allMatch(r -> r.layers().stream().allMatch(l -> Double.isNaN(l.updateRatio()))),
                 "no ratios for a monitor that does not want them");
+    }
+
+    /** max|g| of each gradient on this batch (NaN where a gradient is not finite, as the graph's max propagates it). */
+    private static double[] maxAbsOf(Kit kit, List<Operand<?>> grads, Batch b) {
+        Map<Operand<?>, Tensor> f = kit.feeds(b);
+        try {
+            Session.Runner r = kit.session.runner();
+            f.forEach(r::feed);
+            grads.forEach(r::fetch);
+            try (Result res = r.run()) {
+                double[] out = new double[grads.size()];
+                for (int i = 0; i < out.length; i++) {
+                    TFloat32 g = (TFloat32) res.get(i);
+                    float[] v = new float[(int) g.size()];
+                    g.copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(v, false, false));
+                    double m = 0;
+                    for (float x : v) {
+                        m = Float.isNaN(x) || Double.isNaN(m) ? Double.NaN : Math.max(m, Math.abs(x));
+                    }
+                    out[i] = m;
+                }
+                return out;
+            }
+        } finally {
+            f.values().forEach(Tensor::close);
+        }
     }
 
     private static List<float[]> perVariable(Kit kit) {

@@ -2,20 +2,36 @@ package io.gradguard.core.monitor;
 
 import java.util.Arrays;
 
-/** The median of the last {@code window} values (a ring buffer; sorting a copy is cheap at these sizes). */
+/**
+ * The median of the last {@code window} values: a ring buffer for their order and a sorted copy
+ * kept up to date by one binary search and one array shift per value, so the median is a lookup
+ * (the monitor asks for it on every record).
+ */
 final class RunningMedian {
     private final double[] ring;
+    /** The values held, in {@link Double#compare} order (that of {@link Arrays#sort(double[])}). */
+    private final double[] sorted;
     private int size;
     private int next;
 
     RunningMedian(int window) {
         ring = new double[window];
+        sorted = new double[window];
     }
 
     void add(double v) {
+        if (size == ring.length) {
+            int at = Arrays.binarySearch(sorted, 0, size, ring[next]);
+            System.arraycopy(sorted, at + 1, sorted, at, size - at - 1);
+            size--;
+        }
+        int at = Arrays.binarySearch(sorted, 0, size, v);
+        at = at < 0 ? -at - 1 : at;
+        System.arraycopy(sorted, at, sorted, at + 1, size - at);
+        sorted[at] = v;
+        size++;
         ring[next] = v;
         next = (next + 1) % ring.length;
-        size = Math.min(size + 1, ring.length);
     }
 
     int size() {
@@ -37,8 +53,6 @@ final class RunningMedian {
         if (size == 0) {
             return Double.NaN;
         }
-        double[] s = Arrays.copyOf(ring, size);
-        Arrays.sort(s);
-        return size % 2 == 1 ? s[size / 2] : (s[size / 2 - 1] + s[size / 2]) / 2;
+        return size % 2 == 1 ? sorted[size / 2] : (sorted[size / 2 - 1] + sorted[size / 2]) / 2;
     }
 }
