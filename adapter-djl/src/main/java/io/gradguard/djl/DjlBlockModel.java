@@ -62,7 +62,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
      * @throws IllegalStateException if {@code manager} is closed
      */
     DjlBlockModel(NDManager manager, Block block, Runnable optimizerStep, boolean accumulateInDouble) {
-        this(manager, block, Parameter::getArray, factors -> optimizerStep.run(), false, accumulateInDouble);
+        this(manager, block, Parameter::getArray, (replacements, factors) -> optimizerStep.run(), false, accumulateInDouble);
     }
 
     /**
@@ -72,7 +72,12 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
      */
     @FunctionalInterface
     interface OptimizerStep {
-        void run(double[] factors);
+        /**
+         * @param replacements per parameter, null, or the array holding its gradient's values (a
+         *     clamp's result) for the optimizer to read instead; the gradient itself must then be reset
+         * @param factors per parameter, its gradient's pending scale (1 if none)
+         */
+        void run(NDArray[] replacements, double[] factors);
     }
 
     /**
@@ -149,12 +154,14 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
     @Override
     public void apply(GradientSet<NDArray> gradients, StepResult<NDArray> result, UpdateRecorder<NDArray> updates) {
         int n = entries.size();
+        NDArray[] replacements = new NDArray[n];
         double[] factors = new double[n];
         for (int i = 0; i < n; i++) {
-            factors[i] = ops.takePending(handles.get(i)); // the arrays the optimizer reads
+            replacements[i] = ops.takeReplacement(handles.get(i)); // the arrays the optimizer reads
+            factors[i] = ops.takePending(handles.get(i));
         }
         if (updates == null) {
-            optimizerStep.run(factors);
+            optimizerStep.run(replacements, factors);
             return;
         }
         NDArray[] deltas = new NDArray[n];
@@ -163,7 +170,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
             deltas[i] = ops.adopt(gradients.get(i).param().duplicate());
             paramSquares[i] = ops.sumOfSquares(deltas[i]);
         }
-        optimizerStep.run(factors);
+        optimizerStep.run(replacements, factors);
         for (int i = 0; i < n; i++) {
             deltas[i].subi(values.apply(entries.get(i).parameter()));
             double updateNorm = Math.sqrt(ops.toHost(ops.sumOfSquares(deltas[i])));

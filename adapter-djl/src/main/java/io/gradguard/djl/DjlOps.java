@@ -66,6 +66,12 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
      * what is pending on them: the true value of such a gradient is its factor × what it stores.
      */
     private final Map<NDArray, Double> deferrable = new IdentityHashMap<>();
+    /**
+     * Deferrable gradients a clamp left in a new array ({@link #clampInPlace}): their true values,
+     * which the optimizer reads instead ({@link #takeReplacement}) with no copy back. A gradient has
+     * a replacement or a pending factor, never both.
+     */
+    private final Map<NDArray, NDArray> replaced = new IdentityHashMap<>();
 
     private DjlOps(NDManager parent, boolean inDouble) {
         this.inDouble = inDouble;
@@ -119,6 +125,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     public void freeTemporaries() {
         settleAll();
         deferrable.clear();
+        replaced.clear();
         if (step != null) {
             step.close();
             step = null;
@@ -146,6 +153,15 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         return x;
     }
 
+    /**
+     * The array holding {@code x}'s true values when a clamp left them in a new one (null if none),
+     * which the caller now reads instead of {@code x} (and {@code x} is left as it was: the caller
+     * resets it). Call before {@link #takePending}.
+     */
+    NDArray takeReplacement(NDArray x) {
+        return replaced.remove(x);
+    }
+
     /** The factor pending on {@code x} (1 if none), which the caller now applies; {@code x} is no longer deferrable. */
     double takePending(NDArray x) {
         Double f = deferrable.remove(x);
@@ -154,6 +170,12 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     /** Applies what is pending on {@code x}, if anything, as the clip's own multiplication would have. */
     private NDArray settled(NDArray x) {
+        NDArray r = replaced.remove(x);
+        if (r != null) {
+            x.set(ALL, r);
+            r.close();
+            return x;
+        }
         Double f = deferrable.get(x);
         if (f != null && f != 1.0) {
             deferrable.put(x, 1.0);
@@ -169,6 +191,12 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
                 settled(x);
             }
         }
+    }
+
+    /** The array to read {@code x}'s values from: its replacement, if a clamp left one. */
+    private NDArray source(NDArray x) {
+        NDArray r = replaced.get(x);
+        return r == null ? x : r;
     }
 
     /** {@code reduced} (a rank-0 temporary) times what is pending on {@code x} to the given power. */
@@ -340,6 +368,10 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     @Override
     public void release(NDArray x) {
         deferrable.remove(x);
+        NDArray r = replaced.remove(x);
+        if (r != null) {
+            r.close();
+        }
         x.close();
     }
 
@@ -351,7 +383,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
             return scalar(0.0);
         }
         // one fused pass (BLAS dot) over a flat view: no x² temporary
-        try (NDArray flat = reducible(x).reshape(-1)) {
+        try (NDArray flat = reducible(source(x)).reshape(-1)) {
             return folded(widen(flat.dot(flat)), x, 2);
         }
     }
@@ -361,7 +393,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         if (empty(x)) {
             return scalar(0.0);
         }
-        try (NDArray abs = reducible(x).abs()) {
+        try (NDArray abs = reducible(source(x)).abs()) {
             return folded(widen(abs.sum()), x, 1);
         }
     }
@@ -372,7 +404,8 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
             return scalar(0.0);
         }
         // max(|max x|, |min x|): two reductions, no |x| copy of the whole tensor; NaN propagates
-        try (NDArray hi = x.max(); NDArray lo = x.min(); NDArray absHi = hi.abs(); NDArray absLo = lo.abs()) {
+        NDArray v = source(x);
+        try (NDArray hi = v.max(); NDArray lo = v.min(); NDArray absHi = hi.abs(); NDArray absLo = lo.abs()) {
             return folded(widen(absHi.maximum(absLo)), x, 1);
         }
     }
@@ -383,7 +416,8 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
             return scalar(0.0);
         }
         // x - x is 0 for finite x and NaN for NaN and ±Inf
-        try (NDArray diff = x.sub(x); NDArray bad = diff.isNaN(); NDArray count = bad.sum()) {
+        NDArray v = source(x);
+        try (NDArray diff = v.sub(v); NDArray bad = diff.isNaN(); NDArray count = bad.sum()) {
             return track(count.toType(DataType.FLOAT64, false));
         }
     }
@@ -471,13 +505,33 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         }
     }
 
+    /**
+     * {@inheritDoc}
+     *
+     * <p>DJL has no in-place clamp: the clamped values go to a new array. For a gradient the
+     * optimizer reads through {@link #takeReplacement} ({@link DjlOptimizer}) that array becomes
+     * the gradient's values, and the optimizer reads it; any other use of the gradient first copies
+     * it back. Elsewhere it is copied back at once.
+     */
     @Override
     public void clampInPlace(NDArray x, double lo, double hi) {
         if (empty(x)) {
             return;
         }
-        settled(x);
         NDManager step = stepManager();
+        if (deferrable.containsKey(x) && x.getManager() == step) {
+            if (!replaced.containsKey(x)) {
+                settled(x); // a pending factor, applied as the clip would have
+            }
+            NDArray from = source(x);
+            NDArray clamped = track(x.getDataType() == DataType.FLOAT64 ? from.clip(lo, hi) : from.clip((float) lo, (float) hi));
+            NDArray old = replaced.put(x, clamped);
+            if (old != null) {
+                old.close();
+            }
+            return;
+        }
+        settled(x);
         if (x.getManager() == step) {
             clampInto(x, lo, hi);
             return;
@@ -525,6 +579,10 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
             throw new IllegalArgumentException("src must have dst's shape " + dst.getShape() + ", got " + src.getShape());
         }
         settled(src);
+        NDArray r = replaced.remove(dst);
+        if (r != null) {
+            r.close(); // every element is overwritten
+        }
         if (deferrable.containsKey(dst)) {
             deferrable.put(dst, 1.0); // every element is overwritten
         }
@@ -535,6 +593,10 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public void fill(NDArray x, double value) {
+        NDArray r = replaced.remove(x);
+        if (r != null) {
+            r.close(); // every element is overwritten
+        }
         if (deferrable.containsKey(x)) {
             deferrable.put(x, 1.0); // every element is overwritten
         }

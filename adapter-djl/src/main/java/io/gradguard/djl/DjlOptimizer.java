@@ -50,9 +50,11 @@ import java.util.Set;
  * other use applies it first), and the optimizer then takes it as its gradient rescale for that
  * one update. DJL's update multiplies its copy of the gradient by the rescale before clamping or
  * weight decay ({@code rescaled = clip(rescale · grad) + wd · weight}), so the parameters come out
- * bit for bit as with the clip's own multiplication, one pass over the gradients fewer. Other
- * optimizers (a subclass included), another rescale, float16 and GPU gradients get the
- * multiplication as before.
+ * bit for bit as with the clip's own multiplication, one pass over the gradients fewer. Likewise
+ * a clamp ({@code clipByValue}), which DJL can only write to a new array: that array is what the
+ * optimizer reads as the gradient, and the gradient is filled with 0 (as the fused update would
+ * leave it) instead of having the clamped values copied back. Other optimizers (a subclass
+ * included), another rescale, float16 and GPU gradients get the multiplication and the copy.
  *
  * <p>Every trainable parameter of the block is updated at each applied step, also one that took
  * no part in the forward pass (DJL's own step would leave it alone).
@@ -109,6 +111,7 @@ public final class DjlOptimizer extends Optimizer {
     private int stepCalls;
     private NDManager firstDevice;
     private long folded;
+    private long replaced;
 
     DjlOptimizer(DjlGuard guard, Model model, Optimizer optimizer) {
         super(new Unused());
@@ -255,19 +258,26 @@ public final class DjlOptimizer extends Optimizer {
      * The wrapped optimizer's update of every trainable parameter, on its (transformed) gradient in
      * place: no copy of the gradient (DJL's fused update leaves it at 0, as after a plain step),
      * times {@code factors[i]} through the gradient rescale where a clip's scale is pending on it
-     * (see {@link #foldsScales()}). On several devices the first device's copy is updated and the
-     * other copies are set to it.
+     * (see {@link #foldsScales()}), or on {@code replacements[i]} where a clamp left the gradient's
+     * values in a new array (the gradient is then filled with 0, as the fused update would have
+     * left it). On several devices the first device's copy is updated and the other copies are set to it.
      */
-    void updateAll(double[] factors) {
+    void updateAll(NDArray[] replacements, double[] factors) {
         int i = 0;
         for (Parameter p : parameters().values()) {
             NDArray value = value(p);
+            NDArray replacement = replacements[i];
             double factor = factors[i++];
             try (NDArray g = value.getGradient()) {
+                NDArray read = replacement == null ? g : replacement;
                 if (factor == 1.0) {
-                    optimizer.update(p.getId(), value, g);
+                    optimizer.update(p.getId(), value, read);
                 } else {
-                    updateRescaled(p.getId(), value, g, (float) factor);
+                    updateRescaled(p.getId(), value, read, (float) factor);
+                }
+                if (replacement != null) {
+                    g.set(ALL, 0f);
+                    replaced++;
                 }
             }
             if (devices > 1) {
@@ -318,6 +328,11 @@ public final class DjlOptimizer extends Optimizer {
         } catch (IllegalAccessException e) {
             return false;
         }
+    }
+
+    /** How many parameter updates read a clamp's result instead of the gradient (for tests). */
+    long replacedUpdates() {
+        return replaced;
     }
 
     /** How many parameter updates took a clip's scale through the gradient rescale (for tests). */

@@ -55,9 +55,19 @@ class DjlOpsTest {
 
         NDArray h = ops.adoptDeferrable(root.create(values));
         ops.scaleInPlace(h, ops.scalar(0.5));
-        ops.clampInPlace(h, -1, 1); // another use applies the scale first: clamp(0.5·g)
-        assertArrayEquals(new float[] {1f, -1f, 0.5f, 0.25f}, h.duplicate().toFloatArray());
+        ops.clampInPlace(h, -1, 1); // another use applies the scale first: clamp(0.5·g), into a new array
+        assertArrayEquals(new float[] {1.5f, -2f, 0.5f, 0.25f}, h.duplicate().toFloatArray(), "h stores 0.5·g, no copy back");
+        assertEquals(1 + 1 + 0.25 + 0.0625, ops.toHost(ops.sumOfSquares(h)), 1e-12, "reductions read the clamped values");
+        assertEquals(1.0, ops.toHost(ops.maxAbs(h)), 1e-12);
+        NDArray clamped = ops.takeReplacement(h);
+        assertArrayEquals(new float[] {1f, -1f, 0.5f, 0.25f}, clamped.toFloatArray(), "the optimizer takes the clamped array");
         assertEquals(1.0, ops.takePending(h));
+
+        NDArray k = ops.adoptDeferrable(root.create(values));
+        ops.clampInPlace(k, -1, 1);
+        ops.scaleInPlace(k, ops.scalar(2.0)); // any other use copies the clamped values back first
+        assertArrayEquals(new float[] {2f, -2f, 2f, 1f}, k.duplicate().toFloatArray());
+        assertEquals(null, ops.takeReplacement(k));
 
         NDArray param = root.zeros(new ai.djl.ndarray.types.Shape(4));
         param.setRequiresGradient(true);
@@ -70,6 +80,12 @@ class DjlOpsTest {
         ops.freeTemporaries(); // nobody took the factor: the step's end applies it before closing the handle
         try (NDArray after = param.getGradient()) {
             assertArrayEquals(new float[] {1.5f, -2f, 0.5f, 0.25f}, after.toFloatArray());
+        }
+        NDArray clampedHandle = ops.adoptDeferrable(param.getGradient());
+        ops.clampInPlace(clampedHandle, -1, 1);
+        ops.freeTemporaries(); // nobody took the clamped array: the step's end copies it back
+        try (NDArray after = param.getGradient()) {
+            assertArrayEquals(new float[] {1f, -1f, 0.5f, 0.25f}, after.toFloatArray());
         }
     }
 
