@@ -193,6 +193,14 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         }
     }
 
+    /** Frees {@code x}'s replacement, if a clamp left one (its values are no longer wanted). */
+    private void dropReplacement(NDArray x) {
+        NDArray r = replaced.remove(x);
+        if (r != null) {
+            r.close();
+        }
+    }
+
     /** The array to read {@code x}'s values from: its replacement, if a clamp left one. */
     private NDArray source(NDArray x) {
         NDArray r = replaced.get(x);
@@ -368,10 +376,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     @Override
     public void release(NDArray x) {
         deferrable.remove(x);
-        NDArray r = replaced.remove(x);
-        if (r != null) {
-            r.close();
-        }
+        dropReplacement(x);
         x.close();
     }
 
@@ -525,10 +530,8 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
             }
             NDArray from = source(x);
             NDArray clamped = track(x.getDataType() == DataType.FLOAT64 ? from.clip(lo, hi) : from.clip((float) lo, (float) hi));
-            NDArray old = replaced.put(x, clamped);
-            if (old != null) {
-                old.close();
-            }
+            dropReplacement(x);
+            replaced.put(x, clamped);
             return;
         }
         settled(x);
@@ -579,10 +582,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
             throw new IllegalArgumentException("src must have dst's shape " + dst.getShape() + ", got " + src.getShape());
         }
         settled(src);
-        NDArray r = replaced.remove(dst);
-        if (r != null) {
-            r.close(); // every element is overwritten
-        }
+        dropReplacement(dst); // every element is overwritten
         if (deferrable.containsKey(dst)) {
             deferrable.put(dst, 1.0); // every element is overwritten
         }
@@ -593,10 +593,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public void fill(NDArray x, double value) {
-        NDArray r = replaced.remove(x);
-        if (r != null) {
-            r.close(); // every element is overwritten
-        }
+        dropReplacement(x); // every element is overwritten
         if (deferrable.containsKey(x)) {
             deferrable.put(x, 1.0); // every element is overwritten
         }

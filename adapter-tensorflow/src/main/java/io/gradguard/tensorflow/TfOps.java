@@ -607,9 +607,9 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
         return memo.node(Kind.L2LOSS, null, accumuland(x));
     }
 
-    /** max|x| in x's dtype (exact), not yet widened or floored at 0 (an empty tensor gives -inf). */
-    Output<?> rawMaxAbs(Output<?> x) {
-        return memo.node(Kind.REDUCE_MAX, x.shape().numDimensions(), memo.node(Kind.ABS, null, x));
+    /** max|x| of a tensor of this rank in its dtype (exact), not yet widened or floored at 0 (an empty tensor gives -inf). */
+    Output<?> rawMaxAbs(Output<?> x, int rank) {
+        return memo.node(Kind.REDUCE_MAX, rank, memo.node(Kind.ABS, null, x));
     }
 
     @Override
@@ -622,7 +622,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     public TfTensor maxAbs(TfTensor x) {
         requireFloat(x, "x");
         // reduce in the tensor's dtype (exact), then max with 0: an empty tensor's max is -inf, NaN propagates
-        Output<?> m = f64(rawMaxAbs(x.value()));
+        Output<?> m = f64(rawMaxAbs(x.value(), x.shapeRef().length));
         return temp(memo.node(Kind.MAX, null, m, memo.node(Kind.CONST, 0.0)), SCALAR);
     }
 

@@ -353,7 +353,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
 
     /** What the build produced: the training op and the nodes the host reads. */
     private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics,
-            Placeholder<TInt64> drainedFeed, Output<TFloat64> newRows, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
+            Placeholder<TInt64> drainedFeed, Output<TInt64> newFrom, Output<TFloat64> newRows, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
             Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers, Output<TString> decidedBy,
             Output<TInt64> window, List<String> ratioLayers) {
     }
@@ -475,7 +475,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                             tf.constant(0L));
             List<Operand<?>> maxes = new ArrayList<>();
             for (Output<?> x : input) {
-                maxes.add(p.ops.rawMaxAbs(detail == null ? x : switchOf(tf, x, detail).outputTrue()));
+                maxes.add(p.ops.rawMaxAbs(detail == null ? x : switchOf(tf, x, detail).outputTrue(), x.shape().asArray().length));
             }
             Operand<TFloat64> max = tf.math.maximum(stackF64(tf, maxes), tf.constant(0.0));
             vectors.add(detail == null ? max : orNaN(tf, max, detail, input.length));
@@ -539,6 +539,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         Output<TInt64> countersRead = identity(tf, counters);
         Placeholder<TInt64> drainedFeed = null;
+        Output<TInt64> newFrom = null;
         Output<TFloat64> newRows = null;
         if (history != null) {
             // for drain(): the rows of the calls since the host last drained, [max(drained, calls − capacity), calls), in
@@ -546,8 +547,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             drainedFeed = tf.withName("drained").placeholder(TInt64.class, Placeholder.shape(Shape.scalar()));
             Operand<TInt64> calls = tf.gather(countersRead, tf.constant(0), tf.constant(0));
             Operand<TInt64> from = tf.select(tf.math.less(calls, drainedFeed), tf.constant(0L), drainedFeed);
-            Operand<TInt64> start = tf.math.maximum(from, tf.math.sub(calls, tf.constant((long) capacity)));
-            Operand<TInt64> slots = tf.math.floorMod(tf.range(start, calls, tf.constant(1L)), tf.constant((long) capacity));
+            newFrom = tf.math.maximum(from, tf.math.sub(calls, tf.constant((long) capacity))).asOutput();
+            Operand<TInt64> slots = tf.math.floorMod(tf.range(newFrom, calls, tf.constant(1L)), tf.constant((long) capacity));
             newRows = tf.gather(identity(tf, history), slots, tf.constant(0)).asOutput();
         }
         List<Op> barrier = GraphProgram.barrier(p);
@@ -555,7 +556,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             end.add(assign(tf.withControlDependencies(barrier), (Variable<?>) w[0], (Operand<?>) w[1]));
         }
         Op train = tf.withName("train").withControlDependencies(end).noOp();
-        built = new Built(train, countersRead, java.util.Collections.unmodifiableMap(named), drainedFeed, newRows, capacity, width, List.copyOf(p.metrics.keySet()),
+        built = new Built(train, countersRead, java.util.Collections.unmodifiableMap(named), drainedFeed, newFrom, newRows, capacity, width, List.copyOf(p.metrics.keySet()),
                 List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set),
                 decidedBy, p.window == null ? null : identity(tf, p.window), ratios == null ? List.of() : ratios.layers);
         return train;
@@ -754,17 +755,18 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         double[] rows;
         long calls;
+        long from; // the first call read: the graph's max(drained, calls − capacity), 0-based after a restore
         try (TInt64 fed = TInt64.scalarOf(drained);
-                Result r = runner().feed(built.drainedFeed, fed).fetch(built.newRows).fetch(built.counters).run()) {
+                Result r = runner().feed(built.drainedFeed, fed).fetch(built.newRows).fetch(built.counters).fetch(built.newFrom).run()) {
             TFloat64 fetched = (TFloat64) r.get(0);
             rows = new double[(int) fetched.size()];
             fetched.copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(rows, false, false));
             calls = ((TInt64) r.get(1)).getLong(0);
+            from = ((TInt64) r.get(2)).getLong();
         }
         if (calls < drained) {
             drained = 0; // a checkpoint from before the last drain was restored
         }
-        long from = Math.max(drained, calls - built.capacity);
         if (from > drained) {
             org.slf4j.LoggerFactory.getLogger(TfOptimizer.class).warn("GradGuard: {} calls' records were overwritten before drain(): "
                     + "drain more often or raise history(...)", from - drained);
