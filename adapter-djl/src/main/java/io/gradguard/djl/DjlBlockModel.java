@@ -62,7 +62,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
      * @throws IllegalStateException if {@code manager} is closed
      */
     DjlBlockModel(NDManager manager, Block block, Runnable optimizerStep, boolean accumulateInDouble) {
-        this(manager, block, Parameter::getArray, (replacements, factors) -> optimizerStep.run(), false, accumulateInDouble);
+        this(manager, block, Parameter::getArray, (gradients, replacements, factors) -> optimizerStep.run(), false, accumulateInDouble);
     }
 
     /**
@@ -73,11 +73,12 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
     @FunctionalInterface
     interface OptimizerStep {
         /**
+         * @param gradients per parameter, this step's handle on its gradient (closed with the step)
          * @param replacements per parameter, null, or the array holding its gradient's values (a
          *     clamp's result) for the optimizer to read instead; the gradient itself must then be reset
          * @param factors per parameter, its gradient's pending scale (1 if none)
          */
-        void run(NDArray[] replacements, double[] factors);
+        void run(NDArray[] gradients, NDArray[] replacements, double[] factors);
     }
 
     /**
@@ -154,6 +155,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
     @Override
     public void apply(GradientSet<NDArray> gradients, StepResult<NDArray> result, UpdateRecorder<NDArray> updates) {
         int n = entries.size();
+        NDArray[] grads = handles.toArray(new NDArray[0]);
         NDArray[] replacements = new NDArray[n];
         double[] factors = new double[n];
         for (int i = 0; i < n; i++) {
@@ -161,7 +163,7 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
             factors[i] = ops.takePending(handles.get(i));
         }
         if (updates == null) {
-            optimizerStep.run(replacements, factors);
+            optimizerStep.run(grads, replacements, factors);
             return;
         }
         NDArray[] deltas = new NDArray[n];
@@ -170,9 +172,9 @@ final class DjlBlockModel implements GuardedModel<NDArray>, AutoCloseable {
             deltas[i] = ops.adopt(gradients.get(i).param().duplicate());
             paramSquares[i] = ops.sumOfSquares(deltas[i]);
         }
-        optimizerStep.run(replacements, factors);
+        optimizerStep.run(grads, replacements, factors);
         for (int i = 0; i < n; i++) {
-            deltas[i].subi(values.apply(entries.get(i).parameter()));
+            ops.changes(deltas[i]).subi(values.apply(entries.get(i).parameter()));
             double updateNorm = Math.sqrt(ops.toHost(ops.sumOfSquares(deltas[i])));
             updates.record(entries.get(i).layer(), updateNorm, Math.sqrt(ops.toHost(paramSquares[i])));
         }

@@ -1,6 +1,8 @@
 package io.gradguard.djl;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
@@ -9,6 +11,7 @@ import io.gradguard.core.internal.Checks;
 import io.gradguard.core.spi.TensorOps;
 import java.util.Arrays;
 import java.util.IdentityHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 
@@ -42,6 +45,12 @@ import java.util.Objects;
  * at the price of one conversion pass and a float64 copy of each gradient while it is reduced.
  * {@link #accumulatesInDouble()} says which mode an instance runs.
  *
+ * <p><b>One read of each gradient per step.</b> Σx² of an array is kept until the step ends
+ * ({@link #freeTemporaries()}) or the array changes through these primitives, so a skip's
+ * all-finite test and a global clip after it read each gradient once. An array whose values
+ * change by other means within a step (between two pipeline calls that share a step) must not be
+ * handed to them again before {@code freeTemporaries()}.
+ *
  * <p>Not thread-safe: one training loop drives one instance.
  *
  * <pre>{@code
@@ -72,6 +81,13 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
      * a replacement or a pending factor, never both.
      */
     private final Map<NDArray, NDArray> replaced = new IdentityHashMap<>();
+    /**
+     * Σx² of arrays this step, before any pending factor (a float64 rank-0 temporary), until the
+     * array changes: the skip's all-finite test and a global clip after it read each gradient once.
+     */
+    private final Map<NDArray, NDArray> squares = new IdentityHashMap<>();
+    /** As {@link #squares}, read to the host by {@link #sumOfSquares(List)} on the CPU. */
+    private final Map<NDArray, Double> hostSquares = new IdentityHashMap<>();
 
     private DjlOps(NDManager parent, boolean inDouble) {
         this.inDouble = inDouble;
@@ -126,6 +142,8 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         settleAll();
         deferrable.clear();
         replaced.clear();
+        squares.clear();
+        hostSquares.clear();
         if (step != null) {
             step.close();
             step = null;
@@ -179,8 +197,19 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         Double f = deferrable.get(x);
         if (f != null && f != 1.0) {
             deferrable.put(x, 1.0);
+            changes(x);
             x.muli(stepManager().create(f.doubleValue()));
         }
+        return x;
+    }
+
+    /**
+     * Forgets what was measured of {@code x}, whose values are about to change (or changed outside
+     * these primitives); returns it.
+     */
+    NDArray changes(NDArray x) {
+        squares.remove(x);
+        hostSquares.remove(x);
         return x;
     }
 
@@ -375,6 +404,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public void release(NDArray x) {
+        changes(x);
         deferrable.remove(x);
         dropReplacement(x);
         x.close();
@@ -387,10 +417,84 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         if (empty(x)) {
             return scalar(0.0);
         }
-        // one fused pass (BLAS dot) over a flat view: no x² temporary
-        try (NDArray flat = reducible(source(x)).reshape(-1)) {
-            return folded(widen(flat.dot(flat)), x, 2);
+        NDArray raw = squares.get(x);
+        Double known = hostSquares.get(x);
+        if (raw == null && known != null) {
+            raw = scalar(known);
+            squares.put(x, raw);
         }
+        if (raw == null) {
+            // one fused pass (BLAS dot) over a flat view: no x² temporary
+            try (NDArray flat = reducible(source(x)).reshape(-1)) {
+                raw = widen(flat.dot(flat));
+            }
+            squares.put(x, raw);
+        }
+        return folded(raw, x, 2);
+    }
+
+    /**
+     * {@inheritDoc}
+     *
+     * <p>On the CPU each array's Σx² (the dot {@link #sumOfSquares(NDArray)} takes) is copied to the
+     * host with the others in one read and added there, in float64 and in order: the same numbers
+     * as adding the rank-0 sums in DJL, in fewer DJL calls, which cost more than the arithmetic on
+     * small tensors. Each is kept for the step until its array changes, so a later read is free. On
+     * a GPU the sums stay on the device (no sync).
+     */
+    @Override
+    public NDArray sumOfSquares(List<NDArray> xs) {
+        for (NDArray x : xs) {
+            if (x.getDevice().isGpu()) {
+                return TensorOps.super.sumOfSquares(xs);
+            }
+        }
+        NDList dots = new NDList();
+        for (NDArray x : xs) {
+            if (!empty(x) && !hostSquares.containsKey(x)) {
+                try (NDArray flat = reducible(source(x)).reshape(-1)) {
+                    dots.add(track(flat.dot(flat)));
+                }
+            }
+        }
+        double[] read = readAll(dots);
+        double sum = 0;
+        int k = 0;
+        for (NDArray x : xs) {
+            double raw = 0;
+            if (!empty(x)) {
+                Double known = hostSquares.get(x);
+                raw = known != null ? known : read[k++];
+                hostSquares.put(x, raw);
+            }
+            Double f = deferrable.get(x);
+            sum += f == null || f == 1.0 ? raw : raw * (f * f);
+        }
+        return scalar(sum);
+    }
+
+    /** Rank-0 arrays' values, widened to float64, in one host copy. */
+    private double[] readAll(NDList scalars) {
+        if (scalars.isEmpty()) {
+            return new double[0];
+        }
+        boolean f32 = true;
+        for (NDArray s : scalars) {
+            f32 &= s.getDataType() == DataType.FLOAT32;
+        }
+        if (!f32) {
+            NDList wide = new NDList(scalars.size());
+            for (NDArray s : scalars) {
+                wide.add(widen(s));
+            }
+            return scalars.size() == 1 ? wide.head().toDoubleArray() : track(NDArrays.stack(wide)).toDoubleArray();
+        }
+        float[] values = scalars.size() == 1 ? scalars.head().toFloatArray() : track(NDArrays.stack(scalars)).toFloatArray();
+        double[] out = new double[values.length];
+        for (int i = 0; i < values.length; i++) {
+            out[i] = values[i];
+        }
+        return out;
     }
 
     @Override
@@ -494,12 +598,12 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
                 return;
             }
         }
-        settled(x).muli(factor);
+        changes(settled(x)).muli(factor);
     }
 
     @Override
     public void addInPlace(NDArray x, NDArray y, double alpha) {
-        settled(x);
+        changes(settled(x));
         settled(y);
         if (alpha == 1.0) {
             x.addi(y);
@@ -523,6 +627,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         if (empty(x)) {
             return;
         }
+        changes(x);
         NDManager step = stepManager();
         if (deferrable.containsKey(x) && x.getManager() == step) {
             if (!replaced.containsKey(x)) {
@@ -559,7 +664,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         if (empty(x)) {
             return;
         }
-        settled(x);
+        changes(settled(x));
         // masks first (from the unchanged x), then masked_fill_ in place; the indexer closes each mask
         NDArray nanMask = x.isNaN();
         NDArray posMask = posInf == Double.POSITIVE_INFINITY ? null : x.eq(scalarLike(x, Double.POSITIVE_INFINITY));
@@ -582,6 +687,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
             throw new IllegalArgumentException("src must have dst's shape " + dst.getShape() + ", got " + src.getShape());
         }
         settled(src);
+        changes(dst);
         dropReplacement(dst); // every element is overwritten
         if (deferrable.containsKey(dst)) {
             deferrable.put(dst, 1.0); // every element is overwritten
@@ -593,6 +699,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public void fill(NDArray x, double value) {
+        changes(x);
         dropReplacement(x); // every element is overwritten
         if (deferrable.containsKey(x)) {
             deferrable.put(x, 1.0); // every element is overwritten

@@ -256,29 +256,28 @@ public final class DjlOptimizer extends Optimizer {
 
     /**
      * The wrapped optimizer's update of every trainable parameter, on its (transformed) gradient in
-     * place: no copy of the gradient (DJL's fused update leaves it at 0, as after a plain step),
+     * place ({@code gradients[i]}, the step's handle, which the step closes): no copy of the gradient (DJL's fused update leaves it at 0, as after a plain step),
      * times {@code factors[i]} through the gradient rescale where a clip's scale is pending on it
      * (see {@link #foldsScales()}), or on {@code replacements[i]} where a clamp left the gradient's
      * values in a new array (the gradient is then filled with 0, as the fused update would have
      * left it). On several devices the first device's copy is updated and the other copies are set to it.
      */
-    void updateAll(NDArray[] replacements, double[] factors) {
+    void updateAll(NDArray[] gradients, NDArray[] replacements, double[] factors) {
         int i = 0;
         for (Parameter p : parameters().values()) {
             NDArray value = value(p);
+            NDArray g = gradients[i];
             NDArray replacement = replacements[i];
             double factor = factors[i++];
-            try (NDArray g = value.getGradient()) {
-                NDArray read = replacement == null ? g : replacement;
-                if (factor == 1.0) {
-                    optimizer.update(p.getId(), value, read);
-                } else {
-                    updateRescaled(p.getId(), value, read, (float) factor);
-                }
-                if (replacement != null) {
-                    g.set(ALL, 0f);
-                    replaced++;
-                }
+            NDArray read = replacement == null ? g : replacement;
+            if (factor == 1.0) {
+                optimizer.update(p.getId(), value, read);
+            } else {
+                updateRescaled(p.getId(), value, read, (float) factor);
+            }
+            if (replacement != null) {
+                g.set(ALL, 0f);
+                replaced++;
             }
             if (devices > 1) {
                 NDArray[] c = copies.get(p.getId());

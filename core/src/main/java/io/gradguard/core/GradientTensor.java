@@ -24,10 +24,14 @@ public record GradientTensor<T>(String name, long[] shape, Role role, String lay
      */
     public GradientTensor {
         Checks.require(name != null && !name.isEmpty(), "name", "be a non-empty parameter name", name);
-        Checks.require(layer != null && !layer.isEmpty(), "layer", "be a non-empty layer name (parameter " + name + ")", layer);
+        if (layer == null || layer.isEmpty()) { // the message is built only on failure: a record is made per tensor per step
+            Checks.require(false, "layer", "be a non-empty layer name (parameter " + name + ")", layer);
+        }
         Checks.notNull("shape", shape);
         for (long d : shape) {
-            Checks.require(d >= 0, "shape", "have no negative dimension (parameter " + name + ")", shape);
+            if (d < 0) {
+                Checks.require(false, "shape", "have no negative dimension (parameter " + name + ")", shape);
+            }
         }
         Checks.notNull("role", role);
         Checks.notNull("layout", layout);

@@ -23,29 +23,34 @@ public final class Norms {
         };
     }
 
+    /** Σx² over several tensors treated as one flat vector (0 for none): {@link TensorOps#sumOfSquares(List)}. */
+    public static <T> T sumOfSquares(TensorOps<T> ops, List<GradientTensor<T>> tensors) {
+        List<T> xs = new ArrayList<>(tensors.size());
+        for (GradientTensor<T> t : tensors) {
+            xs.add(t.gradient());
+        }
+        return ops.sumOfSquares(xs);
+    }
+
     /** The norm of several tensors treated as one flat vector (0 for none). */
     public static <T> T norm(TensorOps<T> ops, List<GradientTensor<T>> tensors, NormType type) {
         if (tensors.size() == 1) {
             return norm(ops, tensors.get(0).gradient(), type);
         }
-        T acc = null;
-        long n = 0;
-        for (GradientTensor<T> t : tensors) {
-            T part = switch (type) {
-                case L2, RMS -> ops.sumOfSquares(t.gradient());
-                case L1 -> ops.sumOfAbs(t.gradient());
-                case INF -> ops.maxAbs(t.gradient());
-            };
-            n += t.size();
-            acc = acc == null ? part : type == NormType.INF ? ops.max(acc, part) : ops.add(acc, part);
-        }
-        if (acc == null) {
+        if (tensors.isEmpty()) {
             return ops.scalar(0.0);
         }
         return switch (type) {
-            case L2 -> ops.sqrt(acc);
-            case RMS -> rms(ops, acc, n);
-            case L1, INF -> acc;
+            case L2 -> ops.sqrt(sumOfSquares(ops, tensors));
+            case RMS -> rms(ops, sumOfSquares(ops, tensors), tensors.stream().mapToLong(GradientTensor::size).sum());
+            case L1, INF -> {
+                T acc = null;
+                for (GradientTensor<T> t : tensors) {
+                    T part = type == NormType.L1 ? ops.sumOfAbs(t.gradient()) : ops.maxAbs(t.gradient());
+                    acc = acc == null ? part : type == NormType.INF ? ops.max(acc, part) : ops.add(acc, part);
+                }
+                yield acc;
+            }
         };
     }
 

@@ -79,6 +79,20 @@ public interface TensorOps<T> {
     /** Σ x², over all elements. */
     T sumOfSquares(T x);
 
+    /**
+     * Σ x² over all elements of all of {@code xs} (0 for none): each one's {@link #sumOfSquares(Object)},
+     * added in order. A backend whose per-call cost dominates small tensors may override it with the
+     * same arithmetic in fewer calls.
+     */
+    default T sumOfSquares(java.util.List<T> xs) {
+        T acc = null;
+        for (T x : xs) {
+            T part = sumOfSquares(x);
+            acc = acc == null ? part : add(acc, part);
+        }
+        return acc == null ? scalar(0.0) : acc;
+    }
+
     /** Σ |x|, over all elements. */
     T sumOfAbs(T x);
 

@@ -3,6 +3,7 @@ package io.gradguard.core.transform;
 import io.gradguard.core.Action;
 import io.gradguard.core.GradientTensor;
 import io.gradguard.core.GradientTransform;
+import io.gradguard.core.Norms;
 import io.gradguard.core.StateFormatException;
 import io.gradguard.core.StateInput;
 import io.gradguard.core.StateOutput;
@@ -33,13 +34,16 @@ import java.io.IOException;
  *
  * <p>A pipeline without a non-finite stage propagates, as PyTorch and DL4J do.
  *
- * <pre>found = Σ_tensors countNonFinite(g)
+ * <pre>found = 0 if Σ_tensors Σg² is finite, else Σ_tensors countNonFinite(g)
  * SKIP: found &gt; 0 → consecutive += 1, total += 1, skip (or throw once consecutive &gt; max)
  *       found = 0 → consecutive = 0</pre>
  *
  * <p>Counters (checkpointed, SKIP and THROW only: they decide on the host): consecutive bad steps,
  * total bad steps. Recorded metrics: {@code nonFinite} (the count), {@code consecutive}, {@code total}. Every policy but
- * {@code ZERO}/{@code PROPAGATE} copies one scalar to the host per step to decide.
+ * {@code ZERO}/{@code PROPAGATE} copies one scalar to the host per step to decide: Σg² over all gradients, which is
+ * finite exactly when every value is (squares are non-negative, so NaN and ±Inf reach the sum) unless finite values
+ * overflow it; the values are counted one by one only when it is not finite. A global clip after this stage reads the
+ * same Σg² (backends that remember it per step read each gradient once for both).
  *
  * <p>References: Optax {@code apply_if_finite} and {@code skip_not_finite}; PyTorch AMP's
  * {@code GradScaler} (skips the optimizer step on Inf/NaN).
@@ -124,19 +128,17 @@ public final class NonFiniteGuard implements GradientTransform {
         if (policy == Policy.ZERO) {
             return ZERO.update(step, TransformState.NONE);
         }
-        T found = null;
-        for (GradientTensor<T> g : step.gradients()) {
-            T n = ops.countNonFinite(g.gradient());
-            found = found == null ? n : ops.add(found, n);
-        }
-        if (found == null) {
-            found = ops.scalar(0.0);
-        }
-        step.reportNonFinite("", found);
         if (policy == Policy.PROPAGATE) {
+            step.reportNonFinite("", count(step));
             return Action.proceed();
         }
-        double count = ops.toHost(found);
+        // Σg² is finite exactly when every value is (squares are ≥ 0: a NaN or ±Inf reaches the sum), unless finite
+        // values overflow it; so one read of each gradient, the one a global clip makes anyway (backends share it),
+        // decides the common case, and the values are counted only when the sum is not finite
+        boolean finite = Double.isFinite(ops.toHost(Norms.sumOfSquares(ops, step.gradients().tensors())));
+        T found = finite ? ops.scalar(0.0) : count(step);
+        step.reportNonFinite("", found);
+        double count = finite ? 0 : ops.toHost(found);
         if (count == 0) {
             c.consecutive = 0;
             record(step, c);
@@ -157,6 +159,17 @@ public final class NonFiniteGuard implements GradientTransform {
         }
         return Action.skip("non-finite gradient (" + (long) count + " values), skip " + c.consecutive + " of at most "
                 + maxConsecutive + " in a row");
+    }
+
+    /** The number of non-finite values in all the step's gradients, as a backend scalar. */
+    private static <T> T count(Step<T> step) {
+        TensorOps<T> ops = step.ops();
+        T found = null;
+        for (GradientTensor<T> g : step.gradients()) {
+            T n = ops.countNonFinite(g.gradient());
+            found = found == null ? n : ops.add(found, n);
+        }
+        return found == null ? ops.scalar(0.0) : found;
     }
 
     private static <T> void record(Step<T> step, Counters c) {

@@ -113,6 +113,8 @@ public final class DjlBench {
                 step(wClip, x, y, null);
                 step(wReadme, x, y, null);
                 step(wMonitored, x, y, null);
+                step(t, x, y, null, true);
+                handClipStep(t, x, y);
             }
             Rounds r = SmallModels.rounds(section);
             r.add("plain", () -> step(t, x, y, null));
@@ -122,6 +124,8 @@ public final class DjlBench {
             r.add("w clip", () -> step(wClip, x, y, null));
             r.add("w readme", () -> step(wReadme, x, y, null));
             r.add("w monitored", () -> step(wMonitored, x, y, null));
+            r.add("norm only", () -> step(t, x, y, null, true));
+            r.add("hand clip", () -> handClipStep(t, x, y));
             long params = 0;
             for (var p : t.getModel().getBlock().getParameters().values()) {
                 params += p.getArray().size();
@@ -130,6 +134,11 @@ public final class DjlBench {
             SmallModels.emit(section, "djl", "DjlOptimizer in the trainer", params, Map.of("plain", m.get("plain"), "clip", m.get("w clip"),
                     "readme", m.get("w readme"), "monitored", m.get("w monitored")));
             SmallModels.emit(section, "djl", "DjlGuard", params, m);
+            String size = Table.count(params) + " params, batch " + BATCH;
+            section.emit(Row.ratio(5, "djl small model, Σg² only, hand-written (context)", size, m.get("norm only"), "unguarded step",
+                    m.get("plain"), Double.NaN, "a dot per gradient, read to the host: the least a global norm costs"));
+            section.emit(Row.ratio(5, "djl small model, clipByGlobalNorm hand-written: Σg², then each gradient scaled (context)", size,
+                    m.get("hand clip"), "unguarded step", m.get("plain"), Double.NaN, "the clip a DJL user writes by hand"));
         }
     }
 
@@ -151,6 +160,10 @@ public final class DjlBench {
             Trainer plain = trainer(model, adam(), widths);
             Trainer clipped = trainer(model, Adam.adam().optLearningRateTracker(Tracker.fixed(Pipelines.LEARNING_RATE))
                     .optClipGrad((float) Pipelines.MAX_VALUE).build(), widths);
+            // the floor of a clip that acts through the wrapper: Σg² read, and Adam's kernel multiplying its copy of the
+            // gradient by a rescale other than 1 (PyTorch engine: grad.mul_(rescale_grad), a pass of its own)
+            Trainer rescaled = trainer(model, Adam.adam().optLearningRateTracker(Tracker.fixed(Pipelines.LEARNING_RATE))
+                    .setRescaleGrad(0.5f).build(), widths);
             DjlGuard global = DjlGuard.of(Pipelines.guarded());
             DjlGuard idle = DjlGuard.of(Pipelines.guardedIdle());
             DjlGuard value = DjlGuard.of(Pipelines.valueClip());
@@ -178,6 +191,7 @@ public final class DjlBench {
             r.add("unguarded", () -> step(plain, x, y, null));
             r.add("unguarded again", () -> step(plain, x, y, null));
             r.add("norm only", () -> step(plain, x, y, null, true));
+            r.add("norm only rescaled", () -> step(rescaled, x, y, null, true));
             r.add("optClipGrad", () -> step(clipped, x, y, null));
             r.add("guard global", () -> step(plain, x, y, global));
             r.add("guard idle", () -> step(plain, x, y, idle));
@@ -209,6 +223,11 @@ public final class DjlBench {
             double floor = m.get("norm only");
             section.emit(Row.ratio(2, "djl optimizer wrapper, clipByGlobalNorm + norm monitor (DjlOptimizer)", size, m.get("wrap global"),
                     "Σg² only step", floor, 1.01, Pipelines.clipActivity(wrapGlobal.lastResult().orElseThrow().metric(Pipelines.COEFFICIENT))));
+            section.emit(Row.ratio(2, "djl unguarded step + Σg² + Adam's gradient rescale, hand-written (context)", size,
+                    m.get("norm only rescaled"), "Σg² only step", floor, Double.NaN, "the floor of a clip that acts: DJL's Adam on PyTorch "
+                    + "multiplies its copy of the gradient by a rescale other than 1 in a pass of its own"));
+            section.emit(Row.ratio(2, "djl optimizer wrapper, clipByGlobalNorm + norm monitor, acting, vs that floor (DjlOptimizer)", size,
+                    m.get("wrap global"), "Σg² + rescale step", m.get("norm only rescaled"), 1.01, "the clip's coefficient is the rescale"));
             section.emit(Row.ratio(2, "djl optimizer wrapper, clipByGlobalNorm + norm monitor, armed, not acting (DjlOptimizer)", size,
                     m.get("wrap idle"), "Σg² only step", floor, 1.01,
                     Pipelines.clipActivity(wrapIdle.lastResult().orElseThrow().metric(Pipelines.COEFFICIENT))));
@@ -324,6 +343,39 @@ public final class DjlBench {
     }
 
     private static volatile double sinkNorm;
+
+    /**
+     * An unguarded step with the global-norm clip written by hand in DJL: Σg² as a dot per gradient
+     * summed on the host, then each gradient multiplied in place by {@code min(1, maxNorm / norm)}
+     * when that is below 1.
+     */
+    static void handClipStep(Trainer trainer, NDArray x, NDArray y) {
+        try (NDManager scope = trainer.getManager().newSubManager()) {
+            NDArray xs = x.duplicate();
+            NDArray ys = y.duplicate();
+            xs.attach(scope);
+            ys.attach(scope);
+            try (GradientCollector gc = trainer.newGradientCollector()) {
+                gc.backward(trainer.getLoss().evaluate(new NDList(ys), trainer.forward(new NDList(xs))));
+            }
+            double sum = 0;
+            for (var p : trainer.getModel().getBlock().getParameters().values()) {
+                try (NDArray g = p.getArray().getGradient(); NDArray flat = g.reshape(-1); NDArray ss = flat.dot(flat)) {
+                    sum += ss.getFloat();
+                }
+            }
+            double c = Pipelines.MAX_NORM / Math.sqrt(sum);
+            if (c < 1) {
+                for (var p : trainer.getModel().getBlock().getParameters().values()) {
+                    try (NDArray g = p.getArray().getGradient()) {
+                        g.muli((float) c);
+                    }
+                }
+            }
+            sinkNorm = sum;
+            trainer.step();
+        }
+    }
 
     private static final int WARM_UP_CALLS = 300;
 

@@ -215,6 +215,11 @@ public final class TfBench {
                     m.get("guard watched idle"), "unguarded step", base, 1.03, Pipelines.clipActivity(guardWatchedIdle.coefficient)));
             section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm + norm monitor (TfOptimizer, one training op)", size,
                     m.get("wrapped watched"), "Σg² only step", m.get("norm only"), 1.01, "clip acting"));
+            section.emit(Row.ratio(2, "tensorflow hand-written clip, acting: Σg² + one scale pass (context)", size, m.get("hand global"),
+                    "Σg² only step", m.get("norm only"), Double.NaN, "the floor of a clip that acts: tensorflow-framework's "
+                    + "optimizers take no gradient scale, so the scale is a pass of its own"));
+            section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm + norm monitor, acting, vs that floor (TfOptimizer)", size,
+                    m.get("wrapped watched"), "hand-written clip step", m.get("hand global"), 1.01, "clip acting"));
             section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm + norm monitor, armed, not acting (TfOptimizer)", size,
                     m.get("wrapped watched idle"), "Σg² only step", m.get("norm only"), 1.01, "clip armed, not acting"));
             section.emit(Row.ratio(2, "tensorflow guarded step + monitor every step (TfOptimizer)", size, m.get("wrapped monitored"),
