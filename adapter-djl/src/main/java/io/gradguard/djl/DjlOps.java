@@ -49,7 +49,11 @@ import java.util.Objects;
  * ({@link #freeTemporaries()}) or the array changes through these primitives, so a skip's
  * all-finite test and a global clip after it read each gradient once. An array whose values
  * change by other means within a step (between two pipeline calls that share a step) must not be
- * handed to them again before {@code freeTemporaries()}.
+ * handed to them again before {@code freeTemporaries()}. Likewise a rank-0 float64 temporary whose
+ * value is known on the host (a bound made by {@link #scalar(double)}, the CPU's summed Σg², a
+ * scalar read once) is read again without a copy, and on the CPU arithmetic between such scalars
+ * (a clip's √, max and ÷) runs on the host in float64, the same IEEE results as PyTorch's float64
+ * kernels without a framework call each.
  *
  * <p>Not thread-safe: one training loop drives one instance.
  *
@@ -88,6 +92,12 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     private final Map<NDArray, NDArray> squares = new IdentityHashMap<>();
     /** As {@link #squares}, read to the host by {@link #sumOfSquares(List)} on the CPU. */
     private final Map<NDArray, Double> hostSquares = new IdentityHashMap<>();
+    /**
+     * The values of this step's rank-0 float64 temporaries known on the host (made by
+     * {@link #scalar(double)} or read by {@link #toHost(NDArray)}): read again without a copy, and
+     * on the CPU combined on the host (the same IEEE float64 arithmetic, without a framework call).
+     */
+    private final Map<NDArray, Double> known = new IdentityHashMap<>();
 
     private DjlOps(NDManager parent, boolean inDouble) {
         this.inDouble = inDouble;
@@ -144,6 +154,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         replaced.clear();
         squares.clear();
         hostSquares.clear();
+        known.clear();
         if (step != null) {
             step.close();
             step = null;
@@ -210,6 +221,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     NDArray changes(NDArray x) {
         squares.remove(x);
         hostSquares.remove(x);
+        known.remove(x);
         return x;
     }
 
@@ -303,7 +315,19 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public NDArray scalar(double value) {
-        return stepManager().create(value);
+        NDArray s = stepManager().create(value);
+        known.put(s, value);
+        return s;
+    }
+
+    /** The host value of a rank-0 float64 temporary of this step, or null if it is not known. */
+    private Double hostValue(NDArray x) {
+        return known.isEmpty() ? null : known.get(x);
+    }
+
+    /** Both operands' values are known and they live on the CPU: the arithmetic is done on the host. */
+    private boolean onHost(NDArray a, NDArray b) {
+        return hostValue(a) != null && hostValue(b) != null && !a.getDevice().isGpu();
     }
 
     /**
@@ -311,11 +335,19 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
      */
     @Override
     public double toHost(NDArray scalar) {
+        Double k = hostValue(scalar);
+        if (k != null) {
+            return k;
+        }
         if (scalar.getShape().size() != 1) {
             throw new IllegalArgumentException("toHost needs a single-element array, got shape " + scalar.getShape());
         }
         if (scalar.getDataType() == DataType.FLOAT64) {
-            return scalar.toDoubleArray()[0];
+            double v = scalar.toDoubleArray()[0];
+            if (scalar.getShape().dimension() == 0 && scalar.getManager() == step) {
+                known.put(scalar, v); // a temporary of this step: it changes only through these primitives
+            }
+            return v;
         }
         try (NDArray d = scalar.toType(DataType.FLOAT64, true)) {
             return d.toDoubleArray()[0];
@@ -328,6 +360,18 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
         if (scalars.size() <= 1) {
             return scalars.isEmpty() ? new double[0] : new double[] {toHost(scalars.get(0))};
         }
+        double[] values = new double[scalars.size()];
+        for (int i = 0; i < values.length; i++) {
+            Double k = hostValue(scalars.get(i));
+            if (k == null) {
+                return copied(scalars);
+            }
+            values[i] = k;
+        }
+        return values;
+    }
+
+    private double[] copied(List<NDArray> scalars) {
         ai.djl.ndarray.NDList parts = new ai.djl.ndarray.NDList(scalars.size());
         for (NDArray s : scalars) {
             if (s.getShape().size() != 1) {
@@ -547,31 +591,49 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
 
     @Override
     public NDArray add(NDArray a, NDArray b) {
+        if (onHost(a, b)) {
+            return scalar(hostValue(a) + hostValue(b));
+        }
         return track(settled(a).add(settled(b)));
     }
 
     @Override
     public NDArray mul(NDArray a, NDArray b) {
+        if (onHost(a, b)) {
+            return scalar(hostValue(a) * hostValue(b));
+        }
         return track(settled(a).mul(settled(b)));
     }
 
     @Override
     public NDArray div(NDArray a, NDArray b) {
+        if (onHost(a, b)) {
+            return scalar(hostValue(a) / hostValue(b));
+        }
         return track(settled(a).div(settled(b)));
     }
 
     @Override
     public NDArray min(NDArray a, NDArray b) {
+        if (onHost(a, b)) {
+            return scalar(Math.min(hostValue(a), hostValue(b))); // NaN propagates, as torch.minimum
+        }
         return track(settled(a).minimum(settled(b)));
     }
 
     @Override
     public NDArray max(NDArray a, NDArray b) {
+        if (onHost(a, b)) {
+            return scalar(Math.max(hostValue(a), hostValue(b))); // NaN propagates, as torch.maximum
+        }
         return track(settled(a).maximum(settled(b)));
     }
 
     @Override
     public NDArray sqrt(NDArray a) {
+        if (onHost(a, a)) {
+            return scalar(Math.sqrt(hostValue(a)));
+        }
         return track(settled(a).sqrt());
     }
 
