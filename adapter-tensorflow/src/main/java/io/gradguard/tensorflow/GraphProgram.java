@@ -172,14 +172,18 @@ final class GraphProgram {
      * a float32 gradient whose Σx² overflows (|x| beyond about 1.8e19) counts as non-finite too.
      */
     static Operand<TBool> allFinite(GraphProgram p) {
-        TfTensor acc = null;
-        for (Output<?> x : p.g) {
-            TfTensor part = p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null));
-            acc = acc == null ? part : p.ops.add(acc, part);
-        }
         @SuppressWarnings("unchecked")
-        Operand<TFloat64> sum = (Operand<TFloat64>) acc.value();
+        Operand<TFloat64> sum = (Operand<TFloat64>) p.ops.sumOfSquares(tensors(p.g)).value();
         return p.tf.math.isFinite(sum);
+    }
+
+    /** The outputs as the ops' tensors (the memo keys on the outputs, so each caller shares the nodes built on them). */
+    static List<TfTensor> tensors(Output<?>[] g) {
+        List<TfTensor> out = new ArrayList<>(g.length);
+        for (Output<?> x : g) {
+            out.add(new TfTensor(x.shape().asArray(), x, null, null));
+        }
+        return out;
     }
 
     /** The number of non-finite values, counted only on a call that has some (a cond: 0 otherwise, at no cost). */
@@ -206,12 +210,8 @@ final class GraphProgram {
     }
 
     static Operand<TFloat64> globalNorm(GraphProgram p, Output<?>[] g) {
-        Operand<TFloat64> sum = null;
-        for (Output<?> x : g) {
-            @SuppressWarnings("unchecked")
-            Output<TFloat64> n = (Output<TFloat64>) p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null)).value();
-            sum = sum == null ? n : p.tf.math.add(sum, n);
-        }
+        @SuppressWarnings("unchecked")
+        Operand<TFloat64> sum = (Operand<TFloat64>) p.ops.sumOfSquares(tensors(g)).value();
         return p.tf.math.sqrt(sum);
     }
 

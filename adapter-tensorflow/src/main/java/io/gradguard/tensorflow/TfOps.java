@@ -600,6 +600,42 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     }
 
     /**
+     * {@inheritDoc}
+     *
+     * <p>One L2Loss node per tensor (Σx²/2 in the accumulation dtype), stacked, widened to float64,
+     * summed once and doubled: a third of the nodes of one widened sum per tensor added up, and on a
+     * small model it is the number of nodes a run schedules, not their arithmetic, that costs. The
+     * same float64 parts, added in the reduction's order. The stacked vector
+     * ({@link #halfSquares(List)}) is memoized: every caller over the same tensors (a non-finite
+     * gate, a global clip, a monitor's per-tensor Σx²) shares its nodes.
+     */
+    @Override
+    public TfTensor sumOfSquares(List<TfTensor> xs) {
+        if (xs.size() < 2) {
+            return xs.isEmpty() ? scalar(0.0) : sumOfSquares(xs.get(0));
+        }
+        Output<?> sum = memo.node(Kind.SUM, 1, halfSquares(xs));
+        return temp(memo.node(Kind.MUL, null, sum, memo.node(Kind.CONST, 2.0)), SCALAR);
+    }
+
+    /** Each tensor's Σx²/2 ({@link #halfSumOfSquares}), as one float64 vector; memoized. */
+    Output<?> halfSquares(List<TfTensor> xs) {
+        Output<?>[] in = new Output<?>[xs.size()];
+        boolean same = true;
+        for (int i = 0; i < in.length; i++) {
+            requireFloat(xs.get(i), "xs[" + i + "]");
+            in[i] = halfSumOfSquares(xs.get(i));
+            same &= dtype(in[i]) == dtype(in[0]);
+        }
+        if (!same) {
+            for (int i = 0; i < in.length; i++) {
+                in[i] = f64(in[i]);
+            }
+        }
+        return f64(memo.node(Kind.STACK, null, in));
+    }
+
+    /**
      * Σx²/2 in the accumulation dtype, not yet widened: for a caller that stacks many such scalars
      * and widens and doubles them once ({@link TfOptimizer}'s monitor row).
      */

@@ -462,10 +462,11 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             cells.add(lossScaleUsed);
             cells.add(p.nonFiniteSeen);
             cells.addAll(p.rawMetrics.values());
-            // per tensor, before the pipeline's changes: Σx² (the nodes a global stage builds anyway) and max|x|
-            for (Output<?> x : input) {
-                cells.add(p.f64(p.ops.sumOfSquares(new TfTensor(x.shape().asArray(), x, null, null)).value()));
-            }
+            // per tensor, before the pipeline's changes: Σx² (twice the stacked L2Loss nodes a global stage builds anyway,
+            // one node more) and max|x|
+            @SuppressWarnings("unchecked")
+            Operand<TFloat64> halves = (Operand<TFloat64>) p.ops.halfSquares(GraphProgram.tensors(input));
+            vectors.add(tf.math.mul(halves, tf.constant(2.0)));
             // max|x| costs a pass of its own: measured on the monitor's cadence (every N-th optimizer step,
             // the steps whose records keep per-tensor statistics), NaN in between; reduced in each tensor's
             // dtype, then widened, floored at 0 (an empty tensor) and gated once for all tensors
@@ -525,7 +526,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             if (ratios != null) {
                 vectors.add(ratios.after(tf, p, apply, vars));
             }
-            width = cells.size() + input.length + (ratios == null ? 0 : 2 * ratios.layers.size());
+            width = cells.size() + 2 * input.length + (ratios == null ? 0 : 2 * ratios.layers.size());
             List<Operand<TFloat64>> parts = new ArrayList<>();
             parts.add(tf.stack(cells));
             parts.addAll(vectors);
