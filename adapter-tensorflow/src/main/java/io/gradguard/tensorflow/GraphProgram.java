@@ -186,19 +186,40 @@ final class GraphProgram {
         return out;
     }
 
-    /** The number of non-finite values, counted only on a call that has some (a cond: 0 otherwise, at no cost). */
+    /**
+     * The number of non-finite values, counted only on a call that has some (a cond: 0 otherwise).
+     * Gradients of one dtype are flattened into one vector in that branch and counted once: a run
+     * schedules the branch's nodes on every call, dead or not, so it is kept to a few.
+     */
     @SuppressWarnings({"unchecked", "rawtypes"})
     static Operand<TFloat64> nonFiniteCount(GraphProgram p, Operand<TBool> finite) {
         Ops tf = p.tf;
-        Operand<TFloat64> found = null;
+        List<Operand> bad = new ArrayList<>();
+        boolean oneType = true;
         for (Output<?> x : p.g) {
-            Operand bad = switchOf(tf, x, finite).outputFalse();
-            Operand<TFloat64> n = tf.dtypes.cast(tf.reduceSum(tf.dtypes.cast(tf.math.logicalNot(tf.math.isFinite(bad)), TFloat64.class),
-                    tf.constant(allAxes(x.shape().numDimensions()))), TFloat64.class);
-            found = found == null ? n : tf.math.add(found, n);
+            bad.add(switchOf(tf, x, finite).outputFalse());
+            oneType &= x.type() == p.g[0].type();
+        }
+        Operand<TFloat64> found = null;
+        if (oneType && bad.size() > 1) {
+            List<Operand<?>> flat = new ArrayList<>();
+            for (Operand b : bad) {
+                flat.add(tf.reshape(b, tf.constant(new long[] {-1})));
+            }
+            found = countNonFinite(tf, tf.concat((List) flat, tf.constant(0)), 1);
+        } else {
+            for (int i = 0; i < bad.size(); i++) {
+                Operand<TFloat64> n = countNonFinite(tf, bad.get(i), p.g[i].shape().numDimensions());
+                found = found == null ? n : tf.math.add(found, n);
+            }
         }
         Operand<TFloat64> none = tf.identity(tf.switchCond(tf.constant(0.0), finite).outputTrue());
         return tf.merge(List.of(none, found)).output();
+    }
+
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static Operand<TFloat64> countNonFinite(Ops tf, Operand x, int rank) {
+        return tf.reduceSum(tf.dtypes.cast(tf.math.logicalNot(tf.math.isFinite(x)), TFloat64.class), tf.constant(allAxes(rank)));
     }
 
     static int[] allAxes(int rank) {

@@ -770,6 +770,9 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
      * {@code Switch}/{@code Merge} on {@code factor != 1}): when the factor is exactly 1 (a clip that
      * does not act, the common case in stable training) the multiply kernel does not run and
      * {@code x} passes through unchanged, bit-identical to {@code x · 1}, with no host round trip.
+     * The gate is kept on small tensors too, where its two nodes cost a run more than the multiply:
+     * TensorFlow's CPU kernels flush subnormals to zero, so {@code x · 1} is not always {@code x}
+     * (the conformance kit's "scaling by exactly one changes no bit").
      */
     @Override
     public void scaleInPlace(TfTensor x, TfTensor factor) {

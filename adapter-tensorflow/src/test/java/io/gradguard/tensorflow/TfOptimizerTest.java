@@ -267,6 +267,39 @@ class TfOptimizerTest {
         }
     }
 
+    /** The in-graph count (all gradients flattened into one vector on a bad call) is exact, over tensors of any rank. */
+    @Test
+    void aSkippedStepCountsEveryNonFiniteValueOfEveryGradient() {
+        for (boolean mixed : new boolean[] {false, true}) {
+            try (Graph g = new Graph(); Session session = new Session(g)) {
+                Ops tf = Ops.create(g);
+                // loss = Σ a·x + Σ b·y: the gradients are x (2 non-finite of 6) and y (1 of 2), whatever a and b hold
+                float nan = Float.NaN;
+                float inf = Float.POSITIVE_INFINITY;
+                Variable<TFloat32> a = tf.variable(tf.constant(new float[][] {{1, 2, 3}, {4, 5, 6}}));
+                Operand<TFloat32> x = tf.constant(new float[][] {{1, nan, 3}, {-inf, 5, 6}});
+                Operand<TFloat32> termA = tf.sum(tf.math.mul(a, x), tf.constant(new int[] {0, 1}));
+                Operand<TFloat32> loss;
+                if (mixed) { // a float64 variable: the gradients differ in dtype and are counted one by one
+                    Variable<TFloat64> b = tf.variable(tf.constant(new double[] {1, 2}));
+                    Operand<TFloat64> termB = tf.sum(tf.math.mul(b, tf.constant(new double[] {Double.NaN, 1})), tf.constant(0));
+                    loss = tf.math.add(termA, tf.dtypes.cast(termB, TFloat32.class));
+                } else {
+                    Variable<TFloat32> b = tf.variable(tf.constant(new float[] {1, 2}));
+                    loss = tf.math.add(termA, tf.sum(tf.math.mul(b, tf.constant(new float[] {nan, 1})), tf.constant(0)));
+                }
+                TfOptimizer wrapped = TfOptimizer.of(session, new GradientDescent(g, 0.1f), Transforms.skipNonFinite(3));
+                Op train = wrapped.minimize(loss);
+                session.initialize();
+                try (Result r = session.runner().addTarget(train).fetch(wrapped.metric("action")).fetch(wrapped.metric("nonFinite")).run()) {
+                    assertEquals(2.0, ((TFloat64) r.get(0)).getDouble(), "action: skipped (mixed dtypes: " + mixed + ")");
+                    assertEquals(3.0, ((TFloat64) r.get(1)).getDouble(), "non-finite values (mixed dtypes: " + mixed + ")");
+                }
+                wrapped.close();
+            }
+        }
+    }
+
     @Test
     void theStepAfterTheLimitFailsTheRunNamingTheCauses() {
         try (Kit kit = new Kit(false)) {
