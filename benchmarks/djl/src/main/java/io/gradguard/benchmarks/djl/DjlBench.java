@@ -316,23 +316,9 @@ public final class DjlBench {
      */
     static StepResult<NDArray> step(Trainer trainer, NDArray x, NDArray y, DjlGuard guard, boolean normOnly) {
         try (NDManager scope = trainer.getManager().newSubManager()) {
-            NDArray xs = x.duplicate();
-            NDArray ys = y.duplicate();
-            xs.attach(scope);
-            ys.attach(scope);
-            try (GradientCollector gc = trainer.newGradientCollector()) {
-                NDList pred = trainer.forward(new NDList(xs));
-                NDArray loss = trainer.getLoss().evaluate(new NDList(ys), pred);
-                gc.backward(loss);
-            }
+            backward(trainer, x, y, scope);
             if (normOnly) {
-                double sum = 0;
-                for (var p : trainer.getModel().getBlock().getParameters().values()) {
-                    try (NDArray g = p.getArray().getGradient(); NDArray flat = g.reshape(-1); NDArray ss = flat.dot(flat)) {
-                        sum += ss.getFloat();
-                    }
-                }
-                sinkNorm = sum;
+                sinkNorm = sumOfSquares(trainer);
             }
             if (guard == null) {
                 trainer.step();
@@ -344,6 +330,30 @@ public final class DjlBench {
 
     private static volatile double sinkNorm;
 
+    /** The forward and backward pass on copies of the batch attached to {@code scope}: the gradients are set. */
+    private static void backward(Trainer trainer, NDArray x, NDArray y, NDManager scope) {
+        NDArray xs = x.duplicate();
+        NDArray ys = y.duplicate();
+        xs.attach(scope);
+        ys.attach(scope);
+        try (GradientCollector gc = trainer.newGradientCollector()) {
+            NDList pred = trainer.forward(new NDList(xs));
+            NDArray loss = trainer.getLoss().evaluate(new NDList(ys), pred);
+            gc.backward(loss);
+        }
+    }
+
+    /** Σg² over every gradient: one fused dot each, summed on the host. */
+    private static double sumOfSquares(Trainer trainer) {
+        double sum = 0;
+        for (var p : trainer.getModel().getBlock().getParameters().values()) {
+            try (NDArray g = p.getArray().getGradient(); NDArray flat = g.reshape(-1); NDArray ss = flat.dot(flat)) {
+                sum += ss.getFloat();
+            }
+        }
+        return sum;
+    }
+
     /**
      * An unguarded step with the global-norm clip written by hand in DJL: Σg² as a dot per gradient
      * summed on the host, then each gradient multiplied in place by {@code min(1, maxNorm / norm)}
@@ -351,19 +361,8 @@ public final class DjlBench {
      */
     static void handClipStep(Trainer trainer, NDArray x, NDArray y) {
         try (NDManager scope = trainer.getManager().newSubManager()) {
-            NDArray xs = x.duplicate();
-            NDArray ys = y.duplicate();
-            xs.attach(scope);
-            ys.attach(scope);
-            try (GradientCollector gc = trainer.newGradientCollector()) {
-                gc.backward(trainer.getLoss().evaluate(new NDList(ys), trainer.forward(new NDList(xs))));
-            }
-            double sum = 0;
-            for (var p : trainer.getModel().getBlock().getParameters().values()) {
-                try (NDArray g = p.getArray().getGradient(); NDArray flat = g.reshape(-1); NDArray ss = flat.dot(flat)) {
-                    sum += ss.getFloat();
-                }
-            }
+            backward(trainer, x, y, scope);
+            double sum = sumOfSquares(trainer);
             double c = Pipelines.MAX_NORM / Math.sqrt(sum);
             if (c < 1) {
                 for (var p : trainer.getModel().getBlock().getParameters().values()) {
