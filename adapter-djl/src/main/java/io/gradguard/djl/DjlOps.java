@@ -52,8 +52,9 @@ import java.util.Objects;
  * handed to them again before {@code freeTemporaries()}. Likewise a rank-0 float64 temporary whose
  * value is known on the host (a bound made by {@link #scalar(double)}, the CPU's summed Σg², a
  * scalar read once) is read again without a copy, and on the CPU arithmetic between such scalars
- * (a clip's √, max and ÷) runs on the host in float64, the same IEEE results as PyTorch's float64
- * kernels without a framework call each.
+ * (a clip's √, max and ÷) runs on the host in float64, the same results as PyTorch's float64
+ * kernels (bit for bit but for a NaN's sign and payload; torch's rules for NaN and signed zeros in
+ * max and min) without a framework call each.
  *
  * <p>Not thread-safe: one training loop drives one instance.
  *
@@ -95,7 +96,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     /**
      * The values of this step's rank-0 float64 temporaries known on the host (made by
      * {@link #scalar(double)} or read by {@link #toHost(NDArray)}): read again without a copy, and
-     * on the CPU combined on the host (the same IEEE float64 arithmetic, without a framework call).
+     * on the CPU combined on the host (the same results as PyTorch's float64 kernels, without a framework call).
      */
     private final Map<NDArray, Double> known = new IdentityHashMap<>();
 
@@ -616,7 +617,7 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     @Override
     public NDArray min(NDArray a, NDArray b) {
         if (onHost(a, b)) {
-            return scalar(Math.min(hostValue(a), hostValue(b))); // NaN propagates, as torch.minimum
+            return scalar(minimum(hostValue(a), hostValue(b)));
         }
         return track(settled(a).minimum(settled(b)));
     }
@@ -624,9 +625,19 @@ public final class DjlOps implements TensorOps<NDArray>, AutoCloseable {
     @Override
     public NDArray max(NDArray a, NDArray b) {
         if (onHost(a, b)) {
-            return scalar(Math.max(hostValue(a), hostValue(b))); // NaN propagates, as torch.maximum
+            return scalar(maximum(hostValue(a), hostValue(b)));
         }
         return track(settled(a).maximum(settled(b)));
+    }
+
+    /** torch.minimum on two float64 values: NaN propagates; of two equal values (0 and -0) the first. */
+    private static double minimum(double a, double b) {
+        return Double.isNaN(a) ? a : Double.isNaN(b) ? b : b < a ? b : a;
+    }
+
+    /** torch.maximum on two float64 values: NaN propagates; of two equal values (0 and -0) the first. */
+    private static double maximum(double a, double b) {
+        return Double.isNaN(a) ? a : Double.isNaN(b) ? b : b > a ? b : a;
     }
 
     @Override

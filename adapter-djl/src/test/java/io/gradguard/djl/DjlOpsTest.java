@@ -36,6 +36,49 @@ class DjlOpsTest {
     }
 
     /**
+     * Scalars known on the host are combined on the host: the same bits as PyTorch's float64
+     * kernels on the same values (infinities, signed zeros, subnormals and overflow included; a NaN
+     * where PyTorch gives one),
+     * and a scalar changed in place is read again, not remembered.
+     */
+    @Test
+    void host_arithmetic_on_known_scalars_gives_pytorchs_float64_bits() {
+        double[] values = {0.0, -0.0, 1.0, -2.5, 3e-320, 1e308, 7.0 / 3, Double.NaN, Double.POSITIVE_INFINITY, Double.NEGATIVE_INFINITY};
+        for (double a : values) {
+            assertSameBits(root.create(a).sqrt(), ops.sqrt(ops.scalar(a)), "sqrt(" + a + ")");
+            for (double b : values) {
+                String pair = "(" + a + ", " + b + ")";
+                NDArray x = root.create(a);
+                NDArray y = root.create(b);
+                assertSameBits(x.add(y), ops.add(ops.scalar(a), ops.scalar(b)), "add" + pair);
+                assertSameBits(x.mul(y), ops.mul(ops.scalar(a), ops.scalar(b)), "mul" + pair);
+                assertSameBits(x.div(y), ops.div(ops.scalar(a), ops.scalar(b)), "div" + pair);
+                assertSameBits(x.maximum(y), ops.max(ops.scalar(a), ops.scalar(b)), "max" + pair);
+                assertSameBits(x.minimum(y), ops.min(ops.scalar(a), ops.scalar(b)), "min" + pair);
+            }
+            ops.freeTemporaries();
+        }
+        NDArray s = ops.scalar(2.0);
+        assertEquals(2.0, ops.toHost(s));
+        ops.scaleInPlace(s, ops.scalar(0.5));
+        assertEquals(1.0, ops.toHost(s), "a scalar changed in place is read again");
+        ops.fill(s, 5.0);
+        assertEquals(5.0, ops.toHost(ops.sqrt(ops.mul(s, s))), "and combined with its new value");
+    }
+
+    /** The same bits, but any NaN for a NaN (the sign and payload of a NaN differ between kernels and carry nothing). */
+    private static void assertSameBits(NDArray expected, NDArray actual, String what) {
+        double e = expected.toDoubleArray()[0];
+        double a = actual.toDoubleArray()[0];
+        expected.close();
+        if (Double.isNaN(e)) {
+            assertTrue(Double.isNaN(a), what + ": PyTorch NaN, GradGuard " + a);
+            return;
+        }
+        assertEquals(Double.doubleToRawLongBits(e), Double.doubleToRawLongBits(a), what + ": PyTorch " + e + ", GradGuard " + a);
+    }
+
+    /**
      * A scale of a deferrable gradient stays pending: reductions fold it, any other use applies it
      * first (as the scale itself would have), the optimizer can take it, and a step's end applies
      * what nobody took, so nothing is lost.
