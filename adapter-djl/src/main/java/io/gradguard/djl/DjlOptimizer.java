@@ -256,8 +256,8 @@ public final class DjlOptimizer extends Optimizer {
 
     /**
      * The wrapped optimizer's update of every trainable parameter, on its (transformed) gradient in
-     * place ({@code gradients[i]}, the step's handle, which the step closes): no copy of the gradient (DJL's fused update leaves it at 0, as after a plain step),
-     * times {@code factors[i]} through the gradient rescale where a clip's scale is pending on it
+     * place ({@code gradients[i]}, the step's handle, which the step closes): no copy of the
+     * gradient (DJL's fused update leaves it at 0, as after a plain step), times {@code factors[i]} through the gradient rescale where a clip's scale is pending on it
      * (see {@link #foldsScales()}), or on {@code replacements[i]} where a clamp left the gradient's
      * values in a new array (the gradient is then filled with 0, as the fused update would have
      * left it). On several devices the first device's copy is updated and the other copies are set to it.

@@ -196,9 +196,10 @@ final class GraphProgram {
         Ops tf = p.tf;
         List<Operand> bad = new ArrayList<>();
         boolean oneType = true;
+        Object first = p.g.length == 0 ? null : p.g[0].type();
         for (Output<?> x : p.g) {
             bad.add(switchOf(tf, x, finite).outputFalse());
-            oneType &= x.type() == p.g[0].type();
+            oneType &= x.type() == first;
         }
         Operand<TFloat64> found = null;
         if (oneType && bad.size() > 1) {
