@@ -156,6 +156,7 @@ public final class TfBench {
             long params = n.params();
             Variant plain = hand(n, session, "plain", (tf, grads) -> grads);
             Variant normOnly = handNormOnly(n, session);
+            Variant handMonitored = handMonitored(n, session);
             Variant handGlobal = hand(n, session, "hand_global", TfBench::clipByGlobalNorm);
             Variant handGlobal64 = hand(n, session, "hand_global64", TfBench::clipByGlobalNorm64);
             Variant handValue = hand(n, session, "hand_value", (tf, grads) -> {
@@ -191,6 +192,7 @@ public final class TfBench {
             r.add("norm only", normOnly::step);
             r.add("hand global", handGlobal::step);
             r.add("hand global f64", handGlobal64::step);
+            r.add("hand monitored", handMonitored::step);
             r.add("hand value", handValue::step);
             r.add("guard global", guardGlobal::step);
             r.add("guard global idle", guardIdle::step);
@@ -224,6 +226,12 @@ public final class TfBench {
                     m.get("wrapped watched idle"), "Σg² only step", m.get("norm only"), 1.01, "clip armed, not acting"));
             section.emit(Row.ratio(2, "tensorflow guarded step + monitor every step (TfOptimizer)", size, m.get("wrapped monitored"),
                     "Σg² only step", m.get("norm only"), 1.15, "per-tensor Σx², max|x| and a non-finite flag in the graph every step"));
+            section.emit(Row.ratio(2, "tensorflow hand-written clip, acting, + per-tensor Σx², max|x| and an all-finite flag fetched "
+                    + "every step (context)", size, m.get("hand monitored"), "Σg² only step", m.get("norm only"), Double.NaN,
+                    "the floor of monitoring every step: the clip's scale pass and a max|x| reduction per tensor, as TF ops"));
+            section.emit(Row.ratio(2, "tensorflow guarded step + monitor every step, vs that floor (TfOptimizer)", size,
+                    m.get("wrapped monitored"), "hand-written monitored clip step", m.get("hand monitored"), Double.NaN,
+                    "what GradGuard adds: the record ring, counters and the non-finite policy"));
             section.emit(Row.ratio(3, "tensorflow TfOptimizer clipByValue vs tf.clipByValue", size, m.get("wrapped value"),
                     "tf.clipByValue step", m.get("hand value"), 1.05, ""));
             section.emit(Row.ratio(2, "tensorflow guarded step, clipByGlobalNorm alone, armed, not acting (context)", size,
@@ -350,6 +358,40 @@ public final class TfBench {
         Op train = apply(n, grads, "norm_only");
         return () -> {
             try (Result r = session.runner().addTarget(train).fetch(n.loss()).fetch(half).run()) {
+                sink = r.size();
+            }
+        };
+    }
+
+    /**
+     * The floor of a clip that acts and monitors every step, written by hand: per gradient Σg²/2
+     * (l2Loss) and max|g|, the clip g · c / max(‖g‖, c) from their sum, and the statistics with an
+     * all-finite flag stacked into one vector fetched with the loss.
+     */
+    private Variant handMonitored(Net n, Session session) {
+        Ops tf = n.tf();
+        List<Operand<TFloat32>> grads = gradients(n);
+        List<Operand<TFloat32>> stats = new ArrayList<>();
+        List<Operand<TFloat32>> halves = new ArrayList<>();
+        for (Operand<TFloat32> g : grads) {
+            halves.add(tf.nn.l2Loss(g));
+        }
+        Operand<TFloat32> sum = tf.math.mul(tf.math.addN(halves), tf.constant(2f));
+        for (Operand<TFloat32> g : grads) {
+            stats.add(tf.max(tf.math.abs(g), tf.constant(allAxes(g.shape().numDimensions()))));
+        }
+        stats.addAll(halves);
+        stats.add(tf.dtypes.cast(tf.math.isFinite(sum), TFloat32.class));
+        Operand<TFloat32> c = tf.constant((float) Pipelines.MAX_NORM);
+        Operand<TFloat32> coef = tf.math.div(c, tf.math.maximum(tf.math.sqrt(sum), c));
+        List<Operand<TFloat32>> clipped = new ArrayList<>();
+        for (Operand<TFloat32> g : grads) {
+            clipped.add(tf.math.mul(g, coef));
+        }
+        Operand<TFloat32> row = tf.stack(stats);
+        Op train = apply(n, clipped, "hand_monitored");
+        return () -> {
+            try (Result r = session.runner().addTarget(train).fetch(n.loss()).fetch(row).run()) {
                 sink = r.size();
             }
         };
