@@ -194,27 +194,32 @@ final class GraphProgram {
     @SuppressWarnings({"unchecked", "rawtypes"})
     static Operand<TFloat64> nonFiniteCount(GraphProgram p, Operand<TBool> finite) {
         Ops tf = p.tf;
-        List<Operand> bad = new ArrayList<>();
+        // one pivot, live only when something is not finite: the nodes reading the gradients depend on it, so on a
+        // finite call they are dead (a dead control input makes a node dead) without a switch per gradient
+        SwitchCond<TBool> sw = tf.switchCond(finite, finite);
+        Ops whenNot = tf.withControlDependencies(List.of(tf.identity(sw.outputFalse())));
         boolean oneType = true;
         Object first = p.g.length == 0 ? null : p.g[0].type();
         for (Output<?> x : p.g) {
-            bad.add(switchOf(tf, x, finite).outputFalse());
             oneType &= x.type() == first;
         }
         Operand<TFloat64> found = null;
-        if (oneType && bad.size() > 1) {
+        if (oneType && p.g.length > 1) {
             List<Operand<?>> flat = new ArrayList<>();
-            for (Operand b : bad) {
-                flat.add(tf.reshape(b, tf.constant(new long[] {-1})));
+            for (Output<?> x : p.g) {
+                flat.add(whenNot.reshape((Operand) x, tf.constant(new long[] {-1})));
             }
             found = countNonFinite(tf, tf.concat((List) flat, tf.constant(0)), 1);
         } else {
-            for (int i = 0; i < bad.size(); i++) {
-                Operand<TFloat64> n = countNonFinite(tf, bad.get(i), p.g[i].shape().numDimensions());
+            for (Output<?> x : p.g) {
+                Operand<TFloat64> n = countNonFinite(tf, whenNot.identity((Operand) x), x.shape().numDimensions());
                 found = found == null ? n : tf.math.add(found, n);
             }
         }
-        Operand<TFloat64> none = tf.identity(tf.switchCond(tf.constant(0.0), finite).outputTrue());
+        if (found == null) {
+            found = whenNot.constant(0.0);
+        }
+        Operand<TFloat64> none = tf.withControlDependencies(List.of(tf.identity(sw.outputTrue()))).constant(0.0);
         return tf.merge(List.of(none, found)).output();
     }
 

@@ -475,8 +475,13 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                     : tf.math.equal(tf.math.floorMod(tf.gather(before, tf.constant(1), tf.constant(0)), tf.constant((long) every)),
                             tf.constant(0L));
             List<Operand<?>> maxes = new ArrayList<>();
+            // between detailed steps one pivot makes every |x| dead (a dead control input makes a node dead)
+            Ops whenDetail = detail == null ? null
+                    : tf.withControlDependencies(List.of(tf.identity(tf.switchCond(detail, detail).outputTrue())));
             for (Output<?> x : input) {
-                maxes.add(p.ops.rawMaxAbs(detail == null ? x : switchOf(tf, x, detail).outputTrue(), x.shape().asArray().length));
+                int rank = x.shape().asArray().length;
+                maxes.add(detail == null ? p.ops.rawMaxAbs(x, rank)
+                        : tf.max((Operand) whenDetail.math.abs((Operand) x), tf.constant(GraphProgram.allAxes(rank))));
             }
             Operand<TFloat64> max = tf.math.maximum(stackF64(tf, maxes), tf.constant(0.0));
             vectors.add(detail == null ? max : orNaN(tf, max, detail, input.length));
@@ -498,10 +503,12 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         // (tensorflow-framework's applyGradients runs every update after all the gradients it is given)
         List<GradAndVar<? extends TType>> gv = new ArrayList<>();
         Set<GraphOperation> gates = new java.util.HashSet<>();
+        // with ratios, the gradients the optimizer reads wait for the copies of θ (through the gate's switch where there is one)
+        Ops afterCopies = ratios == null ? tf : tf.withControlDependencies(List.of(ratios.copied));
         for (int i = 0; i < p.g.length; i++) {
-            Output<?> x = gated ? switchOf(tf, p.g[i], applies).outputTrue() : p.g[i];
-            if (ratios != null) {
-                x = identityOf(tf.withControlDependencies(List.of(ratios.copied)), x);
+            Output<?> x = gated ? switchOf(afterCopies, p.g[i], applies).outputTrue() : p.g[i];
+            if (ratios != null && !gated) {
+                x = identityOf(afterCopies, x);
             }
             gates.add((GraphOperation) x.op());
             gv.add(gradAndVar(x, vars.get(i)));
@@ -996,6 +1003,10 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             long[][] shapes = new long[n][];
             Output<?>[] before = new Output<?>[n];
             List<Op> copies = new ArrayList<>();
+            // one pivot, live only on a measured call: the copies depend on it, so on any other call they are dead
+            // without a switch of their own (a dead control input makes a node dead)
+            SwitchCond<TBool> sw = tf.switchCond(measure, measure);
+            Ops whenMeasured = tf.withControlDependencies(List.of(tf.identity(sw.outputTrue())));
             for (int i = 0; i < n; i++) {
                 String layer = set.get(i).layer();
                 if (!layers.contains(layer)) {
@@ -1003,11 +1014,10 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 }
                 layerOf[i] = layers.indexOf(layer);
                 shapes[i] = set.get(i).shape();
-                before[i] = tf.deepCopy((Operand) switchOf(tf, values.get(i), measure).outputTrue()).asOutput();
+                before[i] = whenMeasured.deepCopy((Operand) values.get(i)).asOutput();
                 Output<?> copy = before[i];
                 copies.add(copy::op);
             }
-            SwitchCond<TBool> sw = tf.switchCond(measure, measure);
             Operand<TBool> afterCopies = tf.withControlDependencies(copies).identity(sw.outputTrue());
             Operand<TBool> copied = tf.merge(List.of(afterCopies, tf.identity(sw.outputFalse()))).output();
             return new UpdateRatios(measure, before, copied, List.copyOf(layers), layerOf, shapes);
@@ -1024,8 +1034,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             List<Operand<?>> halves = new ArrayList<>();
             int n = before.length;
             for (int i = 0; i < n; i++) {
-                Output<?> now = switchOf(tf, identityOf(afterUpdate, vars.get(i)), measure).outputTrue();
-                Output<?> delta = tf.math.sub((Operand) now, (Operand) before[i]).asOutput();
+                // θ read after the update; dead with the copy on a call not measured
+                Output<?> delta = afterUpdate.math.sub((Operand) vars.get(i), (Operand) before[i]).asOutput();
                 halves.add(p.ops.halfSumOfSquares(new TfTensor(shapes[i], delta, null, null)));
             }
             for (int i = 0; i < n; i++) {

@@ -114,6 +114,8 @@ public final class TfBench {
             open.add(session);
             Variant plain = hand(n, session, "plain", (tf, grads) -> grads);
             Variant handClip = hand(n, session, "hand_clip", TfBench::clipByGlobalNorm);
+            Variant handReadme = handReadme(n, session, false);
+            Variant handRecorded = handReadme(n, session, true);
             session.initialize();
             Variant clip = guard(n, session, Pipelines.globalClip());
             Variant readme = guard(n, session, Pipelines.readme());
@@ -123,7 +125,7 @@ public final class TfBench {
             Variant wMonitored = wrapped(n, session, Pipelines.readmeMonitored());
             session.initialize();
             for (int i = 0; i < SmallModels.warmUpSteps(section); i++) {
-                for (Variant v : List.of(plain, handClip, clip, readme, monitored, wClip, wReadme, wMonitored)) {
+                for (Variant v : List.of(plain, handClip, handReadme, handRecorded, clip, readme, monitored, wClip, wReadme, wMonitored)) {
                     v.step();
                 }
             }
@@ -133,6 +135,8 @@ public final class TfBench {
             r.add("readme", readme::step);
             r.add("monitored", monitored::step);
             r.add("hand clip", handClip::step);
+            r.add("hand readme", handReadme::step);
+            r.add("hand recorded", handRecorded::step);
             r.add("w clip", wClip::step);
             r.add("w readme", wReadme::step);
             r.add("w monitored", wMonitored::step);
@@ -143,6 +147,13 @@ public final class TfBench {
             section.emit(Row.ratio(5, "tensorflow small model, clipByGlobalNorm as hand-written TF ops (context)",
                     Table.count(n.params()) + " params, batch " + SmallModels.BATCH, m.get("hand clip"), "unguarded step", m.get("plain"),
                     Double.NaN, "the floor of any clip in the graph"));
+            section.emit(Row.ratio(5, "tensorflow small model, skip on a non-finite Σg² + clipByGlobalNorm as hand-written TF ops (context)",
+                    Table.count(n.params()) + " params, batch " + SmallModels.BATCH, m.get("hand readme"), "unguarded step", m.get("plain"),
+                    Double.NaN, "the floor of the README's pipeline in the graph: the update gated, nothing counted"));
+            section.emit(Row.ratio(5, "tensorflow small model, the same + each step's record written to a ring variable, hand-written "
+                    + "TF ops (context)", Table.count(n.params()) + " params, batch " + SmallModels.BATCH, m.get("hand recorded"),
+                    "unguarded step", m.get("plain"), Double.NaN,
+                    "the floor of the README's pipeline with a monitor in the graph: one row (loss, norm, coefficient, flag, per-tensor Σx²) a step"));
         }
     }
 
@@ -358,6 +369,51 @@ public final class TfBench {
         Op train = apply(n, grads, "norm_only");
         return () -> {
             try (Result r = session.runner().addTarget(train).fetch(n.loss()).fetch(half).run()) {
+                sink = r.size();
+            }
+        };
+    }
+
+    /**
+     * The README's pipeline written by hand as TF ops, the least it costs in the graph: Σg² from
+     * l2Loss per gradient, the clip from it, and the clipped gradients passed to Adam only when
+     * Σg² is finite (a Switch each; Adam's own beta-power updates are left ungated). With
+     * {@code recorded}, each step also writes one row (loss, norm, coefficient, the flag and the
+     * per-tensor Σx²) to a [1000, width] ring variable at its step number: the least an in-graph
+     * per-step record costs.
+     */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private Variant handReadme(Net n, Session session, boolean recorded) {
+        Ops tf = n.tf();
+        List<Operand<TFloat32>> grads = gradients(n);
+        List<Operand<TFloat32>> halves = new ArrayList<>();
+        for (Operand<TFloat32> g : grads) {
+            halves.add(tf.nn.l2Loss(g));
+        }
+        Operand<TFloat32> sum = tf.math.mul(tf.math.addN(halves), tf.constant(2f));
+        Operand<org.tensorflow.types.TBool> finite = tf.math.isFinite(sum);
+        Operand<TFloat32> c = tf.constant((float) Pipelines.MAX_NORM);
+        Operand<TFloat32> norm = tf.math.sqrt(sum);
+        Operand<TFloat32> coef = tf.math.div(c, tf.math.maximum(norm, c));
+        List<Operand<TFloat32>> gated = new ArrayList<>();
+        for (Operand<TFloat32> g : grads) {
+            gated.add(tf.switchCond(tf.math.mul(g, coef), finite).outputTrue());
+        }
+        Op apply = apply(n, gated, recorded ? "hand_recorded" : "hand_readme");
+        List<Op> targets = new ArrayList<>(List.of(apply));
+        if (recorded) {
+            List<Operand<TFloat32>> cells = new ArrayList<>(List.of(n.loss(), norm, coef, tf.dtypes.cast(finite, TFloat32.class)));
+            cells.addAll(halves);
+            Variable<org.tensorflow.types.TInt64> step = tf.variable(tf.constant(0L));
+            Variable<TFloat32> ring = tf.variable(tf.fill(tf.constant(new long[] {1000, cells.size()}), tf.constant(Float.NaN)));
+            Operand<org.tensorflow.types.TInt64> at = tf.math.floorMod(step, tf.constant(1000L));
+            Op write = tf.scatterUpdate(ring, at, tf.stack(cells));
+            targets.add(tf.withControlDependencies(List.of(write)).assignAdd(step, tf.constant(1L)));
+        }
+        return () -> {
+            Session.Runner runner = session.runner().fetch(n.loss());
+            targets.forEach(runner::addTarget);
+            try (Result r = runner.run()) {
                 sink = r.size();
             }
         };
