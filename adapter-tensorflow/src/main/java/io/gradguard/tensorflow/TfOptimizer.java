@@ -497,7 +497,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         // a real copy of θ before the update (a ref variable read through Identity aliases the buffer the update changes in
         // place), ordered before the update by a control dependency of the gradients the optimizer reads
         UpdateRatios ratios = capacity > 0 ? UpdateRatios.wanted(tf, p, monitors, applies, tf.gather(before, tf.constant(1),
-                tf.constant(0)), values, set) : null;
+                tf.constant(0)), vars, set) : null;
 
         // the wrapped optimizer's update, behind the gate: its inputs are dead when the call does not apply
         // (tensorflow-framework's applyGradients runs every update after all the gradients it is given)
@@ -542,8 +542,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
             Operand<TInt64> at = tf.math.floorMod(callIndex, tf.constant((long) capacity));
             p.computed.add(at);
-            end.add(tf.withControlDependencies(GraphProgram.barrier(p)).scatterUpdate(history, tf.reshape(at, tf.constant(new long[] {1})),
-                    tf.reshape(row, tf.constant(new long[] {1, width}))));
+            end.add(tf.withControlDependencies(GraphProgram.barrier(p)).scatterUpdate(history, at, row)); // row `at` := row
         }
         Output<TInt64> countersRead = identity(tf, counters);
         Placeholder<TInt64> drainedFeed = null;
@@ -990,7 +989,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         /** The copies, where a monitor wants ratios; null where none does. */
         @SuppressWarnings({"unchecked", "rawtypes"})
         static UpdateRatios wanted(Ops tf, GraphProgram p, List<Monitor> monitors, Operand<TBool> applies, Operand<TInt64> step,
-                List<Output<?>> values, GradientSet<TfTensor> set) {
+                List<Output<?>> vars, GradientSet<TfTensor> set) {
             int every = monitors.stream().filter(Monitor::updateRatios).mapToInt(Monitor::every).min().orElse(0);
             if (every == 0) {
                 return null;
@@ -998,7 +997,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             Operand<TBool> measure = every == 1 ? applies
                     : p.and(applies, tf.math.equal(tf.math.floorMod(step, tf.constant((long) every)), tf.constant(0L)));
             List<String> layers = new ArrayList<>();
-            int n = values.size();
+            int n = vars.size();
             int[] layerOf = new int[n];
             long[][] shapes = new long[n][];
             Output<?>[] before = new Output<?>[n];
@@ -1014,7 +1013,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 }
                 layerOf[i] = layers.indexOf(layer);
                 shapes[i] = set.get(i).shape();
-                before[i] = whenMeasured.deepCopy((Operand) values.get(i)).asOutput();
+                before[i] = whenMeasured.deepCopy((Operand) vars.get(i)).asOutput(); // θ read by the copy itself
                 Output<?> copy = before[i];
                 copies.add(copy::op);
             }
