@@ -22,11 +22,13 @@ import java.util.function.Supplier;
 import org.junit.jupiter.api.Test;
 import org.tensorflow.Graph;
 import org.tensorflow.Operand;
+import org.tensorflow.Result;
 import org.tensorflow.Session;
 import org.tensorflow.framework.optimizers.Adam;
 import org.tensorflow.op.Op;
 import org.tensorflow.op.Ops;
 import org.tensorflow.op.core.Variable;
+import org.tensorflow.proto.RunOptions;
 import org.tensorflow.types.TFloat32;
 
 /**
@@ -95,6 +97,55 @@ class TfRunCostTest {
             for (TfOptimizer g : guards) {
                 g.close();
             }
+        }
+    }
+
+    /**
+     * What the structural count cannot see: the kernels a run executes (a dead node runs none). On
+     * a call between the monitor's detailed steps its per-tensor max|x| and update-ratio work is
+     * dead, each branch behind one pivot: the run executes a fixed handful of nodes for it, not a
+     * node per tensor. Counted from the run's own step statistics (TensorFlow's full trace).
+     */
+    @Test
+    void a_monitored_call_between_detailed_steps_executes_no_more_kernels_than_its_budget() {
+        Map<String, Supplier<GradientPipeline>> pipelines = new LinkedHashMap<>();
+        pipelines.put("plain", null);
+        pipelines.put("README", () -> GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1e-3)));
+        pipelines.put("README + Monitor", () -> GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(1e-3),
+                monitor(true)));
+        // kernels beyond the plain Adam run's, as measured when the budget was set, plus a little room
+        Map<String, Integer> budget = Map.of("README", 85, "README + Monitor", 130);
+        Map<String, Integer> kernels = new LinkedHashMap<>();
+        for (var e : pipelines.entrySet()) {
+            try (Graph graph = new Graph(); Session session = new Session(graph)) {
+                Ops tf = Ops.create(graph);
+                Operand<TFloat32> loss = mlp(tf, new int[] {20, 64, 64, 2});
+                TfOptimizer guard = e.getValue() == null ? null : TfOptimizer.of(session, new Adam(graph, 1e-6f), e.getValue().get());
+                Op train = guard == null ? new Adam(graph, 1e-6f).minimize(loss) : guard.minimize(loss);
+                session.initialize();
+                for (int i = 0; i < 3; i++) { // the traced call is the 4th: not a detailed step (every 10, from 0)
+                    session.runner().addTarget(train).fetch(loss).run().close();
+                }
+                try (Result r = session.runner().addTarget(train).fetch(loss)
+                        .setOptions(RunOptions.newBuilder().setTraceLevel(RunOptions.TraceLevel.FULL_TRACE).build()).runAndFetchMetadata()) {
+                    int n = 0;
+                    for (var device : r.getMetadata().orElseThrow().getStepStats().getDevStatsList()) {
+                        n += device.getNodeStatsCount();
+                    }
+                    kernels.put(e.getKey(), n);
+                    System.out.println("[run cost] " + e.getKey() + ": " + n + " kernels executed");
+                }
+                if (guard != null) {
+                    guard.close();
+                }
+            }
+        }
+        int plain = kernels.get("plain");
+        assertTrue(plain > 0, "the trace saw no kernels");
+        for (var e : budget.entrySet()) {
+            int added = kernels.get(e.getKey()) - plain;
+            assertTrue(added <= e.getValue(), e.getKey() + " executes " + added + " kernels more per call, over its budget of " + e.getValue());
+            assertTrue(added > 0, e.getKey() + " executes " + added + " kernels more: the trace did not see the guard");
         }
     }
 
