@@ -286,6 +286,35 @@ public abstract class ConformanceKit<T> extends StatelessConformance<T> {
             StepResult<T> again = acting.step(set(grad("a", a), grad("b", b)), ops(), StepContext.empty());
             assertEquals(1.0, metric(again, "clipByGlobalNorm.norm"), 1e-6);
         }
+
+        @Test
+        void the_throw_policy_names_the_first_offending_parameter_and_what_it_holds() {
+            GradientPipeline p = GradientPipeline.of(Transforms.nonFinite(NonFiniteGuard.Policy.THROW));
+            GradientSet<T> g = set(grad("fine", vector(1, 2)), grad("bad", vector(Float.POSITIVE_INFINITY, Float.NaN)),
+                    grad("worse", vector(Float.NaN)));
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> p.step(g, ops(), StepContext.empty()));
+            assertTrue(e.getMessage().contains("parameter bad holds 2 non-finite values (NaN among them), 3 in all"), e.getMessage());
+        }
+
+        @Test
+        void the_zero_policy_zeroes_and_proceeds() {
+            GradientPipeline p = GradientPipeline.of(Transforms.nonFinite(NonFiniteGuard.Policy.ZERO));
+            T t = vector(Float.NaN, 2, Float.NEGATIVE_INFINITY);
+            StepResult<T> r = p.step(set(grad("g", t)), ops(), StepContext.empty());
+            assertTrue(r.applies());
+            assertArrayEquals(new float[] {0, 2, 0}, values(t));
+            assertEquals(2.0, metric(r, "nonFinite.nonFinite"));
+        }
+
+        @Test
+        void the_propagate_policy_changes_nothing_but_counts() {
+            GradientPipeline p = GradientPipeline.of(Transforms.nonFinite(NonFiniteGuard.Policy.PROPAGATE));
+            T t = vector(Float.NaN, 2);
+            StepResult<T> r = p.step(set(grad("g", t)), ops(), StepContext.empty());
+            assertTrue(r.applies());
+            assertTrue(Float.isNaN(values(t)[0]));
+            assertEquals(1.0, metric(r, "nonFinite.nonFinite"));
+        }
     }
 
     // ---- adaptive clipping and spikes ---------------------------------------------------------
