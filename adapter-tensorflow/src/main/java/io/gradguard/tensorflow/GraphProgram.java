@@ -206,13 +206,15 @@ final class GraphProgram {
         Operand<TFloat64> found = null;
         if (oneType && p.g.length > 1) {
             List<Operand<?>> flat = new ArrayList<>();
+            long size = 0;
             for (Output<?> x : p.g) {
                 flat.add(whenNot.reshape((Operand) x, tf.constant(new long[] {-1})));
+                size += TfOps.size(x.shape().asArray());
             }
-            found = countNonFinite(tf, tf.concat((List) flat, tf.constant(0)), 1);
+            found = countNonFinite(p, tf.concat((List) flat, tf.constant(0)).asOutput(), new long[] {size});
         } else {
             for (Output<?> x : p.g) {
-                Operand<TFloat64> n = countNonFinite(tf, whenNot.identity((Operand) x), x.shape().numDimensions());
+                Operand<TFloat64> n = countNonFinite(p, whenNot.identity((Operand) x).asOutput(), x.shape().asArray());
                 found = found == null ? n : tf.math.add(found, n);
             }
         }
@@ -223,9 +225,10 @@ final class GraphProgram {
         return tf.merge(List.of(none, found)).output();
     }
 
-    @SuppressWarnings({"unchecked", "rawtypes"})
-    private static Operand<TFloat64> countNonFinite(Ops tf, Operand x, int rank) {
-        return tf.reduceSum(tf.dtypes.cast(tf.math.logicalNot(tf.math.isFinite(x)), TFloat64.class), tf.constant(allAxes(rank)));
+    /** The backend's exact count of {@code x}'s non-finite values ({@link TfOps#countNonFinite}), as float64. */
+    @SuppressWarnings("unchecked")
+    private static Operand<TFloat64> countNonFinite(GraphProgram p, Output<?> x, long[] shape) {
+        return (Operand<TFloat64>) p.ops.countNonFinite(new TfTensor(shape, x, null, null)).value();
     }
 
     static int[] allAxes(int rank) {
