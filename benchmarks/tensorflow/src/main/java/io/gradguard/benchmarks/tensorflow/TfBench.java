@@ -375,6 +375,30 @@ public final class TfBench {
     }
 
     /**
+     * The global-norm clip written by hand as TF ops, its parts kept for the floors that also record
+     * or gate: per gradient Σg²/2 (l2Loss), Σg² = 2 · their sum, ‖g‖, the coefficient
+     * c / max(‖g‖, c) with c = {@link Pipelines#MAX_NORM}, and each gradient times it.
+     */
+    private record HandClip(List<Operand<TFloat32>> halves, Operand<TFloat32> sum, Operand<TFloat32> norm, Operand<TFloat32> coef,
+            List<Operand<TFloat32>> clipped) {
+        static HandClip of(Ops tf, List<Operand<TFloat32>> grads) {
+            List<Operand<TFloat32>> halves = new ArrayList<>();
+            for (Operand<TFloat32> g : grads) {
+                halves.add(tf.nn.l2Loss(g));
+            }
+            Operand<TFloat32> sum = tf.math.mul(tf.math.addN(halves), tf.constant(2f));
+            Operand<TFloat32> c = tf.constant((float) Pipelines.MAX_NORM);
+            Operand<TFloat32> norm = tf.math.sqrt(sum);
+            Operand<TFloat32> coef = tf.math.div(c, tf.math.maximum(norm, c));
+            List<Operand<TFloat32>> clipped = new ArrayList<>();
+            for (Operand<TFloat32> g : grads) {
+                clipped.add(tf.math.mul(g, coef));
+            }
+            return new HandClip(halves, sum, norm, coef, clipped);
+        }
+    }
+
+    /**
      * The README's pipeline written by hand as TF ops, the least it costs in the graph: Σg² from
      * l2Loss per gradient, the clip from it, and the clipped gradients passed to Adam only when
      * Σg² is finite (a Switch each; Adam's own beta-power updates are left ungated). With
@@ -385,25 +409,18 @@ public final class TfBench {
     @SuppressWarnings({"unchecked", "rawtypes"})
     private Variant handReadme(Net n, Session session, boolean recorded) {
         Ops tf = n.tf();
-        List<Operand<TFloat32>> grads = gradients(n);
-        List<Operand<TFloat32>> halves = new ArrayList<>();
-        for (Operand<TFloat32> g : grads) {
-            halves.add(tf.nn.l2Loss(g));
-        }
-        Operand<TFloat32> sum = tf.math.mul(tf.math.addN(halves), tf.constant(2f));
-        Operand<org.tensorflow.types.TBool> finite = tf.math.isFinite(sum);
-        Operand<TFloat32> c = tf.constant((float) Pipelines.MAX_NORM);
-        Operand<TFloat32> norm = tf.math.sqrt(sum);
-        Operand<TFloat32> coef = tf.math.div(c, tf.math.maximum(norm, c));
+        HandClip clip = HandClip.of(tf, gradients(n));
+        Operand<org.tensorflow.types.TBool> finite = tf.math.isFinite(clip.sum());
         List<Operand<TFloat32>> gated = new ArrayList<>();
-        for (Operand<TFloat32> g : grads) {
-            gated.add(tf.switchCond(tf.math.mul(g, coef), finite).outputTrue());
+        for (Operand<TFloat32> g : clip.clipped()) {
+            gated.add(tf.switchCond(g, finite).outputTrue());
         }
         Op apply = apply(n, gated, recorded ? "hand_recorded" : "hand_readme");
         List<Op> targets = new ArrayList<>(List.of(apply));
         if (recorded) {
-            List<Operand<TFloat32>> cells = new ArrayList<>(List.of(n.loss(), norm, coef, tf.dtypes.cast(finite, TFloat32.class)));
-            cells.addAll(halves);
+            List<Operand<TFloat32>> cells = new ArrayList<>(List.of(n.loss(), clip.norm(), clip.coef(),
+                    tf.dtypes.cast(finite, TFloat32.class)));
+            cells.addAll(clip.halves());
             Variable<org.tensorflow.types.TInt64> step = tf.variable(tf.constant(0L));
             Variable<TFloat32> ring = tf.variable(tf.fill(tf.constant(new long[] {1000, cells.size()}), tf.constant(Float.NaN)));
             Operand<org.tensorflow.types.TInt64> at = tf.math.floorMod(step, tf.constant(1000L));
@@ -427,25 +444,15 @@ public final class TfBench {
     private Variant handMonitored(Net n, Session session) {
         Ops tf = n.tf();
         List<Operand<TFloat32>> grads = gradients(n);
+        HandClip clip = HandClip.of(tf, grads);
         List<Operand<TFloat32>> stats = new ArrayList<>();
-        List<Operand<TFloat32>> halves = new ArrayList<>();
-        for (Operand<TFloat32> g : grads) {
-            halves.add(tf.nn.l2Loss(g));
-        }
-        Operand<TFloat32> sum = tf.math.mul(tf.math.addN(halves), tf.constant(2f));
         for (Operand<TFloat32> g : grads) {
             stats.add(tf.max(tf.math.abs(g), tf.constant(allAxes(g.shape().numDimensions()))));
         }
-        stats.addAll(halves);
-        stats.add(tf.dtypes.cast(tf.math.isFinite(sum), TFloat32.class));
-        Operand<TFloat32> c = tf.constant((float) Pipelines.MAX_NORM);
-        Operand<TFloat32> coef = tf.math.div(c, tf.math.maximum(tf.math.sqrt(sum), c));
-        List<Operand<TFloat32>> clipped = new ArrayList<>();
-        for (Operand<TFloat32> g : grads) {
-            clipped.add(tf.math.mul(g, coef));
-        }
+        stats.addAll(clip.halves());
+        stats.add(tf.dtypes.cast(tf.math.isFinite(clip.sum()), TFloat32.class));
         Operand<TFloat32> row = tf.stack(stats);
-        Op train = apply(n, clipped, "hand_monitored");
+        Op train = apply(n, clip.clipped(), "hand_monitored");
         return () -> {
             try (Result r = session.runner().addTarget(train).fetch(n.loss()).fetch(row).run()) {
                 sink = r.size();
