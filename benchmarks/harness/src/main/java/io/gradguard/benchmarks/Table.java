@@ -14,17 +14,22 @@ public final class Table {
                 + "|---|---|---|---:|---|---:|---:|---|";
     }
 
-    /** One row as a table line. */
+    /** One row as a table line (a '|' in its text, as in max|x|, escaped so it stays in its cell). */
     public static String format(Row r) {
         if (Double.isNaN(r.millis())) {
-            return String.format(Locale.ROOT, "| %d | %s | | | | | | %s |", r.part(), r.name(), r.note());
+            return String.format(Locale.ROOT, "| %d | %s | | | | | | %s |", r.part(), cell(r.name()), cell(r.note()));
         }
         String base = r.baseline() + (Double.isNaN(r.baselineMillis()) ? "" : " " + time(r.baselineMillis()));
         String goal = Double.isNaN(r.goal()) ? "report" : String.format(Locale.ROOT, "≤ %.2f", r.goal());
         String verdict = r.note().isEmpty() ? r.verdict()
                 : r.verdict().equals("report") ? r.note() : r.verdict() + "; " + r.note();
-        return String.format(Locale.ROOT, "| %d | %s | %s | %s | %s | %.3f | %s | %s |", r.part(), r.name(), r.size(),
-                time(r.millis()), base, r.ratio(), goal, verdict);
+        return String.format(Locale.ROOT, "| %d | %s | %s | %s | %s | %.3f | %s | %s |", r.part(), cell(r.name()), cell(r.size()),
+                time(r.millis()), cell(base), r.ratio(), goal, cell(verdict));
+    }
+
+    /** Text for one Markdown table cell: '|' would end the cell, so it is escaped. */
+    private static String cell(String text) {
+        return text.replace("|", "\\|");
     }
 
     /** The whole table. */

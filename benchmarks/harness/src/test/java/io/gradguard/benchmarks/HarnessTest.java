@@ -24,6 +24,13 @@ class HarnessTest {
     }
 
     @Test
+    void aPipeInARowsTextStaysInItsTableCell() {
+        String line = Table.format(Row.ratio(2, "per-tensor max|x|", "1", 80, "f", 50, Double.NaN, "max|x| each step"));
+        assertEquals(9, line.replace("\\|", "").chars().filter(c -> c == '|').count(), line);
+        assertTrue(line.contains("max\\|x\\| each step"), line);
+    }
+
+    @Test
     void malformedLineIsRejected() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Row.parse("1\tx"));
         assertTrue(e.getMessage().contains("got 2"), e.getMessage());
