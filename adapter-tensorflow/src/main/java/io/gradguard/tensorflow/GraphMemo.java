@@ -96,6 +96,12 @@ final class GraphMemo {
         return n == null ? List.of() : n.inputs();
     }
 
+    /** The kind of a node the memo built; null for any other node. */
+    Kind kindOf(Output<?> out) {
+        Node n = recipes.get(out);
+        return n == null ? null : n.kind();
+    }
+
     /** Nodes built so far. */
     int size() {
         return built.size();

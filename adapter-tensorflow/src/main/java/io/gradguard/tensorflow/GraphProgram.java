@@ -47,8 +47,16 @@ final class GraphProgram {
     /** Whether a stage skipped / held this call (null: none can). */
     Operand<TBool> skips;
     Operand<TBool> holds;
+    /** In-graph failures: every state write waits for them. */
     final List<Op> asserts = new ArrayList<>();
+    /**
+     * The asserts that can fail on a call that would apply: the update waits for them too. (One that
+     * fails only on a call a stage skips needs not: that update is dead anyway.)
+     */
+    final List<Op> vetoes = new ArrayList<>();
     final List<Operand<?>> computed = new ArrayList<>();
+    /** Scalar factors' gated copies ({@link #gated}). */
+    private final Map<Output<?>, Output<?>> gatedFactors = new java.util.HashMap<>();
     final List<Object[]> writes = new ArrayList<>();
     final Map<String, Operand<TFloat64>> metrics = new LinkedHashMap<>();
     /** The same metrics ungated, for a monitor's row (the host blanks what a skipped or held call did not reach). */
@@ -63,6 +71,27 @@ final class GraphProgram {
         this.microBatches = tf.constant(1.0);
         this.nonFinite = tf.constant(0.0);
         this.nonFiniteSeen = tf.constant(0.0);
+    }
+
+    /**
+     * Gradient {@code i} as the wrapped optimizer reads it, dead unless {@code when} holds (the true
+     * side of a v1 {@code Switch}). A product by a scalar factor (a clip's {@code x · c}) is rebuilt
+     * on the factor's gated copy, one {@code Switch} for every tensor that factor scales instead of
+     * one each; the ungated product then has no reader and does not run, and its inputs take its
+     * place among the values state writes wait for.
+     *
+     * @param tf the ops the gated node is built with (its control dependencies)
+     */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    Output<?> gated(int i, Operand<TBool> when, Ops tf) {
+        List<Output<?>> product = ops.scalarProduct(g[i]);
+        if (product.isEmpty()) {
+            return switchOf(tf, g[i], when).outputTrue();
+        }
+        Output<?> factor = gatedFactors.computeIfAbsent(product.get(1), f -> switchOf(this.tf, f, when).outputTrue());
+        g[i] = product.get(0);
+        computed.add(product.get(1));
+        return tf.math.mul((Operand) product.get(0), (Operand) factor).asOutput();
     }
 
     /** A read of state: computed on every run, before any write. */
@@ -91,13 +120,20 @@ final class GraphProgram {
         }
         action = tf.select(hit, tf.constant(kind), action);
         decidedBy = tf.select(hit, tf.constant((double) stage), decidedBy);
-        Operand<TBool> notHit = tf.math.logicalNot(when);
+        Operand<TBool> notHit = not(when);
         go = go == null ? notHit : and(go, notHit);
     }
 
     /** {@code when}, on a call that reaches the current stage. */
     Operand<TBool> reached(Operand<TBool> when) {
         return go == null ? when : and(go, when);
+    }
+
+    /** ¬x, without a node where x is itself a negation. */
+    @SuppressWarnings("unchecked")
+    Operand<TBool> not(Operand<TBool> x) {
+        return x.op() instanceof org.tensorflow.GraphOperation o && o.type().equals("LogicalNot") ? (Operand<TBool>) o.input(0)
+                : tf.math.logicalNot(x);
     }
 
     Operand<TBool> and(Operand<TBool> a, Operand<TBool> b) {

@@ -27,6 +27,7 @@ import java.util.ArrayList;
 import java.util.List;
 import org.tensorflow.Operand;
 import org.tensorflow.Output;
+import org.tensorflow.op.Op;
 import org.tensorflow.op.Ops;
 import org.tensorflow.op.core.Variable;
 import org.tensorflow.types.TBool;
@@ -97,15 +98,18 @@ final class GraphStages {
         p.nonFinite = tf.select(reached, found, p.nonFinite);
         p.nonFiniteSeen = tf.select(bad, tf.constant(1.0), p.nonFiniteSeen);
         List<Operand<?>> data = new ArrayList<>();
-        Operand<TBool> fail;
+        Operand<TBool> ok;
         Operand<TBool> skipWhen;
+        Operand<TInt64> limit = tf.constant((long) n.maxConsecutive());
         if (n.policy() == NonFiniteGuard.Policy.THROW) {
-            fail = bad;
+            ok = tf.math.logicalNot(bad);
             skipWhen = tf.constant(false);
             data.add(tf.constant("GradGuard: non-finite gradient (non-finite policy THROW)."));
         } else {
-            Operand<TBool> exhausted = p.and(bad, tf.math.greater(next, tf.constant((long) n.maxConsecutive())));
-            fail = n.letsThroughWhenExhausted() ? tf.constant(false) : exhausted;
+            Operand<TBool> exhausted = p.and(bad, tf.math.greater(next, limit));
+            // on a call no earlier stage decides, a count past the limit is this call's (a finite call resets it to 0)
+            ok = n.letsThroughWhenExhausted() ? tf.constant(true)
+                    : p.go == null ? tf.math.lessEqual(next, limit) : tf.math.logicalNot(exhausted);
             skipWhen = n.letsThroughWhenExhausted() ? tf.math.logicalAnd(bad, tf.math.logicalNot(exhausted)) : bad;
             data.add(tf.constant("GradGuard: non-finite gradients " + (n.maxConsecutive() + 1) + " calls in a row, more than "
                     + "maxConsecutive=" + n.maxConsecutive() + ". If the loss below is finite, it is a sudden failure rather than "
@@ -117,7 +121,11 @@ final class GraphStages {
             data.add(tf.constant("loss:"));
             data.add(loss);
         }
-        p.asserts.add(tf.withName(stage + "_check").assertThat(tf.math.logicalNot(fail), data));
+        Op check = tf.withName(stage + "_check").assertThat(ok, data);
+        p.asserts.add(check);
+        if (n.policy() == NonFiniteGuard.Policy.THROW) {
+            p.vetoes.add(check); // SKIP fails only past the limit, on a call it skips
+        }
         p.decide(skipWhen, SKIP, index);
     }
 

@@ -123,6 +123,8 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     private int bufferCount;
     private boolean doubleAccumulation;
     private boolean closed;
+    /** Whether {@link #scaleInPlace} by a scalar gates {@code x · 1} (see there); graph-only ops do not. */
+    private final boolean gateScaleByOne;
 
     /**
      * Ops that build into the session's graph and run on the session.
@@ -136,17 +138,26 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     /**
      * Graph-only ops, for a step that is built once and then runs entirely in the graph
      * ({@link TfOptimizer}): {@link #scalar} is a constant, and any host read or state buffer is refused
-     * with a {@link HostReadException}.
+     * with a {@link HostReadException}. Their gradients feed only the wrapped optimizer's update (and
+     * later stages), never a user's fetch, so {@link #scaleInPlace} is a plain multiply: the one value
+     * {@code x · 1} can change is a subnormal, flushed to zero, and every consumer's arithmetic (an
+     * {@code ApplyAdam}, an accumulation's add) runs on the same flushing kernels and reads that
+     * subnormal as zero anyway: the update is bit-identical either way.
      */
     static TfOps graphOnly(Graph graph, Ops scope) {
-        return new TfOps(graph, null, scope);
+        return new TfOps(graph, null, scope, false);
     }
 
     private TfOps(Graph graph, Session session, Ops scope) {
+        this(graph, session, scope, true);
+    }
+
+    private TfOps(Graph graph, Session session, Ops scope, boolean gateScaleByOne) {
         this.session = session;
         this.graph = graph;
         this.tf = scope;
         this.memo = new GraphMemo(tf);
+        this.gateScaleByOne = gateScaleByOne;
     }
 
     /** Thrown by graph-only ops when a stage reads a host value or keeps state in a buffer. */
@@ -778,9 +789,15 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     public void scaleInPlace(TfTensor x, TfTensor factor) {
         requireFloat(x, "x");
         Output<?> f = as(factor.value(), dtype(x.value()));
-        x.rebind(factor.shapeRef().length == 0
+        x.rebind(factor.shapeRef().length == 0 && gateScaleByOne
                 ? memo.node(Kind.SCALE_UNLESS_ONE, null, x.value(), f)
                 : memo.node(Kind.MUL, null, x.value(), f));
+    }
+
+    /** {@code [a, f]} where {@code x} is a product {@code a · f} this built by a scalar factor {@code f}; else empty. */
+    List<Output<?>> scalarProduct(Output<?> x) {
+        List<Output<?>> in = memo.kindOf(x) == Kind.MUL ? memo.inputsOf(x) : List.of();
+        return in.size() == 2 && in.get(1).shape().numDimensions() == 0 ? in : List.of();
     }
 
     @Override

@@ -430,8 +430,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             }
         }
         Operand<TBool> applies = p.go == null ? tf.constant(true) : p.go;
-        if (!p.asserts.isEmpty()) {
-            applies = tf.withControlDependencies(p.asserts).identity(applies);
+        if (!p.vetoes.isEmpty()) {
+            applies = tf.withControlDependencies(p.vetoes).identity(applies);
         }
         // the scalars a user may fetch with the step (computed only when fetched, or for a monitor's row)
         Map<String, Operand<TFloat64>> named = new LinkedHashMap<>();
@@ -442,9 +442,11 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         named.put("nonFinite", p.nonFinite);
         named.putAll(p.metrics);
         Output<TString> decidedBy = decidedByName(tf, p.decidedBy, stageNames);
-        Operand<TInt64> before = identity(tf, counters);
-        p.computed.add(before);
-        Operand<TInt64> callIndex = tf.gather(before, tf.constant(0), tf.constant(0));
+        // the counters before this call (calls, steps, skipped, held), unstacked in one node
+        List<Output<TInt64>> before = tf.unstack(counters, 4L).output();
+        p.computed.add(before.get(0));
+        Operand<TInt64> callIndex = before.get(0);
+        Operand<TInt64> stepIndex = before.get(1);
         int capacity = monitors.isEmpty() ? 0 : historyCapacity;
         // a monitor's row: scalar cells, then per-tensor and per-layer vectors (each built as one node)
         List<Operand<TFloat64>> cells = new ArrayList<>();
@@ -452,7 +454,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         if (capacity > 0) {
             // the row this call leaves: its counters before the call, its decision, its scalars
             cells.add(p.f64(callIndex));
-            cells.add(p.f64(tf.gather(before, tf.constant(1), tf.constant(0))));
+            cells.add(p.f64(stepIndex));
             cells.add(p.action);
             cells.add(p.decidedBy);
             cells.add(named.get("loss"));
@@ -472,7 +474,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             // dtype, then widened, floored at 0 (an empty tensor) and gated once for all tensors
             int every = monitors.stream().mapToInt(Monitor::every).min().orElse(1);
             Operand<TBool> detail = every == 1 ? null
-                    : tf.math.equal(tf.math.floorMod(tf.gather(before, tf.constant(1), tf.constant(0)), tf.constant((long) every)),
+                    : tf.math.equal(tf.math.floorMod(stepIndex, tf.constant((long) every)),
                             tf.constant(0L));
             List<Operand<?>> maxes = new ArrayList<>();
             // between detailed steps one pivot makes every |x| dead (a dead control input makes a node dead)
@@ -496,8 +498,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         // update-to-parameter ratios, for a monitor that wants them, on an applied call of its cadence (optimizer steps):
         // a real copy of θ before the update (a ref variable read through Identity aliases the buffer the update changes in
         // place), ordered before the update by a control dependency of the gradients the optimizer reads
-        UpdateRatios ratios = capacity > 0 ? UpdateRatios.wanted(tf, p, monitors, applies, tf.gather(before, tf.constant(1),
-                tf.constant(0)), vars, set) : null;
+        UpdateRatios ratios = capacity > 0 ? UpdateRatios.wanted(tf, p, monitors, applies, stepIndex, vars, set)
+                : null;
 
         // the wrapped optimizer's update, behind the gate: its inputs are dead when the call does not apply
         // (tensorflow-framework's applyGradients runs every update after all the gradients it is given)
@@ -506,7 +508,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         // with ratios, the gradients the optimizer reads wait for the copies of θ (through the gate's switch where there is one)
         Ops afterCopies = ratios == null ? tf : tf.withControlDependencies(List.of(ratios.copied));
         for (int i = 0; i < p.g.length; i++) {
-            Output<?> x = gated ? switchOf(afterCopies, p.g[i], applies).outputTrue() : p.g[i];
+            Output<?> x = gated ? p.gated(i, applies, afterCopies) : p.g[i];
             if (ratios != null && !gated) {
                 x = identityOf(afterCopies, x);
             }
@@ -620,7 +622,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Ops afterUpdates = tf.withControlDependencies(new ArrayList<>(all));
         for (GraphOperation op : ungated) {
             Operand ref = op.input(0);
-            Operand value = applies == null ? op.input(1) : switchOf(tf, op.input(1), applies).outputTrue();
+            // ordered after the gated updates, the write is dead with them (a dead control input makes a node dead)
+            Operand value = applies == null || !gatedWrites.isEmpty() ? op.input(1) : switchOf(tf, op.input(1), applies).outputTrue();
             Op write = switch (op.type()) {
                 case "AssignAdd" -> afterUpdates.assignAdd(ref, value);
                 case "AssignSub" -> afterUpdates.assignSub(ref, value);
@@ -963,13 +966,14 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
      * host monitor's ‖Δθ‖ / ‖θ‖. θ_before is a real copy ({@code DeepCopy}) taken before the update:
      * a ref variable read through {@code Identity} aliases the buffer that the update changes in
      * place. The gradients the optimizer reads wait for the copies ({@link #copied}); θ_after is read
-     * after the update. Nothing is copied or reduced on the other calls.
+     * after the update. θ is copied on every call of the cadence (decided by the step count, before
+     * the gradients exist) and reduced only on one that applies; nothing runs on the other calls.
      */
     private static final class UpdateRatios {
         final Operand<TBool> measure;
-        /** θ before the update, live only on a measured call. */
+        /** θ before the update, live only on a call of the cadence. */
         final Output<?>[] before;
-        /** Live on every call; on a measured call, after the copies. */
+        /** Live on every call; on a call of the cadence, after the copies. */
         final Operand<TBool> copied;
         /** The layers in the order of a record's layer statistics. */
         final List<String> layers;
@@ -994,17 +998,20 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             if (every == 0) {
                 return null;
             }
-            Operand<TBool> measure = every == 1 ? applies
-                    : p.and(applies, tf.math.equal(tf.math.floorMod(step, tf.constant((long) every)), tf.constant(0L)));
+            // θ is copied on every call of the cadence, known from the step count alone: the copies run while the gradients are
+            // computed (on a call that turns out not to apply they are not used); measured on one that applies
+            Operand<TBool> cadence = every == 1 ? tf.constant(true)
+                    : tf.math.equal(tf.math.floorMod(step, tf.constant((long) every)), tf.constant(0L));
+            Operand<TBool> measure = p.and(applies, cadence);
             List<String> layers = new ArrayList<>();
             int n = vars.size();
             int[] layerOf = new int[n];
             long[][] shapes = new long[n][];
             Output<?>[] before = new Output<?>[n];
             List<Op> copies = new ArrayList<>();
-            // one pivot, live only on a measured call: the copies depend on it, so on any other call they are dead
+            // one pivot, live only on a call of the cadence: the copies depend on it, so on any other call they are dead
             // without a switch of their own (a dead control input makes a node dead)
-            SwitchCond<TBool> sw = tf.switchCond(measure, measure);
+            SwitchCond<TBool> sw = tf.switchCond(cadence, cadence);
             Ops whenMeasured = tf.withControlDependencies(List.of(tf.identity(sw.outputTrue())));
             for (int i = 0; i < n; i++) {
                 String layer = set.get(i).layer();
