@@ -204,6 +204,56 @@ class TfOptimizerTest {
                 Transforms.clipByGlobalNorm(0.1)}, batches(12, 9), 1e-6);
     }
 
+    /**
+     * Inside the training op a clip that does not act multiplies by exactly 1 without a gate, which
+     * flushes a subnormal gradient to zero on TensorFlow's CPU kernels. The wrapped optimizer's
+     * update runs on the same kernels and reads a subnormal as zero anyway: the variable and the
+     * optimizer's slot end bit-identical to the unwrapped optimizer's, subnormal, normal and zero
+     * gradients mixed. (Momentum: tensorflow-framework's own Adam races its beta powers, so two
+     * unwrapped Adam runs need not agree bit for bit.)
+     */
+    @Test
+    void aClipThatDoesNotActLeavesTheUpdateBitIdenticalWithSubnormalGradients() {
+        float[] c = {1e-40f, -3e-39f, 0.25f, 0f, Float.MIN_VALUE};
+        assertTrue(Math.abs(c[0]) < Float.MIN_NORMAL && Math.abs(c[1]) < Float.MIN_NORMAL, "the test needs subnormal gradients");
+        float[][] plain = momentumOnLinear(c, false);
+        float[][] guarded = momentumOnLinear(c, true);
+        String[] names = {"w", "its momentum slot"};
+        for (int i = 0; i < 2; i++) {
+            for (int j = 0; j < c.length; j++) {
+                assertEquals(Float.floatToRawIntBits(plain[i][j]), Float.floatToRawIntBits(guarded[i][j]), names[i] + "[" + j + "]: "
+                        + guarded[i][j] + " against the unwrapped " + plain[i][j]);
+            }
+        }
+    }
+
+    /** w and its momentum after three steps on loss = Σ w·c (the gradient is c), through TfOptimizer (README's pipeline) or not. */
+    private static float[][] momentumOnLinear(float[] c, boolean guarded) {
+        try (Graph g = new Graph(); Session s = new Session(g)) {
+            Ops tf = Ops.create(g);
+            Variable<TFloat32> w = tf.withName("w").variable(tf.constant(new float[] {0.5f, -0.25f, 1f, 2f, 3f}));
+            Operand<TFloat32> loss = tf.sum(tf.math.mul(w, tf.constant(c)), tf.constant(0));
+            TfOptimizer guard = guarded ? TfOptimizer.of(s, new Momentum(g, 0.01f, 0.9f), Transforms.skipNonFinite(3),
+                    Transforms.clipByGlobalNorm(1.0)) : null;
+            Op train = guarded ? guard.minimize(loss) : new Momentum(g, 0.01f, 0.9f).minimize(loss);
+            s.initialize();
+            for (int i = 0; i < 3; i++) {
+                s.runner().addTarget(train).run().close();
+            }
+            float[][] out = new float[2][c.length];
+            try (Result r = s.runner().fetch("w").fetch("w-momentum").run()) {
+                for (int i = 0; i < 2; i++) {
+                    ((TFloat32) r.get(i)).copyTo(DataBuffers.of(out[i], false, false));
+                }
+            }
+            if (guard != null) {
+                assertEquals(3, guard.counters().steps(), "three updates, none skipped");
+                guard.close();
+            }
+            return out;
+        }
+    }
+
     /** The batch with inputs and targets ×30: a gradient-norm spike. */
     private static Batch loud(Batch b) {
         float[][] x = new float[b.x().length][];
