@@ -123,6 +123,11 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
     private int bufferCount;
     private boolean doubleAccumulation;
     private boolean closed;
+    /**
+     * Graph-only ops gate {@code x · f} on {@code f != 1} for tensors of at least this many elements
+     * (64 KiB of float32): below it the multiply is cheaper than the gate's two nodes in a run.
+     */
+    static final long GATE_MIN_ELEMENTS = 1 << 14;
     /** Whether {@link #scaleInPlace} by a scalar gates {@code x · 1} (see there); graph-only ops do not. */
     private final boolean gateScaleByOne;
 
@@ -139,10 +144,12 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
      * Graph-only ops, for a step that is built once and then runs entirely in the graph
      * ({@link TfOptimizer}): {@link #scalar} is a constant, and any host read or state buffer is refused
      * with a {@link HostReadException}. Their gradients feed only the wrapped optimizer's update (and
-     * later stages), never a user's fetch, so {@link #scaleInPlace} is a plain multiply: the one value
-     * {@code x · 1} can change is a subnormal, flushed to zero, and every consumer's arithmetic (an
-     * {@code ApplyAdam}, an accumulation's add) runs on the same flushing kernels and reads that
-     * subnormal as zero anyway: the update is bit-identical either way.
+     * later stages), never a user's fetch, so {@link #scaleInPlace} needs no gate for exactness: the
+     * one value {@code x · 1} can change is a subnormal, flushed to zero, and every consumer's
+     * arithmetic (an {@code ApplyAdam}, an accumulation's add) runs on the same flushing kernels and
+     * reads that subnormal as zero anyway, so the update is bit-identical either way. It keeps the
+     * gate only on tensors of at least {@link #GATE_MIN_ELEMENTS} elements, where skipping a pass
+     * over the tensor saves more than the gate's nodes cost a run.
      */
     static TfOps graphOnly(Graph graph, Ops scope) {
         return new TfOps(graph, null, scope, false);
@@ -783,13 +790,15 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
      * {@code x} passes through unchanged, bit-identical to {@code x · 1}, with no host round trip.
      * The gate is kept on small tensors too, where its two nodes cost a run more than the multiply:
      * TensorFlow's CPU kernels flush subnormals to zero, so {@code x · 1} is not always {@code x}
-     * (the conformance kit's "scaling by exactly one changes no bit").
+     * (the conformance kit's "scaling by exactly one changes no bit"). Graph-only ops
+     * ({@link TfOptimizer}) gate only large tensors (see {@link #graphOnly}).
      */
     @Override
     public void scaleInPlace(TfTensor x, TfTensor factor) {
         requireFloat(x, "x");
         Output<?> f = as(factor.value(), dtype(x.value()));
-        x.rebind(factor.shapeRef().length == 0 && gateScaleByOne
+        boolean gate = gateScaleByOne || x.value().shape().hasUnknownDimension() || size(x.shapeRef()) >= GATE_MIN_ELEMENTS;
+        x.rebind(factor.shapeRef().length == 0 && gate
                 ? memo.node(Kind.SCALE_UNLESS_ONE, null, x.value(), f)
                 : memo.node(Kind.MUL, null, x.value(), f));
     }
