@@ -128,7 +128,7 @@ public final class TfOps implements TensorOps<TfTensor>, AutoCloseable {
      * (64 KiB of float32): below it the multiply is cheaper than the gate's two nodes in a run.
      */
     static final long GATE_MIN_ELEMENTS = 1 << 14;
-    /** Whether {@link #scaleInPlace} by a scalar gates {@code x · 1} (see there); graph-only ops do not. */
+    /** Whether {@link #scaleInPlace} by a scalar gates {@code x · 1} on every tensor (see there); graph-only ops gate large ones only. */
     private final boolean gateScaleByOne;
 
     /**
