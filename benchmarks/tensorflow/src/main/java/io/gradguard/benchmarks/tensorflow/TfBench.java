@@ -120,9 +120,9 @@ public final class TfBench {
             Variant clip = guard(n, session, Pipelines.globalClip());
             Variant readme = guard(n, session, Pipelines.readme());
             Variant monitored = guard(n, session, Pipelines.readmeMonitored());
-            Variant wClip = wrapped(n, session, Pipelines.globalClip());
-            Variant wReadme = wrapped(n, session, Pipelines.readme());
-            Variant wMonitored = wrapped(n, session, Pipelines.readmeMonitored());
+            Wrapped wClip = wrapped(n, session, Pipelines.globalClip());
+            Wrapped wReadme = wrapped(n, session, Pipelines.readme());
+            Wrapped wMonitored = wrapped(n, session, Pipelines.readmeMonitored());
             session.initialize();
             for (int i = 0; i < SmallModels.warmUpSteps(section); i++) {
                 for (Variant v : List.of(plain, handClip, handReadme, handRecorded, clip, readme, monitored, wClip, wReadme, wMonitored)) {
@@ -140,9 +140,11 @@ public final class TfBench {
             r.add("w clip", wClip::step);
             r.add("w readme", wReadme::step);
             r.add("w monitored", wMonitored::step);
+            List.of(wClip, wReadme, wMonitored).forEach(Wrapped::resetDrains);
             Map<String, Double> m = r.run();
             SmallModels.emit(section, "tensorflow", "TfOptimizer, one training op", n.params(), Map.of("plain", m.get("plain"),
-                    "clip", m.get("w clip"), "readme", m.get("w readme"), "monitored", m.get("w monitored")));
+                    "clip", wClip.withDrains(m.get("w clip")), "readme", wReadme.withDrains(m.get("w readme")),
+                    "monitored", wMonitored.withDrains(m.get("w monitored"))));
             SmallModels.emit(section, "tensorflow", "TfGuard.step", n.params(), m);
             section.emit(Row.ratio(5, "tensorflow small model, clipByGlobalNorm as hand-written TF ops (context)",
                     Table.count(n.params()) + " params, batch " + SmallModels.BATCH, m.get("hand clip"), "unguarded step", m.get("plain"),
@@ -154,6 +156,10 @@ public final class TfBench {
                     + "TF ops (context)", Table.count(n.params()) + " params, batch " + SmallModels.BATCH, m.get("hand recorded"),
                     "unguarded step", m.get("plain"), Double.NaN,
                     "the floor of the README's pipeline with a monitor in the graph: one row (loss, norm, coefficient, flag, per-tensor Σx²) a step"));
+            section.emit(Row.ratio(5, "tensorflow small model, drain() every " + DRAIN_EVERY + " calls, per call (README + Monitor, "
+                    + "TfOptimizer; context)", Table.count(n.params()) + " params, batch " + SmallModels.BATCH,
+                    wMonitored.drainMillisPerCall(), "unguarded step", m.get("plain"), Double.NaN,
+                    "part of the README + Monitor row: one session run and " + DRAIN_EVERY + " records on the host, per call"));
         }
     }
 
@@ -184,10 +190,10 @@ public final class TfBench {
             Variant guardMonitored = guard(n, session, Pipelines.globalClipMonitored());
             GuardedVariant guardWatched = guard(n, session, Pipelines.guarded());
             GuardedVariant guardWatchedIdle = guard(n, session, Pipelines.guardedIdle());
-            Variant wrappedWatched = wrapped(n, session, Pipelines.guarded());
-            Variant wrappedWatchedIdle = wrapped(n, session, Pipelines.guardedIdle());
-            Variant wrappedValue = wrapped(n, session, Pipelines.valueClip());
-            Variant wrappedMonitored = wrapped(n, session, Pipelines.globalClipMonitored());
+            Wrapped wrappedWatched = wrapped(n, session, Pipelines.guarded());
+            Wrapped wrappedWatchedIdle = wrapped(n, session, Pipelines.guardedIdle());
+            Wrapped wrappedValue = wrapped(n, session, Pipelines.valueClip());
+            Wrapped wrappedMonitored = wrapped(n, session, Pipelines.globalClipMonitored());
             session.initialize();
             // JIT warm-up of GradGuard's host code (the rounds' own warm-up gives it a few dozen
             // steps, the interpreter's share of a real run's first seconds): real steps on the shared graph
@@ -215,7 +221,12 @@ public final class TfBench {
             r.add("wrapped watched idle", wrappedWatchedIdle::step);
             r.add("wrapped value", wrappedValue::step);
             r.add("wrapped monitored", wrappedMonitored::step);
-            Map<String, Double> m = r.run();
+            List.of(wrappedWatched, wrappedWatchedIdle, wrappedValue, wrappedMonitored).forEach(Wrapped::resetDrains);
+            Map<String, Double> m = new java.util.LinkedHashMap<>(r.run());
+            m.put("wrapped watched", wrappedWatched.withDrains(m.get("wrapped watched")));
+            m.put("wrapped watched idle", wrappedWatchedIdle.withDrains(m.get("wrapped watched idle")));
+            m.put("wrapped value", wrappedValue.withDrains(m.get("wrapped value")));
+            m.put("wrapped monitored", wrappedMonitored.withDrains(m.get("wrapped monitored")));
             String size = Table.count(params) + " params, batch " + BATCH;
             double base = m.get("unguarded");
             section.emit(Row.ratio(2, "tensorflow unguarded step, A/A control (noise)", size, m.get("unguarded again"),
@@ -479,19 +490,61 @@ public final class TfBench {
      * do; its monitor's records are drained every {@value #DRAIN_EVERY} calls. Call
      * {@code session.initialize()} after building it (its own and Adam's variables).
      */
-    private Variant wrapped(Net n, Session session, GradientPipeline pipeline) {
+    private Wrapped wrapped(Net n, Session session, GradientPipeline pipeline) {
         TfOptimizer o = TfOptimizer.of(session, new Adam(n.graph(), Pipelines.LEARNING_RATE), pipeline);
         Op train = o.minimize(n.loss(), n.vars());
         open.add(o);
-        int[] calls = {0};
-        return () -> {
-            try (Result r = session.runner().addTarget(train).fetch(n.loss()).run()) {
+        return new Wrapped(session, train, n.loss(), o);
+    }
+
+    /**
+     * A wrapped step that keeps the time of its drains: a median of single steps leaves the one
+     * sample in {@value #DRAIN_EVERY} that drains out, so {@link #withDrains} adds the drains' time,
+     * amortized over the calls since {@link #resetDrains}, to a step's median.
+     */
+    private static final class Wrapped implements Variant {
+        private final Session session;
+        private final Op train;
+        private final Operand<TFloat32> loss;
+        private final TfOptimizer optimizer;
+        private long calls;
+        private long counted;
+        private long drainNanos;
+
+        Wrapped(Session session, Op train, Operand<TFloat32> loss, TfOptimizer optimizer) {
+            this.session = session;
+            this.train = train;
+            this.loss = loss;
+            this.optimizer = optimizer;
+        }
+
+        @Override
+        public void step() {
+            try (Result r = session.runner().addTarget(train).fetch(loss).run()) {
                 sink = r.size();
             }
-            if (++calls[0] % DRAIN_EVERY == 0) {
-                o.drain();
+            counted++;
+            if (++calls % DRAIN_EVERY == 0) {
+                long t0 = System.nanoTime();
+                optimizer.drain();
+                drainNanos += System.nanoTime() - t0;
             }
-        };
+        }
+
+        void resetDrains() {
+            counted = 0;
+            drainNanos = 0;
+        }
+
+        /** The drains' time per call since {@link #resetDrains}, in milliseconds. */
+        double drainMillisPerCall() {
+            return counted == 0 ? 0 : drainNanos / 1e6 / counted;
+        }
+
+        /** {@code stepMillis} plus {@link #drainMillisPerCall}. */
+        double withDrains(double stepMillis) {
+            return stepMillis + drainMillisPerCall();
+        }
     }
 
     /** Σ over tensors of Σ g², then g · c / max(√Σ, c) with c = {@link Pipelines#MAX_NORM}, all as graph ops. */
