@@ -106,6 +106,16 @@ public final class Pipelines {
         return GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(MAX_NORM), normMonitor());
     }
 
+    /**
+     * {@link #readmeMonitored()} with the monitor's update-to-parameter ratios off: what the
+     * monitor costs without the copies of θ on its detailed steps.
+     */
+    public static GradientPipeline readmeMonitoredWithoutRatios() {
+        return GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(MAX_NORM),
+                Monitor.builder().name("benchmark").every(Monitor.SHORT_FORM_EVERY).updateRatios(false)
+                        .sink(Sinks.jsonl(OutputStream.nullOutputStream())).build());
+    }
+
     /** {@code clipByValue(1e-3)}. */
     public static GradientPipeline valueClip() {
         return GradientPipeline.of(Transforms.clipByValue(MAX_VALUE));

@@ -123,9 +123,11 @@ public final class TfBench {
             Wrapped wClip = wrapped(n, session, Pipelines.globalClip());
             Wrapped wReadme = wrapped(n, session, Pipelines.readme());
             Wrapped wMonitored = wrapped(n, session, Pipelines.readmeMonitored());
+            Wrapped wNoRatios = wrapped(n, session, Pipelines.readmeMonitoredWithoutRatios());
             session.initialize();
             for (int i = 0; i < SmallModels.warmUpSteps(section); i++) {
-                for (Variant v : List.of(plain, handClip, handReadme, handRecorded, clip, readme, monitored, wClip, wReadme, wMonitored)) {
+                for (Variant v : List.of(plain, handClip, handReadme, handRecorded, clip, readme, monitored, wClip, wReadme, wMonitored,
+                        wNoRatios)) {
                     v.step();
                 }
             }
@@ -140,7 +142,8 @@ public final class TfBench {
             r.add("w clip", wClip::step);
             r.add("w readme", wReadme::step);
             r.add("w monitored", wMonitored::step);
-            List.of(wClip, wReadme, wMonitored).forEach(Wrapped::resetDrains);
+            r.add("w no ratios", wNoRatios::step);
+            List.of(wClip, wReadme, wMonitored, wNoRatios).forEach(Wrapped::resetDrains);
             Map<String, Double> m = r.run();
             SmallModels.emit(section, "tensorflow", "TfOptimizer, one training op", n.params(), Map.of("plain", m.get("plain"),
                     "clip", wClip.withDrains(m.get("w clip")), "readme", wReadme.withDrains(m.get("w readme")),
@@ -156,6 +159,10 @@ public final class TfBench {
                     + "TF ops (context)", Table.count(n.params()) + " params, batch " + SmallModels.BATCH, m.get("hand recorded"),
                     "unguarded step", m.get("plain"), Double.NaN,
                     "the floor of the README's pipeline with a monitor in the graph: one row (loss, norm, coefficient, flag, per-tensor Σx²) a step"));
+            section.emit(Row.ratio(5, "tensorflow small model, skipNonFinite + clipByGlobalNorm + Monitor without update ratios "
+                    + "(TfOptimizer; context)", Table.count(n.params()) + " params, batch " + SmallModels.BATCH,
+                    wNoRatios.withDrains(m.get("w no ratios")), "unguarded step", m.get("plain"), Double.NaN,
+                    "the README + Monitor row less the θ copies and Σ(Δθ)² of its detailed steps: the rest is the per-call record"));
             section.emit(Row.ratio(5, "tensorflow small model, drain() every " + DRAIN_EVERY + " calls, per call (README + Monitor, "
                     + "TfOptimizer; context)", Table.count(n.params()) + " params, batch " + SmallModels.BATCH,
                     wMonitored.drainMillisPerCall(), "unguarded step", m.get("plain"), Double.NaN,
