@@ -85,7 +85,11 @@ public final class Pipelines {
     }
 
     private static Monitor normMonitor() {
-        return Monitor.builder().name("benchmark").every(Monitor.SHORT_FORM_EVERY)
+        return normMonitor(true);
+    }
+
+    private static Monitor normMonitor(boolean updateRatios) {
+        return Monitor.builder().name("benchmark").every(Monitor.SHORT_FORM_EVERY).updateRatios(updateRatios)
                 .sink(Sinks.jsonl(OutputStream.nullOutputStream())).build();
     }
 
@@ -107,13 +111,11 @@ public final class Pipelines {
     }
 
     /**
-     * {@link #readmeMonitored()} with the monitor's update-to-parameter ratios off: what the
-     * monitor costs without the copies of θ on its detailed steps.
+     * {@link #readmeMonitored()} with the monitor's update-to-parameter ratios off: on a graph
+     * backend, the monitor without the ratios' gating and ordering on every step.
      */
     public static GradientPipeline readmeMonitoredWithoutRatios() {
-        return GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(MAX_NORM),
-                Monitor.builder().name("benchmark").every(Monitor.SHORT_FORM_EVERY).updateRatios(false)
-                        .sink(Sinks.jsonl(OutputStream.nullOutputStream())).build());
+        return GradientPipeline.of(Transforms.skipNonFinite(3), Transforms.clipByGlobalNorm(MAX_NORM), normMonitor(false));
     }
 
     /** {@code clipByValue(1e-3)}. */
