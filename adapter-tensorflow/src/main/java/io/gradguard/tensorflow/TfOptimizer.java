@@ -355,7 +355,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics,
             Placeholder<TInt64> drainedFeed, Output<TInt64> newFrom, Output<TFloat64> newRows, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
             Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers, Output<TString> decidedBy,
-            Output<TInt64> window, List<String> ratioLayers) {
+            Output<TInt64> window, List<String> ratioLayers, int normMetric, int coefficientMetric) {
     }
 
     private Op build(Ops tf, Output<?> loss, List<Output<?>> vars, List<Output<?>> values, Output<?>[] grads, LossScale scale,
@@ -414,16 +414,17 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 }
             }
         }
-        // the norms a monitor records: before and after the pipeline (Σx² nodes are shared with the stages')
-        Operand<TFloat64> normBefore = tf.constant(Double.NaN);
-        Operand<TFloat64> normAfter = tf.constant(Double.NaN);
+        // the norms a monitor records: before and after the pipeline (Σx² nodes are shared with the stages'); with one global
+        // scaling stage they are its norm and norm × coefficient, which the host reads from its metrics (no node of their own)
+        Operand<TFloat64> normBefore = null;
+        Operand<TFloat64> normAfter = null;
+        int normMetric = -1;
+        int coefficientMetric = -1;
         if (!monitors.isEmpty()) {
-            Operand<TFloat64> norm = changers == 1 ? p.rawMetrics.get(lastChanger + ".norm") : null;
-            Operand<TFloat64> coefficient = changers == 1 ? p.rawMetrics.get(lastChanger + ".coefficient") : null;
-            if (norm != null && coefficient != null) {
-                // one global scaling stage: its norm and coefficient are the record's (no second pass)
-                normBefore = norm;
-                normAfter = tf.math.mul(norm, coefficient);
+            List<String> keys = new ArrayList<>(p.rawMetrics.keySet());
+            if (changers == 1 && keys.contains(lastChanger + ".norm") && keys.contains(lastChanger + ".coefficient")) {
+                normMetric = keys.indexOf(lastChanger + ".norm");
+                coefficientMetric = keys.indexOf(lastChanger + ".coefficient");
             } else {
                 normBefore = GraphProgram.globalNorm(p, input);
                 normAfter = changers > 0 ? GraphProgram.globalNorm(p, p.g) : normBefore;
@@ -448,45 +449,37 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Operand<TInt64> callIndex = before.get(0);
         Operand<TInt64> stepIndex = before.get(1);
         int capacity = monitors.isEmpty() ? 0 : historyCapacity;
-        // a monitor's row: scalar cells, then per-tensor and per-layer vectors (each built as one node)
+        // a monitor's row (the host's layout and what it derives: logicalRow): the counters before the call, its scalar
+        // cells, each tensor's Σx²/2, then the detailed steps' vector (max|x| per tensor, update ratios per layer)
         List<Operand<TFloat64>> cells = new ArrayList<>();
         List<Operand<TFloat64>> vectors = new ArrayList<>();
+        Detail detail = null;
+        List<Operand<?>> maxes = new ArrayList<>();
         if (capacity > 0) {
-            // the row this call leaves: its counters before the call, its decision, its scalars
-            cells.add(p.f64(callIndex));
-            cells.add(p.f64(stepIndex));
+            vectors.add(p.computed(p.f64(counters)));
             cells.add(p.action);
             cells.add(p.decidedBy);
             cells.add(named.get("loss"));
-            cells.add(normBefore);
-            cells.add(normAfter);
+            if (normBefore != null) {
+                cells.add(normBefore);
+                cells.add(normAfter);
+            }
             cells.add(p.microBatches);
             cells.add(lossScaleUsed);
             cells.add(p.nonFiniteSeen);
             cells.addAll(p.rawMetrics.values());
-            // per tensor, before the pipeline's changes: Σx² (twice the stacked L2Loss nodes a global stage builds anyway,
-            // one node more) and max|x|
+            // per tensor, before the pipeline's changes: Σx²/2, the stacked L2Loss nodes a global stage builds anyway
             @SuppressWarnings("unchecked")
             Operand<TFloat64> halves = (Operand<TFloat64>) p.ops.halfSquares(GraphProgram.tensors(input));
-            vectors.add(tf.math.mul(halves, tf.constant(2.0)));
-            // max|x| costs a pass of its own: measured on the monitor's cadence (every N-th optimizer step,
-            // the steps whose records keep per-tensor statistics), NaN in between; reduced in each tensor's
-            // dtype, then widened, floored at 0 (an empty tensor) and gated once for all tensors
-            int every = monitors.stream().mapToInt(Monitor::every).min().orElse(1);
-            Operand<TBool> detail = every == 1 ? null
-                    : tf.math.equal(tf.math.floorMod(stepIndex, tf.constant((long) every)),
-                            tf.constant(0L));
-            List<Operand<?>> maxes = new ArrayList<>();
-            // between detailed steps one pivot makes every |x| dead (a dead control input makes a node dead)
-            Ops whenDetail = detail == null ? null
-                    : tf.withControlDependencies(List.of(tf.identity(tf.switchCond(detail, detail).outputTrue())));
+            vectors.add(halves);
+            detail = Detail.of(tf, monitors, stepIndex);
+            // max|x| costs a pass of its own: measured on the detailed steps only, behind the detail pivot; reduced in each
+            // tensor's dtype, then widened and floored at 0 (an empty tensor) once for all tensors
             for (Output<?> x : input) {
                 int rank = x.shape().asArray().length;
-                maxes.add(detail == null ? p.ops.rawMaxAbs(x, rank)
-                        : tf.max((Operand) whenDetail.math.abs((Operand) x), tf.constant(GraphProgram.allAxes(rank))));
+                maxes.add(detail.pivot == null ? p.ops.rawMaxAbs(x, rank)
+                        : tf.max((Operand) detail.when.math.abs((Operand) x), tf.constant(GraphProgram.allAxes(rank))));
             }
-            Operand<TFloat64> max = tf.math.maximum(stackF64(tf, maxes), tf.constant(0.0));
-            vectors.add(detail == null ? max : orNaN(tf, max, detail, input.length));
         }
         // calls, steps, skipped, held: one add of this call's deltas
         boolean gated = p.go != null || !p.asserts.isEmpty();
@@ -498,8 +491,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         // update-to-parameter ratios, for a monitor that wants them, on an applied call of its cadence (optimizer steps):
         // a real copy of θ before the update (a ref variable read through Identity aliases the buffer the update changes in
         // place), ordered before the update by a control dependency of the gradients the optimizer reads
-        UpdateRatios ratios = capacity > 0 ? UpdateRatios.wanted(tf, p, monitors, applies, stepIndex, vars, set)
-                : null;
+        UpdateRatios ratios = capacity > 0 ? UpdateRatios.wanted(tf, monitors, detail, vars, set) : null;
 
         // the wrapped optimizer's update, behind the gate: its inputs are dead when the call does not apply
         // (tensorflow-framework's applyGradients runs every update after all the gradients it is given)
@@ -532,13 +524,18 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Variable<TFloat64> history = null;
         int width = 0;
         if (capacity > 0) {
+            // the detailed steps' vector, live only on them (one Merge with NaN between them): max|x|, then the ratios' sums,
+            // read after the update (or after a call that did not apply: the host keeps ratios of applied calls only)
+            List<Operand<TFloat64>> detailed = new ArrayList<>();
+            detailed.add(tf.math.maximum(stackF64(tf, maxes), tf.constant(0.0)));
             if (ratios != null) {
-                vectors.add(ratios.after(tf, p, apply, vars));
+                detailed.add(ratios.after(tf, p, done, vars));
             }
-            width = cells.size() + 2 * input.length + (ratios == null ? 0 : 2 * ratios.layers.size());
-            List<Operand<TFloat64>> parts = new ArrayList<>();
-            parts.add(tf.stack(cells));
-            parts.addAll(vectors);
+            int detailWidth = input.length + (ratios == null ? 0 : 2 * ratios.layers.size());
+            vectors.add(detail.orNaN(tf, detailed.size() == 1 ? detailed.get(0) : tf.concat(detailed, tf.constant(0)), detailWidth));
+            width = 4 + cells.size() + input.length + detailWidth;
+            List<Operand<TFloat64>> parts = new ArrayList<>(vectors);
+            parts.add(1, tf.stack(cells));
             Operand<TFloat64> row = tf.concat(parts, tf.constant(0));
             p.computed.add(row);
             history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
@@ -567,7 +564,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Op train = tf.withName("train").withControlDependencies(end).noOp();
         built = new Built(train, countersRead, java.util.Collections.unmodifiableMap(named), drainedFeed, newFrom, newRows, capacity, width, List.copyOf(p.metrics.keySet()),
                 List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set),
-                decidedBy, p.window == null ? null : identity(tf, p.window), ratios == null ? List.of() : ratios.layers);
+                decidedBy, p.window == null ? null : identity(tf, p.window), ratios == null ? List.of() : ratios.layers,
+                normMetric, coefficientMetric);
         return train;
     }
 
@@ -785,8 +783,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         double lossSum = 0;
         int lossCount = 0;
         for (long c = from; c < calls; c++) {
-            int at = (int) (c - from) * width;
-            double[] row = java.util.Arrays.copyOfRange(rows, at, at + width);
+            double[] row = logicalRow(rows, (int) (c - from) * width);
             if ((long) row[CALL] != c) {
                 continue;
             }
@@ -805,7 +802,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             StepRecord without = null;
             for (Monitor m : monitors) {
                 if (m.updateRatios() && !built.ratioLayers.isEmpty()) {
-                    withRatios = withRatios != null ? withRatios : record(row, loss, true);
+                    withRatios = withRatios != null ? withRatios : record(row, loss, action == GraphProgram.PROCEED);
                     m.accept(withRatios);
                 } else {
                     without = without != null ? without : record(row, loss, false);
@@ -815,6 +812,47 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         drained = calls;
         return (int) (calls - from);
+    }
+
+    /**
+     * A call's row in the layout the records read (the columns {@link #CALL}..., the metrics, each
+     * tensor's Σx² and max|x|, each layer's Σ(Δθ)² and Σθ²) from the graph's row at {@code at}, which
+     * leaves out what the host derives exactly: the norms before and after a single global scaling
+     * stage (its norm and norm × coefficient, from its metrics) and the doubling of the Σx²/2 sums.
+     */
+    private double[] logicalRow(double[] rows, int at) {
+        int m = built.rowMetrics.size();
+        int n = built.tensorNames.size();
+        int l = built.ratioLayers.size();
+        double[] row = new double[FIXED + m + 2 * n + 2 * l];
+        row[CALL] = rows[at];
+        row[STEP] = rows[at + 1];
+        int k = at + 4; // after the counters before the call: calls, steps, skipped, held
+        row[ACTION] = rows[k++];
+        row[DECIDED_BY] = rows[k++];
+        row[LOSS] = rows[k++];
+        if (built.normMetric < 0) {
+            row[NORM_BEFORE] = rows[k++];
+            row[NORM_AFTER] = rows[k++];
+        }
+        row[MICRO_BATCHES] = rows[k++];
+        row[LOSS_SCALE] = rows[k++];
+        row[NON_FINITE] = rows[k++];
+        System.arraycopy(rows, k, row, FIXED, m);
+        k += m;
+        if (built.normMetric >= 0) {
+            row[NORM_BEFORE] = row[FIXED + built.normMetric];
+            row[NORM_AFTER] = row[NORM_BEFORE] * row[FIXED + built.coefficientMetric];
+        }
+        for (int i = 0; i < n; i++) {
+            row[FIXED + m + i] = 2 * rows[k++];
+        }
+        System.arraycopy(rows, k, row, FIXED + m + n, n);
+        k += n;
+        for (int i = 0; i < 2 * l; i++) {
+            row[FIXED + m + 2 * n + i] = 2 * rows[k++];
+        }
+        return row;
     }
 
     private static List<String> tensorNames(GradientSet<TfTensor> set) {
@@ -930,13 +968,47 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
 
     // ---- graph helpers ----------------------------------------------------------------------------
 
-    /** {@code value} where {@code when} holds (computed only then), NaN otherwise. */
-    /** {@code value} (a vector of {@code n}, live only when {@code when}) where {@code when}, n NaN where not. */
-    private static Operand<TFloat64> orNaN(Ops tf, Operand<TFloat64> value, Operand<TBool> when, int n) {
-        double[] nan = new double[n];
-        java.util.Arrays.fill(nan, Double.NaN);
-        Operand<TFloat64> none = tf.identity(tf.switchCond(tf.constant(nan), when).outputFalse());
-        return tf.merge(List.of(value, none)).output();
+    /**
+     * The monitor's detailed steps (its per-tensor statistics and update ratios): every optimizer
+     * step that falls on the most frequent monitor's cadence ({@link Monitor#every}), decided from
+     * the step count before the call. One pivot ({@code Switch}) makes the detailed work dead on the
+     * other calls: the nodes built with {@link #when} wait for its true side, so they need no switch
+     * of their own (a dead control input makes a node dead). Every call detailed: no pivot.
+     */
+    private static final class Detail {
+        /** The pivot on the cadence; null when every call is detailed. */
+        final SwitchCond<TBool> pivot;
+        /** Ops whose nodes run on detailed calls only. */
+        final Ops when;
+        /** Live only on the other calls. */
+        final Operand<TBool> otherwise;
+
+        private Detail(SwitchCond<TBool> pivot, Ops when, Operand<TBool> otherwise) {
+            this.pivot = pivot;
+            this.when = when;
+            this.otherwise = otherwise;
+        }
+
+        static Detail of(Ops tf, List<Monitor> monitors, Operand<TInt64> step) {
+            int every = monitors.stream().mapToInt(Monitor::every).min().orElse(1);
+            if (every == 1) {
+                return new Detail(null, tf, null);
+            }
+            Operand<TBool> detailed = tf.math.equal(tf.math.floorMod(step, tf.constant((long) every)), tf.constant(0L));
+            SwitchCond<TBool> pivot = tf.switchCond(detailed, detailed);
+            return new Detail(pivot, tf.withControlDependencies(List.of(tf.identity(pivot.outputTrue()))),
+                    tf.identity(pivot.outputFalse()));
+        }
+
+        /** {@code value} (a vector of {@code n}, built with {@link #when}) on a detailed call, n NaN on the others. */
+        Operand<TFloat64> orNaN(Ops tf, Operand<TFloat64> value, int n) {
+            if (pivot == null) {
+                return value;
+            }
+            double[] nan = new double[n];
+            java.util.Arrays.fill(nan, Double.NaN);
+            return tf.merge(List.of(value, tf.withControlDependencies(List.of(otherwise)).constant(nan))).output();
+        }
     }
 
     /** Scalars stacked into one vector and widened to float64 once (each widened first where their dtypes differ). */
@@ -961,28 +1033,25 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
 
     /**
      * Update-to-parameter ratios measured in the graph, for the monitors built with
-     * {@code updateRatios(true)} (the default), on an applied call whose optimizer step falls on
-     * their cadence ({@link Monitor#every}): per layer Σ(θ_after − θ_before)² and Σθ_before², the
-     * host monitor's ‖Δθ‖ / ‖θ‖. θ_before is a real copy ({@code DeepCopy}) taken before the update:
-     * a ref variable read through {@code Identity} aliases the buffer that the update changes in
-     * place. The gradients the optimizer reads wait for the copies ({@link #copied}); θ_after is read
-     * after the update. θ is copied on every call of the cadence (decided by the step count, before
-     * the gradients exist) and reduced only on one that applies; nothing runs on the other calls.
+     * {@code updateRatios(true)} (the default), on the monitor's detailed calls ({@link Detail}): per
+     * layer Σ(θ_after − θ_before)² and Σθ_before², the host monitor's ‖Δθ‖ / ‖θ‖. θ_before is a real
+     * copy ({@code DeepCopy}) taken before the update: a ref variable read through {@code Identity}
+     * aliases the buffer that the update changes in place. The gradients the optimizer reads wait
+     * for the copies ({@link #copied}); θ_after is read when the call's update is done, whether it
+     * applied or not (the host keeps the ratios of applied calls only, so a skipped detailed call
+     * costs its reductions and nothing more).
      */
     private static final class UpdateRatios {
-        final Operand<TBool> measure;
-        /** θ before the update, live only on a call of the cadence. */
+        /** θ before the update, live only on a detailed call. */
         final Output<?>[] before;
-        /** Live on every call; on a call of the cadence, after the copies. */
-        final Operand<TBool> copied;
+        /** Live on every call; on a detailed call, after the copies. */
+        final Op copied;
         /** The layers in the order of a record's layer statistics. */
         final List<String> layers;
         final int[] layerOf;
         final long[][] shapes;
 
-        private UpdateRatios(Operand<TBool> measure, Output<?>[] before, Operand<TBool> copied, List<String> layers, int[] layerOf,
-                long[][] shapes) {
-            this.measure = measure;
+        private UpdateRatios(Output<?>[] before, Op copied, List<String> layers, int[] layerOf, long[][] shapes) {
             this.before = before;
             this.copied = copied;
             this.layers = layers;
@@ -992,27 +1061,16 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
 
         /** The copies, where a monitor wants ratios; null where none does. */
         @SuppressWarnings({"unchecked", "rawtypes"})
-        static UpdateRatios wanted(Ops tf, GraphProgram p, List<Monitor> monitors, Operand<TBool> applies, Operand<TInt64> step,
-                List<Output<?>> vars, GradientSet<TfTensor> set) {
-            int every = monitors.stream().filter(Monitor::updateRatios).mapToInt(Monitor::every).min().orElse(0);
-            if (every == 0) {
+        static UpdateRatios wanted(Ops tf, List<Monitor> monitors, Detail detail, List<Output<?>> vars, GradientSet<TfTensor> set) {
+            if (monitors.stream().noneMatch(Monitor::updateRatios)) {
                 return null;
             }
-            // θ is copied on every call of the cadence, known from the step count alone: the copies run while the gradients are
-            // computed (on a call that turns out not to apply they are not used); measured on one that applies
-            Operand<TBool> cadence = every == 1 ? tf.constant(true)
-                    : tf.math.equal(tf.math.floorMod(step, tf.constant((long) every)), tf.constant(0L));
-            Operand<TBool> measure = p.and(applies, cadence);
             List<String> layers = new ArrayList<>();
             int n = vars.size();
             int[] layerOf = new int[n];
             long[][] shapes = new long[n][];
             Output<?>[] before = new Output<?>[n];
             List<Op> copies = new ArrayList<>();
-            // one pivot, live only on a call of the cadence: the copies depend on it, so on any other call they are dead
-            // without a switch of their own (a dead control input makes a node dead)
-            SwitchCond<TBool> sw = tf.switchCond(cadence, cadence);
-            Ops whenMeasured = tf.withControlDependencies(List.of(tf.identity(sw.outputTrue())));
             for (int i = 0; i < n; i++) {
                 String layer = set.get(i).layer();
                 if (!layers.contains(layer)) {
@@ -1020,27 +1078,27 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 }
                 layerOf[i] = layers.indexOf(layer);
                 shapes[i] = set.get(i).shape();
-                before[i] = whenMeasured.deepCopy((Operand) vars.get(i)).asOutput(); // θ read by the copy itself
+                before[i] = detail.when.deepCopy((Operand) vars.get(i)).asOutput(); // θ read by the copy itself
                 Output<?> copy = before[i];
                 copies.add(copy::op);
             }
-            Operand<TBool> afterCopies = tf.withControlDependencies(copies).identity(sw.outputTrue());
-            Operand<TBool> copied = tf.merge(List.of(afterCopies, tf.identity(sw.outputFalse()))).output();
-            return new UpdateRatios(measure, before, copied, List.copyOf(layers), layerOf, shapes);
+            Op copied = detail.pivot == null ? tf.withControlDependencies(copies).noOp()
+                    : tf.merge(List.of(tf.withControlDependencies(copies).identity(detail.pivot.outputTrue()), detail.otherwise));
+            return new UpdateRatios(before, copied, List.copyOf(layers), layerOf, shapes);
         }
 
         /**
-         * Per layer Σ(Δθ)², then per layer Σθ², read after {@code apply}; NaN on a call not measured.
-         * Each variable's Σx²/2 is reduced in its accumulation dtype; the halves are stacked, widened,
-         * doubled and summed per layer once.
+         * Per layer Σ(Δθ)²/2, then per layer Σθ²/2 (the host doubles them), read after {@code done};
+         * live only on a detailed call. Each variable's Σx²/2 is reduced in its accumulation dtype;
+         * the halves are stacked, widened and summed per layer once.
          */
         @SuppressWarnings({"unchecked", "rawtypes"})
-        Operand<TFloat64> after(Ops tf, GraphProgram p, Op apply, List<Output<?>> vars) {
-            Ops afterUpdate = tf.withControlDependencies(List.of(apply));
+        Operand<TFloat64> after(Ops tf, GraphProgram p, Operand<?> done, List<Output<?>> vars) {
+            Ops afterUpdate = tf.withControlDependencies(List.of(done));
             List<Operand<?>> halves = new ArrayList<>();
             int n = before.length;
             for (int i = 0; i < n; i++) {
-                // θ read after the update; dead with the copy on a call not measured
+                // θ read after the update; dead with the copy on a call not detailed
                 Output<?> delta = afterUpdate.math.sub((Operand) vars.get(i), (Operand) before[i]).asOutput();
                 halves.add(p.ops.halfSumOfSquares(new TfTensor(shapes[i], delta, null, null)));
             }
@@ -1053,9 +1111,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 segments[i] = layerOf[i];
                 segments[n + i] = layers.size() + layerOf[i];
             }
-            Operand<TFloat64> sums = tf.math.unsortedSegmentSum(tf.math.mul(stackF64(tf, halves), tf.constant(2.0)),
-                    tf.constant(segments), tf.constant(2 * layers.size()));
-            return orNaN(tf, sums, measure, 2 * layers.size());
+            return tf.math.unsortedSegmentSum(stackF64(tf, halves), tf.constant(segments), tf.constant(2 * layers.size()));
         }
     }
 
