@@ -44,6 +44,8 @@ final class GraphProgram {
     Operand<TFloat64> nonFinite;
     /** 1 when a stage found non-finite values, else 0: what a monitor's row records. */
     Operand<TFloat64> nonFiniteSeen;
+    /** The stages that can hold ({@link #HOLD}) or skip ({@link #SKIP}) a call, in pipeline order. */
+    final Map<Double, List<Integer>> deciders = new java.util.HashMap<>();
     /** Whether a stage skipped / held this call (null: none can). */
     Operand<TBool> skips;
     Operand<TBool> holds;
@@ -120,6 +122,7 @@ final class GraphProgram {
         }
         action = tf.select(hit, tf.constant(kind), action);
         decidedBy = tf.select(hit, tf.constant((double) stage), decidedBy);
+        deciders.computeIfAbsent(kind, k -> new ArrayList<>()).add(stage);
         Operand<TBool> notHit = not(when);
         go = go == null ? notHit : and(go, notHit);
     }
@@ -223,17 +226,40 @@ final class GraphProgram {
     }
 
     /**
-     * The number of non-finite values, counted only on a call that has some (a cond: 0 otherwise).
-     * Gradients of one dtype are flattened into one vector in that branch and counted once: a run
-     * schedules the branch's nodes on every call, dead or not, so it is kept to a few.
+     * What a non-finite test branches on: one pivot ({@code Switch}) on whether every gradient is
+     * finite, its two sides, and the number of non-finite values, counted only on a call that has
+     * some (0 otherwise). Nodes built with {@link #whenNot} run only on such a call: they depend on
+     * the pivot's false side, so on a finite call they are dead (a dead control input makes a node
+     * dead) without a switch of their own.
+     *
+     * @param finiteSide live only on a finite call
+     * @param whenNot    ops whose nodes run only on a call with non-finite values
+     * @param badSide    live only on a call with non-finite values
+     * @param count      the exact count of non-finite values, as float64; live on every call
+     */
+    record NonFinite(Operand<TBool> finiteSide, Ops whenNot, Operand<TBool> badSide, Operand<TFloat64> count) {
+        /**
+         * {@code op}, built with {@link #whenNot}, joined back into every call: live on every call,
+         * after {@code op} on a call with non-finite values. A write or update that waits for it
+         * waits for {@code op} where it runs.
+         */
+        Op joined(Ops tf, Op op) {
+            return tf.merge(List.of(tf.withControlDependencies(List.of(op)).identity(badSide), finiteSide));
+        }
+    }
+
+    /**
+     * The pivot and the count of non-finite values ({@link NonFinite}). Gradients of one dtype are
+     * flattened into one vector in the counting branch and counted once: a run schedules the
+     * branch's nodes on every call, dead or not, so it is kept to a few.
      */
     @SuppressWarnings({"unchecked", "rawtypes"})
-    static Operand<TFloat64> nonFiniteCount(GraphProgram p, Operand<TBool> finite) {
+    static NonFinite nonFinite(GraphProgram p, Operand<TBool> finite) {
         Ops tf = p.tf;
-        // one pivot, live only when something is not finite: the nodes reading the gradients depend on it, so on a
-        // finite call they are dead (a dead control input makes a node dead) without a switch per gradient
         SwitchCond<TBool> sw = tf.switchCond(finite, finite);
-        Ops whenNot = tf.withControlDependencies(List.of(tf.identity(sw.outputFalse())));
+        Operand<TBool> badSide = tf.identity(sw.outputFalse());
+        Operand<TBool> finiteSide = tf.identity(sw.outputTrue());
+        Ops whenNot = tf.withControlDependencies(List.of(badSide));
         boolean oneType = true;
         Object first = p.g.length == 0 ? null : p.g[0].type();
         for (Output<?> x : p.g) {
@@ -257,8 +283,8 @@ final class GraphProgram {
         if (found == null) {
             found = whenNot.constant(0.0);
         }
-        Operand<TFloat64> none = tf.withControlDependencies(List.of(tf.identity(sw.outputTrue()))).constant(0.0);
-        return tf.merge(List.of(none, found)).output();
+        Operand<TFloat64> none = tf.withControlDependencies(List.of(finiteSide)).constant(0.0);
+        return new NonFinite(finiteSide, whenNot, badSide, tf.merge(List.of(none, found)).output());
     }
 
     /** The backend's exact count of {@code x}'s non-finite values ({@link TfOps#countNonFinite}), as float64. */

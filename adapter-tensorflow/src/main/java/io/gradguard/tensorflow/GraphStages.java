@@ -6,7 +6,6 @@ import static io.gradguard.tensorflow.GraphProgram.allFinite;
 import static io.gradguard.tensorflow.GraphProgram.castTo;
 import static io.gradguard.tensorflow.GraphProgram.coefficient;
 import static io.gradguard.tensorflow.GraphProgram.identity;
-import static io.gradguard.tensorflow.GraphProgram.nonFiniteCount;
 import static io.gradguard.tensorflow.GraphProgram.norm;
 import static io.gradguard.tensorflow.GraphProgram.scale;
 import static io.gradguard.tensorflow.GraphProgram.zeros;
@@ -60,7 +59,7 @@ final class GraphStages {
             p.g[i] = tf.math.div((Operand) p.g[i], castTo(tf, s, p.g[i].type())).asOutput();
         }
         Operand<TBool> finite = allFinite(p);
-        Operand<TFloat64> found = nonFiniteCount(p, finite);
+        Operand<TFloat64> found = GraphProgram.nonFinite(p, finite).count();
         Operand<TBool> overflow = tf.math.logicalNot(finite);
         Variable<TInt64> good = p.counter("loss_scale_good");
         Variable<TInt64> overflows = p.counter("loss_scale_overflows");
@@ -81,50 +80,59 @@ final class GraphStages {
         return used;
     }
 
-    /** {@link NonFiniteGuard} SKIP or THROW: the gate, the counters, and an in-graph failure past the limit. */
+    /**
+     * {@link NonFiniteGuard} SKIP or THROW: the gate, the count of consecutive non-finite calls, and
+     * an in-graph failure past the limit. The failure ({@code Assert}) can only fire on a call with
+     * non-finite values, so it is built behind the non-finite pivot and joined back: a finite call
+     * runs none of it.
+     */
     static void nonFinite(GraphProgram p, NonFiniteGuard n, String stage, int index, Output<?> loss) {
         Ops tf = p.tf;
         Operand<TBool> finite = allFinite(p);
-        Operand<TFloat64> found = nonFiniteCount(p, finite);
+        GraphProgram.NonFinite pivot = GraphProgram.nonFinite(p, finite);
         Operand<TBool> reached = p.reaching();
         Operand<TBool> bad = p.reached(tf.math.logicalNot(finite));
         Variable<TInt64> consecutive = p.counter(stage + "_consecutive");
-        Variable<TInt64> total = p.counter(stage + "_total");
         Operand<TInt64> unchanged = p.go == null ? tf.constant(0L) : tf.select(reached, tf.constant(0L), identity(tf, consecutive));
         Operand<TInt64> next = tf.select(bad, tf.math.add(consecutive, tf.constant(1L)), unchanged);
         p.write(consecutive, next);
-        p.write(total, p.plusIf(total, bad));
-        p.metric(stage + ".nonFinite", found);
-        p.nonFinite = tf.select(reached, found, p.nonFinite);
+        p.metric(stage + ".nonFinite", pivot.count());
+        p.nonFinite = tf.select(reached, pivot.count(), p.nonFinite);
         p.nonFiniteSeen = tf.select(bad, tf.constant(1.0), p.nonFiniteSeen);
-        List<Operand<?>> data = new ArrayList<>();
+        Ops whenNot = pivot.whenNot();
+        String message;
         Operand<TBool> ok;
         Operand<TBool> skipWhen;
-        Operand<TInt64> limit = tf.constant((long) n.maxConsecutive());
+        long limit = n.maxConsecutive();
         if (n.policy() == NonFiniteGuard.Policy.THROW) {
-            ok = tf.math.logicalNot(bad);
+            ok = whenNot.math.logicalNot(bad);
             skipWhen = tf.constant(false);
-            data.add(tf.constant("GradGuard: non-finite gradient (non-finite policy THROW)."));
+            message = "GradGuard: non-finite gradient (non-finite policy THROW).";
         } else {
-            Operand<TBool> exhausted = p.and(bad, tf.math.greater(next, limit));
+            // exhausted decides every call only for a guard that lets the call through; else it feeds the failure alone
+            Ops ex = n.letsThroughWhenExhausted() ? tf : whenNot;
+            Operand<TBool> exhausted = ex.math.logicalAnd(bad, ex.math.greater(next, ex.constant(limit)));
             // on a call no earlier stage decides, a count past the limit is this call's (a finite call resets it to 0)
-            ok = n.letsThroughWhenExhausted() ? tf.constant(true)
-                    : p.go == null ? tf.math.lessEqual(next, limit) : tf.math.logicalNot(exhausted);
+            ok = n.letsThroughWhenExhausted() ? null
+                    : p.go == null ? whenNot.math.lessEqual(next, whenNot.constant(limit)) : whenNot.math.logicalNot(exhausted);
             skipWhen = n.letsThroughWhenExhausted() ? tf.math.logicalAnd(bad, tf.math.logicalNot(exhausted)) : bad;
-            data.add(tf.constant("GradGuard: non-finite gradients " + (n.maxConsecutive() + 1) + " calls in a row, more than "
+            message = "GradGuard: non-finite gradients " + (n.maxConsecutive() + 1) + " calls in a row, more than "
                     + "maxConsecutive=" + n.maxConsecutive() + ". If the loss below is finite, it is a sudden failure rather than "
                     + "divergence: look for NaN/Inf in the inputs or an operation whose gradient is not finite (sqrt, log or a "
                     + "division at 0). If it is not finite, either the input data holds NaN or Inf (check the batches) or "
-                    + "training is diverging (lower the learning rate, add clipping); or raise maxConsecutive."));
+                    + "training is diverging (lower the learning rate, add clipping); or raise maxConsecutive.";
         }
-        if (loss != null) {
-            data.add(tf.constant("loss:"));
-            data.add(loss);
-        }
-        Op check = tf.withName(stage + "_check").assertThat(ok, data);
-        p.asserts.add(check);
-        if (n.policy() == NonFiniteGuard.Policy.THROW) {
-            p.vetoes.add(check); // SKIP fails only past the limit, on a call it skips
+        if (ok != null) { // a guard that lets the call through when exhausted never fails
+            List<Operand<?>> data = new ArrayList<>();
+            data.add(whenNot.constant(loss == null ? message : message + " loss:"));
+            if (loss != null) {
+                data.add(loss);
+            }
+            Op check = pivot.joined(tf, whenNot.withName(stage + "_check").assertThat(ok, data));
+            p.asserts.add(check);
+            if (n.policy() == NonFiniteGuard.Policy.THROW) {
+                p.vetoes.add(check); // SKIP fails only past the limit, on a call it skips
+            }
         }
         p.decide(skipWhen, SKIP, index);
     }

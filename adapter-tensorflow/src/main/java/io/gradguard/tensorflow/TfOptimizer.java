@@ -355,7 +355,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics,
             Placeholder<TInt64> drainedFeed, Output<TInt64> newFrom, Output<TFloat64> newRows, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
             Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers, Output<TString> decidedBy,
-            Output<TInt64> window, List<String> ratioLayers, int normMetric, int coefficientMetric) {
+            Output<TInt64> window, List<String> ratioLayers, int normMetric, int coefficientMetric, int[] soleDecider,
+            int nonFiniteMetric) {
     }
 
     private Op build(Ops tf, Output<?> loss, List<Output<?>> vars, List<Output<?>> values, Output<?>[] grads, LossScale scale,
@@ -443,11 +444,6 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         named.put("nonFinite", p.nonFinite);
         named.putAll(p.metrics);
         Output<TString> decidedBy = decidedByName(tf, p.decidedBy, stageNames);
-        // the counters before this call (calls, steps, skipped, held), unstacked in one node
-        List<Output<TInt64>> before = tf.unstack(counters, 4L).output();
-        p.computed.add(before.get(0));
-        Operand<TInt64> callIndex = before.get(0);
-        Operand<TInt64> stepIndex = before.get(1);
         int capacity = monitors.isEmpty() ? 0 : historyCapacity;
         // a monitor's row (the host's layout and what it derives: logicalRow): the counters before the call, its scalar
         // cells, each tensor's Σx²/2, then the detailed steps' vector (max|x| per tensor, update ratios per layer)
@@ -455,10 +451,32 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         List<Operand<TFloat64>> vectors = new ArrayList<>();
         Detail detail = null;
         List<Operand<?>> maxes = new ArrayList<>();
+        Operand<TInt64> callIndex = null;
+        // with at most one stage deciding each kind, the deciding stage follows from the action (no cell of its own)
+        int[] soleDecider = {-1, -1, -1};
+        boolean decidedByFromAction = true;
+        for (var e : p.deciders.entrySet()) {
+            soleDecider[(int) (double) e.getKey()] = e.getValue().get(0);
+            decidedByFromAction &= e.getValue().size() == 1;
+        }
+        // the record's non-finite count: the first non-finite guard's count (0 on a finite call), else 1 where a stage saw some
+        int nonFiniteMetric = -1;
+        List<String> metricKeys = new ArrayList<>(p.rawMetrics.keySet());
+        for (int i = 0; i < stages.size() && nonFiniteMetric < 0; i++) {
+            if (stages.get(i) instanceof NonFiniteGuard) {
+                nonFiniteMetric = metricKeys.indexOf(stageNames.get(i) + ".nonFinite");
+            }
+        }
         if (capacity > 0) {
+            // the counters before this call (calls, steps, skipped, held), unstacked in one node, and widened in one
+            List<Output<TInt64>> before = tf.unstack(counters, 4L).output();
+            p.computed.add(before.get(0));
+            callIndex = before.get(0);
             vectors.add(p.computed(p.f64(counters)));
             cells.add(p.action);
-            cells.add(p.decidedBy);
+            if (!decidedByFromAction) {
+                cells.add(p.decidedBy);
+            }
             cells.add(named.get("loss"));
             if (normBefore != null) {
                 cells.add(normBefore);
@@ -466,13 +484,15 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             }
             cells.add(p.microBatches);
             cells.add(lossScaleUsed);
-            cells.add(p.nonFiniteSeen);
+            if (nonFiniteMetric < 0) {
+                cells.add(p.nonFiniteSeen);
+            }
             cells.addAll(p.rawMetrics.values());
             // per tensor, before the pipeline's changes: Σx²/2, the stacked L2Loss nodes a global stage builds anyway
             @SuppressWarnings("unchecked")
             Operand<TFloat64> halves = (Operand<TFloat64>) p.ops.halfSquares(GraphProgram.tensors(input));
             vectors.add(halves);
-            detail = Detail.of(tf, monitors, stepIndex);
+            detail = Detail.of(tf, monitors, before.get(1));
             // max|x| costs a pass of its own: measured on the detailed steps only, behind the detail pivot; reduced in each
             // tensor's dtype, then widened and floored at 0 (an empty tensor) once for all tensors
             for (Output<?> x : input) {
@@ -565,7 +585,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         built = new Built(train, countersRead, java.util.Collections.unmodifiableMap(named), drainedFeed, newFrom, newRows, capacity, width, List.copyOf(p.metrics.keySet()),
                 List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set),
                 decidedBy, p.window == null ? null : identity(tf, p.window), ratios == null ? List.of() : ratios.layers,
-                normMetric, coefficientMetric);
+                normMetric, coefficientMetric, decidedByFromAction ? soleDecider : null, nonFiniteMetric);
         return train;
     }
 
@@ -818,7 +838,9 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
      * A call's row in the layout the records read (the columns {@link #CALL}..., the metrics, each
      * tensor's Σx² and max|x|, each layer's Σ(Δθ)² and Σθ²) from the graph's row at {@code at}, which
      * leaves out what the host derives exactly: the norms before and after a single global scaling
-     * stage (its norm and norm × coefficient, from its metrics) and the doubling of the Σx²/2 sums.
+     * stage (its norm and norm × coefficient, from its metrics), the deciding stage where one stage
+     * at most decides each action, the non-finite count where a non-finite guard's metric holds it,
+     * and the doubling of the Σx²/2 sums.
      */
     private double[] logicalRow(double[] rows, int at) {
         int m = built.rowMetrics.size();
@@ -829,7 +851,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         row[STEP] = rows[at + 1];
         int k = at + 4; // after the counters before the call: calls, steps, skipped, held
         row[ACTION] = rows[k++];
-        row[DECIDED_BY] = rows[k++];
+        row[DECIDED_BY] = built.soleDecider == null ? rows[k++] : built.soleDecider[(int) row[ACTION]];
         row[LOSS] = rows[k++];
         if (built.normMetric < 0) {
             row[NORM_BEFORE] = rows[k++];
@@ -837,9 +859,14 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         row[MICRO_BATCHES] = rows[k++];
         row[LOSS_SCALE] = rows[k++];
-        row[NON_FINITE] = rows[k++];
+        if (built.nonFiniteMetric < 0) {
+            row[NON_FINITE] = rows[k++];
+        }
         System.arraycopy(rows, k, row, FIXED, m);
         k += m;
+        if (built.nonFiniteMetric >= 0) {
+            row[NON_FINITE] = row[FIXED + built.nonFiniteMetric];
+        }
         if (built.normMetric >= 0) {
             row[NORM_BEFORE] = row[FIXED + built.normMetric];
             row[NORM_AFTER] = row[NORM_BEFORE] * row[FIXED + built.coefficientMetric];

@@ -363,6 +363,45 @@ class TfOptimizerTest {
         }
     }
 
+    /**
+     * THROW fails the first non-finite call, before anything is written: the parameters, the
+     * optimizer's slots and the counters are those of the call before, and training goes on with
+     * the next finite batch. Its failure runs only on a call with non-finite gradients; a finite
+     * call runs none of it.
+     */
+    @Test
+    void throwFailsTheNonFiniteCallAndWritesNothing() {
+        try (Kit kit = new Kit(true)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.nonFinite(io.gradguard.core.transform.NonFiniteGuard.Policy.THROW));
+            Op train = wrapped.minimize(kit.loss);
+            kit.run(train, Batch.of(1, 8));
+            float[] before = kit.state();
+            TFInvalidArgumentException e = assertThrows(TFInvalidArgumentException.class, () -> kit.run(train, poisoned(Batch.of(2, 8))));
+            assertTrue(e.getMessage().contains("non-finite policy THROW"), e.getMessage());
+            assertArrayEquals(before, kit.state());
+            assertEquals(new TfOptimizer.Counters(1, 1, 0, 0), wrapped.counters());
+            kit.run(train, Batch.of(3, 8));
+            assertEquals(new TfOptimizer.Counters(2, 2, 0, 0), wrapped.counters());
+        }
+    }
+
+    /** letThroughWhenExhausted (Optax's apply_if_finite): past the limit a bad call applies instead of failing the run. */
+    @Test
+    void aGuardThatLetsThroughWhenExhaustedAppliesPastTheLimit() {
+        try (Kit kit = new Kit(false)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer,
+                    io.gradguard.core.transform.NonFiniteGuard.skip(1).letThroughWhenExhausted());
+            Op train = wrapped.minimize(kit.loss);
+            Batch bad = poisoned(Batch.of(1, 8));
+            kit.run(train, bad);
+            assertEquals(new TfOptimizer.Counters(1, 0, 1, 0), wrapped.counters(), "the first bad call is skipped");
+            kit.run(train, bad);
+            assertEquals(new TfOptimizer.Counters(2, 1, 1, 0), wrapped.counters(), "the second in a row is let through");
+            float[] state = kit.state();
+            assertTrue(Float.isNaN(state[0]) || Float.isNaN(state[1]), "the let-through update carried the NaN");
+        }
+    }
+
     @Test
     void accumulationEqualsTheFullBatchWithSgd() {
         try (Kit micro = new Kit(false); Kit full = new Kit(false)) {
@@ -469,8 +508,11 @@ class TfOptimizerTest {
             Op train = wrapped.minimize(kit.loss);
             List<Batch> batches = batches(9, 4);
             double lastNorm = Double.NaN;
+            double badCount = Double.NaN;
             for (Batch b : batches) {
-                lastNorm = kit.run(train, b, List.of(wrapped.metric("clipByGlobalNorm.norm")))[0];
+                double[] m = kit.run(train, b, List.of(wrapped.metric("clipByGlobalNorm.norm"), wrapped.metric("nonFinite")));
+                lastNorm = m[0];
+                badCount = m[1] > 0 ? m[1] : badCount;
             }
             assertEquals(0, records.size(), "nothing reaches the host before drain()");
             assertEquals(9, wrapped.drain());
@@ -493,7 +535,8 @@ class TfOptimizerTest {
             assertTrue(lastRecord.tensors().stream().allMatch(t -> t.maxAbs() > 0 && t.maxAbs() <= t.norm()));
             StepRecord skipped = records.stream().filter(StepRecord::skipped).findFirst().orElseThrow();
             assertEquals("nonFinite", skipped.skippedBy());
-            assertTrue(skipped.nonFinite() > 0);
+            assertTrue(badCount > 1, "the poisoned batch makes several gradient values non-finite: " + badCount);
+            assertEquals((long) badCount, skipped.nonFinite(), "the record counts the non-finite values, as on the host");
         }
     }
 
