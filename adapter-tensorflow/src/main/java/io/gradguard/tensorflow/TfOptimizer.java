@@ -356,7 +356,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             Placeholder<TInt64> drainedFeed, Output<TInt64> newFrom, Output<TFloat64> newRows, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
             Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers, Output<TString> decidedBy,
             Output<TInt64> window, List<String> ratioLayers, int normMetric, int coefficientMetric, int[] soleDecider,
-            int nonFiniteMetric) {
+            int nonFiniteMetric, int[] liveColumns, int[] constantColumns, Output<TFloat64> constants) {
     }
 
     private Op build(Ops tf, Output<?> loss, List<Output<?>> vars, List<Output<?>> values, Output<?>[] grads, LossScale scale,
@@ -447,7 +447,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         int capacity = monitors.isEmpty() ? 0 : historyCapacity;
         // a monitor's row (the host's layout and what it derives: logicalRow): the counters before the call, its scalar
         // cells, each tensor's Σx²/2, then the detailed steps' vector (max|x| per tensor, update ratios per layer)
-        List<Operand<TFloat64>> cells = new ArrayList<>();
+        Map<Integer, Operand<TFloat64>> cells = new LinkedHashMap<>(); // by the record layout's column each fills
         List<Operand<TFloat64>> vectors = new ArrayList<>();
         Detail detail = null;
         List<Operand<?>> maxes = new ArrayList<>();
@@ -468,26 +468,29 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             }
         }
         if (capacity > 0) {
-            // the counters before this call (calls, steps, skipped, held), unstacked in one node, and widened in one
+            // the counters before this call (calls, steps, skipped, held), unstacked in one node: the call's slot in the ring
+            // and the monitor's cadence (the host knows the call from the slot, and counts the steps back from its counters)
             List<Output<TInt64>> before = tf.unstack(counters, 4L).output();
             p.computed.add(before.get(0));
             callIndex = before.get(0);
-            vectors.add(p.computed(p.f64(counters)));
-            cells.add(p.action);
+            cells.put(ACTION, p.action);
             if (!decidedByFromAction) {
-                cells.add(p.decidedBy);
+                cells.put(DECIDED_BY, p.decidedBy);
             }
-            cells.add(named.get("loss"));
+            cells.put(LOSS, named.get("loss"));
             if (normBefore != null) {
-                cells.add(normBefore);
-                cells.add(normAfter);
+                cells.put(NORM_BEFORE, normBefore);
+                cells.put(NORM_AFTER, normAfter);
             }
-            cells.add(p.microBatches);
-            cells.add(lossScaleUsed);
+            cells.put(MICRO_BATCHES, p.microBatches);
+            cells.put(LOSS_SCALE, lossScaleUsed);
             if (nonFiniteMetric < 0) {
-                cells.add(p.nonFiniteSeen);
+                cells.put(NON_FINITE, p.nonFiniteSeen);
             }
-            cells.addAll(p.rawMetrics.values());
+            int column = FIXED;
+            for (Operand<TFloat64> m : p.rawMetrics.values()) {
+                cells.put(column++, m);
+            }
             // per tensor, before the pipeline's changes: Σx²/2, the stacked L2Loss nodes a global stage builds anyway
             @SuppressWarnings("unchecked")
             Operand<TFloat64> halves = (Operand<TFloat64>) p.ops.halfSquares(GraphProgram.tensors(input));
@@ -543,6 +546,9 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         end.add(done);
         Variable<TFloat64> history = null;
         int width = 0;
+        List<Integer> liveColumns = new ArrayList<>();
+        List<Integer> constantColumns = new ArrayList<>();
+        Output<TFloat64> constants = null;
         if (capacity > 0) {
             // the detailed steps' vector, live only on them (one Merge with NaN between them): max|x|, then the ratios' sums,
             // read after the update (or after a call that did not apply: the host keeps ratios of applied calls only)
@@ -553,9 +559,23 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             }
             int detailWidth = input.length + (ratios == null ? 0 : 2 * ratios.layers.size());
             vectors.add(detail.orNaN(tf, detailed.size() == 1 ? detailed.get(0) : tf.concat(detailed, tf.constant(0)), detailWidth));
-            width = 4 + cells.size() + input.length + detailWidth;
+            // a cell that is a constant of the graph (no accumulation: 1 micro-batch; no loss scaling; a clip's bound) is the
+            // same on every call: the host reads it once per drain, the row leaves it out
+            List<Operand<TFloat64>> live = new ArrayList<>();
+            List<Operand<TFloat64>> fixed = new ArrayList<>();
+            cells.forEach((c, cell) -> {
+                boolean constant = cell.op() instanceof GraphOperation o && o.type().equals("Const");
+                (constant ? fixed : live).add(cell);
+                (constant ? constantColumns : liveColumns).add(c);
+            });
+            if (!fixed.isEmpty()) {
+                constants = tf.stack(fixed).asOutput();
+            }
+            width = live.size() + input.length + detailWidth;
             List<Operand<TFloat64>> parts = new ArrayList<>(vectors);
-            parts.add(1, tf.stack(cells));
+            if (!live.isEmpty()) {
+                parts.add(0, tf.stack(live));
+            }
             Operand<TFloat64> row = tf.concat(parts, tf.constant(0));
             p.computed.add(row);
             history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
@@ -585,7 +605,9 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         built = new Built(train, countersRead, java.util.Collections.unmodifiableMap(named), drainedFeed, newFrom, newRows, capacity, width, List.copyOf(p.metrics.keySet()),
                 List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set),
                 decidedBy, p.window == null ? null : identity(tf, p.window), ratios == null ? List.of() : ratios.layers,
-                normMetric, coefficientMetric, decidedByFromAction ? soleDecider : null, nonFiniteMetric);
+                normMetric, coefficientMetric, decidedByFromAction ? soleDecider : null, nonFiniteMetric,
+                liveColumns.stream().mapToInt(Integer::intValue).toArray(), constantColumns.stream().mapToInt(Integer::intValue).toArray(),
+                constants);
         return train;
     }
 
@@ -782,15 +804,19 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             return 0;
         }
         double[] rows;
+        double[] constants = new double[0];
         long calls;
+        long steps;
         long from; // the first call read: the graph's max(drained, calls − capacity), 0-based after a restore
-        try (TInt64 fed = TInt64.scalarOf(drained);
-                Result r = runner().feed(built.drainedFeed, fed).fetch(built.newRows).fetch(built.counters).fetch(built.newFrom).run()) {
-            TFloat64 fetched = (TFloat64) r.get(0);
-            rows = new double[(int) fetched.size()];
-            fetched.copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(rows, false, false));
-            calls = ((TInt64) r.get(1)).getLong(0);
+        try (TInt64 fed = TInt64.scalarOf(drained); Result r = drainRun(fed)) {
+            rows = doubles((TFloat64) r.get(0));
+            TInt64 counted = (TInt64) r.get(1);
+            calls = counted.getLong(0);
+            steps = counted.getLong(1);
             from = ((TInt64) r.get(2)).getLong();
+            if (built.constants != null) {
+                constants = doubles((TFloat64) r.get(3));
+            }
         }
         if (calls < drained) {
             drained = 0; // a checkpoint from before the last drain was restored
@@ -799,14 +825,19 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             org.slf4j.LoggerFactory.getLogger(TfOptimizer.class).warn("GradGuard: {} calls' records were overwritten before drain(): "
                     + "drain more often or raise history(...)", from - drained);
         }
-        int width = built.width;
+        // each call's row, its call index from its place, its optimizer step counted back from the graph's step count
+        int count = (int) (calls - from);
+        double[][] read = new double[count][];
+        for (int j = count - 1; j >= 0; j--) {
+            double[] row = logicalRow(rows, j * built.width, constants);
+            row[CALL] = from + j;
+            steps -= row[ACTION] == GraphProgram.PROCEED ? 1 : 0;
+            row[STEP] = steps;
+            read[j] = row;
+        }
         double lossSum = 0;
         int lossCount = 0;
-        for (long c = from; c < calls; c++) {
-            double[] row = logicalRow(rows, (int) (c - from) * width);
-            if ((long) row[CALL] != c) {
-                continue;
-            }
+        for (double[] row : read) {
             double action = row[ACTION];
             if (Double.isFinite(row[LOSS])) {
                 lossSum += row[LOSS];
@@ -831,39 +862,48 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             }
         }
         drained = calls;
-        return (int) (calls - from);
+        return count;
+    }
+
+    /** One run: the new rows, the counters, the first call read, the rows' constant cells. */
+    private Result drainRun(TInt64 drainedSoFar) {
+        Session.Runner runner = runner().feed(built.drainedFeed, drainedSoFar).fetch(built.newRows).fetch(built.counters).fetch(built.newFrom);
+        if (built.constants != null) {
+            runner.fetch(built.constants);
+        }
+        return runner.run();
+    }
+
+    private static double[] doubles(TFloat64 t) {
+        double[] out = new double[(int) t.size()];
+        t.copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(out, false, false));
+        return out;
     }
 
     /**
      * A call's row in the layout the records read (the columns {@link #CALL}..., the metrics, each
      * tensor's Σx² and max|x|, each layer's Σ(Δθ)² and Σθ²) from the graph's row at {@code at}, which
-     * leaves out what the host derives exactly: the norms before and after a single global scaling
+     * leaves out what the host derives exactly: the call and its step (set by {@link #drain}), the
+     * cells that are constants of the graph ({@code constants}), the norms before and after a single global scaling
      * stage (its norm and norm × coefficient, from its metrics), the deciding stage where one stage
      * at most decides each action, the non-finite count where a non-finite guard's metric holds it,
      * and the doubling of the Σx²/2 sums.
      */
-    private double[] logicalRow(double[] rows, int at) {
+    private double[] logicalRow(double[] rows, int at, double[] constants) {
         int m = built.rowMetrics.size();
         int n = built.tensorNames.size();
         int l = built.ratioLayers.size();
         double[] row = new double[FIXED + m + 2 * n + 2 * l];
-        row[CALL] = rows[at];
-        row[STEP] = rows[at + 1];
-        int k = at + 4; // after the counters before the call: calls, steps, skipped, held
-        row[ACTION] = rows[k++];
-        row[DECIDED_BY] = built.soleDecider == null ? rows[k++] : built.soleDecider[(int) row[ACTION]];
-        row[LOSS] = rows[k++];
-        if (built.normMetric < 0) {
-            row[NORM_BEFORE] = rows[k++];
-            row[NORM_AFTER] = rows[k++];
+        int k = at;
+        for (int c : built.liveColumns) {
+            row[c] = rows[k++];
         }
-        row[MICRO_BATCHES] = rows[k++];
-        row[LOSS_SCALE] = rows[k++];
-        if (built.nonFiniteMetric < 0) {
-            row[NON_FINITE] = rows[k++];
+        for (int i = 0; i < built.constantColumns.length; i++) {
+            row[built.constantColumns[i]] = constants[i];
         }
-        System.arraycopy(rows, k, row, FIXED, m);
-        k += m;
+        if (built.soleDecider != null) {
+            row[DECIDED_BY] = built.soleDecider[(int) row[ACTION]];
+        }
         if (built.nonFiniteMetric >= 0) {
             row[NON_FINITE] = row[FIXED + built.nonFiniteMetric];
         }
