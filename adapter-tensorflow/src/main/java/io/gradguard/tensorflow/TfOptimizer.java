@@ -451,7 +451,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         List<Operand<TFloat64>> vectors = new ArrayList<>();
         Detail detail = null;
         List<Operand<?>> maxes = new ArrayList<>();
-        Operand<TInt64> callIndex = null;
+        Operand<TInt64> slot = null;
         // with at most one stage deciding each kind, the deciding stage follows from the action (no cell of its own)
         int[] soleDecider = {-1, -1, -1};
         boolean decidedByFromAction = true;
@@ -468,11 +468,13 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             }
         }
         if (capacity > 0) {
-            // the counters before this call (calls, steps, skipped, held), unstacked in one node: the call's slot in the ring
-            // and the monitor's cadence (the host knows the call from the slot, and counts the steps back from its counters)
-            List<Output<TInt64>> before = tf.unstack(counters, 4L).output();
-            p.computed.add(before.get(0));
-            callIndex = before.get(0);
+            // from the counters before this call (calls, steps, skipped, held), in one FloorMod: the call's slot in the ring
+            // and its step's place in the monitor's cadence (the host knows the call from its slot, and counts the steps back
+            // from the graph's step count)
+            int every = monitors.stream().mapToInt(Monitor::every).min().orElse(1);
+            List<Output<TInt64>> mod = tf.unstack(tf.math.floorMod(counters, tf.constant(new long[] {capacity, every, 1, 1})), 4L)
+                    .output();
+            slot = p.computed(mod.get(0));
             cells.put(ACTION, p.action);
             if (!decidedByFromAction) {
                 cells.put(DECIDED_BY, p.decidedBy);
@@ -495,7 +497,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             @SuppressWarnings("unchecked")
             Operand<TFloat64> halves = (Operand<TFloat64>) p.ops.halfSquares(GraphProgram.tensors(input));
             vectors.add(halves);
-            detail = Detail.of(tf, monitors, before.get(1));
+            detail = Detail.of(tf, every, mod.get(1));
             // max|x| costs a pass of its own: measured on the detailed steps only, behind the detail pivot; reduced in each
             // tensor's dtype, then widened and floored at 0 (an empty tensor) once for all tensors
             for (Output<?> x : input) {
@@ -579,9 +581,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             Operand<TFloat64> row = tf.concat(parts, tf.constant(0));
             p.computed.add(row);
             history = tf.withName("history").variable(tf.fill(tf.constant(new long[] {capacity, width}), tf.constant(Double.NaN)));
-            Operand<TInt64> at = tf.math.floorMod(callIndex, tf.constant((long) capacity));
-            p.computed.add(at);
-            end.add(tf.withControlDependencies(GraphProgram.barrier(p)).scatterUpdate(history, at, row)); // row `at` := row
+            end.add(tf.withControlDependencies(GraphProgram.barrier(p)).scatterUpdate(history, slot, row)); // row `slot` := row
         }
         Output<TInt64> countersRead = identity(tf, counters);
         Placeholder<TInt64> drainedFeed = null;
@@ -1056,12 +1056,12 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             this.otherwise = otherwise;
         }
 
-        static Detail of(Ops tf, List<Monitor> monitors, Operand<TInt64> step) {
-            int every = monitors.stream().mapToInt(Monitor::every).min().orElse(1);
+        /** @param place the step's place in the cadence: the optimizer step count before the call, modulo {@code every} */
+        static Detail of(Ops tf, int every, Operand<TInt64> place) {
             if (every == 1) {
                 return new Detail(null, tf, null);
             }
-            Operand<TBool> detailed = tf.math.equal(tf.math.floorMod(step, tf.constant((long) every)), tf.constant(0L));
+            Operand<TBool> detailed = tf.math.equal(place, tf.constant(0L));
             SwitchCond<TBool> pivot = tf.switchCond(detailed, detailed);
             return new Detail(pivot, tf.withControlDependencies(List.of(tf.identity(pivot.outputTrue()))),
                     tf.identity(pivot.outputFalse()));
