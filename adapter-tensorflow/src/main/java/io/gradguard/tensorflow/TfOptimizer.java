@@ -508,9 +508,16 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         // calls, steps, skipped, held: one add of this call's deltas
         boolean gated = p.go != null || !p.asserts.isEmpty();
-        Operand<TInt64> delta = !gated ? tf.constant(new long[] {1, 1, 0, 0})
-                : tf.dtypes.cast(tf.stack(List.of(tf.constant(true), applies, p.skips == null ? tf.constant(false) : p.skips,
-                        p.holds == null ? tf.constant(false) : p.holds)), TInt64.class);
+        Operand<TInt64> delta;
+        if (!gated) {
+            delta = tf.constant(new long[] {1, 1, 0, 0});
+        } else if (p.holds == null || p.skips == null) {
+            // where no stage holds (or none skips), a call that does not apply was skipped (held): one select of two deltas
+            delta = tf.select(applies, tf.constant(new long[] {1, 1, 0, 0}),
+                    tf.constant(p.holds == null ? new long[] {1, 0, 1, 0} : new long[] {1, 0, 0, 1}));
+        } else {
+            delta = tf.dtypes.cast(tf.stack(List.of(tf.constant(true), applies, p.skips, p.holds)), TInt64.class);
+        }
         p.write(counters, tf.math.add(counters, delta));
 
         // update-to-parameter ratios, for a monitor that wants them, on an applied call of its cadence (optimizer steps):
