@@ -356,7 +356,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             Placeholder<TInt64> drainedFeed, Output<TInt64> newFrom, Output<TFloat64> newRows, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
             Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers, Output<TString> decidedBy,
             Output<TInt64> window, List<String> ratioLayers, int normMetric, int coefficientMetric, int[] soleDecider,
-            int nonFiniteMetric, int[] liveColumns, int[] constantColumns, Output<TFloat64> constants) {
+            int nonFiniteMetric, int[] liveColumns, int[] constantColumns, Output<TFloat64> constants, RecordShape shape) {
     }
 
     private Op build(Ops tf, Output<?> loss, List<Output<?>> vars, List<Output<?>> values, Output<?>[] grads, LossScale scale,
@@ -614,7 +614,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 decidedBy, p.window == null ? null : identity(tf, p.window), ratios == null ? List.of() : ratios.layers,
                 normMetric, coefficientMetric, decidedByFromAction ? soleDecider : null, nonFiniteMetric,
                 liveColumns.stream().mapToInt(Integer::intValue).toArray(), constantColumns.stream().mapToInt(Integer::intValue).toArray(),
-                constants);
+                constants, RecordShape.of(tensorLayers(set), ratios == null ? List.of() : ratios.layers, List.copyOf(p.metrics.keySet())));
         return train;
     }
 
@@ -941,7 +941,30 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         return List.copyOf(out);
     }
 
-    /** Per tensor and per layer from the row's Σx² and max|x| (a non-finite tensor counts 1: the graph does not count). */
+    /**
+     * The shape of a record, fixed when the op is built: the layers in model order, each tensor's
+     * layer, each layer's place among the update ratios (-1: none), the first clip bound's metric.
+     */
+    private record RecordShape(List<String> layers, int[] layerOf, int[] ratioOf, int threshold) {
+        static RecordShape of(List<String> tensorLayers, List<String> ratioLayers, List<String> metrics) {
+            List<String> layers = new ArrayList<>();
+            int[] layerOf = new int[tensorLayers.size()];
+            for (int i = 0; i < layerOf.length; i++) {
+                if (!layers.contains(tensorLayers.get(i))) {
+                    layers.add(tensorLayers.get(i));
+                }
+                layerOf[i] = layers.indexOf(tensorLayers.get(i));
+            }
+            int[] ratioOf = layers.stream().mapToInt(ratioLayers::indexOf).toArray();
+            int threshold = -1;
+            for (int i = metrics.size() - 1; i >= 0; i--) {
+                threshold = metrics.get(i).endsWith(".threshold") ? i : threshold;
+            }
+            return new RecordShape(List.copyOf(layers), layerOf, ratioOf, threshold);
+        }
+    }
+
+    /** Per tensor from the row's Σx² and max|x| (a non-finite tensor counts 1: the graph does not count). */
     private List<io.gradguard.core.monitor.TensorStats> tensorStats(double[] row) {
         int n = built.tensorNames.size();
         int at = FIXED + built.rowMetrics.size();
@@ -955,28 +978,30 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     }
 
     /**
-     * Per layer from the tensors; with {@code ratios}, each layer's update ratio from the row's Σ(Δθ)²
-     * and Σθ² (θ before the update), as the host monitor computes it: √(Σ(Δθ)² / Σθ²); for a layer
-     * of zeros 0 if it did not move, +∞ if it did; NaN on a call that was not measured.
+     * Per layer from the row's per-tensor Σx²; with {@code ratios}, each layer's update ratio from
+     * the row's Σ(Δθ)² and Σθ² (θ before the update), as the host monitor computes it: √(Σ(Δθ)² /
+     * Σθ²); for a layer of zeros 0 if it did not move, +∞ if it did; NaN on a call that was not measured.
      */
-    private List<io.gradguard.core.monitor.LayerStats> layerStats(List<io.gradguard.core.monitor.TensorStats> tensors, double[] row,
-            boolean ratios) {
-        Map<String, Double> ss = new LinkedHashMap<>();
-        for (var t : tensors) {
-            ss.merge(t.layer(), t.norm() * t.norm(), Double::sum);
+    private List<io.gradguard.core.monitor.LayerStats> layerStats(double[] row, boolean ratios) {
+        RecordShape shape = built.shape;
+        double[] ss = new double[shape.layers.size()];
+        int at = FIXED + built.rowMetrics.size();
+        for (int i = 0; i < shape.layerOf.length; i++) {
+            ss[shape.layerOf[i]] += row[at + i];
         }
-        int at = FIXED + built.rowMetrics.size() + 2 * built.tensorNames.size();
-        List<io.gradguard.core.monitor.LayerStats> out = new ArrayList<>();
-        ss.forEach((layer, v) -> {
-            int l = ratios ? built.ratioLayers.indexOf(layer) : -1;
+        int ratiosAt = at + 2 * built.tensorNames.size();
+        int count = built.ratioLayers.size();
+        List<io.gradguard.core.monitor.LayerStats> out = new ArrayList<>(ss.length);
+        for (int l = 0; l < ss.length; l++) {
+            int r = ratios ? shape.ratioOf[l] : -1;
             double ratio = Double.NaN;
-            if (l >= 0) {
-                double du = row[at + l];
-                double p = row[at + built.ratioLayers.size() + l];
+            if (r >= 0) {
+                double du = row[ratiosAt + r];
+                double p = row[ratiosAt + count + r];
                 ratio = Double.isNaN(du) || Double.isNaN(p) ? Double.NaN : p > 0 ? Math.sqrt(du / p) : du == 0 ? 0 : Double.POSITIVE_INFINITY;
             }
-            out.add(new io.gradguard.core.monitor.LayerStats(layer, Math.sqrt(v), ratio));
-        });
+            out.add(new io.gradguard.core.monitor.LayerStats(shape.layers.get(l), Math.sqrt(ss[l]), ratio));
+        }
         return out;
     }
 
@@ -985,16 +1010,10 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         int decider = (int) row[DECIDED_BY];
         String by = skipped && decider >= 0 ? built.stageNames.get(decider) : "";
         double coefficient = row[NORM_BEFORE] > 0 && Double.isFinite(row[NORM_BEFORE]) ? row[NORM_AFTER] / row[NORM_BEFORE] : 1.0;
-        var tensors = tensorStats(row);
-        double threshold = Double.NaN;
-        for (int i = 0; i < built.rowMetrics.size(); i++) {
-            if (built.rowMetrics.get(i).endsWith(".threshold") && Double.isNaN(threshold)) {
-                threshold = row[FIXED + i];
-            }
-        }
+        double threshold = built.shape.threshold < 0 ? Double.NaN : row[FIXED + built.shape.threshold];
         return new StepRecord("", 0, (long) row[STEP], (long) row[CALL], skipped, skipped ? "skipped in the graph by " + by : "", by,
                 (int) row[MICRO_BATCHES], loss, row[NORM_BEFORE], row[NORM_AFTER], coefficient, coefficient < 1, threshold,
-                (long) row[NON_FINITE], true, layerStats(tensors, row, ratios), tensors, List.of(), row[LOSS_SCALE]);
+                (long) row[NON_FINITE], true, layerStats(row, ratios), tensorStats(row), List.of(), row[LOSS_SCALE]);
     }
 
     private void requireBuilt(String what) {
