@@ -881,9 +881,10 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         return runner.run();
     }
 
+    /** A fetched tensor's values, read in one bulk copy of its buffer. */
     private static double[] doubles(TFloat64 t) {
         double[] out = new double[(int) t.size()];
-        t.copyTo(org.tensorflow.ndarray.buffer.DataBuffers.of(out, false, false));
+        t.asRawTensor().data().asDoubles().read(out);
         return out;
     }
 

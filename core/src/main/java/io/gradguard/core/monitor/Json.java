@@ -17,44 +17,38 @@ final class Json {
 
     // ---- writing ---------------------------------------------------------------------------------
 
+    /** One record as a JSON object, written into one builder (a record's line is written at every step). */
     static String record(StepRecord r) {
-        StringBuilder b = new StringBuilder(256);
-        b.append('{');
-        field(b, "run").append(str(r.run())).append(',');
-        field(b, "index").append(r.index()).append(',');
-        field(b, "step").append(r.step()).append(',');
-        field(b, "call").append(r.call()).append(',');
-        field(b, "skipped").append(r.skipped()).append(',');
-        field(b, "skipReason").append(str(r.skipReason())).append(',');
-        field(b, "skippedBy").append(str(r.skippedBy())).append(',');
-        field(b, "microBatches").append(r.microBatches()).append(',');
-        field(b, "loss").append(num(r.loss())).append(',');
-        field(b, "normBefore").append(num(r.normBefore())).append(',');
-        field(b, "normAfter").append(num(r.normAfter())).append(',');
-        field(b, "clipCoefficient").append(num(r.clipCoefficient())).append(',');
-        field(b, "clipped").append(r.clipped()).append(',');
-        field(b, "clipThreshold").append(num(r.clipThreshold())).append(',');
-        field(b, "nonFinite").append(r.nonFinite()).append(',');
-        field(b, "detailed").append(r.detailed()).append(',');
+        StringBuilder b = new StringBuilder(320 + 96 * (r.layers().size() + r.tensors().size()));
+        b.append("{\"run\":");
+        str(b, r.run()).append(",\"index\":").append(r.index()).append(",\"step\":").append(r.step())
+                .append(",\"call\":").append(r.call()).append(",\"skipped\":").append(r.skipped()).append(",\"skipReason\":");
+        str(b, r.skipReason()).append(",\"skippedBy\":");
+        str(b, r.skippedBy()).append(",\"microBatches\":").append(r.microBatches()).append(",\"loss\":");
+        num(b, r.loss()).append(",\"normBefore\":");
+        num(b, r.normBefore()).append(",\"normAfter\":");
+        num(b, r.normAfter()).append(",\"clipCoefficient\":");
+        num(b, r.clipCoefficient()).append(",\"clipped\":").append(r.clipped()).append(",\"clipThreshold\":");
+        num(b, r.clipThreshold()).append(",\"nonFinite\":").append(r.nonFinite()).append(",\"detailed\":").append(r.detailed());
         if (!Double.isNaN(r.lossScale())) {
-            field(b, "lossScale").append(num(r.lossScale())).append(',');
+            num(b.append(",\"lossScale\":"), r.lossScale());
         }
-        field(b, "layers").append('[');
+        b.append(",\"layers\":[");
         for (int i = 0; i < r.layers().size(); i++) {
             LayerStats l = r.layers().get(i);
-            b.append(i == 0 ? "" : ",").append("{\"layer\":").append(str(l.layer())).append(",\"norm\":").append(num(l.norm()))
-                    .append(",\"updateRatio\":").append(num(l.updateRatio())).append('}');
+            str(b.append(i == 0 ? "{\"layer\":" : ",{\"layer\":"), l.layer()).append(",\"norm\":");
+            num(b, l.norm()).append(",\"updateRatio\":");
+            num(b, l.updateRatio()).append('}');
         }
-        b.append("],");
-        field(b, "tensors").append('[');
+        b.append("],\"tensors\":[");
         for (int i = 0; i < r.tensors().size(); i++) {
             TensorStats t = r.tensors().get(i);
-            b.append(i == 0 ? "" : ",").append("{\"name\":").append(str(t.name())).append(",\"layer\":").append(str(t.layer()))
-                    .append(",\"norm\":").append(num(t.norm())).append(",\"maxAbs\":").append(num(t.maxAbs()))
-                    .append(",\"nonFinite\":").append(t.nonFinite()).append('}');
+            str(b.append(i == 0 ? "{\"name\":" : ",{\"name\":"), t.name()).append(",\"layer\":");
+            str(b, t.layer()).append(",\"norm\":");
+            num(b, t.norm()).append(",\"maxAbs\":");
+            num(b, t.maxAbs()).append(",\"nonFinite\":").append(t.nonFinite()).append('}');
         }
-        b.append("],");
-        field(b, "events").append('[');
+        b.append("],\"events\":[");
         for (int i = 0; i < r.events().size(); i++) {
             b.append(i == 0 ? "" : ",").append(event(r.events().get(i)));
         }
@@ -62,32 +56,42 @@ final class Json {
     }
 
     static String event(MonitorEvent e) {
-        return "{\"kind\":" + str(e.kind().name()) + ",\"step\":" + e.step() + ",\"layer\":" + str(e.layer())
-                + ",\"parameter\":" + str(e.parameter()) + ",\"value\":" + num(e.value()) + ",\"reference\":"
-                + num(e.reference()) + ",\"message\":" + str(e.message()) + "}";
-    }
-
-    private static StringBuilder field(StringBuilder b, String name) {
-        return b.append('"').append(name).append("\":");
+        StringBuilder b = new StringBuilder(160).append("{\"kind\":");
+        str(b, e.kind().name()).append(",\"step\":").append(e.step()).append(",\"layer\":");
+        str(b, e.layer()).append(",\"parameter\":");
+        str(b, e.parameter()).append(",\"value\":");
+        num(b, e.value()).append(",\"reference\":");
+        num(b, e.reference()).append(",\"message\":");
+        return str(b, e.message()).append('}').toString();
     }
 
     /** A number, or a string for NaN and ±Infinity (shortest round-tripping decimal otherwise). */
     static String num(double v) {
+        return num(new StringBuilder(24), v).toString();
+    }
+
+    /** {@link #num(double)} appended to {@code b}. */
+    static StringBuilder num(StringBuilder b, double v) {
         if (Double.isNaN(v)) {
-            return "\"NaN\"";
+            return b.append("\"NaN\"");
         }
         if (Double.isInfinite(v)) {
-            return v > 0 ? "\"Infinity\"" : "\"-Infinity\"";
+            return b.append(v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
         }
         if (v == Math.rint(v) && Math.abs(v) < 1e15) {
-            return Long.toString((long) v);
+            return b.append((long) v);
         }
-        return Double.toString(v);
+        return b.append(v);
     }
 
     /** A JSON string literal (also safe inside an HTML script element: '<' is escaped). */
     static String str(String s) {
-        StringBuilder b = new StringBuilder(s.length() + 2).append('"');
+        return str(new StringBuilder(s.length() + 2), s).toString();
+    }
+
+    /** {@link #str(String)} appended to {@code b}. */
+    static StringBuilder str(StringBuilder b, String s) {
+        b.append('"');
         for (int i = 0; i < s.length(); i++) {
             char c = s.charAt(i);
             switch (c) {
@@ -106,7 +110,7 @@ final class Json {
                 }
             }
         }
-        return b.append('"').toString();
+        return b.append('"');
     }
 
     // ---- reading ---------------------------------------------------------------------------------
