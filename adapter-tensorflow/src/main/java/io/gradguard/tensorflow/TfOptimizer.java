@@ -31,11 +31,9 @@ import org.tensorflow.Operand;
 import org.tensorflow.Output;
 import org.tensorflow.Result;
 import org.tensorflow.Session;
-import org.tensorflow.ndarray.Shape;
 import org.tensorflow.framework.optimizers.Optimizer;
 import org.tensorflow.op.Op;
 import org.tensorflow.op.Ops;
-import org.tensorflow.op.core.Placeholder;
 import org.tensorflow.op.core.SwitchCond;
 import org.tensorflow.op.core.Variable;
 import org.tensorflow.types.TBool;
@@ -132,6 +130,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     /** The session runs this wrapper made itself ({@link #counters}, {@link #lossScale}, {@link #microStep}, {@link #drain}). */
     private long ownRuns;
     private long drained;
+    /** The monitor rows' constant cells, read at the first drain (null: not read yet). */
+    private double[] constants;
     private boolean closed;
 
     private TfOptimizer(Session session, Optimizer inner, GradientPipeline pipeline) {
@@ -192,7 +192,9 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
 
     /**
      * How many calls' records the graph keeps for a {@link Monitor} between two {@link #drain()}s
-     * (default 1000); older ones are overwritten and counted as lost.
+     * (default 1000); older ones are overwritten and counted as lost. A drain reads the whole ring
+     * (one row of a few dozen numbers per call), so size it to your drain cadence: a little more
+     * than the calls between two drains.
      *
      * @return this
      * @throws IllegalArgumentException if capacity &lt; 1
@@ -353,7 +355,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
 
     /** What the build produced: the training op and the nodes the host reads. */
     private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics,
-            Placeholder<TInt64> drainedFeed, Output<TInt64> newFrom, Output<TFloat64> newRows, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
+            Output<TFloat64> ring, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
             Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers, Output<TString> decidedBy,
             Output<TInt64> window, List<String> ratioLayers, int normMetric, int coefficientMetric, int[] soleDecider,
             int nonFiniteMetric, int[] liveColumns, int[] constantColumns, Output<TFloat64> constants, RecordShape shape) {
@@ -591,25 +593,14 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             end.add(tf.withControlDependencies(GraphProgram.barrier(p)).scatterUpdate(history, slot, row)); // row `slot` := row
         }
         Output<TInt64> countersRead = identity(tf, counters);
-        Placeholder<TInt64> drainedFeed = null;
-        Output<TInt64> newFrom = null;
-        Output<TFloat64> newRows = null;
-        if (history != null) {
-            // for drain(): the rows of the calls since the host last drained, [max(drained, calls − capacity), calls), in
-            // one gather (a restored checkpoint from before that drain starts from 0); the ring itself stays in the graph
-            drainedFeed = tf.withName("drained").placeholder(TInt64.class, Placeholder.shape(Shape.scalar()));
-            Operand<TInt64> calls = tf.gather(countersRead, tf.constant(0), tf.constant(0));
-            Operand<TInt64> from = tf.select(tf.math.less(calls, drainedFeed), tf.constant(0L), drainedFeed);
-            newFrom = tf.math.maximum(from, tf.math.sub(calls, tf.constant((long) capacity))).asOutput();
-            Operand<TInt64> slots = tf.math.floorMod(tf.range(newFrom, calls, tf.constant(1L)), tf.constant((long) capacity));
-            newRows = tf.gather(identity(tf, history), slots, tf.constant(0)).asOutput();
-        }
+        // for drain(): the whole ring, read with the counters in one run (the host picks the rows since its last drain)
+        Output<TFloat64> ring = history == null ? null : identity(tf, history);
         List<Op> barrier = GraphProgram.barrier(p);
         for (Object[] w : p.writes) {
             end.add(assign(tf.withControlDependencies(barrier), (Variable<?>) w[0], (Operand<?>) w[1]));
         }
         Op train = tf.withName("train").withControlDependencies(end).noOp();
-        built = new Built(train, countersRead, java.util.Collections.unmodifiableMap(named), drainedFeed, newFrom, newRows, capacity, width, List.copyOf(p.metrics.keySet()),
+        built = new Built(train, countersRead, java.util.Collections.unmodifiableMap(named), ring, capacity, width, List.copyOf(p.metrics.keySet()),
                 List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set),
                 decidedBy, p.window == null ? null : identity(tf, p.window), ratios == null ? List.of() : ratios.layers,
                 normMetric, coefficientMetric, decidedByFromAction ? soleDecider : null, nonFiniteMetric,
@@ -800,34 +791,38 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
      * per optimizer step, as on the other adapters: held micro-batches are folded into the step that
      * closes their window) and returns how many calls it read. Call it at your logging cadence (every
      * N steps) and at the end; calls older than the history capacity are lost (logged, counted in
-     * the return value's absence). One session run.
+     * the return value's absence). One session run, which reads the ring ({@link #history}) and the
+     * counters.
      *
      * @return the number of calls read
      * @throws IllegalStateException if the training op is not built yet, or this wrapper is closed
      */
     public int drain() {
         requireBuilt("drain");
-        if (built.newRows == null) {
+        if (built.ring == null) {
             return 0;
         }
         double[] rows;
-        double[] constants = new double[0];
         long calls;
         long steps;
-        long from; // the first call read: the graph's max(drained, calls − capacity), 0-based after a restore
-        try (TInt64 fed = TInt64.scalarOf(drained); Result r = drainRun(fed)) {
+        Session.Runner runner = runner().fetch(built.ring).fetch(built.counters);
+        boolean readConstants = constants == null && built.constants != null;
+        if (readConstants) {
+            runner.fetch(built.constants);
+        }
+        try (Result r = runner.run()) {
             rows = doubles((TFloat64) r.get(0));
             TInt64 counted = (TInt64) r.get(1);
             calls = counted.getLong(0);
             steps = counted.getLong(1);
-            from = ((TInt64) r.get(2)).getLong();
-            if (built.constants != null) {
-                constants = doubles((TFloat64) r.get(3));
+            if (readConstants) {
+                constants = doubles((TFloat64) r.get(2));
             }
         }
         if (calls < drained) {
             drained = 0; // a checkpoint from before the last drain was restored
         }
+        long from = Math.max(drained, calls - built.capacity); // the first call read: older ones were overwritten
         if (from > drained) {
             org.slf4j.LoggerFactory.getLogger(TfOptimizer.class).warn("GradGuard: {} calls' records were overwritten before drain(): "
                     + "drain more often or raise history(...)", from - drained);
@@ -836,7 +831,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         int count = (int) (calls - from);
         double[][] read = new double[count][];
         for (int j = count - 1; j >= 0; j--) {
-            double[] row = logicalRow(rows, j * built.width, constants);
+            double[] row = logicalRow(rows, (int) ((from + j) % built.capacity) * built.width);
             row[CALL] = from + j;
             steps -= row[ACTION] == GraphProgram.PROCEED ? 1 : 0;
             row[STEP] = steps;
@@ -872,15 +867,6 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         return count;
     }
 
-    /** One run: the new rows, the counters, the first call read, the rows' constant cells. */
-    private Result drainRun(TInt64 drainedSoFar) {
-        Session.Runner runner = runner().feed(built.drainedFeed, drainedSoFar).fetch(built.newRows).fetch(built.counters).fetch(built.newFrom);
-        if (built.constants != null) {
-            runner.fetch(built.constants);
-        }
-        return runner.run();
-    }
-
     /** A fetched tensor's values, read in one bulk copy of its buffer. */
     private static double[] doubles(TFloat64 t) {
         double[] out = new double[(int) t.size()];
@@ -897,7 +883,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
      * at most decides each action, the non-finite count where a non-finite guard's metric holds it,
      * and the doubling of the Σx²/2 sums.
      */
-    private double[] logicalRow(double[] rows, int at, double[] constants) {
+    private double[] logicalRow(double[] rows, int at) {
         int m = built.rowMetrics.size();
         int n = built.tensorNames.size();
         int l = built.ratioLayers.size();
