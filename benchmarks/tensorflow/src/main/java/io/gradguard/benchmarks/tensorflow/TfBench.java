@@ -162,7 +162,7 @@ public final class TfBench {
             section.emit(Row.ratio(5, "tensorflow small model, skipNonFinite + clipByGlobalNorm + Monitor without update ratios "
                     + "(TfOptimizer; context)", Table.count(n.params()) + " params, batch " + SmallModels.BATCH,
                     wNoRatios.withDrains(m.get("w no ratios")), "unguarded step", m.get("plain"), Double.NaN,
-                    "the README + Monitor row less what its update ratios cost on a step that does not measure them (their pivot, NaN pass and the join that orders the θ copies before the update)"));
+                    "the README + Monitor row less what its update ratios cost on a step that does not measure them (the join that orders the θ copies before the update, and their reductions, dead on such a step)"));
             section.emit(Row.ratio(5, "tensorflow small model, drain() every " + DRAIN_EVERY + " calls, per call (README + Monitor, "
                     + "TfOptimizer; context)", Table.count(n.params()) + " params, batch " + SmallModels.BATCH,
                     wMonitored.drainMillisPerCall(), "unguarded step", m.get("plain"), Double.NaN,
