@@ -42,9 +42,9 @@ final class GraphProgram {
     Variable<TInt64> window;
     /** The exact count of non-finite values (computed only when fetched). */
     Operand<TFloat64> nonFinite;
-    /** 1 when a stage found non-finite values, else 0: what a monitor's row records. */
+    /** 1 when a stage found non-finite values, else 0: what a monitor's row records without a non-finite guard's count. */
     Operand<TFloat64> nonFiniteSeen;
-    /** The stages that can hold ({@link #HOLD}) or skip ({@link #SKIP}) a call, in pipeline order. */
+    /** The stages that decide a call's hold ({@link #HOLD}) or skip ({@link #SKIP}; a THROW guard too, which never skips), in pipeline order. */
     final Map<Double, List<Integer>> deciders = new java.util.HashMap<>();
     /** Whether a stage skipped / held this call (null: none can). */
     Operand<TBool> skips;

@@ -70,10 +70,10 @@ import org.tensorflow.types.family.TType;
  *       percentile and the decision as graph ops, with core's formulas;</li>
  *   <li>a {@link Monitor} stage: each call's scalars (loss, norms before and after the pipeline, the
  *       stages' metrics) go to a ring of graph variables that {@link #drain()} hands to the monitor on
- *       the host, when you call it (every N steps, and at {@link #close()}); for a monitor that wants
- *       update ratios ({@code updateRatios(true)}, the default), on an applied call whose optimizer
- *       step falls on its cadence ({@code every(n)}), each layer's ‖θ_after − θ_before‖ / ‖θ_before‖,
- *       θ_before a copy taken before the update.</li>
+ *       the host, when you call it (every N steps, and at {@link #close()}); on the monitors'
+ *       detailed steps ({@code every(n)}), each tensor's max|x| and, for a monitor that wants update
+ *       ratios ({@code updateRatios(true)}, the default), each layer's ‖θ_after − θ_before‖ /
+ *       ‖θ_before‖, θ_before a copy taken before the update (kept for a call that applied).</li>
  * </ul>
  *
  * <p>Optimizers that write state reading no gradient (tensorflow-framework's Adam and Adamax advance
@@ -193,8 +193,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     /**
      * How many calls' records the graph keeps for a {@link Monitor} between two {@link #drain()}s
      * (default 1000); older ones are overwritten and counted as lost. A drain reads the whole ring
-     * (one row of a few dozen numbers per call), so size it to your drain cadence: a little more
-     * than the calls between two drains.
+     * (a row per call: a few numbers, two per tensor and two per layer), so size it to your drain
+     * cadence: a little more than the calls between two drains.
      *
      * @return this
      * @throws IllegalArgumentException if capacity &lt; 1
@@ -473,7 +473,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             // from the counters before this call (calls, steps, skipped, held), in one FloorMod: the call's slot in the ring
             // and its step's place in the monitor's cadence (the host knows the call from its slot, and counts the steps back
             // from the graph's step count)
-            int every = monitors.stream().mapToInt(Monitor::every).min().orElse(1);
+            // the detailed steps of every monitor: the steps divisible by the gcd of their cadences
+            int every = monitors.stream().mapToInt(Monitor::every).reduce(TfOptimizer::gcd).orElse(1);
             List<Output<TInt64>> mod = tf.unstack(tf.math.floorMod(counters, tf.constant(new long[] {capacity, every, 1, 1})), 4L)
                     .output();
             slot = p.computed(mod.get(0));
@@ -522,9 +523,9 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         p.write(counters, tf.math.add(counters, delta));
 
-        // update-to-parameter ratios, for a monitor that wants them, on an applied call of its cadence (optimizer steps):
-        // a real copy of θ before the update (a ref variable read through Identity aliases the buffer the update changes in
-        // place), ordered before the update by a control dependency of the gradients the optimizer reads
+        // update-to-parameter ratios, for a monitor that wants them, on the detailed calls (the host keeps those of applied
+        // calls): a real copy of θ before the update (a ref variable read through Identity aliases the buffer the update
+        // changes in place), ordered before the update by a control dependency of the gradients the optimizer reads
         UpdateRatios ratios = capacity > 0 ? UpdateRatios.wanted(tf, monitors, detail, vars, set) : null;
 
         // the wrapped optimizer's update, behind the gate: its inputs are dead when the call does not apply
@@ -792,7 +793,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
      * closes their window) and returns how many calls it read. Call it at your logging cadence (every
      * N steps) and at the end; calls older than the history capacity are lost (logged, counted in
      * the return value's absence). One session run, which reads the ring ({@link #history}) and the
-     * counters.
+     * counters: call it between training runs (from the training loop's thread, or with the runs
+     * held off), as the training op writes the ring in place.
      *
      * @return the number of calls read
      * @throws IllegalStateException if the training op is not built yet, or this wrapper is closed
@@ -830,8 +832,13 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         // each call's row, its call index from its place, its optimizer step counted back from the graph's step count
         int count = (int) (calls - from);
         double[][] read = new double[count][];
+        int unwritten = 0;
         for (int j = count - 1; j >= 0; j--) {
             double[] row = logicalRow(rows, (int) ((from + j) % built.capacity) * built.width);
+            if (Double.isNaN(row[ACTION])) { // never written: the ring was restored out of step with the counters
+                unwritten++;
+                continue;
+            }
             row[CALL] = from + j;
             steps -= row[ACTION] == GraphProgram.PROCEED ? 1 : 0;
             row[STEP] = steps;
@@ -839,7 +846,14 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         double lossSum = 0;
         int lossCount = 0;
+        if (unwritten > 0) {
+            org.slf4j.LoggerFactory.getLogger(TfOptimizer.class).warn("GradGuard: {} calls have no record in the graph's ring "
+                    + "(restored out of step with the counters?): skipped", unwritten);
+        }
         for (double[] row : read) {
+            if (row == null) {
+                continue;
+            }
             double action = row[ACTION];
             if (Double.isFinite(row[LOSS])) {
                 lossSum += row[LOSS];
@@ -865,6 +879,10 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         drained = calls;
         return count;
+    }
+
+    private static int gcd(int a, int b) {
+        return b == 0 ? a : gcd(b, a % b);
     }
 
     /** A fetched tensor's values, read in one bulk copy of its buffer. */
@@ -1049,11 +1067,12 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     // ---- graph helpers ----------------------------------------------------------------------------
 
     /**
-     * The monitor's detailed steps (its per-tensor statistics and update ratios): every optimizer
-     * step that falls on the most frequent monitor's cadence ({@link Monitor#every}), decided from
-     * the step count before the call. One pivot ({@code Switch}) makes the detailed work dead on the
-     * other calls: the nodes built with {@link #when} wait for its true side, so they need no switch
-     * of their own (a dead control input makes a node dead). Every call detailed: no pivot.
+     * The monitors' detailed steps (per-tensor statistics and update ratios): every optimizer step
+     * divisible by the gcd of the monitors' cadences ({@link Monitor#every}), so that each monitor's
+     * own detailed steps are among them, decided from the step count before the call. One pivot
+     * ({@code Switch}) makes the detailed work dead on the other calls: the nodes built with
+     * {@link #when} wait for its true side, so they need no switch of their own (a dead control
+     * input makes a node dead). Every call detailed: no pivot.
      */
     private static final class Detail {
         /** The pivot on the cadence; null when every call is detailed. */

@@ -756,6 +756,36 @@ class TfOptimizerTest {
                 "no ratios for a monitor that does not want them");
     }
 
+    /**
+     * Two monitors on different cadences (every 3rd step, every 4th with update ratios): the graph
+     * details the steps both need, so each monitor's own detailed steps carry max|x| and, for the
+     * one that wants them, update ratios.
+     */
+    @Test
+    void monitorsOnDifferentCadencesEachGetTheirDetailedSteps() {
+        List<StepRecord> everyThird = new ArrayList<>();
+        List<StepRecord> everyFourth = new ArrayList<>();
+        try (Kit kit = new Kit(true)) {
+            TfOptimizer wrapped = TfOptimizer.of(kit.session, kit.optimizer, Transforms.clipByGlobalNorm(0.5),
+                    Monitor.builder().every(3).updateRatios(false).sink(into(everyThird)).build(),
+                    Monitor.builder().every(4).sink(into(everyFourth)).build());
+            Op train = wrapped.minimize(kit.loss);
+            for (Batch b : batches(9)) {
+                kit.run(train, b);
+            }
+            wrapped.close();
+        }
+        assertEquals(List.of(0L, 3L, 6L), everyThird.stream().filter(StepRecord::detailed).map(StepRecord::step).toList());
+        assertEquals(List.of(0L, 4L, 8L), everyFourth.stream().filter(StepRecord::detailed).map(StepRecord::step).toList());
+        for (StepRecord r : everyThird.stream().filter(StepRecord::detailed).toList()) {
+            assertTrue(r.tensors().stream().allMatch(t -> t.maxAbs() > 0), "step " + r.step() + ": " + r.tensors());
+        }
+        for (StepRecord r : everyFourth.stream().filter(StepRecord::detailed).toList()) {
+            assertTrue(r.tensors().stream().allMatch(t -> t.maxAbs() > 0), "step " + r.step() + ": " + r.tensors());
+            assertTrue(r.layers().stream().allMatch(l -> l.updateRatio() > 0), "step " + r.step() + ": " + r.layers());
+        }
+    }
+
     /** max|g| of each gradient on this batch (NaN where a gradient is not finite, as the graph's max propagates it). */
     private static double[] maxAbsOf(Kit kit, List<Operand<?>> grads, Batch b) {
         Map<Operand<?>, Tensor> f = kit.feeds(b);
