@@ -267,13 +267,19 @@ final class GraphProgram {
         }
         Operand<TFloat64> found = null;
         if (oneType && p.g.length > 1) {
+            // flattened into one vector (vectors as they are); the concat's axis hangs on the pivot, so on a finite call
+            // nothing of this runs, its constants included
             List<Operand<?>> flat = new ArrayList<>();
             long size = 0;
+            Operand<TInt64> vector = null;
             for (Output<?> x : p.g) {
-                flat.add(whenNot.reshape((Operand) x, tf.constant(new long[] {-1})));
+                if (x.shape().numDimensions() != 1) {
+                    vector = vector == null ? whenNot.constant(new long[] {-1}) : vector;
+                }
+                flat.add(x.shape().numDimensions() == 1 ? x : whenNot.reshape((Operand) x, vector));
                 size += TfOps.size(x.shape().asArray());
             }
-            found = countNonFinite(p, tf.concat((List) flat, tf.constant(0)).asOutput(), new long[] {size});
+            found = countNonFinite(p, tf.concat((List) flat, whenNot.constant(0)).asOutput(), new long[] {size});
         } else {
             for (Output<?> x : p.g) {
                 Operand<TFloat64> n = countNonFinite(p, whenNot.identity((Operand) x).asOutput(), x.shape().asArray());

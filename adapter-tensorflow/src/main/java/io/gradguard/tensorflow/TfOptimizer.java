@@ -503,10 +503,12 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             detail = Detail.of(tf, every, mod.get(1));
             // max|x| costs a pass of its own: measured on the detailed steps only, behind the detail pivot; reduced in each
             // tensor's dtype, then widened and floored at 0 (an empty tensor) once for all tensors
+            Map<Integer, Operand<TInt32>> axes = new java.util.HashMap<>(); // one constant per rank, on the pivot too
             for (Output<?> x : input) {
                 int rank = x.shape().asArray().length;
-                maxes.add(detail.pivot == null ? p.ops.rawMaxAbs(x, rank)
-                        : tf.max((Operand) detail.when.math.abs((Operand) x), tf.constant(GraphProgram.allAxes(rank))));
+                Detail d = detail;
+                maxes.add(d.pivot == null ? p.ops.rawMaxAbs(x, rank) : tf.max((Operand) d.when.math.abs((Operand) x),
+                        axes.computeIfAbsent(rank, r -> d.when.constant(GraphProgram.allAxes(r)))));
             }
         }
         // calls, steps, skipped, held: one add of this call's deltas
@@ -567,7 +569,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             List<Operand<TFloat64>> detailed = new ArrayList<>();
             detailed.add(tf.math.maximum(stackF64(tf, maxes), tf.constant(0.0)));
             if (ratios != null) {
-                detailed.add(ratios.after(tf, p, done, vars));
+                detailed.add(ratios.after(tf, detail.when, p, done, vars));
             }
             int detailWidth = input.length + (ratios == null ? 0 : 2 * ratios.layers.size());
             vectors.add(detail.orNaN(tf, detailed.size() == 1 ? detailed.get(0) : tf.concat(detailed, tf.constant(0)), detailWidth));
@@ -1192,7 +1194,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
          * the halves are stacked, widened and summed per layer once.
          */
         @SuppressWarnings({"unchecked", "rawtypes"})
-        Operand<TFloat64> after(Ops tf, GraphProgram p, Operand<?> done, List<Output<?>> vars) {
+        Operand<TFloat64> after(Ops tf, Ops whenDetailed, GraphProgram p, Operand<?> done, List<Output<?>> vars) {
             Ops afterUpdate = tf.withControlDependencies(List.of(done));
             List<Operand<?>> halves = new ArrayList<>();
             int n = before.length;
@@ -1210,7 +1212,9 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 segments[i] = layerOf[i];
                 segments[n + i] = layers.size() + layerOf[i];
             }
-            return tf.math.unsortedSegmentSum(stackF64(tf, halves), tf.constant(segments), tf.constant(2 * layers.size()));
+            // the constants too hang on the detail pivot: between detailed steps nothing of this runs
+            return tf.math.unsortedSegmentSum(stackF64(tf, halves), whenDetailed.constant(segments),
+                    whenDetailed.constant(2 * layers.size()));
         }
     }
 
