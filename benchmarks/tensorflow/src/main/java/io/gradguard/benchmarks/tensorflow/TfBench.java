@@ -145,6 +145,10 @@ public final class TfBench {
             r.add("w no ratios", wNoRatios::step);
             List.of(wClip, wReadme, wMonitored, wNoRatios).forEach(Wrapped::resetDrains);
             Map<String, Double> m = r.run();
+            // the rounds hold a few drains only, too few for a mean: the monitored variants' drains are timed again alone
+            for (Wrapped monitoredVariant : List.of(wMonitored, wNoRatios)) {
+                monitoredVariant.timeDrainsAlone(section.tiny() ? 1 : DRAIN_BLOCKS);
+            }
             SmallModels.emit(section, "tensorflow", "TfOptimizer, one training op", n.params(), Map.of("plain", m.get("plain"),
                     "clip", wClip.withDrains(m.get("w clip")), "readme", wReadme.withDrains(m.get("w readme")),
                     "monitored", wMonitored.withDrains(m.get("w monitored"))));
@@ -166,7 +170,8 @@ public final class TfBench {
             section.emit(Row.ratio(5, "tensorflow small model, drain() every " + DRAIN_EVERY + " calls, per call (README + Monitor, "
                     + "TfOptimizer; context)", Table.count(n.params()) + " params, batch " + SmallModels.BATCH,
                     wMonitored.drainMillisPerCall(), "unguarded step", m.get("plain"), Double.NaN,
-                    "part of the README + Monitor row: one session run and " + DRAIN_EVERY + " records on the host, per call"));
+                    "part of the README + Monitor row: one session run and " + DRAIN_EVERY + " records on the host, per call (mean of "
+                    + DRAIN_BLOCKS + " drains, each after " + DRAIN_EVERY + " steps of the variant alone)"));
         }
     }
 
@@ -491,6 +496,9 @@ public final class TfBench {
     /** Calls between two {@link TfOptimizer#drain()}s of a wrapped variant with a monitor: a logging cadence. */
     private static final int DRAIN_EVERY = 100;
 
+    /** Drains a small-model variant's drain time is averaged over ({@link Wrapped#timeDrainsAlone}). */
+    private static final int DRAIN_BLOCKS = 30;
+
     /**
      * A step through the optimizer wrapper: the pipeline compiled into one training op on the shared
      * graph, run by a plain {@code session.runner()} that fetches the loss, as the hand-written steps
@@ -541,6 +549,21 @@ public final class TfBench {
         void resetDrains() {
             counted = 0;
             drainNanos = 0;
+        }
+
+        /**
+         * Times this variant's drains over {@code blocks} drains of its own: {@value #DRAIN_EVERY}
+         * steps of it alone, then the drain, as a training loop runs them. The drains' time per
+         * call is then their mean over those calls; the steps' time stays the rounds' median.
+         */
+        void timeDrainsAlone(int blocks) {
+            while (calls % DRAIN_EVERY != 0) {
+                step();
+            }
+            resetDrains();
+            for (int i = 0; i < blocks * DRAIN_EVERY; i++) {
+                step();
+            }
         }
 
         /** The drains' time per call since {@link #resetDrains}, in milliseconds. */
