@@ -62,7 +62,6 @@ final class GraphStages {
         Operand<TFloat64> found = GraphProgram.nonFinite(p, finite).count();
         Operand<TBool> overflow = tf.math.logicalNot(finite);
         Variable<TInt64> good = p.counter("loss_scale_good");
-        Variable<TInt64> overflows = p.counter("loss_scale_overflows");
         Operand<TInt64> goodNext = tf.math.add(good, tf.constant(1L));
         Operand<TBool> grow = tf.math.logicalAnd(tf.math.logicalNot(overflow),
                 tf.math.greaterEqual(goodNext, tf.constant((long) scale.growthInterval())));
@@ -72,7 +71,6 @@ final class GraphStages {
         Operand<TFloat64> backedOff = tf.math.maximum(tf.math.mul(s, tf.constant(scale.backoff())), tf.constant(Double.MIN_NORMAL));
         p.write(s, tf.select(overflow, backedOff, tf.select(grow, keepGrown, identity(tf, s))));
         p.write(good, tf.select(tf.math.logicalOr(overflow, grow), tf.constant(0L), goodNext));
-        p.write(overflows, p.plusIf(overflows, overflow));
         p.metric(stage + ".scale", tf.identity(used)); // a node of its own: a runner refuses to fetch one output twice
         p.nonFinite = found;
         p.nonFiniteSeen = p.f64(overflow);
@@ -255,15 +253,11 @@ final class GraphStages {
         Operand<TFloat64> z = tf.math.div(tf.math.sub(n, ring.mean(h, count)), tf.math.add(ring.std(h, count), tf.constant(SkipSpikes.EPS)));
         Operand<TBool> spike = tf.math.logicalAnd(tf.math.logicalAnd(finite, judged), tf.math.greater(z, tf.constant(k.zThreshold())));
         Variable<TInt64> consecutive = p.counter(stage + "_consecutive");
-        Variable<TInt64> skipped = p.counter(stage + "_skipped");
-        Variable<TInt64> letThrough = p.counter(stage + "_let_through");
         Operand<TBool> skipIt = tf.math.logicalAnd(spike, tf.math.less(consecutive, tf.constant((long) k.maxConsecutiveSkips())));
         Operand<TBool> skipHere = p.reached(skipIt);
         Operand<TBool> accept = p.reached(tf.math.logicalAnd(finite, tf.math.logicalNot(skipIt)));
         p.write(consecutive, tf.select(skipHere, tf.math.add(consecutive, tf.constant(1L)),
                 tf.select(accept, tf.constant(0L), identity(tf, consecutive))));
-        p.write(skipped, p.plusIf(skipped, skipHere));
-        p.write(letThrough, p.plusIf(letThrough, p.reached(tf.math.logicalAnd(spike, tf.math.logicalNot(skipIt)))));
         ring.add(n, accept);
         p.metric(stage + ".norm", n);
         p.metric(stage + ".z", z);
