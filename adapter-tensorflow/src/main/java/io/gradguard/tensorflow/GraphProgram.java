@@ -57,6 +57,9 @@ final class GraphProgram {
      */
     final List<Op> vetoes = new ArrayList<>();
     final List<Operand<?>> computed = new ArrayList<>();
+    /** The non-finite test of the gradients {@link #nonFiniteOf} ({@link #nonFinite}), shared by the stages that read them. */
+    private NonFinite nonFinitePivot;
+    private Output<?>[] nonFiniteOf;
     /** Scalar factors' gated copies ({@link #gated}). */
     private final Map<Output<?>, Output<?>> gatedFactors = new java.util.HashMap<>();
     final List<Object[]> writes = new ArrayList<>();
@@ -232,12 +235,13 @@ final class GraphProgram {
      * the pivot's false side, so on a finite call they are dead (a dead control input makes a node
      * dead) without a switch of their own.
      *
+     * @param finite     whether every current gradient is finite ({@link #allFinite})
      * @param finiteSide live only on a finite call
      * @param whenNot    ops whose nodes run only on a call with non-finite values
      * @param badSide    live only on a call with non-finite values
      * @param count      the exact count of non-finite values, as float64; live on every call
      */
-    record NonFinite(Operand<TBool> finiteSide, Ops whenNot, Operand<TBool> badSide, Operand<TFloat64> count) {
+    record NonFinite(Operand<TBool> finite, Operand<TBool> finiteSide, Ops whenNot, Operand<TBool> badSide, Operand<TFloat64> count) {
         /**
          * {@code op}, built with {@link #whenNot}, joined back into every call: live on every call,
          * after {@code op} on a call with non-finite values. A write or update that waits for it
@@ -249,13 +253,19 @@ final class GraphProgram {
     }
 
     /**
-     * The pivot and the count of non-finite values ({@link NonFinite}). Gradients of one dtype are
-     * flattened into one vector in the counting branch and counted once: a run schedules the
-     * branch's nodes on every call, dead or not, so it is kept to a few.
+     * The test, the pivot and the count of non-finite values ({@link NonFinite}) of the current
+     * gradients, built once for them: stages that test the same gradients (a loss scale, then a
+     * non-finite guard) share it. Gradients of one dtype are flattened into one vector in the
+     * counting branch and counted once: a run schedules the branch's nodes on every call, dead or
+     * not, so it is kept to a few.
      */
     @SuppressWarnings({"unchecked", "rawtypes"})
-    static NonFinite nonFinite(GraphProgram p, Operand<TBool> finite) {
+    static NonFinite nonFinite(GraphProgram p) {
+        if (p.nonFinitePivot != null && java.util.Arrays.equals(p.nonFiniteOf, p.g)) {
+            return p.nonFinitePivot;
+        }
         Ops tf = p.tf;
+        Operand<TBool> finite = allFinite(p);
         SwitchCond<TBool> sw = tf.switchCond(finite, finite);
         Operand<TBool> badSide = tf.identity(sw.outputFalse());
         Operand<TBool> finiteSide = tf.identity(sw.outputTrue());
@@ -290,7 +300,9 @@ final class GraphProgram {
             found = whenNot.constant(0.0);
         }
         Operand<TFloat64> none = tf.withControlDependencies(List.of(finiteSide)).constant(0.0);
-        return new NonFinite(finiteSide, whenNot, badSide, tf.merge(List.of(none, found)).output());
+        p.nonFiniteOf = p.g.clone();
+        p.nonFinitePivot = new NonFinite(finite, finiteSide, whenNot, badSide, tf.merge(List.of(none, found)).output());
+        return p.nonFinitePivot;
     }
 
     /** The backend's exact count of {@code x}'s non-finite values ({@link TfOps#countNonFinite}), as float64. */

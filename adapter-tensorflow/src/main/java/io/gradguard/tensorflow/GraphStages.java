@@ -2,7 +2,6 @@ package io.gradguard.tensorflow;
 
 import static io.gradguard.tensorflow.GraphProgram.HOLD;
 import static io.gradguard.tensorflow.GraphProgram.SKIP;
-import static io.gradguard.tensorflow.GraphProgram.allFinite;
 import static io.gradguard.tensorflow.GraphProgram.castTo;
 import static io.gradguard.tensorflow.GraphProgram.coefficient;
 import static io.gradguard.tensorflow.GraphProgram.identity;
@@ -58,8 +57,9 @@ final class GraphStages {
         for (int i = 0; i < p.g.length; i++) {
             p.g[i] = tf.math.div((Operand) p.g[i], castTo(tf, s, p.g[i].type())).asOutput();
         }
-        Operand<TBool> finite = allFinite(p);
-        Operand<TFloat64> found = GraphProgram.nonFinite(p, finite).count();
+        GraphProgram.NonFinite test = GraphProgram.nonFinite(p);
+        Operand<TBool> finite = test.finite();
+        Operand<TFloat64> found = test.count();
         Operand<TBool> overflow = tf.math.logicalNot(finite);
         Variable<TInt64> good = p.counter("loss_scale_good");
         Operand<TInt64> goodNext = tf.math.add(good, tf.constant(1L));
@@ -86,8 +86,8 @@ final class GraphStages {
      */
     static void nonFinite(GraphProgram p, NonFiniteGuard n, String stage, int index, Output<?> loss) {
         Ops tf = p.tf;
-        Operand<TBool> finite = allFinite(p);
-        GraphProgram.NonFinite pivot = GraphProgram.nonFinite(p, finite);
+        GraphProgram.NonFinite pivot = GraphProgram.nonFinite(p);
+        Operand<TBool> finite = pivot.finite();
         Operand<TBool> reached = p.reaching();
         Operand<TBool> bad = p.reached(tf.math.logicalNot(finite));
         Variable<TInt64> consecutive = p.counter(stage + "_consecutive");
@@ -145,7 +145,7 @@ final class GraphStages {
         int k = a.fixedK().getAsInt();
         Operand<TBool> counted = p.reaching();
         if (a.dropsNonFinite()) {
-            Operand<TBool> finite = allFinite(p);
+            Operand<TBool> finite = GraphProgram.nonFinite(p).finite(); // shared with a non-finite guard on the same gradients
             p.decide(tf.math.logicalNot(finite), SKIP, index);
             counted = p.reaching();
         }

@@ -357,7 +357,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics,
             Output<TFloat64> ring, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
             Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers, Output<TString> decidedBy,
-            Output<TInt64> window, List<String> ratioLayers, int normMetric, int coefficientMetric, int[] soleDecider,
+            Output<TInt64> window, boolean ratios, int normMetric, int coefficientMetric, int[] soleDecider,
             int nonFiniteMetric, int[] liveColumns, int[] constantColumns, Output<TFloat64> constants, RecordShape shape) {
     }
 
@@ -423,11 +423,11 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Operand<TFloat64> normAfter = null;
         int normMetric = -1;
         int coefficientMetric = -1;
+        List<String> metricKeys = List.copyOf(p.rawMetrics.keySet());
         if (!monitors.isEmpty()) {
-            List<String> keys = new ArrayList<>(p.rawMetrics.keySet());
-            if (changers == 1 && keys.contains(lastChanger + ".norm") && keys.contains(lastChanger + ".coefficient")) {
-                normMetric = keys.indexOf(lastChanger + ".norm");
-                coefficientMetric = keys.indexOf(lastChanger + ".coefficient");
+            if (changers == 1 && metricKeys.contains(lastChanger + ".norm") && metricKeys.contains(lastChanger + ".coefficient")) {
+                normMetric = metricKeys.indexOf(lastChanger + ".norm");
+                coefficientMetric = metricKeys.indexOf(lastChanger + ".coefficient");
             } else {
                 normBefore = GraphProgram.globalNorm(p, input);
                 normAfter = changers > 0 ? GraphProgram.globalNorm(p, p.g) : normBefore;
@@ -463,7 +463,6 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         // the record's non-finite count: the first non-finite guard's count (0 on a finite call), else 1 where a stage saw some
         int nonFiniteMetric = -1;
-        List<String> metricKeys = new ArrayList<>(p.rawMetrics.keySet());
         for (int i = 0; i < stages.size() && nonFiniteMetric < 0; i++) {
             if (stages.get(i) instanceof NonFiniteGuard) {
                 nonFiniteMetric = metricKeys.indexOf(stageNames.get(i) + ".nonFinite");
@@ -471,9 +470,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         if (capacity > 0) {
             // from the counters before this call (calls, steps, skipped, held), in one FloorMod: the call's slot in the ring
-            // and its step's place in the monitor's cadence (the host knows the call from its slot, and counts the steps back
-            // from the graph's step count)
-            // the detailed steps of every monitor: the steps divisible by the gcd of their cadences
+            // and its step's place in the cadence of the detailed steps, those divisible by the gcd of the monitors' cadences
+            // (the host knows the call from its slot, and counts the steps back from the graph's step count)
             int every = monitors.stream().mapToInt(Monitor::every).reduce(TfOptimizer::gcd).orElse(1);
             List<Output<TInt64>> mod = tf.unstack(tf.math.floorMod(counters, tf.constant(new long[] {capacity, every, 1, 1})), 4L)
                     .output();
@@ -528,7 +526,8 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         // update-to-parameter ratios, for a monitor that wants them, on the detailed calls (the host keeps those of applied
         // calls): a real copy of θ before the update (a ref variable read through Identity aliases the buffer the update
         // changes in place), ordered before the update by a control dependency of the gradients the optimizer reads
-        UpdateRatios ratios = capacity > 0 ? UpdateRatios.wanted(tf, monitors, detail, vars, set) : null;
+        RecordShape shape = RecordShape.of(tensorLayers(set), metricKeys);
+        UpdateRatios ratios = capacity > 0 ? UpdateRatios.wanted(tf, monitors, detail, shape, vars, set) : null;
 
         // the wrapped optimizer's update, behind the gate: its inputs are dead when the call does not apply
         // (tensorflow-framework's applyGradients runs every update after all the gradients it is given)
@@ -571,7 +570,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             if (ratios != null) {
                 detailed.add(ratios.after(tf, detail.when, p, done, vars));
             }
-            int detailWidth = input.length + (ratios == null ? 0 : 2 * ratios.layers.size());
+            int detailWidth = input.length + (ratios == null ? 0 : 2 * shape.layers.size());
             vectors.add(detail.orNaN(tf, detailed.size() == 1 ? detailed.get(0) : tf.concat(detailed, tf.constant(0)), detailWidth));
             // a cell that is a constant of the graph (no accumulation: 1 micro-batch; no loss scaling; a clip's bound) is the
             // same on every call: the host reads it once per drain, the row leaves it out
@@ -605,10 +604,10 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         Op train = tf.withName("train").withControlDependencies(end).noOp();
         built = new Built(train, countersRead, java.util.Collections.unmodifiableMap(named), ring, capacity, width, List.copyOf(p.metrics.keySet()),
                 List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set),
-                decidedBy, p.window == null ? null : identity(tf, p.window), ratios == null ? List.of() : ratios.layers,
+                decidedBy, p.window == null ? null : identity(tf, p.window), ratios != null,
                 normMetric, coefficientMetric, decidedByFromAction ? soleDecider : null, nonFiniteMetric,
                 liveColumns.stream().mapToInt(Integer::intValue).toArray(), constantColumns.stream().mapToInt(Integer::intValue).toArray(),
-                constants, RecordShape.of(tensorLayers(set), ratios == null ? List.of() : ratios.layers, List.copyOf(p.metrics.keySet())));
+                constants, shape);
         return train;
     }
 
@@ -870,7 +869,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             StepRecord withRatios = null;
             StepRecord without = null;
             for (Monitor m : monitors) {
-                if (m.updateRatios() && !built.ratioLayers.isEmpty()) {
+                if (m.updateRatios() && built.ratios) {
                     withRatios = withRatios != null ? withRatios : record(row, loss, action == GraphProgram.PROCEED);
                     m.accept(withRatios);
                 } else {
@@ -906,7 +905,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     private double[] logicalRow(double[] rows, int at) {
         int m = built.rowMetrics.size();
         int n = built.tensorNames.size();
-        int l = built.ratioLayers.size();
+        int l = built.ratios ? built.shape.layers.size() : 0;
         double[] row = new double[FIXED + m + 2 * n + 2 * l];
         int k = at;
         for (int c : built.liveColumns) {
@@ -949,11 +948,11 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     }
 
     /**
-     * The shape of a record, fixed when the op is built: the layers in model order, each tensor's
-     * layer, each layer's place among the update ratios (-1: none), the first clip bound's metric.
+     * The shape of a record, fixed when the op is built: the layers in model order (the order of
+     * the update ratios too), each tensor's layer, the first clip bound's metric (-1: none).
      */
-    private record RecordShape(List<String> layers, int[] layerOf, int[] ratioOf, int threshold) {
-        static RecordShape of(List<String> tensorLayers, List<String> ratioLayers, List<String> metrics) {
+    private record RecordShape(List<String> layers, int[] layerOf, int threshold) {
+        static RecordShape of(List<String> tensorLayers, List<String> metrics) {
             List<String> layers = new ArrayList<>();
             int[] layerOf = new int[tensorLayers.size()];
             for (int i = 0; i < layerOf.length; i++) {
@@ -962,12 +961,11 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 }
                 layerOf[i] = layers.indexOf(tensorLayers.get(i));
             }
-            int[] ratioOf = layers.stream().mapToInt(ratioLayers::indexOf).toArray();
             int threshold = -1;
             for (int i = metrics.size() - 1; i >= 0; i--) {
                 threshold = metrics.get(i).endsWith(".threshold") ? i : threshold;
             }
-            return new RecordShape(List.copyOf(layers), layerOf, ratioOf, threshold);
+            return new RecordShape(List.copyOf(layers), layerOf, threshold);
         }
     }
 
@@ -997,14 +995,13 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             ss[shape.layerOf[i]] += row[at + i];
         }
         int ratiosAt = at + 2 * built.tensorNames.size();
-        int count = built.ratioLayers.size();
+        int count = ss.length;
         List<io.gradguard.core.monitor.LayerStats> out = new ArrayList<>(ss.length);
         for (int l = 0; l < ss.length; l++) {
-            int r = ratios ? shape.ratioOf[l] : -1;
             double ratio = Double.NaN;
-            if (r >= 0) {
-                double du = row[ratiosAt + r];
-                double p = row[ratiosAt + count + r];
+            if (ratios) {
+                double du = row[ratiosAt + l];
+                double p = row[ratiosAt + count + l];
                 ratio = Double.isNaN(du) || Double.isNaN(p) ? Double.NaN : p > 0 ? Math.sqrt(du / p) : du == 0 ? 0 : Double.POSITIVE_INFINITY;
             }
             out.add(new io.gradguard.core.monitor.LayerStats(shape.layers.get(l), Math.sqrt(ss[l]), ratio));
@@ -1147,37 +1144,29 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         final Output<?>[] before;
         /** Live on every call; on a detailed call, after the copies. */
         final Op copied;
-        /** The layers in the order of a record's layer statistics. */
-        final List<String> layers;
-        final int[] layerOf;
+        /** The record's layers (ratios per layer, in its order) and each variable's. */
+        final RecordShape shape;
         final long[][] shapes;
 
-        private UpdateRatios(Output<?>[] before, Op copied, List<String> layers, int[] layerOf, long[][] shapes) {
+        private UpdateRatios(Output<?>[] before, Op copied, RecordShape shape, long[][] shapes) {
             this.before = before;
             this.copied = copied;
-            this.layers = layers;
-            this.layerOf = layerOf;
+            this.shape = shape;
             this.shapes = shapes;
         }
 
         /** The copies, where a monitor wants ratios; null where none does. */
         @SuppressWarnings({"unchecked", "rawtypes"})
-        static UpdateRatios wanted(Ops tf, List<Monitor> monitors, Detail detail, List<Output<?>> vars, GradientSet<TfTensor> set) {
+        static UpdateRatios wanted(Ops tf, List<Monitor> monitors, Detail detail, RecordShape shape, List<Output<?>> vars,
+                GradientSet<TfTensor> set) {
             if (monitors.stream().noneMatch(Monitor::updateRatios)) {
                 return null;
             }
-            List<String> layers = new ArrayList<>();
             int n = vars.size();
-            int[] layerOf = new int[n];
             long[][] shapes = new long[n][];
             Output<?>[] before = new Output<?>[n];
             List<Op> copies = new ArrayList<>();
             for (int i = 0; i < n; i++) {
-                String layer = set.get(i).layer();
-                if (!layers.contains(layer)) {
-                    layers.add(layer);
-                }
-                layerOf[i] = layers.indexOf(layer);
                 shapes[i] = set.get(i).shape();
                 before[i] = detail.when.deepCopy((Operand) vars.get(i)).asOutput(); // θ read by the copy itself
                 Output<?> copy = before[i];
@@ -1185,7 +1174,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
             }
             Op copied = detail.pivot == null ? tf.withControlDependencies(copies).noOp()
                     : tf.merge(List.of(tf.withControlDependencies(copies).identity(detail.pivot.outputTrue()), detail.otherwise));
-            return new UpdateRatios(before, copied, List.copyOf(layers), layerOf, shapes);
+            return new UpdateRatios(before, copied, shape, shapes);
         }
 
         /**
@@ -1207,14 +1196,15 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
                 halves.add(p.ops.halfSumOfSquares(new TfTensor(shapes[i], before[i], null, null)));
             }
             // segment of variable i: its layer for Σ(Δθ)², the layer count plus its layer for Σθ²
+            int layers = shape.layers.size();
             int[] segments = new int[2 * n];
             for (int i = 0; i < n; i++) {
-                segments[i] = layerOf[i];
-                segments[n + i] = layers.size() + layerOf[i];
+                segments[i] = shape.layerOf[i];
+                segments[n + i] = layers + shape.layerOf[i];
             }
             // the constants too hang on the detail pivot: between detailed steps nothing of this runs
             return tf.math.unsortedSegmentSum(stackF64(tf, halves), whenDetailed.constant(segments),
-                    whenDetailed.constant(2 * layers.size()));
+                    whenDetailed.constant(2 * layers));
         }
     }
 
