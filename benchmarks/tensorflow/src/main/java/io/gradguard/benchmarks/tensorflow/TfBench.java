@@ -170,7 +170,7 @@ public final class TfBench {
             section.emit(Row.ratio(5, "tensorflow small model, drain() every " + DRAIN_EVERY + " calls, per call (README + Monitor, "
                     + "TfOptimizer; context)", Table.count(n.params()) + " params, batch " + SmallModels.BATCH,
                     wMonitored.drainMillisPerCall(), "unguarded step", m.get("plain"), Double.NaN,
-                    "part of the README + Monitor row: one session run and " + DRAIN_EVERY + " records on the host, per call (mean of "
+                    "part of the README + Monitor row: one session run and " + DRAIN_EVERY + " records on the host, per call, JIT-warm (mean of "
                     + DRAIN_BLOCKS + " drains, each after " + DRAIN_EVERY + " steps of the variant alone)"));
         }
     }
@@ -500,6 +500,18 @@ public final class TfBench {
     private static final int DRAIN_BLOCKS = 30;
 
     /**
+     * Drains each monitored variant runs before its drains are timed, so that the JIT has compiled
+     * the records' host path (the monitor, its JSON lines) as in a long training run: the rounds
+     * before drain only a few thousand records, and the host code runs interpreted or half
+     * compiled for the first ten thousand or so.
+     */
+    private static final int DRAIN_WARM_UP = 150;
+
+    private static int warmUpDrains(int blocks) {
+        return blocks < DRAIN_BLOCKS ? 0 : DRAIN_WARM_UP;
+    }
+
+    /**
      * A step through the optimizer wrapper: the pipeline compiled into one training op on the shared
      * graph, run by a plain {@code session.runner()} that fetches the loss, as the hand-written steps
      * do; its monitor's records are drained every {@value #DRAIN_EVERY} calls. Call
@@ -553,11 +565,13 @@ public final class TfBench {
 
         /**
          * Times this variant's drains over {@code blocks} drains of its own: {@value #DRAIN_EVERY}
-         * steps of it alone, then the drain, as a training loop runs them. The drains' time per
-         * call is then their mean over those calls; the steps' time stays the rounds' median.
+         * steps of it alone, then the drain, as a training loop runs them, after
+         * {@value #DRAIN_WARM_UP} such drains untimed (JIT-warm, see {@link #DRAIN_WARM_UP}). The
+         * drains' time per call is then their mean over those calls; the steps' time stays the
+         * rounds' median.
          */
         void timeDrainsAlone(int blocks) {
-            while (calls % DRAIN_EVERY != 0) {
+            for (int i = 0; i < warmUpDrains(blocks) * DRAIN_EVERY || calls % DRAIN_EVERY != 0; i++) {
                 step();
             }
             resetDrains();
