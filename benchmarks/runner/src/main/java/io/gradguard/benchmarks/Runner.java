@@ -28,8 +28,8 @@ import java.util.concurrent.TimeUnit;
  * Runs every benchmark section, each in its own JVM with its own classpath (TensorFlow Java and
  * ND4J bring different JavaCPP versions), and writes the performance page: the machine it ran on
  * (read at run time), the command, the goals met and missed (computed from the ratios) and the table
- * of ratios measured in this run, followed by how they are measured. A full run writes the page to
- * {@code docs/performance.md} (next to the benchmarks folder) and every run to
+ * of ratios measured in this run, followed by how they are measured. A full run of every section
+ * writes the page to {@code docs/performance.md} (next to the benchmarks folder) and every run to
  * {@code benchmarks/target/benchmark-report.md}; the console gets the page without the method text.
  *
  * <p>From the repository root:
@@ -268,7 +268,7 @@ public final class Runner {
         sb.append("Every number on this page comes from one run of the benchmark runner, ")
                 .append(machine.date()).append(", in **").append(tiny ? "tiny mode (smoke-test sizes: not a measurement)"
                         : quick ? "quick mode (the small-model part only)" : "full mode").append("**");
-        if (!sections.equals(SECTIONS.stream().map(Spec::name).toList())) {
+        if (!allSections()) {
             sb.append(", sections ").append(String.join(", ", sections));
         }
         sb.append(". Ratios compare cases measured in the same run, on the same machine.\n\n");
@@ -294,7 +294,7 @@ public final class Runner {
     /** The Maven command that reproduces this run. */
     String command() {
         String c = COMMAND.replace("-Dbench=full", "-Dbench=" + mode());
-        if (!sections.equals(SECTIONS.stream().map(Spec::name).toList())) {
+        if (!allSections()) {
             c = c.replace(" package", " -Dbench.sections=" + String.join(",", sections) + " package");
         }
         return c;
@@ -367,13 +367,22 @@ public final class Runner {
         }
     }
 
-    /** Writes the page: always to benchmarks/target/benchmark-report.md, a full run also to docs/performance.md. */
-    private void write(String page) {
+    /** Whether this run ran every section. */
+    private boolean allSections() {
+        return sections.equals(SECTIONS.stream().map(Spec::name).toList());
+    }
+
+    /**
+     * Writes the page: always to benchmarks/target/benchmark-report.md; a full run of every section
+     * also to docs/performance.md (a run of some sections only would replace the whole page with
+     * part of it).
+     */
+    void write(String page) {
         try {
             Path out = Files.createDirectories(dir.resolve("target"));
             Files.writeString(out.resolve("benchmark-report.md"), page, StandardCharsets.UTF_8);
             console.println("report: " + out.resolve("benchmark-report.md"));
-            if (!tiny && !quick) {
+            if (!tiny && !quick && allSections()) {
                 Path docs = Files.createDirectories(dir.toAbsolutePath().normalize().resolveSibling("docs"));
                 Files.writeString(docs.resolve("performance.md"), page, StandardCharsets.UTF_8);
                 console.println("page:   " + docs.resolve("performance.md"));

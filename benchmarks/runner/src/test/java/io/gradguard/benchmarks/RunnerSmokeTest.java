@@ -69,6 +69,24 @@ class RunnerSmokeTest {
         assertFalse(goals.contains("Not judged: reference"), "a part-4 note is a result, not a failure: " + goals);
     }
 
+    /**
+     * A full run writes docs/performance.md only when it ran every section: a run of some sections
+     * would replace the whole page with part of it. (No module is built in the temporary folder, so
+     * each section is reported as skipped at once.)
+     */
+    @Test
+    void onlyAFullRunOfEverySectionReplacesThePerformancePage(@org.junit.jupiter.api.io.TempDir Path tmp) {
+        Path dir = tmp.resolve("benchmarks");
+        Path page = tmp.resolve("docs").resolve("performance.md");
+        Runner some = new Runner(dir, "full", new PrintWriter(new StringWriter()));
+        some.write(some.page(some.run(List.of("tensorflow")), true));
+        assertTrue(java.nio.file.Files.isRegularFile(dir.resolve("target").resolve("benchmark-report.md")), "the target report is always written");
+        assertFalse(java.nio.file.Files.exists(page), "a run of one section must not write " + page);
+        Runner all = new Runner(dir, "full", new PrintWriter(new StringWriter()));
+        all.write(all.page(all.run(List.of("reference", "reference-scalar", "dl4j", "djl", "tensorflow")), true));
+        assertTrue(java.nio.file.Files.isRegularFile(page), "a full run of every section writes " + page);
+    }
+
     @Test
     void unknownSectionIsRejectedByName() {
         Runner runner = new Runner(Path.of("benchmarks"), true, new PrintWriter(new StringWriter()));
