@@ -18,13 +18,15 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The comparison's claims, over five seeds (42-46), not one: without a guard plain SGD diverges
  * (the deep MLP on every seed, the RNN on at least four of five); with skip + clip no run diverges;
- * the three frameworks agree at step 1 and end guarded runs at the same loss; at the default 500
+ * the three frameworks agree at step 1, follow the same trajectory on every seed for the first steps and
+ * end guarded runs at the same mean loss; at the default 500
  * steps the guarded MLP learns (beats the mean predictor by the stated margin) on every seed, and
  * the guarded LSTM learns the adding problem at a length where the vanilla RNN does not.
  */
@@ -33,11 +35,18 @@ class CompareStoryTest {
     /** Enough for every unguarded divergence seen (the RNN's latest: step 78 of seeds 1-20). */
     private static final int STEPS = 100;
     /**
-     * The frameworks' median guarded final losses lie within this relative spread. Runs of one seed
-     * follow the same trajectory until float32 round-off, compounded by a large learning rate, sets
-     * them apart: most seeds agree to 1e-6, a chaotic one can end 20% apart.
+     * The frameworks' mean guarded final losses over the seeds lie within this relative spread. Runs
+     * of one seed follow the same trajectory until float32 round-off, compounded by a large learning
+     * rate, sets them apart: most seeds agree to 1e-6, a chaotic one can end 20% or more apart, and
+     * which seeds split depends on the CPU's instruction set. A median of five such runs jumps from
+     * one seed's plateau to the next (on one AVX-512 machine, 0.82 against 0.91 for the MLP, two
+     * seeds split); the mean moves by a fifth of a split.
      */
     private static final double FRAMEWORKS_AGREE = 0.10;
+    /** The first steps on which every seed's guarded losses agree across the frameworks, before round-off grows. */
+    private static final int SAME_TRAJECTORY_STEPS = 5;
+    /** Their largest relative difference there (measured on seeds 42-46: 6e-7 for the MLP, 8e-5 for the RNN). */
+    private static final double SAME_TRAJECTORY = 1e-3;
 
     @TempDir
     Path out;
@@ -71,9 +80,21 @@ class CompareStoryTest {
                 }
             }
             assertTrue(c.parity(t) < 1e-5, t.id() + " step-1 gradient norms agree: " + c.parity(t));
-            double[] medians = c.cells(t).stream().filter(Cell::guarded).mapToDouble(Cell::medianFinalLoss).sorted().toArray();
-            assertTrue(medians[2] <= (1 + FRAMEWORKS_AGREE) * medians[0], t.id() + ": the frameworks' median guarded final losses agree: "
-                    + java.util.Arrays.toString(medians));
+            List<Cell> guarded = c.cells(t).stream().filter(Cell::guarded).toList();
+            for (int k = 0; k < SEEDS; k++) {
+                List<Double> first = guarded.get(0).runs().get(k).loss();
+                for (Cell other : guarded.subList(1, guarded.size())) {
+                    List<Double> loss = other.runs().get(k).loss();
+                    for (int i = 0; i < SAME_TRAJECTORY_STEPS; i++) {
+                        assertEquals(first.get(i), loss.get(i), SAME_TRAJECTORY * Math.abs(first.get(i)), t.id() + " seed "
+                                + other.runs().get(k).seed() + " step " + (i + 1) + ": " + other.backend() + " follows " + guarded.get(0).backend());
+                    }
+                }
+            }
+            double[] means = guarded.stream().mapToDouble(cell -> java.util.Arrays.stream(cell.finiteFinalLosses()).average().orElseThrow())
+                    .sorted().toArray();
+            assertTrue(means[2] <= (1 + FRAMEWORKS_AGREE) * means[0], t.id() + ": the frameworks' mean guarded final losses agree: "
+                    + java.util.Arrays.toString(means));
         }
         for (String expected : new String[] {"parity: step-1 gradient norm", "baseline (always predicting the mean target): loss median",
             "seeds 42-46 (5)", "median loss", "unguarded: 15 runs", "guarded: 15 runs, learned "}) {
