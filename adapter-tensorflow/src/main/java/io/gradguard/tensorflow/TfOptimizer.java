@@ -356,7 +356,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
     /** What the build produced: the training op and the nodes the host reads. */
     private record Built(Op train, Output<TInt64> counters, Map<String, Operand<TFloat64>> metrics,
             Output<TFloat64> ring, int capacity, int width, List<String> rowMetrics, List<String> stageNames,
-            Output<TFloat64> lossScale, List<String> tensorNames, List<String> tensorLayers, Output<TString> decidedBy,
+            Output<TFloat64> lossScale, List<String> tensorNames, Output<TString> decidedBy,
             Output<TInt64> window, boolean ratios, int normMetric, int coefficientMetric, int[] soleDecider,
             int nonFiniteMetric, int[] liveColumns, int[] constantColumns, Output<TFloat64> constants, RecordShape shape) {
     }
@@ -603,7 +603,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         }
         Op train = tf.withName("train").withControlDependencies(end).noOp();
         built = new Built(train, countersRead, java.util.Collections.unmodifiableMap(named), ring, capacity, width, List.copyOf(p.metrics.keySet()),
-                List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set), tensorLayers(set),
+                List.copyOf(stageNames), s == null ? null : identity(tf, s).asOutput(), tensorNames(set),
                 decidedBy, p.window == null ? null : identity(tf, p.window), ratios != null,
                 normMetric, coefficientMetric, decidedByFromAction ? soleDecider : null, nonFiniteMetric,
                 liveColumns.stream().mapToInt(Integer::intValue).toArray(), constantColumns.stream().mapToInt(Integer::intValue).toArray(),
@@ -976,7 +976,7 @@ public final class TfOptimizer extends Optimizer implements AutoCloseable {
         List<io.gradguard.core.monitor.TensorStats> out = new ArrayList<>(n);
         for (int i = 0; i < n; i++) {
             double ss = row[at + i];
-            out.add(new io.gradguard.core.monitor.TensorStats(built.tensorNames.get(i), built.tensorLayers.get(i), Math.sqrt(ss),
+            out.add(new io.gradguard.core.monitor.TensorStats(built.tensorNames.get(i), built.shape.layers.get(built.shape.layerOf[i]), Math.sqrt(ss),
                     row[at + n + i], Double.isFinite(ss) ? 0 : 1));
         }
         return out;

@@ -147,7 +147,7 @@ public final class TfBench {
             Map<String, Double> m = r.run();
             // the rounds hold a few drains only, too few for a mean: the monitored variants' drains are timed again alone
             for (Wrapped monitoredVariant : List.of(wMonitored, wNoRatios)) {
-                monitoredVariant.timeDrainsAlone(section.tiny() ? 1 : DRAIN_BLOCKS);
+                monitoredVariant.timeDrainsAlone(section.tiny() ? 0 : DRAIN_WARM_UP, section.tiny() ? 1 : DRAIN_BLOCKS);
             }
             SmallModels.emit(section, "tensorflow", "TfOptimizer, one training op", n.params(), Map.of("plain", m.get("plain"),
                     "clip", wClip.withDrains(m.get("w clip")), "readme", wReadme.withDrains(m.get("w readme")),
@@ -507,10 +507,6 @@ public final class TfBench {
      */
     private static final int DRAIN_WARM_UP = 150;
 
-    private static int warmUpDrains(int blocks) {
-        return blocks < DRAIN_BLOCKS ? 0 : DRAIN_WARM_UP;
-    }
-
     /**
      * A step through the optimizer wrapper: the pipeline compiled into one training op on the shared
      * graph, run by a plain {@code session.runner()} that fetches the loss, as the hand-written steps
@@ -565,13 +561,12 @@ public final class TfBench {
 
         /**
          * Times this variant's drains over {@code blocks} drains of its own: {@value #DRAIN_EVERY}
-         * steps of it alone, then the drain, as a training loop runs them, after
-         * {@value #DRAIN_WARM_UP} such drains untimed (JIT-warm, see {@link #DRAIN_WARM_UP}). The
-         * drains' time per call is then their mean over those calls; the steps' time stays the
-         * rounds' median.
+         * steps of it alone, then the drain, as a training loop runs them, after {@code warmUp}
+         * such drains untimed (JIT-warm, see {@link #DRAIN_WARM_UP}). The drains' time per call is
+         * then their mean over those calls; the steps' time stays the rounds' median.
          */
-        void timeDrainsAlone(int blocks) {
-            for (int i = 0; i < warmUpDrains(blocks) * DRAIN_EVERY || calls % DRAIN_EVERY != 0; i++) {
+        void timeDrainsAlone(int warmUp, int blocks) {
+            for (int i = 0; i < warmUp * DRAIN_EVERY || calls % DRAIN_EVERY != 0; i++) {
                 step();
             }
             resetDrains();
