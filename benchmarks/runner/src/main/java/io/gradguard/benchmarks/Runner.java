@@ -41,7 +41,8 @@ import java.util.concurrent.TimeUnit;
  *
  * <p>Arguments: {@code --dir BENCHMARKS_DIR} (default {@code benchmarks}), {@code --mode tiny|quick|full}
  * (default full; quick runs only the small-model part of each framework, at its real sizes, and
- * writes the page to the target folder only), {@code --sections reference,reference-scalar,dl4j,djl,tensorflow} (default all). The
+ * writes the page to the target folder only; in both, a framework's quick parts run in
+ * {@value #QUICK_PART_RUNS} JVMs and each of their rows reports the median, see {@link #combineRuns}), {@code --sections reference,reference-scalar,dl4j,djl,tensorflow} (default all). The
  * system property {@code gradguard.bench.note} (Maven: {@code -Dbench.note="..."}) adds a line about
  * the machine's conditions to the page, e.g. other work sharing its cores. A section whose module is not built, whose JVM fails, or that
  * runs out of time is reported by a row saying so; the rows it wrote before are kept.
@@ -49,25 +50,29 @@ import java.util.concurrent.TimeUnit;
  * @throws IllegalArgumentException (from {@code main}) for an unknown argument, mode or section
  */
 public final class Runner {
-    /** One section: a module, its main class, and the JVM options it needs. */
-    record Spec(String name, String module, String mainClass, List<String> fullJvm, List<String> tinyJvm, Duration limit) {
+    /**
+     * One section: a module, its main class, the JVM options it needs, its time limit, and whether
+     * its quick mode runs only some of its parts (measured again in {@value #QUICK_PART_RUNS} JVMs).
+     */
+    record Spec(String name, String module, String mainClass, List<String> fullJvm, List<String> tinyJvm, Duration limit,
+            boolean quickParts) {
     }
 
     static final List<Spec> SECTIONS = List.of(
             new Spec("reference", "harness", "io.gradguard.benchmarks.ReferenceBench",
                     List.of("-Xmx5g", "--add-modules", "jdk.incubator.vector"),
-                    List.of("-Xmx1g", "--add-modules", "jdk.incubator.vector"), Duration.ofMinutes(4)),
+                    List.of("-Xmx1g", "--add-modules", "jdk.incubator.vector"), Duration.ofMinutes(4), false),
             new Spec("reference-scalar", "harness", "io.gradguard.benchmarks.ReferenceBench",
-                    List.of("-Xmx5g", "-Dgradguard.simd=false"), List.of("-Xmx1g", "-Dgradguard.simd=false"), Duration.ofMinutes(4)),
+                    List.of("-Xmx5g", "-Dgradguard.simd=false"), List.of("-Xmx1g", "-Dgradguard.simd=false"), Duration.ofMinutes(4), false),
             new Spec("dl4j", "dl4j", "io.gradguard.benchmarks.dl4j.Dl4jBench",
                     List.of("-Xmx2g", "-Dorg.bytedeco.javacpp.maxbytes=4g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"),
-                    List.of("-Xmx1g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"), Duration.ofMinutes(8)),
+                    List.of("-Xmx1g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"), Duration.ofMinutes(8), true),
             new Spec("djl", "djl", "io.gradguard.benchmarks.djl.DjlBench",
                     List.of("-Xmx1g", "-Dai.djl.offline=true", "-Dorg.slf4j.simpleLogger.defaultLogLevel=error"),
                     List.of("-Xmx1g", "-Dai.djl.offline=true", "-Dorg.slf4j.simpleLogger.defaultLogLevel=error"),
-                    Duration.ofMinutes(7)),
+                    Duration.ofMinutes(7), true),
             new Spec("tensorflow", "tensorflow", "io.gradguard.benchmarks.tensorflow.TfBench",
-                    List.of("-Xmx1g", "-Dorg.bytedeco.javacpp.maxPhysicalBytes=8g"), List.of("-Xmx1g"), Duration.ofMinutes(7)));
+                    List.of("-Xmx1g", "-Dorg.bytedeco.javacpp.maxPhysicalBytes=8g"), List.of("-Xmx1g"), Duration.ofMinutes(7), true));
 
     /**
      * OpenMP threads of ND4J and PyTorch sleep rather than spin while they wait (unless the caller
@@ -176,7 +181,91 @@ public final class Runner {
         return rows;
     }
 
+    /**
+     * A section's rows: one JVM in this run's mode; for a section with quick parts (not in tiny
+     * mode), {@value #QUICK_PART_RUNS} - 1 more JVMs in quick mode, and the rows of the quick parts
+     * combined over all of them ({@link #combineRuns}).
+     */
     private List<Row> runSection(Spec spec) {
+        List<Row> rows = runProcess(spec, mode(), "");
+        if (tiny || !spec.quickParts() || rows.stream().anyMatch(r -> r.note().startsWith("skipped: "))) {
+            return rows;
+        }
+        List<List<Row>> runs = new ArrayList<>(List.of(rows));
+        for (int k = 2; k <= QUICK_PART_RUNS; k++) {
+            runs.add(runProcess(spec, "quick", "." + k));
+        }
+        return combineRuns(runs);
+    }
+
+    /**
+     * Runs in which the quick parts (the small models, part 5, and DL4J's data parallel, part 6)
+     * are measured, each in a JVM of its own. A ratio of a step that takes a fraction of a millisecond
+     * moves from one run to the next by more than a goal's margin, so such a row reports the run with
+     * the median ratio, and the ratios of all runs beside it (docs/performance.md has the spread).
+     */
+    static final int QUICK_PART_RUNS = 3;
+
+    /**
+     * The rows of several runs of one section: the first run's rows, where each measured row of a
+     * part that the other runs measured too is replaced by the run with the median ratio (the
+     * upper of the two middle ones for an even count) and its note says the sorted ratios of every
+     * run that measured it. Rows that only later runs measured follow; so do their notes of runs
+     * that failed or ran out of time.
+     */
+    static List<Row> combineRuns(List<List<Row>> runs) {
+        java.util.Set<Integer> parts = new TreeSet<>();
+        for (List<Row> run : runs.subList(1, runs.size())) {
+            run.stream().filter(r -> !r.verdict().isEmpty()).forEach(r -> parts.add(r.part()));
+        }
+        Map<String, List<Row>> measured = new java.util.LinkedHashMap<>();
+        for (List<Row> run : runs) {
+            for (Row r : run) {
+                if (parts.contains(r.part()) && !r.verdict().isEmpty()) {
+                    measured.computeIfAbsent(r.part() + "\t" + r.name() + "\t" + r.size(), k -> new ArrayList<>()).add(r);
+                }
+            }
+        }
+        List<Row> out = new ArrayList<>();
+        java.util.Set<String> done = new java.util.HashSet<>();
+        for (Row r : runs.get(0)) {
+            String key = r.part() + "\t" + r.name() + "\t" + r.size();
+            if (!measured.containsKey(key)) {
+                out.add(r);
+            } else if (done.add(key)) {
+                out.add(median(measured.get(key)));
+            }
+        }
+        measured.forEach((key, rows) -> {
+            if (done.add(key)) {
+                out.add(median(rows));
+            }
+        });
+        for (int k = 1; k < runs.size(); k++) {
+            for (Row r : runs.get(k)) {
+                if (r.verdict().isEmpty() && (r.note().startsWith("TIMED OUT") || r.note().startsWith("FAILED"))) {
+                    out.add(Row.note(r.part(), r.name(), "run " + (k + 1) + " of " + runs.size() + ": " + r.note()));
+                }
+            }
+        }
+        return out;
+    }
+
+    private static Row median(List<Row> rows) {
+        List<Row> sorted = new ArrayList<>(rows);
+        sorted.sort(java.util.Comparator.comparingDouble(Row::ratio));
+        Row m = sorted.get(sorted.size() / 2);
+        StringBuilder ratios = new StringBuilder();
+        for (Row r : sorted) {
+            ratios.append(ratios.length() == 0 ? "" : ", ").append(String.format(Locale.ROOT, "%.3f", r.ratio()));
+        }
+        String runs = "median of " + sorted.size() + (sorted.size() == 1 ? " run" : " runs") + ": " + ratios;
+        return new Row(m.part(), m.name(), m.size(), m.millis(), m.baseline(), m.baselineMillis(), m.goal(),
+                m.note().isEmpty() ? runs : m.note() + " (" + runs + ")");
+    }
+
+    /** One JVM of the section in {@code mode}; its rows file and log carry {@code suffix}. */
+    private List<Row> runProcess(Spec spec, String mode, String suffix) {
         Path module = dir.resolve(spec.module()).resolve("target");
         Path cpFile = module.resolve("section.classpath");
         if (!Files.isRegularFile(cpFile)) {
@@ -185,26 +274,26 @@ public final class Runner {
         }
         try {
             Path out = Files.createDirectories(dir.resolve("target").resolve("bench"));
-            Path rowsFile = out.resolve(spec.name() + ".rows");
-            Path log = out.resolve(spec.name() + ".log");
+            Path rowsFile = out.resolve(spec.name() + suffix + ".rows");
+            Path log = out.resolve(spec.name() + suffix + ".log");
             Files.deleteIfExists(rowsFile);
             String cp = module.resolve("classes") + java.io.File.pathSeparator + Files.readString(cpFile).trim();
             List<String> cmd = new ArrayList<>();
             cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
             cmd.addAll(tiny ? spec.tinyJvm() : spec.fullJvm());
-            cmd.addAll(List.of("-cp", cp, spec.mainClass(), "--mode", mode(), "--out", rowsFile.toString()));
+            cmd.addAll(List.of("-cp", cp, spec.mainClass(), "--mode", mode, "--out", rowsFile.toString()));
             ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
             pb.environment().put("TF_CPP_MIN_LOG_LEVEL", "2");
             pb.environment().putIfAbsent("OMP_WAIT_POLICY", OMP_WAIT_POLICY);
             if (spec.name().equals("djl")) {
                 MALLOC.forEach(pb.environment()::putIfAbsent);
             }
-            console.printf("== %s: %s%n", spec.name(), spec.mainClass());
+            console.printf("== %s: %s (%s)%n", spec.name(), spec.mainClass(), mode);
             Instant start = Instant.now();
             Process p = pb.start();
             Thread pump = new Thread(() -> pump(p, log, spec.name()), "pump-" + spec.name());
             pump.start();
-            Duration limit = tiny ? Duration.ofMinutes(2) : quick ? Duration.ofMinutes(5) : spec.limit();
+            Duration limit = tiny ? Duration.ofMinutes(2) : mode.equals("quick") ? Duration.ofMinutes(5) : spec.limit();
             boolean done = p.waitFor(limit.toSeconds(), TimeUnit.SECONDS);
             if (!done) {
                 p.destroyForcibly().waitFor();

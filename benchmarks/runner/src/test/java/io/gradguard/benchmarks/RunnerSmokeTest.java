@@ -70,6 +70,43 @@ class RunnerSmokeTest {
     }
 
     /**
+     * The quick parts' rows are the median of the runs that measured them, with every run's ratio
+     * in the note; the first run's other rows and order are kept, and what only a later run
+     * measured, or where a later run failed, is added.
+     */
+    @Test
+    void quickPartsReportTheMedianRunOfSeveral() {
+        List<Row> full = List.of(
+                Row.ratio(2, "tf guarded step", "5M", 50, "unguarded step", 49, 1.03, ""),
+                Row.ratio(5, "tf small, monitored", "5.6k", 1.36, "unguarded step", 1.0, 1.3, "drains included"),
+                Row.ratio(5, "tf small, clip", "5.6k", 1.10, "unguarded step", 1.0, 1.15, ""));
+        List<Row> second = List.of(
+                Row.ratio(5, "tf small, monitored", "5.6k", 2.54, "unguarded step", 2.0, 1.3, "drains included"),
+                Row.ratio(5, "tf small, clip", "5.6k", 2.40, "unguarded step", 2.0, 1.15, ""),
+                Row.ratio(5, "tf small, clip", "94k", 1.05, "unguarded step", 1.0, 1.15, ""));
+        List<Row> third = List.of(
+                Row.ratio(5, "tf small, monitored", "5.6k", 3.87, "unguarded step", 3.0, 1.3, "drains included"),
+                Row.note(0, "tensorflow", "TIMED OUT after 300 s"));
+
+        List<Row> rows = Runner.combineRuns(List.of(full, second, third));
+
+        assertEquals(5, rows.size(), rows.toString());
+        assertEquals(full.get(0), rows.get(0), "a part the other runs did not measure is kept as it was");
+        Row monitored = rows.get(1);
+        assertEquals(1.29, monitored.ratio(), 1e-12, "the median of 1.36, 1.27 and 1.29");
+        assertEquals(3.0, monitored.baselineMillis(), "the median run's own times");
+        assertEquals("drains included (median of 3 runs: 1.270, 1.290, 1.360)", monitored.note());
+        assertEquals("meets", monitored.verdict());
+        Row clip = rows.get(2);
+        assertEquals(1.2, clip.ratio(), 1e-12, "of two runs, the upper middle: 1.10 and 1.20");
+        assertEquals("median of 2 runs: 1.100, 1.200", clip.note());
+        assertEquals("94k", rows.get(3).size(), "measured by a later run only: added after the first run's rows");
+        assertEquals("median of 1 run: 1.050", rows.get(3).note());
+        assertEquals("run 3 of 3: TIMED OUT after 300 s", rows.get(4).note());
+        assertEquals(full, Runner.combineRuns(List.of(full)), "one run: its rows");
+    }
+
+    /**
      * A full run writes docs/performance.md only when it ran every section: a run of some sections
      * would replace the whole page with part of it. (No module is built in the temporary folder, so
      * each section is reported as skipped at once.)
