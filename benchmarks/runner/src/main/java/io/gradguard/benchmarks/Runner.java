@@ -16,10 +16,14 @@ import java.time.ZonedDateTime;
 import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Comparator;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.TreeSet;
 import java.util.concurrent.TimeUnit;
@@ -214,11 +218,11 @@ public final class Runner {
      * that failed or ran out of time.
      */
     static List<Row> combineRuns(List<List<Row>> runs) {
-        java.util.Set<Integer> parts = new TreeSet<>();
+        Set<Integer> parts = new TreeSet<>();
         for (List<Row> run : runs.subList(1, runs.size())) {
             run.stream().filter(r -> !r.verdict().isEmpty()).forEach(r -> parts.add(r.part()));
         }
-        Map<String, List<Row>> measured = new java.util.LinkedHashMap<>();
+        Map<String, List<Row>> measured = new LinkedHashMap<>();
         for (List<Row> run : runs) {
             for (Row r : run) {
                 if (parts.contains(r.part()) && !r.verdict().isEmpty()) {
@@ -227,7 +231,7 @@ public final class Runner {
             }
         }
         List<Row> out = new ArrayList<>();
-        java.util.Set<String> done = new java.util.HashSet<>();
+        Set<String> done = new HashSet<>();
         for (Row r : runs.get(0)) {
             String key = r.part() + "\t" + r.name() + "\t" + r.size();
             if (!measured.containsKey(key)) {
@@ -253,7 +257,7 @@ public final class Runner {
 
     private static Row median(List<Row> rows) {
         List<Row> sorted = new ArrayList<>(rows);
-        sorted.sort(java.util.Comparator.comparingDouble(Row::ratio));
+        sorted.sort(Comparator.comparingDouble(Row::ratio));
         Row m = sorted.get(sorted.size() / 2);
         StringBuilder ratios = new StringBuilder();
         for (Row r : sorted) {
