@@ -226,14 +226,14 @@ public final class Runner {
         for (List<Row> run : runs) {
             for (Row r : run) {
                 if (parts.contains(r.part()) && !r.verdict().isEmpty()) {
-                    measured.computeIfAbsent(r.part() + "\t" + r.name() + "\t" + r.size(), k -> new ArrayList<>()).add(r);
+                    measured.computeIfAbsent(key(r), k -> new ArrayList<>()).add(r);
                 }
             }
         }
         List<Row> out = new ArrayList<>();
         Set<String> done = new HashSet<>();
         for (Row r : runs.get(0)) {
-            String key = r.part() + "\t" + r.name() + "\t" + r.size();
+            String key = key(r);
             if (!measured.containsKey(key)) {
                 out.add(r);
             } else if (done.add(key)) {
@@ -253,6 +253,11 @@ public final class Runner {
             }
         }
         return out;
+    }
+
+    /** What identifies a row across runs of one section: its part, name and size. */
+    private static String key(Row r) {
+        return r.part() + "\t" + r.name() + "\t" + r.size();
     }
 
     private static Row median(List<Row> rows) {
